@@ -1,0 +1,61 @@
+r"""The chapter's concise MLP: `@nn.compact` with `nn.Dense` layers.
+
+d2l 5.2.2: Dense(256), ReLU, Dense(10) with Flax's default (LeCun normal) weights, SGD with
+lr 0.1, batch 256, 10 epochs. d2l reports validation accuracy 0.861.
+
+Run:
+  python -m mlp_jax.main --config=experiments/mlp_concise.py --workdir=runs/mlp_concise
+
+Expected: test accuracy about 0.86 after 10 epochs (mean of 3 seeds in README.md); about
+15 s of training on a 2-core CPU, well under a second on a GPU.
+"""
+
+import flax.linen as nn
+
+from mlp_jax.config import base_config
+from mlp_jax.models import activation_fn, weight_initializer
+
+
+class MLP(nn.Module):
+    """An MLP of `num_layers` Dense hidden layers and a Dense output layer."""
+
+    num_hiddens: int = 256
+    num_outputs: int = 10
+    num_layers: int = 1
+    activation: str = "relu"
+    weight_init: str = "lecun"
+    init_scale: float = 0.01
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x_BxD, train: bool = False):
+        """Maps flattened images (B, 784) in [0, 1] to logits (B, num_outputs)."""
+        act = activation_fn(self.activation)
+        w_init = weight_initializer(self.weight_init, self.init_scale)
+        h = x_BxD.reshape(x_BxD.shape[0], -1)
+        for _ in range(self.num_layers):
+            h = act(nn.Dense(self.num_hiddens, kernel_init=w_init)(h))
+            if self.dropout:
+                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return nn.Dense(self.num_outputs, kernel_init=w_init)(h)
+
+
+def get_config():
+    """d2l's settings for the concise MLP."""
+    config = base_config()
+    config.model = "experiments.mlp_concise:MLP"
+    # Hidden units per hidden layer.
+    config.num_hiddens = 256
+    # Output classes.
+    config.num_outputs = 10
+    # Hidden layers.
+    config.num_layers = 1
+    # Hidden activation (see mlp_jax.models.ACTIVATIONS).
+    config.activation = "relu"
+    # Weight initialiser; "lecun" is nn.Dense's default, which d2l's concise model uses.
+    config.weight_init = "lecun"
+    # Standard deviation when init is "normal".
+    config.init_scale = 0.01
+    # Dropout rate after each hidden layer; the chapter has none.
+    config.dropout = 0.0
+    return config

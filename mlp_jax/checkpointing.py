@@ -1,0 +1,177 @@
+"""Orbax checkpoints of the full train state: save, resume with fallback, fingerprint,
+and restore a workdir for evaluation and notebooks.
+
+Layout: WORKDIR/checkpoints/<epoch>/{state, meta}. `state` is the TrainState (parameters,
+optimiser state, step, epoch, RNG key data) as one unreplicated copy, so any parallel mode
+restores any other's checkpoint; `meta` is JSON holding the parameters' fingerprint, which
+is checked on restore, so a truncated or tampered checkpoint is never used.
+
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a kill
+at any moment leaves the previous checkpoints intact; leftovers are cleaned on the next start.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import linen as nn
+
+from mlp_jax import models, optim, steps
+from mlp_jax.data import SPLIT_SIZES
+from mlp_jax.errors import UserError
+
+CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "checkpoints_unreadable"
+CONFIG_FILE = "config.json"
+
+
+def params_fingerprint(params) -> str:
+    """sha256 over the parameter arrays' bytes in tree order: equal iff bit-identical."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return digest.hexdigest()
+
+
+class CheckpointStore:
+    """The run's checkpoints: one per saved epoch, the newest `keep` of them kept."""
+
+    def __init__(self, workdir: str | Path, keep: int):
+        self.workdir = Path(workdir).absolute()
+        self.manager = ocp.CheckpointManager(
+            self.workdir / CHECKPOINT_DIR,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, cleanup_tmp_directories=True
+            ),
+        )
+
+    def save(self, state: steps.TrainState, extra_meta: dict | None = None) -> None:
+        """Saves `state` (one unreplicated copy) under its epoch number, asynchronously."""
+        epoch = int(state.epoch)
+        meta = {"epoch": epoch, "step": int(state.step), **(extra_meta or {})}
+        meta["params_fingerprint"] = params_fingerprint(state.params)
+        self.manager.save(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+
+    def _restore(self, epoch: int, abstract_state):
+        restored = self.manager.restore(
+            epoch,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        state, meta = restored["state"], restored["meta"]
+        if params_fingerprint(state.params) != meta["params_fingerprint"]:
+            raise ValueError("parameters do not match the fingerprint saved with them")
+        return state
+
+    def _set_aside(self, epoch: int) -> Path:
+        """Moves an unreadable checkpoint out of Orbax's way, keeping it for inspection."""
+        source = self.workdir / CHECKPOINT_DIR / str(epoch)
+        target = self.workdir / UNREADABLE_DIR / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0 and source.exists():
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(source, target)
+        self.manager.reload()
+        return target
+
+    def restore_latest(self, abstract_state):
+        """The newest readable checkpoint's state, or None when there is none at all.
+
+        Unreadable checkpoints (truncated, half-written, tampered) are moved to
+        WORKDIR/checkpoints_unreadable with a warning, and the next older one is tried.
+
+        Args:
+          abstract_state: a TrainState of jax.ShapeDtypeStruct leaves (with shardings).
+
+        Raises:
+          UserError: checkpoints exist but none is readable.
+        """
+        self.manager.reload()
+        epochs = sorted(self.manager.all_steps(), reverse=True)
+        for epoch in epochs:
+            try:
+                return self._restore(epoch, abstract_state)
+            except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+                target = self._set_aside(epoch)
+                reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                logging.warning(
+                    "checkpoint %s is unreadable (%s); moved to %s", epoch, reason, target
+                )
+        if epochs:
+            raise UserError(
+                f"{self.workdir / CHECKPOINT_DIR}: no readable checkpoint (tried epochs {epochs}); "
+                "start afresh with a new --workdir or delete that folder"
+            )
+        return None
+
+    def close(self) -> None:
+        """Waits for pending asynchronous saves, then releases the manager."""
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_train_state(model: nn.Module, config: ml_collections.ConfigDict, sharding):
+    """The TrainState's shapes and dtypes, placed by `sharding`, without computing it."""
+    tx = optim.make_optimizer(config, steps_per_epoch(config))
+    shapes = jax.eval_shape(lambda: steps.create_train_state(model, tx, config.seed))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
+    """Optimiser steps in one epoch (the last, partial batch counts)."""
+    num_train = SPLIT_SIZES["train"] - config.validation_size
+    return -(-num_train // config.batch_size)
+
+
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in its workdir."""
+    path = Path(workdir) / CONFIG_FILE
+    try:
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); restore it or retrain") from None
+
+
+class Restored(NamedTuple):
+    """A trained run: its model, its train state and its config."""
+
+    model: nn.Module
+    state: steps.TrainState
+    config: ml_collections.ConfigDict
+
+
+def restore_workdir(workdir: str | Path) -> Restored:
+    """Restores the latest readable checkpoint of a workdir onto the default device.
+
+    For notebooks and `--mode=eval`: no config file is needed, the workdir's own is read.
+
+    Raises:
+      UserError: the workdir has no config or no readable checkpoint.
+    """
+    config = read_config(workdir)
+    model = models.build_model(config)
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    store = CheckpointStore(workdir, config.keep_checkpoints)
+    try:
+        state = store.restore_latest(abstract_train_state(model, config, sharding))
+    finally:
+        store.close()
+    if state is None:
+        raise UserError(f"{Path(workdir) / CHECKPOINT_DIR}: no checkpoint; train first")
+    return Restored(model, state, config)

@@ -1,0 +1,118 @@
+"""The library's configuration fields, their defaults, and their validation.
+
+Experiment files (`experiments/*.py`) start from `base_config()`, name their model and set
+their own fields; the library reads the model's hyperparameters from the config fields that
+share the model's attribute names (see `mlp_jax.models.build_model`).
+"""
+
+import ml_collections
+
+from mlp_jax.errors import UserError
+
+PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The training fields every experiment has, with d2l's chapter 5.2 values."""
+    config = ml_collections.ConfigDict()
+    # Import path "package.module:ClassName" of the Flax module to train.
+    config.model = ""
+    # Folder with the four Fashion-MNIST IDX files; "" searches $FASHION_MNIST_DIR, then
+    # /usr/share/datasets/fashion-mnist, then TFDS.
+    config.data_dir = ""
+    # Training images held out to validate on; 0 validates on the test split, as d2l does.
+    config.validation_size = 0
+    # Seed of the permutation that chooses the held-out validation images.
+    config.split_seed = 0
+    # Seed of parameter initialisation, data order and dropout.
+    config.seed = 0
+    # Passes over the training split.
+    config.num_epochs = 10
+    # Global minibatch size (split across devices when training data-parallel).
+    config.batch_size = 256
+    # Examples per evaluation chunk; it changes memory, not results.
+    config.eval_batch_size = 2000
+    # Optimiser: one of OPTIMIZERS (d2l uses plain SGD).
+    config.optimizer = "sgd"
+    # Peak learning rate.
+    config.lr = 0.1
+    # Momentum for "momentum"; b1 for adam/adamw.
+    config.momentum = 0.9
+    # Decoupled weight decay for "adamw", L2-style decay for the others; 0 disables it.
+    config.weight_decay = 0.0
+    # Learning-rate schedule: one of SCHEDULES.
+    config.schedule = "constant"
+    # Epochs of linear warm-up before the schedule.
+    config.warmup_epochs = 0
+    # Label smoothing of the cross-entropy target; 0 is d2l's loss.
+    config.label_smoothing = 0.0
+    # Data parallelism: "auto" (shard_map on several devices, none on one), "none", "pmap",
+    # "shard_map".
+    config.parallel = "auto"
+    # Devices to train on; 0 uses every device (several hosts always use all).
+    config.num_devices = 0
+    # Save a checkpoint every this many epochs (the last epoch is always saved).
+    config.checkpoint_every_epochs = 1
+    # Checkpoints kept on disk.
+    config.keep_checkpoints = 3
+    return config
+
+
+def _check(condition: bool, key: str, value, requirement: str) -> None:
+    if not condition:
+        raise UserError(f"config.{key}={value!r} is invalid: {requirement}")
+
+
+def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) -> None:
+    """Checks every field before anything is compiled.
+
+    Args:
+      config: the resolved config.
+      model_fields: the attribute names of the config's model; any other key the base
+        config lacks is unknown.
+
+    Raises:
+      UserError: naming the first bad or unknown key and what it must be.
+    """
+    known = set(base_config().keys()) | model_fields
+    unknown = sorted(set(config.keys()) - known)
+    if unknown:
+        raise UserError(
+            f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))}); "
+            "fix the experiment file or the --config.KEY override"
+        )
+    _check(config.lr > 0, "lr", config.lr, "must be > 0")
+    _check(config.batch_size >= 1, "batch_size", config.batch_size, "must be >= 1")
+    _check(config.eval_batch_size >= 1, "eval_batch_size", config.eval_batch_size, "must be >= 1")
+    _check(config.num_epochs >= 0, "num_epochs", config.num_epochs, "must be >= 0")
+    _check(config.validation_size >= 0, "validation_size", config.validation_size, "must be >= 0")
+    _check(config.warmup_epochs >= 0, "warmup_epochs", config.warmup_epochs, "must be >= 0")
+    _check(config.weight_decay >= 0, "weight_decay", config.weight_decay, "must be >= 0")
+    _check(
+        0 <= config.label_smoothing < 1,
+        "label_smoothing",
+        config.label_smoothing,
+        "must be in [0, 1)",
+    )
+    _check(config.optimizer in OPTIMIZERS, "optimizer", config.optimizer, f"one of {OPTIMIZERS}")
+    _check(config.schedule in SCHEDULES, "schedule", config.schedule, f"one of {SCHEDULES}")
+    _check(
+        config.parallel in PARALLEL_MODES, "parallel", config.parallel, f"one of {PARALLEL_MODES}"
+    )
+    _check(
+        config.checkpoint_every_epochs >= 1,
+        "checkpoint_every_epochs",
+        config.checkpoint_every_epochs,
+        "must be >= 1",
+    )
+    _check(config.num_devices >= 0, "num_devices", config.num_devices, "must be >= 0")
+    _check(
+        config.keep_checkpoints >= 1, "keep_checkpoints", config.keep_checkpoints, "must be >= 1"
+    )
+    for key in ("num_hiddens", "num_layers"):
+        if key in config:
+            _check(config[key] >= 1, key, config[key], "must be >= 1")
+    if "dropout" in config:
+        _check(0 <= config.dropout < 1, "dropout", config.dropout, "must be in [0, 1)")

@@ -1,0 +1,238 @@
+"""Fashion-MNIST as validated uint8 arrays: IDX files first, TFDS where the network allows.
+
+This module knows files and arrays, nothing of models or training. Images stay uint8
+(47 MB for the training split) so that the whole dataset fits on any device; the compiled
+step scales them to [0, 1].
+"""
+
+import gzip
+import os
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from mlp_jax.errors import UserError
+
+CLASS_NAMES = (
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (28, 28)
+NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+ENV_VAR = "FASHION_MNIST_DIR"
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+_FILE_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# IDX magic: two zero bytes, a type code (0x08 = unsigned byte) and the number of dimensions.
+_IMAGES_MAGIC = 0x00000803
+_LABELS_MAGIC = 0x00000801
+_INSTALL_HINT = (
+    "install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download the four "
+    "IDX files from github.com/zalandoresearch/fashion-mnist into a folder and pass "
+    f"--config.data_dir=FOLDER or set {ENV_VAR}"
+)
+
+
+class Split(NamedTuple):
+    """One split of the dataset.
+
+    Attributes:
+      images: uint8 array of shape (N, 784), row-major 28x28 images.
+      labels: int32 array of shape (N,), class indices in [0, 10).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class Dataset(NamedTuple):
+    """The training split, the split that validates, and the test split.
+
+    `validation` is carved from the 60,000 training images when a run asks for one, else it is
+    the test split itself (d2l's convention: its "validation" accuracy is test accuracy).
+    """
+
+    train: Split
+    validation: Split
+    test: Split
+
+
+def _read_idx(path: Path, magic: int, expected_dims: tuple[int | None, ...]) -> np.ndarray:
+    """Reads one IDX file (raw or gzip) and checks its magic number and size."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path}: cannot read ({e}); delete it and fetch the file again") from None
+    header_size = 4 + 4 * len(expected_dims)
+    if len(raw) < header_size:
+        raise UserError(f"{path}: truncated header ({len(raw)} bytes); fetch the file again")
+    (found_magic,) = struct.unpack(">I", raw[:4])
+    if found_magic != magic:
+        raise UserError(
+            f"{path}: wrong magic number 0x{found_magic:08x} (expected 0x{magic:08x}); "
+            "this is not a Fashion-MNIST IDX file of that kind"
+        )
+    dims = struct.unpack(f">{len(expected_dims)}I", raw[4:header_size])
+    for axis, (found, expected) in enumerate(zip(dims, expected_dims, strict=True)):
+        if expected is not None and found != expected:
+            raise UserError(f"{path}: dimension {axis} is {found}, expected {expected}")
+    expected_bytes = int(np.prod(dims))
+    body = raw[header_size:]
+    if len(body) != expected_bytes:
+        raise UserError(
+            f"{path}: truncated or padded ({len(body)} data bytes, the header promises "
+            f"{expected_bytes}); fetch the file again"
+        )
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def has_idx_files(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds all four Fashion-MNIST IDX files (raw or .gz)."""
+    stems = [stem for pair in _FILE_STEMS.values() for stem in pair]
+    return all(_find_file(Path(directory), stem) is not None for stem in stems)
+
+
+def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
+    """Reads and validates one split ("train" or "test") from IDX files in `directory`.
+
+    Args:
+      directory: folder with the IDX files, raw or gzip-compressed.
+      split: "train" (60,000 images) or "test" (10,000 images).
+
+    Returns:
+      The split with images flattened to (N, 784) uint8 and labels as int32.
+
+    Raises:
+      UserError: a file is missing, truncated, of the wrong kind or holds bad labels.
+    """
+    directory = Path(directory)
+    count = SPLIT_SIZES[split]
+    images_stem, labels_stem = _FILE_STEMS[split]
+    paths = [_find_file(directory, stem) for stem in (images_stem, labels_stem)]
+    for stem, path in zip((images_stem, labels_stem), paths, strict=True):
+        if path is None:
+            raise UserError(f"{directory}/{stem}[.gz]: missing; {_INSTALL_HINT}")
+    images = _read_idx(paths[0], _IMAGES_MAGIC, (count, *IMAGE_SHAPE))
+    labels = _read_idx(paths[1], _LABELS_MAGIC, (count,))
+    if labels.max() >= NUM_CLASSES:
+        raise UserError(f"{paths[1]}: label {labels.max()} outside 0-9; fetch the file again")
+    return Split(images.reshape(count, NUM_PIXELS), labels.astype(np.int32))
+
+
+def _load_tfds() -> tuple[Split, Split]:
+    """Fashion-MNIST through TFDS (needs the network on first use)."""
+    try:
+        import tensorflow_datasets as tfds  # noqa: PLC0415  (optional, heavy)
+    except ImportError as e:
+        raise UserError(f"TFDS is not installed ({e})") from None
+    hide_gpus_from_tensorflow()
+    splits = []
+    for split in ("train", "test"):
+        data = tfds.as_numpy(tfds.load("fashion_mnist", split=split, batch_size=-1))
+        images = data["image"].reshape(-1, NUM_PIXELS).astype(np.uint8)
+        splits.append(Split(images, data["label"].astype(np.int32)))
+    return splits[0], splits[1]
+
+
+def hide_gpus_from_tensorflow() -> None:
+    """Keeps TensorFlow off the accelerators so that it does not claim memory JAX needs."""
+    # TensorFlow only writes summaries and reads TFDS here: keep its start-up quiet.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf.config.set_visible_devices([], "GPU")
+
+
+def candidate_dirs(data_dir: str = "") -> list[tuple[str, Path]]:
+    """The IDX folders to try, in order, each with a label saying where it came from."""
+    candidates = []
+    if data_dir:
+        candidates.append(("--config.data_dir", Path(data_dir).expanduser()))
+    if os.environ.get(ENV_VAR):
+        candidates.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR]).expanduser()))
+    candidates.append(("Debian package dataset-fashion-mnist", Path(DEBIAN_DIR)))
+    return candidates
+
+
+def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split, Split]:
+    """Loads the training and test splits from the first source that has them.
+
+    Sources, in order: `data_dir`; the FASHION_MNIST_DIR environment variable; the Debian
+    package's folder; TFDS `fashion_mnist` (if `use_tfds` and it is installed).
+    An explicit `data_dir` that lacks the files is an error: the user asked for that folder.
+
+    Returns:
+      (train, test) splits.
+    """
+    tried = []
+    for label, directory in candidate_dirs(data_dir):
+        if has_idx_files(directory):
+            return read_idx_split(directory, "train"), read_idx_split(directory, "test")
+        if label == "--config.data_dir":
+            raise UserError(f"--config.data_dir={directory} lacks the Fashion-MNIST IDX files")
+        tried.append(f"{label} ({directory})")
+    if use_tfds:
+        try:
+            return _load_tfds()
+        except UserError as e:
+            tried.append(f"TFDS ({e})")
+        except Exception as e:  # noqa: BLE001  (TFDS fails in many ways offline)
+            tried.append(f"TFDS ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+    raise UserError(f"Fashion-MNIST not found; tried {'; '.join(tried)}; {_INSTALL_HINT}")
+
+
+def carve_validation(train: Split, size: int, seed: int) -> tuple[Split, Split]:
+    """Splits `size` examples off the training split, chosen by a seeded permutation.
+
+    Returns:
+      (remaining training split, validation split).
+    """
+    if not 0 < size < len(train.labels):
+        raise UserError(f"validation_size={size} must lie in 1..{len(train.labels) - 1}")
+    order = np.random.default_rng(seed).permutation(len(train.labels))
+    keep, held_out = order[:-size], order[-size:]
+    return (
+        Split(train.images[keep], train.labels[keep]),
+        Split(train.images[held_out], train.labels[held_out]),
+    )
+
+
+def load_dataset(data_dir: str = "", validation_size: int = 0, split_seed: int = 0) -> Dataset:
+    """Loads Fashion-MNIST and arranges it for a run.
+
+    Args:
+      data_dir: optional folder with the IDX files (see `load_fashion_mnist`).
+      validation_size: if > 0, hold this many training images out for validation; if 0, the
+        test split validates (as in d2l).
+      split_seed: seed of the permutation that picks the held-out images.
+    """
+    train, test = load_fashion_mnist(data_dir)
+    if validation_size:
+        train, validation = carve_validation(train, validation_size, split_seed)
+    else:
+        validation = test
+    return Dataset(train, validation, test)

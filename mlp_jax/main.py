@@ -1,0 +1,70 @@
+"""Command line: train an experiment, or evaluate a trained workdir.
+
+  python -m mlp_jax.main --config=experiments/mlp_scratch.py --workdir=runs/scratch \
+      [--config.lr=0.05 ...]
+  python -m mlp_jax.main --mode=eval --workdir=runs/scratch
+
+This file is intentionally kept short: all logic is importable from mlp_jax.train.
+"""
+
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
+flags.DEFINE_enum(
+    "mode", "train", ["train", "eval"], "train: train (or resume); eval: test a workdir."
+)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment file, e.g. experiments/mlp_scratch.py.", lock_config=True
+)
+
+
+def _fail(message: str, exit_code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with every flag or config error reported as one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{str(e).splitlines()[0]} (see --helpshort)")
+    except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
+        _fail(f"--config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return []
+
+
+def main(argv: list[str]) -> None:
+    """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE")
+    if not FLAGS["verbosity"].present:
+        # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
+        logging.set_verbosity(logging.WARNING)
+    if not FLAGS.workdir:
+        _fail("--workdir is required")
+    # Imported here so that flag errors are reported before JAX starts.
+    from mlp_jax import parallel, train  # noqa: PLC0415
+    from mlp_jax.errors import UserError  # noqa: PLC0415
+
+    try:
+        parallel.maybe_initialize_distributed()
+        if FLAGS.mode == "eval":
+            print(json.dumps(train.evaluate_workdir(FLAGS.workdir)), flush=True)
+            return
+        if FLAGS.config is None:
+            _fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except train.Interrupted as e:
+        _fail(str(e), e.exit_code)
+    except UserError as e:
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,44 @@
+"""Optimisers from a config, with the peak learning rate kept as a number in the state.
+
+The learning rate lives in the optimiser state (`inject_hyperparams`), not in the compiled
+program, so a population of models in `mlp_jax.sweep` can train with different rates in one
+vmapped program.
+"""
+
+import ml_collections
+import optax
+
+
+def _schedule_shape(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """The multiplier of the peak learning rate over training, or None when it is constant."""
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    total_steps = max(config.num_epochs * steps_per_epoch, warmup_steps + 1)
+    if config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps, total_steps, 0.0)
+    if warmup_steps:
+        return optax.linear_schedule(0.0, 1.0, warmup_steps)
+    return None
+
+
+def make_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
+    """The optimiser the config names (see `mlp_jax.config.OPTIMIZERS`).
+
+    For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
+    """
+    parts = []
+    decoupled = config.optimizer == "adamw"
+    if config.weight_decay and not decoupled:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    if config.optimizer == "momentum":
+        parts.append(optax.trace(decay=config.momentum))
+    elif config.optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam(b1=config.momentum))
+    if config.weight_decay and decoupled:
+        parts.append(optax.add_decayed_weights(config.weight_decay))
+    shape = _schedule_shape(config, steps_per_epoch)
+    if shape is not None:
+        parts.append(optax.scale_by_schedule(shape))
+    parts.append(optax.inject_hyperparams(optax.scale)(step_size=-config.lr))
+    return optax.chain(*parts)

@@ -1,0 +1,181 @@
+"""Where the compiled epoch runs: one device (jit), or data-parallel through `pmap` or
+`jax.shard_map`; and JAX's multi-host start-up.
+
+The per-device functions are `mlp_jax.steps.train_epoch` and `evaluate`; the modes differ only
+in how they are wrapped and how the state and data are laid out on the devices. The data are
+replicated on every device (Fashion-MNIST is 55 MB as uint8) and each device gathers its
+share of every global batch, so the whole epoch, data-parallel or not, is one program.
+"""
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from flax import jax_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from mlp_jax import steps
+from mlp_jax.errors import UserError
+
+AXIS = "batch"
+# Environment variables that say this process is one of several (jax.distributed).
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
+
+
+class Runner(NamedTuple):
+    """The compiled epoch and evaluation for one parallel mode, and the layout they expect.
+
+    Attributes:
+      mode: "none", "pmap" or "shard_map".
+      num_devices: devices the global batch is split over.
+      train_epoch: (state, data) -> (state, TrainMetrics), the state donated.
+      evaluate: (state, data) -> EvalMetrics.
+      replicate: puts a single-copy tree (state or data) into the layout of this mode.
+      unreplicate: one copy of a tree in this mode's layout (what checkpoints hold).
+      copy_sharding: where one copy lives; checkpoints are restored there.
+    """
+
+    mode: str
+    num_devices: int
+    train_epoch: Callable
+    evaluate: Callable
+    replicate: Callable[[Any], Any]
+    unreplicate: Callable[[Any], Any]
+    copy_sharding: jax.sharding.Sharding
+
+
+def maybe_initialize_distributed() -> None:
+    """Starts JAX's distributed runtime when launched as one of several processes.
+
+    On Cloud TPU pods and SLURM/Open MPI clusters `jax.distributed.initialize()` finds its
+    settings itself; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID. A single process with none of these does nothing.
+    """
+    if not any(os.environ.get(name) for name in _MULTIHOST_ENV):
+        return
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(
+        coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS"),
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"])
+        if "JAX_NUM_PROCESSES" in os.environ
+        else None,
+        process_id=int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None,
+    )
+
+
+def resolve_mode(mode: str, num_devices: int) -> str:
+    """ "auto" becomes shard_map on several devices and none on one."""
+    if mode == "auto":
+        return "shard_map" if num_devices > 1 else "none"
+    return mode
+
+
+def check_batch_divides(batch_size: int, num_devices: int) -> None:
+    """Fails with the device counts that work when the global batch does not split evenly."""
+    if batch_size % num_devices:
+        working = [n for n in range(1, num_devices + 1) if batch_size % n == 0]
+        raise UserError(
+            f"config.batch_size={batch_size} does not split over {num_devices} devices; "
+            f"use a batch size divisible by {num_devices}, or run on {working} devices "
+            "(on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+
+
+def _replicate_over_mesh(tree, mesh: Mesh):
+    """Global arrays replicated on every device of `mesh` (safe with several processes)."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def select_devices(num_devices: int) -> list:
+    """The first `num_devices` devices (all of them for 0), in pmap's order."""
+    devices = jax.devices()
+    if num_devices > len(devices):
+        raise UserError(f"config.num_devices={num_devices}, but only {len(devices)} devices exist")
+    if num_devices and jax.process_count() > 1 and num_devices != len(devices):
+        raise UserError("config.num_devices must be 0 (all devices) when running on several hosts")
+    return devices[:num_devices] if num_devices else devices
+
+
+def make_runner(
+    mode: str,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    label_smoothing: float = 0.0,
+    num_devices: int = 0,
+) -> Runner:
+    """Wraps the per-device epoch and evaluation for `mode`.
+
+    Args:
+      mode: a config.parallel value ("auto", "none", "pmap", "shard_map").
+      batch_size: the global training batch.
+      eval_batch_size: the global evaluation chunk (rounded up to a multiple of the devices).
+      label_smoothing: passed to the train step.
+      num_devices: how many devices to use; 0 uses all.
+    """
+    devices = select_devices(num_devices)
+    num_devices = len(devices)
+    mode = resolve_mode(mode, num_devices)
+    if mode == "none":
+        num_devices = 1
+    check_batch_divides(batch_size, num_devices)
+    eval_batch_size = -(-eval_batch_size // num_devices) * num_devices
+    axis_name = None if mode == "none" else AXIS
+    epoch_fn = functools.partial(
+        steps.train_epoch,
+        batch_size=batch_size,
+        label_smoothing=label_smoothing,
+        axis_name=axis_name,
+    )
+    eval_fn = functools.partial(steps.evaluate, batch_size=eval_batch_size, axis_name=axis_name)
+
+    if mode == "none":
+        device = jax.local_devices()[0]
+        return Runner(
+            mode,
+            1,
+            jax.jit(epoch_fn, donate_argnums=0),
+            jax.jit(eval_fn),
+            lambda tree: jax.device_put(tree, device),
+            lambda tree: tree,
+            jax.sharding.SingleDeviceSharding(device),
+        )
+    if mode == "pmap":
+        return Runner(
+            mode,
+            num_devices,
+            jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=devices),
+            jax.pmap(eval_fn, axis_name=AXIS, devices=devices),
+            functools.partial(jax_utils.replicate, devices=jax.local_devices()[:num_devices]),
+            lambda tree: jax.tree.map(lambda x: x[0], tree),
+            jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+        )
+    if mode == "shard_map":
+        mesh = Mesh(np.array(devices), (AXIS,))
+
+        def wrap(fn):
+            return jax.shard_map(fn, mesh=mesh, in_specs=P(), out_specs=P())
+
+        return Runner(
+            mode,
+            num_devices,
+            jax.jit(wrap(epoch_fn), donate_argnums=0),
+            jax.jit(wrap(eval_fn)),
+            functools.partial(_replicate_over_mesh, mesh=mesh),
+            lambda tree: tree,
+            NamedSharding(mesh, P()),
+        )
+    raise UserError(f"config.parallel={mode!r} is unknown; choose auto, none, pmap or shard_map")

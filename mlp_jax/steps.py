@@ -1,0 +1,199 @@
+"""Pure JAX: state creation, the loss, one train step, a compiled epoch, exact evaluation.
+
+No I/O, no logging, no config parsing: everything arrives as arguments or is bound with
+`functools.partial`. `mlp_jax.parallel` and `mlp_jax.sweep` wrap these same functions, so
+there is one train step in the whole codebase.
+
+Data parallelism: with `axis_name` set, each device takes its slice of every global batch,
+sums its per-example losses and gradients, and the sums are added across devices before
+dividing by the global number of real examples. That is the exact global-batch gradient,
+even for the padded last batch, where a mean of per-device means would not be.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from mlp_jax.data import NUM_PIXELS, Split
+from mlp_jax.metrics import EvalMetrics, TrainMetrics
+
+# Streams of randomness derived from the run's key by `fold_in`, so that every draw depends
+# only on (seed, epoch, step) and a resumed run repeats an uninterrupted one bit for bit.
+INIT_STREAM, DATA_STREAM, DROPOUT_STREAM = 0, 1, 2
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus what makes a run resumable from the state alone.
+
+    Attributes:
+      rng: raw key data (uint32) of the run's root key; raw so checkpoints can hold it.
+      epoch: number of completed epochs.
+    """
+
+    rng: jax.Array
+    epoch: jax.Array
+
+
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, seed: int | jax.Array
+) -> TrainState:
+    """Initialises parameters and optimiser state from `seed`."""
+    root = jax.random.key(seed)
+    params = model.init(jax.random.fold_in(root, INIT_STREAM), jnp.zeros((1, NUM_PIXELS)))
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=params["params"],
+        tx=tx,
+        rng=jax.random.key_data(root),
+        epoch=jnp.zeros((), jnp.int32),
+    )
+
+
+def scale_images(images_u8: jax.Array) -> jax.Array:
+    """uint8 pixels to float32 in [0, 1]; done inside the compiled step, data stays uint8."""
+    return images_u8.astype(jnp.float32) / 255.0
+
+
+def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
+    """Per-example softmax cross-entropy, optionally against smoothed targets."""
+    if not label_smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels_B, logits_BxC.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits_BxC, targets)
+
+
+def _sum_over_devices(tree, axis_name: str | None):
+    return tree if axis_name is None else jax.lax.psum(tree, axis_name)
+
+
+def batch_layout(order_N, batch_size: int):
+    """Cuts an example order into batches, padding the last one with weight-0 examples.
+
+    Returns:
+      (indices, weights), both (num_batches, batch_size); padded slots point at example 0
+      and weigh 0, so they change neither the loss nor the gradient.
+    """
+    num_examples = order_N.shape[0]
+    num_batches = -(-num_examples // batch_size)
+    pad = num_batches * batch_size - num_examples
+    indices = jnp.concatenate([order_N, jnp.zeros(pad, order_N.dtype)])
+    weights = jnp.concatenate([jnp.ones(num_examples), jnp.zeros(pad)])
+    return indices.reshape(num_batches, batch_size), weights.reshape(num_batches, batch_size)
+
+
+def _local_columns(x_NxB, axis_name: str | None):
+    """This device's contiguous share of every batch (all of it without an axis)."""
+    if axis_name is None:
+        return x_NxB
+    num_devices = jax.lax.psum(1, axis_name)
+    share = x_NxB.shape[1] // num_devices
+    start = jax.lax.axis_index(axis_name) * share
+    return jax.lax.dynamic_slice_in_dim(x_NxB, start, share, axis=1)
+
+
+def train_step(
+    state: TrainState, batch: dict, rng: jax.Array, *, label_smoothing=0.0, axis_name=None
+):
+    """One optimiser step on a batch whose padded examples have weight 0.
+
+    Args:
+      state: the train state.
+      batch: "images" (B, 784) uint8, "labels" (B,) int32, "weights" (B,) float32.
+      rng: key for dropout.
+      label_smoothing: smoothing of the cross-entropy target.
+      axis_name: the device axis when data-parallel, else None.
+
+    Returns:
+      (new state, TrainMetrics of this batch on this device).
+    """
+    weights_B = batch["weights"]
+    total_weight = _sum_over_devices(weights_B.sum(), axis_name)
+    images_BxD = scale_images(batch["images"])
+
+    def loss_fn(params):
+        logits_BxC = state.apply_fn(
+            {"params": params}, images_BxD, train=True, rngs={"dropout": rng}
+        )
+        loss_B = cross_entropy(logits_BxC, batch["labels"], label_smoothing)
+        return jnp.sum(loss_B * weights_B) / total_weight, (logits_BxC, loss_B)
+
+    grads, (logits_BxC, loss_B) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = _sum_over_devices(grads, axis_name)
+    metrics = TrainMetrics.single_from_model_output(
+        loss=loss_B, logits=logits_BxC, labels=batch["labels"], mask=weights_B > 0
+    )
+    return state.apply_gradients(grads=grads), metrics
+
+
+def _sum_steps(stacked_metrics):
+    """Merges per-step metric collections stacked by `lax.scan` (their fields are sums)."""
+    return jax.tree.map(lambda x: x.sum(axis=0), stacked_metrics)
+
+
+def train_epoch(
+    state: TrainState, data: Split, *, batch_size: int, label_smoothing=0.0, axis_name=None
+):
+    """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
+
+    Every example is visited once; the order depends only on (seed, epoch). Metrics are exact
+    sums over the epoch's examples (each taken with the parameters of its step).
+
+    Returns:
+      (state after the epoch, TrainMetrics summed over the epoch and all devices).
+    """
+    root = jax.random.wrap_key_data(state.rng)
+    epoch_key = jax.random.fold_in(jax.random.fold_in(root, DATA_STREAM), state.epoch)
+    dropout_key = jax.random.fold_in(root, DROPOUT_STREAM)
+    if axis_name is not None:
+        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+    order = jax.random.permutation(epoch_key, data.labels.shape[0])
+    indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
+
+    def body(state, batch_indices_and_weights):
+        idx_B, weights_B = batch_indices_and_weights
+        batch = {"images": data.images[idx_B], "labels": data.labels[idx_B], "weights": weights_B}
+        step_key = jax.random.fold_in(dropout_key, state.step)
+        return train_step(
+            state, batch, step_key, label_smoothing=label_smoothing, axis_name=axis_name
+        )
+
+    state, stacked = jax.lax.scan(body, state, (indices, weights))
+    state = state.replace(epoch=state.epoch + 1)
+    return state, _sum_over_devices(_sum_steps(stacked), axis_name)
+
+
+def evaluate(state: TrainState, data: Split, *, batch_size: int, axis_name=None):
+    """Exact loss and accuracy over every example of `data` (not a mean of batch means).
+
+    With `axis_name`, each device evaluates its share of every chunk; `batch_size` must then be
+    a multiple of the device count (`mlp_jax.parallel` rounds it up).
+
+    Returns:
+      EvalMetrics summed over all examples.
+    """
+    order = jnp.arange(data.labels.shape[0])
+    indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
+
+    def body(_, batch_indices_and_weights):
+        idx_B, weights_B = batch_indices_and_weights
+        labels_B = data.labels[idx_B]
+        logits_BxC = state.apply_fn({"params": state.params}, scale_images(data.images[idx_B]))
+        metrics = EvalMetrics.single_from_model_output(
+            loss=cross_entropy(logits_BxC, labels_B),
+            logits=logits_BxC,
+            labels=labels_B,
+            mask=weights_B > 0,
+        )
+        return None, metrics
+
+    _, stacked = jax.lax.scan(body, None, (indices, weights))
+    return _sum_over_devices(_sum_steps(stacked), axis_name)
+
+
+def predict(state_or_params, apply_fn, images_u8):
+    """Class indices predicted for uint8 images of shape (B, 784) or (B, 28, 28)."""
+    params = getattr(state_or_params, "params", state_or_params)
+    images = images_u8.reshape(images_u8.shape[0], NUM_PIXELS)
+    return jnp.argmax(apply_fn({"params": params}, scale_images(images)), axis=-1)

@@ -1,0 +1,260 @@
+"""Sequences a run: config -> data on the devices -> state (fresh or resumed) -> compiled
+epochs, with logging, checkpoints and plots between them; and evaluation of a finished run.
+
+This is the only module that sequences a run; `mlp_jax.main` only parses flags.
+"""
+
+import contextlib
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mlp_jax import checkpointing, data, metrics, models, optim, parallel, plots, steps
+from mlp_jax import config as config_lib
+from mlp_jax.errors import UserError
+
+# Config keys that may change between a run and its resumption without changing results.
+_RESUME_NEUTRAL_KEYS = frozenset(
+    {
+        "num_epochs",
+        "data_dir",
+        "parallel",
+        "num_devices",
+        "checkpoint_every_epochs",
+        "keep_checkpoints",
+        "eval_batch_size",
+    }
+)
+
+
+class Interrupted(UserError):
+    """Training stopped on SIGTERM or SIGINT after saving its last completed epoch."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainResult(NamedTuple):
+    """What a finished run returns: its final state (one copy) and its per-epoch records."""
+
+    state: steps.TrainState
+    history: list[dict]
+
+
+class _StopRequests:
+    """Turns SIGTERM (a preemption notice on TPU VMs) and SIGINT into a flag read between
+    epochs, so an epoch in flight finishes and its state is saved before exiting."""
+
+    def __init__(self):
+        self.signal_number = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signal_number, _frame):
+        self.signal_number = signal_number
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_model(config: ml_collections.ConfigDict):
+    """Validates the config against the library's and the model's fields; builds the model."""
+    cls = models.model_class(config)
+    config_lib.validate(config, models.model_fields(cls))
+    return models.build_model(config)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: Path, resuming: bool) -> None:
+    """Writes config.json; on resumption, refuses a config that would change the results."""
+    path = workdir / checkpointing.CONFIG_FILE
+    if resuming and path.exists():
+        saved = checkpointing.read_config(workdir).to_dict()
+        current = config.to_dict()
+        changed = sorted(
+            key
+            for key in saved.keys() | current.keys()
+            if saved.get(key) != current.get(key)
+            and not (
+                key in _RESUME_NEUTRAL_KEYS
+                and not (key == "num_epochs" and config.schedule != "constant")
+            )
+        )
+        if changed:
+            key = changed[0]
+            raise UserError(
+                f"{path}: this workdir was trained with {key}={saved.get(key)!r}, not "
+                f"{current.get(key)!r}; resume with the same config or use a new --workdir"
+            )
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _epoch_record(epoch, train_metrics, val_metrics, seconds, num_examples) -> dict:
+    train = metrics.to_floats(train_metrics, "train_")
+    val = metrics.to_floats(val_metrics, "val_")
+    return {
+        "epoch": epoch,
+        "train_loss": train["train_loss"],
+        "train_acc": train["train_accuracy"],
+        "val_loss": val["val_loss"],
+        "val_acc": val["val_accuracy"],
+        "train_seconds": seconds,
+        "examples_per_sec": num_examples / seconds,
+    }
+
+
+def _print(*args) -> None:
+    if jax.process_index() == 0:
+        print(*args, flush=True)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult:
+    """Trains the config's model, evaluating after every epoch, into `workdir`.
+
+    Rerunning on the same workdir resumes from its latest readable checkpoint.
+    Writes config.json, metrics.jsonl, curves.png, TensorBoard events and checkpoints/.
+
+    Args:
+      config: a resolved experiment config (see mlp_jax.config.base_config).
+      workdir: the run's folder; created if missing.
+
+    Returns:
+      The final state (one copy) and the per-epoch records.
+
+    Raises:
+      UserError: bad config or data, divergence; Interrupted on SIGTERM/SIGINT.
+    """
+    # ---- Config, model, workdir, and what must be closed however the run ends.
+    model = resolve_model(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main_process = jax.process_index() == 0
+    runner = parallel.make_runner(
+        config.parallel,
+        batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+        label_smoothing=config.label_smoothing,
+        num_devices=config.num_devices,
+    )
+    cleanup = contextlib.ExitStack()
+    store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
+    cleanup.callback(store.close)
+    writer = metrics.BackgroundWriter(workdir, is_main_process)
+    cleanup.callback(writer.close)
+    stop = cleanup.enter_context(_StopRequests())
+
+    with cleanup:
+        # ---- Data on the devices.
+        dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
+        train_data = runner.replicate(dataset.train)
+        val_data = runner.replicate(dataset.validation)
+        num_train = len(dataset.train.labels)
+
+        # ---- State: resume from the latest readable checkpoint, or initialise.
+        state = store.restore_latest(
+            checkpointing.abstract_train_state(model, config, runner.copy_sharding)
+        )
+        resuming = state is not None
+        if not resuming:
+            tx = optim.make_optimizer(config, checkpointing.steps_per_epoch(config))
+            state = steps.create_train_state(model, tx, config.seed)
+        _write_config(config, workdir, resuming)
+        start_epoch = int(state.epoch)
+        log = metrics.JsonlLog(workdir / "metrics.jsonl")
+        history = log.truncate_after(start_epoch) if is_main_process else []
+        if resuming:
+            _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
+        state = runner.replicate(state)
+
+        # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
+        t0 = time.perf_counter()
+        train_epoch = runner.train_epoch.lower(state, train_data).compile()
+        evaluate = runner.evaluate.lower(state, val_data).compile()
+        _print(
+            f"{config.model}: {num_train} training images, {runner.num_devices} device(s) "
+            f"({jax.devices()[0].platform}, parallel={runner.mode}), "
+            f"compiled in {time.perf_counter() - t0:.2f} s"
+        )
+
+        # ---- Train: one compiled program per epoch; host work only between epochs.
+        for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            t0 = time.perf_counter()
+            state, train_metrics = train_epoch(state, train_data)
+            train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
+            seconds = time.perf_counter() - t0
+            val_metrics = runner.unreplicate(evaluate(state, val_data))
+            record = _epoch_record(epoch, train_metrics, val_metrics, seconds, num_train)
+            params_finite = bool(_all_finite(runner.unreplicate(state.params)))
+            if not (math.isfinite(record["train_loss"]) and params_finite):
+                raise UserError(
+                    f"training diverged: the loss is {record['train_loss']} in epoch {epoch}; "
+                    f"nothing of it was saved; lower --config.lr (now {config.lr})"
+                )
+            if is_main_process:
+                log.append(record)
+            history.append(record)
+            writer.write_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
+            _print(
+                f"epoch {epoch:3d}/{config.num_epochs}  train_loss {record['train_loss']:.4f}  "
+                f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
+                f"examples/s {record['examples_per_sec']:,.0f}"
+            )
+            last = epoch == config.num_epochs
+            if last or stop.signal_number or epoch % config.checkpoint_every_epochs == 0:
+                store.save(runner.unreplicate(state), {"val_acc": record["val_acc"]})
+            if stop.signal_number and not last:
+                _plot(workdir, history, config)
+                name = signal.Signals(stop.signal_number).name
+                raise Interrupted(
+                    f"stopped by {name} after epoch {epoch}/{config.num_epochs}; its checkpoint "
+                    f"is in {workdir / checkpointing.CHECKPOINT_DIR}; rerun the same command to "
+                    "resume",
+                    128 + stop.signal_number,
+                )
+        _plot(workdir, history, config)
+        return TrainResult(runner.unreplicate(state), history)
+
+
+def _plot(workdir: Path, history: list[dict], config) -> None:
+    if jax.process_index() == 0 and history:
+        plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
+
+
+def evaluate_workdir(workdir: str | Path) -> dict:
+    """Restores a workdir's latest checkpoint and evaluates it on the test split.
+
+    Returns:
+      {"step", "epoch", "test_loss", "test_acc", "params_fingerprint"}.
+    """
+    model, state, config = checkpointing.restore_workdir(workdir)
+    del model
+    _, test = data.load_fashion_mnist(config.data_dir)
+    evaluate = jax.jit(lambda s, d: steps.evaluate(s, d, batch_size=config.eval_batch_size))
+    result = metrics.to_floats(evaluate(state, jax.device_put(test)), "test_")
+    return {
+        "step": int(state.step),
+        "epoch": int(state.epoch),
+        "test_loss": result["test_loss"],
+        "test_acc": result["test_accuracy"],
+        "params_fingerprint": checkpointing.params_fingerprint(state.params),
+    }

@@ -1,0 +1,91 @@
+"""Shared fixtures: synthetic Fashion-MNIST-shaped IDX files and tiny configs."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlp_jax import data
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int) -> Path:
+    """Writes `array` (uint8) as an IDX file, gzip-compressed if `path` ends in .gz."""
+    header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, compresslevel=1)
+    path.write_bytes(payload)
+    return path
+
+
+def synthetic_split(num_examples: int, seed: int) -> data.Split:
+    """A learnable stand-in: each class lights a different band of rows over uniform noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, num_examples).astype(np.int32)
+    images = rng.integers(0, 100, (num_examples, 28, 28), dtype=np.uint8)
+    for c in range(10):
+        images[labels == c, 2 * c + 3 : 2 * c + 6, :] += 150
+    return data.Split(images.reshape(num_examples, -1), labels)
+
+
+def write_synthetic_dataset(directory: Path) -> Path:
+    """Full-size (60,000 / 10,000) synthetic IDX files, raw, in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, seed in (("train", 0), ("test", 1)):
+        images_stem, labels_stem = data._FILE_STEMS[split]
+        s = synthetic_split(data.SPLIT_SIZES[split], seed)
+        write_idx(directory / images_stem, s.images.reshape(-1, 28, 28), IMAGES_MAGIC)
+        write_idx(directory / labels_stem, s.labels.astype(np.uint8), LABELS_MAGIC)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A folder of full-size synthetic IDX files (written once per session)."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic_fashion_mnist"))
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real dataset (CI installs Debian's dataset-fashion-mnist); fails if absent."""
+    for _, directory in data.candidate_dirs():
+        if data.has_idx_files(directory):
+            return directory
+    pytest.fail(
+        "real Fashion-MNIST not found: `apt-get install dataset-fashion-mnist` or set "
+        f"{data.ENV_VAR}; these tests do not skip"
+    )
+
+
+def tiny_config(data_dir: Path, experiment: str = "mlp_concise", **overrides):
+    """An experiment's config made small: 1 epoch, 32 hidden units, the given data."""
+    module = __import__(f"experiments.{experiment}", fromlist=["get_config"])
+    config = module.get_config()
+    config.data_dir = str(data_dir)
+    config.num_epochs = 1
+    config.num_hiddens = 32
+    config.update(overrides)
+    return config
+
+
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs `python -m mlp_jax.main ARGS` from the repository root."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mlp_jax.main", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

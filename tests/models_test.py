@@ -1,0 +1,78 @@
+"""The chapter's two models: parameter count, equivalence, building from a config."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import mlp_concise, mlp_scratch
+from mlp_jax import models
+from mlp_jax.errors import UserError
+
+
+def _count(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("module", [mlp_scratch, mlp_concise])
+def test_chapter_models_have_203530_parameters(module):
+    model = models.build_model(module.get_config())
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
+    assert _count(params) == 784 * 256 + 256 + 256 * 10 + 10 == 203_530
+
+
+def test_scratch_parameters_are_named_and_initialised_as_in_d2l():
+    model = models.build_model(mlp_scratch.get_config())
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
+    assert set(params) == {"W1", "b1", "W2", "b2"}
+    assert params["W1"].shape == (784, 256) and params["W2"].shape == (256, 10)
+    assert float(jnp.abs(params["b1"]).max()) == 0.0 == float(jnp.abs(params["b2"]).max())
+    assert abs(float(params["W1"].std()) - 0.01) < 0.0005
+
+
+def test_hand_written_relu():
+    x = jnp.array([-2.0, -0.0, 0.0, 3.5])
+    np.testing.assert_array_equal(mlp_scratch.relu(x), jnp.array([0.0, 0.0, 0.0, 3.5]))
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_scratch_and_concise_compute_the_same_logits_from_the_same_weights(num_layers):
+    scratch = mlp_scratch.MLPScratch(num_hiddens=64, num_layers=num_layers)
+    concise = mlp_concise.MLP(num_hiddens=64, num_layers=num_layers)
+    x = jax.random.uniform(jax.random.key(1), (5, 784))
+    scratch_params = scratch.init(jax.random.key(2), x)["params"]
+    concise_params = {
+        f"Dense_{i}": {"kernel": scratch_params[f"W{i + 1}"], "bias": scratch_params[f"b{i + 1}"]}
+        for i in range(num_layers + 1)
+    }
+    np.testing.assert_allclose(
+        scratch.apply({"params": scratch_params}, x),
+        concise.apply({"params": concise_params}, x),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_depth_and_activation_come_from_the_config():
+    config = mlp_concise.get_config()
+    config.num_layers, config.activation, config.num_hiddens = 3, "tanh", 16
+    model = models.build_model(config)
+    assert (model.num_layers, model.activation, model.num_hiddens) == (3, "tanh", 16)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
+    assert len(params) == 4
+
+
+@pytest.mark.parametrize("name", sorted(models.INITIALIZERS))
+def test_every_initializer_builds(name):
+    model = mlp_scratch.MLPScratch(num_hiddens=8, weight_init=name, init_scale=1.0)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
+    assert bool(jnp.all(params["W1"] == 0)) == (name == "zeros")
+
+
+def test_unknown_names_are_user_errors():
+    with pytest.raises(UserError, match="config.activation='swish2' is unknown"):
+        models.activation_fn("swish2")
+    config = mlp_concise.get_config()
+    config.model = "experiments.mlp_concise:NoSuchModel"
+    with pytest.raises(UserError, match="cannot be imported"):
+        models.build_model(config)
