@@ -178,6 +178,14 @@ def candidate_dirs(data_dir: str = "") -> list[tuple[str, Path]]:
     return candidates
 
 
+def find_idx_dir(data_dir: str = "") -> Path | None:
+    """The first candidate folder that holds the IDX files, or None."""
+    for _, directory in candidate_dirs(data_dir):
+        if has_idx_files(directory):
+            return directory
+    return None
+
+
 def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split, Split]:
     """Loads the training and test splits from the first source that has them.
 

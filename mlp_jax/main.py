@@ -39,6 +39,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return []
 
 
+def _loaded_config():
+    """FLAGS.config, with the load errors ml_collections defers to first use made one line."""
+    config = FLAGS.config
+    if config is None:
+        _fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
+    try:
+        config.get("model")
+    except OSError as e:
+        reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        _fail(f"--config could not be loaded: {reason}")
+    return config
+
+
 def main(argv: list[str]) -> None:
     """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
     if len(argv) > 1:
@@ -57,9 +70,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.mode == "eval":
             print(json.dumps(train.evaluate_workdir(FLAGS.workdir)), flush=True)
             return
-        if FLAGS.config is None:
-            _fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train.train_and_evaluate(_loaded_config(), FLAGS.workdir)
     except train.Interrupted as e:
         _fail(str(e), e.exit_code)
     except UserError as e:

@@ -167,7 +167,10 @@ def make_runner(
         mesh = Mesh(np.array(devices), (AXIS,))
 
         def wrap(fn):
-            return jax.shard_map(fn, mesh=mesh, in_specs=P(), out_specs=P())
+            # check_vma=False gives pmap's semantics: gradients of the replicated parameters
+            # stay per-device and the step sums them explicitly, so one per-device function
+            # serves both modes. (With vma checking, autodiff would insert that sum itself.)
+            return jax.shard_map(fn, mesh=mesh, in_specs=P(), out_specs=P(), check_vma=False)
 
         return Runner(
             mode,

@@ -159,8 +159,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cleanup = contextlib.ExitStack()
     store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
     cleanup.callback(store.close)
-    writer = metrics.BackgroundWriter(workdir, is_main_process)
-    cleanup.callback(writer.close)
     stop = cleanup.enter_context(_StopRequests())
 
     with cleanup:
@@ -185,6 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
         state = runner.replicate(state)
+        # Made now, after the checks that fail fast: its TensorFlow import overlaps compiling.
+        writer = metrics.BackgroundWriter(workdir, is_main_process)
+        cleanup.callback(writer.close)
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
         t0 = time.perf_counter()

@@ -1,0 +1,42 @@
+# mlp_jax: `make train` and `make test` set everything up on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The JAX wheel: "jax" (CPU), "jax[cuda12]" (NVIDIA GPUs), "jax[tpu]" (TPU VMs).
+JAX ?= jax
+EXTRAS ?= tensorboard,tfds,test
+CONFIG ?= experiments/mlp_scratch.py
+WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install data train eval test lint bench
+
+install: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(JAX)" -e ".[$(EXTRAS)]"
+	touch $@
+
+# Fashion-MNIST's IDX files: Debian's package where apt exists; otherwise TFDS downloads
+# them on the first run (or set FASHION_MNIST_DIR to a folder holding them).
+data: $(VENV)/.installed
+	@$(PY) -c "import sys; from mlp_jax.data import find_idx_dir; sys.exit(find_idx_dir() is None)" \
+	|| { command -v apt-get >/dev/null \
+	     && $(SUDO) apt-get update -qq \
+	     && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; } \
+	|| echo "Fashion-MNIST IDX files not installed: TFDS will download them on the first run."
+
+train: install
+	$(PY) -m mlp_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+
+eval: install
+	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

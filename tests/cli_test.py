@@ -1,0 +1,104 @@
+"""The command line end to end, and its one-line errors."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+TINY = ["--config=experiments/mlp_concise.py", "--config.num_hiddens=32"]
+
+
+def test_train_then_eval_end_to_end(synthetic_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        *TINY, f"--workdir={workdir}", f"--config.data_dir={synthetic_dir}", "--config.num_epochs=2"
+    )
+    assert result.returncode == 0, result.stderr
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 2
+    for field in ("train_loss", "val_loss", "val_acc", "examples/s"):
+        assert field in epoch_lines[-1]
+
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_acc", "examples_per_sec"):
+        assert all(isinstance(r[key], float) for r in records)
+    assert records[-1]["val_acc"] > 0.9  # The synthetic classes are easy to tell apart.
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["num_hiddens"] == 32 and config["model"] == "experiments.mlp_concise:MLP"
+    assert (workdir / "curves.png").stat().st_size > 10_000
+    assert list(workdir.glob("events.out.tfevents.*"))
+    assert (workdir / "checkpoints" / "2").is_dir()
+
+    evaluated = run_cli("--mode=eval", f"--workdir={workdir}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    line = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert line["epoch"] == 2 and line["step"] == 2 * 235
+    assert line["test_acc"] == pytest.approx(records[-1]["val_acc"], abs=1e-6)
+    assert line["test_loss"] == pytest.approx(records[-1]["val_loss"], rel=1e-5)
+    assert len(line["params_fingerprint"]) == 64
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--config.nonexistent_key=1"], ["nonexistent_key"]),
+        (["--config.lr=0"], ["config.lr=0.0 is invalid"]),
+        (["--config.batch_size=0"], ["config.batch_size=0 is invalid"]),
+        (["--config.num_hiddens=0"], ["config.num_hiddens=0 is invalid"]),
+        (["--config.num_epochs=-1"], ["config.num_epochs=-1 is invalid"]),
+        (["--config.lr=abc"], ["lr"]),
+    ],
+)
+def test_bad_config_fails_in_one_line(tmp_path, args, fragments):
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", *args)
+    _assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # Failed before anything ran.
+
+
+def test_missing_config_file_and_workdir(tmp_path):
+    _assert_one_line_error(
+        run_cli("--config=experiments/nope.py", f"--workdir={tmp_path}"), "nope.py"
+    )
+    _assert_one_line_error(run_cli(*TINY), "--workdir is required")
+    _assert_one_line_error(run_cli("--mode=eval", f"--workdir={tmp_path}"), "config.json: missing")
+
+
+def test_missing_and_corrupt_data_fail_in_one_line(synthetic_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'a'}", f"--config.data_dir={empty}")
+    _assert_one_line_error(result, "lacks the Fashion-MNIST IDX files")
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in synthetic_dir.iterdir():
+        (corrupt / f.name).symlink_to(f)
+    broken = corrupt / "train-labels-idx1-ubyte"
+    broken.unlink()
+    broken.write_bytes((synthetic_dir / broken.name).read_bytes()[:1000])
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'b'}", f"--config.data_dir={corrupt}")
+    _assert_one_line_error(result, "train-labels-idx1-ubyte: truncated")
+
+
+def test_divergence_stops_with_the_epoch_and_saves_nothing_of_it(synthetic_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        *TINY,
+        f"--workdir={workdir}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.lr=1e30",
+        "--config.num_epochs=3",
+    )
+    _assert_one_line_error(result, "training diverged", "in epoch 1", "lower --config.lr")
+    assert not list((workdir / "checkpoints").glob("[0-9]*"))

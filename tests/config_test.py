@@ -1,0 +1,59 @@
+"""Config validation: every bad value fails before anything is compiled."""
+
+import pytest
+
+from experiments import mlp_concise, mlp_scratch
+from mlp_jax import config as config_lib
+from mlp_jax import models
+from mlp_jax.errors import UserError
+
+
+def _validate(config):
+    config_lib.validate(config, models.model_fields(models.model_class(config)))
+
+
+@pytest.mark.parametrize("module", [mlp_scratch, mlp_concise])
+def test_experiment_configs_are_valid_and_match_d2l(module):
+    config = module.get_config()
+    _validate(config)
+    assert (config.num_hiddens, config.lr, config.batch_size, config.num_epochs, config.seed) == (
+        256,
+        0.1,
+        256,
+        10,
+        0,
+    )
+    assert config.optimizer == "sgd" and config.schedule == "constant"
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lr", 0.0, "config.lr=0.0 is invalid: must be > 0"),
+        ("lr", -1.0, "config.lr=-1.0 is invalid"),
+        ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
+        ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
+        ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
+        ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
+        ("parallel", "xmap", "config.parallel='xmap' is invalid"),
+    ],
+)
+def test_bad_values_are_named(key, value, message):
+    config = mlp_scratch.get_config()
+    config[key] = value
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        _validate(config)
+
+
+def test_unknown_key_in_an_experiment_file_is_named():
+    config = mlp_scratch.get_config()
+    config.learning_rate = 0.1  # A typo of lr.
+    with pytest.raises(UserError, match="unknown config key 'learning_rate'"):
+        _validate(config)
+
+
+def test_model_field_of_another_model_is_unknown():
+    config = mlp_scratch.get_config()
+    config.dropout = 0.5  # MLPScratch has no dropout.
+    with pytest.raises(UserError, match="unknown config key 'dropout'"):
+        _validate(config)
