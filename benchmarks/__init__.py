@@ -1,0 +1,1 @@
+"""Benchmarks that compare mlp_jax with the code people would write instead."""

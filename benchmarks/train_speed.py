@@ -1,0 +1,201 @@
+r"""The chapter's training run (784-256-10, SGD 0.1, batch 256, 10 epochs, test evaluation
+after every epoch) in mlp_jax and in its peers, each in its own process on this machine.
+
+  python -m benchmarks.train_speed [--epochs=10] [--peers=mlp_jax,flax_loop,torch_d2l]
+
+Prints a Markdown table: steady-state seconds for the epochs (compilation or warm-up
+excluded), warm-up seconds, examples/s, whole-process seconds, final test accuracy, and each
+peer's time as a multiple of mlp_jax's. A peer whose library is missing is reported skipped.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+PEERS = ("mlp_jax", "flax_loop", "torch_d2l")
+BATCH, LR, HIDDEN = 256, 0.1, 256
+
+
+def _load():
+    from mlp_jax import data
+
+    return data.load_fashion_mnist()
+
+
+def run_mlp_jax(epochs: int) -> dict:
+    """This project: device-resident data, one compiled program per epoch, exact evaluation."""
+    import jax
+    import optax
+
+    from experiments import mlp_concise
+    from mlp_jax import parallel, steps
+
+    train, test_split = _load()
+    runner = parallel.make_runner("none", batch_size=BATCH, eval_batch_size=2000)
+    state = steps.create_train_state(mlp_concise.MLP(num_hiddens=HIDDEN), optax.sgd(LR), 0)
+    train_data, test_data = runner.replicate(train), runner.replicate(test_split)
+    t0 = time.perf_counter()
+    train_epoch = runner.train_epoch.lower(state, train_data).compile()
+    evaluate = runner.evaluate.lower(state, test_data).compile()
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        state, train_metrics = train_epoch(state, train_data)
+        # Both metrics fetched to the host every epoch, as the CLI does.
+        _, test = jax.device_get((train_metrics.compute(), evaluate(state, test_data).compute()))
+    seconds = time.perf_counter() - t0
+    return {"warmup": warmup, "seconds": seconds, "test_acc": float(test["accuracy"])}
+
+
+def run_flax_loop(epochs: int) -> dict:
+    """The flax examples' style: a Python loop over host batches, a jit-compiled step."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax.training import train_state
+
+    from experiments import mlp_concise
+
+    train, test = _load()
+    model = mlp_concise.MLP(num_hiddens=HIDDEN)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(LR))
+
+    @jax.jit
+    def train_step(state, images, labels):
+        def loss_fn(params):
+            logits = state.apply_fn({"params": params}, images)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+        return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))
+
+    @jax.jit
+    def eval_step(params, images, labels):
+        return jnp.sum(jnp.argmax(model.apply({"params": params}, images), -1) == labels)
+
+    rng = np.random.default_rng(0)
+
+    def epoch(state):
+        order = rng.permutation(len(train.labels))
+        for i in range(0, len(order), BATCH):
+            idx = order[i : i + BATCH]
+            state = train_step(state, train.images[idx] / np.float32(255), train.labels[idx])
+        correct = 0
+        for i in range(0, len(test.labels), BATCH):
+            images = test.images[i : i + BATCH] / np.float32(255)
+            correct += int(eval_step(state.params, images, test.labels[i : i + BATCH]))
+        return state, correct / len(test.labels)
+
+    t0 = time.perf_counter()
+    state, _ = epoch(state)  # Compiles the full and the last, partial batch shapes.
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        state, acc = epoch(state)
+    return {"warmup": warmup, "seconds": time.perf_counter() - t0, "test_acc": acc}
+
+
+def run_torch_d2l(epochs: int) -> dict:
+    """d2l's PyTorch Trainer loop, faithfully: a map-style dataset that turns each uint8 image
+    into a float tensor in [0, 1] as torchvision's ToTensor does, a DataLoader (shuffle, batch
+    256, d2l's 4 workers), SGD 0.1, and evaluation over the test loader after every epoch."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+
+    torch.manual_seed(0)
+    train, test = _load()
+
+    class FashionMNIST(Dataset):
+        def __init__(self, split):
+            self.images, self.labels = split.images.reshape(-1, 28, 28), split.labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            image = torch.from_numpy(self.images[i]).float().div(255).unsqueeze(0)
+            return image, int(self.labels[i])
+
+    def loader(split, shuffle):
+        return DataLoader(FashionMNIST(split), BATCH, shuffle=shuffle, num_workers=4)
+
+    train_loader, test_loader = loader(train, True), loader(test, False)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def epoch():
+        model.train()
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in test_loader:
+                correct += int((model(x).argmax(1) == y).sum())
+        return correct / len(test.labels)
+
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        acc = epoch()
+    return {"warmup": 0.0, "seconds": time.perf_counter() - t0, "test_acc": acc}
+
+
+def _run_peer_process(peer: str, epochs: int) -> dict:
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_speed", f"--peer={peer}", f"--epochs={epochs}"],
+        capture_output=True,
+        text=True,
+    )
+    whole = time.perf_counter() - t0
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"peer": peer, "skipped": last[:150]}
+    return {"peer": peer, "whole_process": whole, **json.loads(result.stdout.splitlines()[-1])}
+
+
+def table(rows: list[dict], epochs: int) -> str:
+    """The results as Markdown, each time also as a multiple of mlp_jax's."""
+    base = next((r for r in rows if r["peer"] == "mlp_jax" and "seconds" in r), None)
+    lines = [
+        f"| peer | {epochs} epochs (s) | warm-up (s) | examples/s | whole process (s) | test acc "
+        "| time vs mlp_jax |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['peer']} | skipped: {r['skipped']} | | | | | |")
+            continue
+        ratio = f"{r['seconds'] / base['seconds']:.1f}x" if base else "n/a"
+        lines.append(
+            f"| {r['peer']} | {r['seconds']:.2f} | {r['warmup']:.2f} | "
+            f"{60_000 * epochs / r['seconds']:,.0f} | {r['whole_process']:.1f} | "
+            f"{r['test_acc']:.4f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Runs one peer (--peer) and prints JSON, or all peers and prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--peer", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        print(json.dumps(globals()[f"run_{args.peer}"](args.epochs)))
+        return
+    rows = [_run_peer_process(peer, args.epochs) for peer in args.peers.split(",")]
+    print(table(rows, args.epochs))
+
+
+if __name__ == "__main__":
+    main()
