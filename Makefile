@@ -10,7 +10,7 @@ WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench
+.PHONY: install data train eval test lint bench exercises
 
 install: $(VENV)/.installed data
 
@@ -40,3 +40,10 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
+
+EXERCISES := width depth lr_epochs activation init
+QUICK ?=
+exercises: install
+	for name in $(EXERCISES); do \
+	  $(PY) -m mlp_jax.exercises --config=experiments/ex_$$name.py $(if $(QUICK),--quick) || exit 1; \
+	done

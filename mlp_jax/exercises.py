@@ -1,0 +1,264 @@
+r"""Section 5.2.4's exercises as sweeps: expand a grid of configs, train it as vmapped
+populations, aggregate over seeds, and write results/<name>.{json,md,png}.
+
+  python -m mlp_jax.exercises --config=experiments/ex_width.py [--quick] \
+      [--results_dir=results] [--workdir=runs/exercises]
+
+An exercise file's get_config() holds `name`, `question`, `train` (an experiment config),
+`sweep` (field -> values, crossed into a grid; "seed" gives the repeats), `quick_sweep` and
+`quick_num_epochs` (the reduced grid for CI), `x` (the field on the plot's x axis) and `plot`
+("line" for numeric x, "bars" for named choices, "curves" for accuracy against epoch).
+Choices are judged on validation images held out of the training split; the test split is
+evaluated once per model, after training, and only reported.
+"""
+
+import hashlib
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mlp_jax import data, sweep  # noqa: E402
+from mlp_jax.errors import UserError  # noqa: E402
+from mlp_jax.train import resolve_model  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results_dir", "results", "Where <name>.json/.md/.png go.")
+flags.DEFINE_string("workdir", "runs/exercises", "Per-group result files, reused on reruns.")
+flags.DEFINE_bool("quick", False, "Run the reduced grid (quick_sweep, quick_num_epochs).")
+config_flags.DEFINE_config_file("config", None, "Exercise file, e.g. experiments/ex_width.py.")
+
+
+def expand_grid(
+    train: ml_collections.ConfigDict, grid: dict
+) -> list[tuple[dict, ml_collections.ConfigDict]]:
+    """Every combination of the grid's values applied to a copy of `train`.
+
+    A grid key that names a train field sets it. Any other key is a set of named variants:
+    its values are dicts with a "name" and the fields to set (e.g. an initialiser and its
+    scale together).
+
+    Returns:
+      (label, config) pairs; the label maps each grid key to the value shown for it.
+    """
+    keys = list(grid)
+    members = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        member = ml_collections.ConfigDict(train.to_dict())
+        label = {}
+        for key, value in zip(keys, values, strict=True):
+            if key in member:
+                member[key] = label[key] = value
+            elif isinstance(value, dict) and "name" in value:
+                label[key] = value["name"]
+                for field, setting in value.items():
+                    if field != "name":
+                        member[field] = setting
+            else:
+                raise UserError(
+                    f"sweep key {key!r} is neither a train field nor a list of named variants"
+                )
+        members.append((label, member))
+    return members
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def summarize(labels: list[dict], results: list[dict], point_keys: list[str]) -> list[dict]:
+    """Mean ± std over seeds for every grid point (the sweep's non-seed values)."""
+    points: dict[tuple, list[int]] = {}
+    for i, label in enumerate(labels):
+        points.setdefault(tuple(label[k] for k in point_keys), []).append(i)
+    rows = []
+    for point, indices in points.items():
+        runs = [results[i] for i in indices]
+        final = [r["history"][-1] for r in runs]
+        row = dict(zip(point_keys, point, strict=True))
+        row["seeds"] = len(runs)
+        row["diverged"] = sum(not np.isfinite(f["train_loss"]) for f in final)
+        for key, values in (
+            ("val_acc", [f["val_acc"] for f in final]),
+            ("test_acc", [r["test_acc"] for r in runs]),
+            ("train_loss", [f["train_loss"] for f in final]),
+        ):
+            row[key], row[f"{key}_std"] = _mean_std(values)
+        row["val_acc_by_epoch"] = [
+            _mean_std([r["history"][e]["val_acc"] for r in runs])[0]
+            for e in range(len(runs[0]["history"]))
+        ]
+        rows.append(row)
+    return rows
+
+
+def _cached_population(configs, dataset, cache_dir: Path) -> list[dict]:
+    """`sweep.train_population`, one file per group so a rerun skips finished groups."""
+    results: list[dict | None] = [None] * len(configs)
+    for indices in sweep.group_configs(configs):
+        group = [configs[i] for i in indices]
+        digest = hashlib.sha256(json.dumps([c.to_dict() for c in group], sort_keys=True).encode())
+        path = cache_dir / f"{digest.hexdigest()[:16]}.json"
+        if path.exists():
+            group_results = json.loads(path.read_text())
+        else:
+            group_results = sweep.train_population(group, dataset)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(group_results))
+            tmp.replace(path)
+        for i, result in zip(indices, group_results, strict=True):
+            results[i] = result
+    return results
+
+
+def _json_safe(value):
+    """JSON has no NaN or infinity: diverged models' metrics are written as null."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _fmt(mean: float, std: float) -> str:
+    return "diverged" if not np.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(exercise, rows: list[dict], point_keys: list[str], seconds: float) -> str:
+    """The exercise's table (and, for curves, the best setting per epoch budget)."""
+    head = " | ".join(point_keys)
+    lines = [
+        f"# {exercise.name}: {exercise.question}",
+        "",
+        f"| {head} | val acc | test acc | train loss | seeds | diverged |",
+        "|" + "---|" * (len(point_keys) + 5),
+    ]
+    for r in rows:
+        values = " | ".join(str(r[k]) for k in point_keys)
+        stats = " | ".join(_fmt(r[k], r[f"{k}_std"]) for k in ("val_acc", "test_acc", "train_loss"))
+        lines.append(f"| {values} | {stats} | {r['seeds']} | {r['diverged']} |")
+    if exercise.plot == "curves":
+        lines += ["", f"Best {exercise.x} per epoch budget (by mean val acc):", ""]
+        lines += [f"| epochs | best {exercise.x} | val acc |", "|---:|---:|---:|"]
+        num_epochs = len(rows[0]["val_acc_by_epoch"])
+        for budget in [b for b in (1, 2, 3, 5, 10, 20, 30, 50) if b <= num_epochs]:
+            scores = [np.nan_to_num(r["val_acc_by_epoch"][budget - 1], nan=-1) for r in rows]
+            best = rows[int(np.argmax(scores))]
+            lines.append(f"| {budget} | {best[exercise.x]} | {max(scores):.4f} |")
+    lines += [
+        "",
+        f"{len(rows)} points; {seconds:.0f} s on {_machine()}, {time.strftime('%Y-%m-%d')}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    import jax  # noqa: PLC0415
+
+    device = jax.devices()[0]
+    return f"{device.platform} ({device.device_kind}, {jax.device_count()} device(s))"
+
+
+def plot(exercise, rows: list[dict], path: Path) -> None:
+    """results/<name>.png: accuracy against the swept field, or against epoch."""
+    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+    x = exercise.x
+    if exercise.plot == "curves":
+        for r in rows:
+            curve = r["val_acc_by_epoch"]
+            ax.plot(range(1, len(curve) + 1), curve, label=f"{x}={r[x]}")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0.5, 0.95)
+        ax.legend(fontsize=7, ncol=2)
+    else:
+        labels = [str(r[x]) for r in rows]
+        positions = np.arange(len(rows))
+        val = [r["val_acc"] for r in rows]
+        err = [r["val_acc_std"] for r in rows]
+        if exercise.plot == "bars":
+            ax.bar(positions, val, yerr=err, capsize=3, label="val acc", color="tab:blue")
+            ax.plot(positions, [r["test_acc"] for r in rows], "k_", markersize=14, label="test acc")
+            ax.set_ylim(max(0.0, np.nanmin(val) - 0.1) if np.isfinite(np.nanmin(val)) else 0, 1)
+        else:
+            ax.errorbar(positions, val, yerr=err, marker="o", capsize=3, label="val acc")
+            ax.plot(positions, [r["test_acc"] for r in rows], "s--", label="test acc")
+        ax.set_xticks(positions, labels, rotation=45 if len(rows) > 8 else 0, fontsize=8)
+        ax.set_xlabel(x)
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{exercise.name}: {exercise.question}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False) -> list[dict]:
+    """Trains an exercise's grid and writes its json, md and png.
+
+    Returns:
+      The summary rows (one per grid point).
+    """
+    grid = (exercise.quick_sweep if quick else exercise.sweep).to_dict()
+    train = ml_collections.ConfigDict(exercise.train.to_dict())
+    if quick:
+        train.num_epochs = exercise.quick_num_epochs
+    labels, members = zip(*expand_grid(train, grid), strict=True)
+    for member in members:
+        resolve_model(member)  # Validates every member before anything trains.
+    dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = workdir / exercise.name
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = _cached_population(members, dataset, cache_dir)
+    seconds = time.perf_counter() - t0
+    point_keys = [k for k in grid if k != "seed"]
+    rows = summarize(labels, results, point_keys)
+    stem = results_dir / exercise.name
+    record = {
+        "name": exercise.name,
+        "question": exercise.question,
+        "quick": quick,
+        "seconds": seconds,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "grid": grid,
+        "train": train.to_dict(),
+        "rows": rows,
+        "runs": [{"point": label, **r} for label, r in zip(labels, results, strict=True)],
+    }
+    stem.with_suffix(".json").write_text(json.dumps(_json_safe(record), indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(exercise, rows, point_keys, seconds))
+    plot(exercise, rows, stem.with_suffix(".png"))
+    return rows
+
+
+def main(argv) -> None:
+    """Runs the exercise the flags name; user errors become one line."""
+    del argv
+    try:
+        run_exercise(FLAGS.config, Path(FLAGS.results_dir), Path(FLAGS.workdir), FLAGS.quick)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print((Path(FLAGS.results_dir) / f"{FLAGS.config.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,132 @@
+"""Populations of same-shaped models trained at once: `jax.vmap` over the compiled epoch.
+
+Configs that differ only in values the train state holds (seed, learning rate,
+initialiser) share one program: their states are stacked and `steps.train_epoch` is
+vmapped over them, so K models cost about one model's wall time on an accelerator and K
+times the arithmetic on a CPU, with one dispatch per epoch. Configs whose shapes or
+computations differ (width, depth, activation, batch size, ...) form separate groups.
+"""
+
+import functools
+import json
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from optax import tree_utils as optax_tree
+
+from mlp_jax import checkpointing, data, optim, steps
+from mlp_jax.train import resolve_model
+
+# Fields that only change numbers inside the train state, never the compiled program.
+VALUE_FIELDS = frozenset({"seed", "lr", "weight_init", "init_scale"})
+
+
+def group_key(config: ml_collections.ConfigDict) -> str:
+    """What must be equal for two configs to train in one population."""
+    shape = {k: v for k, v in config.to_dict().items() if k not in VALUE_FIELDS}
+    return json.dumps(shape, sort_keys=True)
+
+
+def group_configs(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of `configs` grouped by `group_key`, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(group_key(config), []).append(i)
+    return list(groups.values())
+
+
+def stack_states(configs: Sequence[ml_collections.ConfigDict]) -> steps.TrainState:
+    """One train state per config, stacked along a new leading axis.
+
+    Each member is initialised by its own model (its own initialiser and seed); all share
+    the first member's apply function and optimiser, with each member's learning rate
+    written into its optimiser state.
+    """
+    shared_model = resolve_model(configs[0])
+    tx = optim.make_optimizer(configs[0], checkpointing.steps_per_epoch(configs[0]))
+    members = []
+    for config in configs:
+        state = steps.create_train_state(resolve_model(config), tx, config.seed)
+        opt_state = optax_tree.tree_set(state.opt_state, step_size=jnp.float32(-config.lr))
+        members.append(state.replace(apply_fn=shared_model.apply, opt_state=opt_state))
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+
+
+def _compiled_population_fns(config: ml_collections.ConfigDict):
+    epoch = functools.partial(
+        steps.train_epoch, batch_size=config.batch_size, label_smoothing=config.label_smoothing
+    )
+    evaluate = functools.partial(steps.evaluate, batch_size=config.eval_batch_size)
+    return (
+        jax.jit(jax.vmap(epoch, in_axes=(0, None)), donate_argnums=0),
+        jax.jit(jax.vmap(evaluate, in_axes=(0, None))),
+    )
+
+
+def _per_member(collection, prefix: str) -> list[dict[str, float]]:
+    """A stacked metric collection computed model by model, as host floats."""
+    host = jax.device_get(jax.vmap(lambda c: c.compute())(collection))
+    size = len(next(iter(host.values())))
+    return [{f"{prefix}{k}": float(v[i]) for k, v in host.items()} for i in range(size)]
+
+
+def train_group(configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset) -> list[dict]:
+    """Trains configs of one group as a vmapped population.
+
+    Returns:
+      One result per config: {"history": [per-epoch train/val records], "test_loss",
+      "test_acc"}; the test split is evaluated once, after the last epoch. A member that
+      diverges keeps NaN in its records; the others are unaffected.
+    """
+    assert len(group_configs(configs)) == 1, "configs of different shapes"
+    first = configs[0]
+    train_epoch, evaluate = _compiled_population_fns(first)
+    state = stack_states(configs)
+    train_split, val_split = jax.device_put(dataset.train), jax.device_put(dataset.validation)
+    histories = [[] for _ in configs]
+    for epoch in range(1, first.num_epochs + 1):
+        state, train_metrics = train_epoch(state, train_split)
+        val_metrics = evaluate(state, val_split)
+        train_rows = _per_member(train_metrics, "train_")
+        val_rows = _per_member(val_metrics, "val_")
+        for history, tr, va in zip(histories, train_rows, val_rows, strict=True):
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": tr["train_loss"],
+                    "train_acc": tr["train_accuracy"],
+                    "val_loss": va["val_loss"],
+                    "val_acc": va["val_accuracy"],
+                }
+            )
+    test_rows = _per_member(evaluate(state, jax.device_put(dataset.test)), "test_")
+    return [
+        {"history": h, "test_loss": t["test_loss"], "test_acc": t["test_accuracy"]}
+        for h, t in zip(histories, test_rows, strict=True)
+    ]
+
+
+def train_population(
+    configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset, max_population: int = 64
+) -> list[dict]:
+    """Trains every config, grouping same-shaped ones into vmapped populations.
+
+    Args:
+      configs: resolved experiment configs.
+      dataset: the splits to train, validate and test on.
+      max_population: most models in one program (bounds device memory).
+
+    Returns:
+      `train_group`'s result for each config, in the order given.
+    """
+    results: list[dict | None] = [None] * len(configs)
+    for indices in group_configs(configs):
+        for start in range(0, len(indices), max_population):
+            chunk = indices[start : start + max_population]
+            for i, result in zip(
+                chunk, train_group([configs[i] for i in chunk], dataset), strict=True
+            ):
+                results[i] = result
+    return results

@@ -1,0 +1,95 @@
+"""The vmap sweep engine and the exercises built on it."""
+
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import synthetic_split, tiny_config
+
+from experiments import ex_init, ex_width
+from mlp_jax import data, exercises, optim, steps, sweep
+from mlp_jax.train import resolve_model
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return data.Dataset(synthetic_split(2000, 0), synthetic_split(500, 1), synthetic_split(500, 2))
+
+
+def _separate_run(config, dataset):
+    """One model trained alone with the same pure functions, no vmap."""
+    tx = optim.make_optimizer(config, 16)
+    state = steps.create_train_state(resolve_model(config), tx, config.seed)
+    epoch = jax.jit(functools.partial(steps.train_epoch, batch_size=config.batch_size))
+    evaluate = jax.jit(functools.partial(steps.evaluate, batch_size=config.eval_batch_size))
+    history = []
+    for _ in range(config.num_epochs):
+        state, train_metrics = epoch(state, jax.device_put(dataset.train))
+        val = evaluate(state, jax.device_put(dataset.validation)).compute()
+        history.append(
+            (float(train_metrics.compute()["loss"]), float(val["loss"]), float(val["accuracy"]))
+        )
+    return history
+
+
+def test_population_equals_separate_runs(synthetic_dir, small_dataset):
+    configs = [
+        tiny_config(
+            synthetic_dir, experiment="mlp_scratch", seed=s, lr=lr, num_epochs=2, batch_size=128
+        )
+        for s, lr in ((0, 0.1), (1, 0.1), (0, 0.5))
+    ]
+    configs[2].weight_init, configs[2].init_scale = "he", 0.0
+    assert len(sweep.group_configs(configs)) == 1
+    population = sweep.train_population(configs, small_dataset)
+    for config, result in zip(configs, population, strict=True):
+        alone = _separate_run(config, small_dataset)
+        for record, (train_loss, val_loss, val_acc) in zip(result["history"], alone, strict=True):
+            assert record["train_loss"] == pytest.approx(train_loss, rel=1e-4)
+            assert record["val_loss"] == pytest.approx(val_loss, rel=1e-4)
+            assert abs(record["val_acc"] - val_acc) <= 2 / 500
+    # Different seeds and learning rates really gave different models.
+    assert len({r["history"][-1]["train_loss"] for r in population}) == 3
+
+
+def test_shapes_form_separate_groups_and_keep_their_order(synthetic_dir, small_dataset):
+    configs = [
+        tiny_config(synthetic_dir, num_hiddens=h, seed=s, num_epochs=1)
+        for h, s in ((8, 0), (16, 0), (8, 1))
+    ]
+    assert sweep.group_configs(configs) == [[0, 2], [1]]
+    results = sweep.train_population(configs, small_dataset, max_population=1)
+    assert [len(r["history"]) for r in results] == [1, 1, 1]
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in results)
+
+
+def test_diverged_member_does_not_spoil_the_others(synthetic_dir, small_dataset):
+    configs = [tiny_config(synthetic_dir, lr=lr, num_epochs=1) for lr in (0.1, 1e30)]
+    good, bad = sweep.train_population(configs, small_dataset)
+    assert np.isfinite(good["history"][-1]["train_loss"]) and good["test_acc"] > 0.5
+    assert not np.isfinite(bad["history"][-1]["train_loss"])
+
+
+def test_named_variants_set_several_fields():
+    train = ex_init.get_config().train
+    members = exercises.expand_grid(train, {"init": ex_init.INITS[:2], "seed": [0, 1]})
+    assert len(members) == 4
+    label, config = members[2]
+    assert label == {"init": "normal(1.0)", "seed": 0}
+    assert (config.weight_init, config.init_scale) == ("normal", 1.0)
+
+
+@pytest.mark.parametrize("module", [ex_width, ex_init])
+def test_quick_grid_runs_end_to_end(module, real_data_dir, tmp_path):
+    exercise = module.get_config()
+    exercise.train.data_dir = str(real_data_dir)
+    rows = exercises.run_exercise(exercise, tmp_path / "results", tmp_path / "work", quick=True)
+    assert len(rows) == len(exercise.quick_sweep[exercise.x])
+    record = json.loads((tmp_path / "results" / f"{exercise.name}.json").read_text())
+    assert record["quick"] and len(record["runs"]) == len(rows) * 2
+    assert (tmp_path / "results" / f"{exercise.name}.png").stat().st_size > 10_000
+    assert "| val acc |" in (tmp_path / "results" / f"{exercise.name}.md").read_text()
+    # The test split is reported, never used to choose: each run carries it once.
+    assert all("test_acc" in run and "test_acc" not in run["history"][-1] for run in record["runs"])
