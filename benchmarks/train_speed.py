@@ -1,22 +1,34 @@
 r"""The chapter's training run (784-256-10, SGD 0.1, batch 256, 10 epochs, test evaluation
 after every epoch) in mlp_jax and in its peers, each in its own process on this machine.
 
-  python -m benchmarks.train_speed [--epochs=10] [--peers=mlp_jax,flax_loop,torch_d2l]
+  python -m benchmarks.train_speed [--epochs=10] [--peers=mlp_jax,flax_loop,torch_d2l,...]
 
 Prints a Markdown table: steady-state seconds for the epochs (compilation or warm-up
-excluded), warm-up seconds, examples/s, whole-process seconds, final test accuracy, and each
-peer's time as a multiple of mlp_jax's. A peer whose library is missing is reported skipped.
+excluded), warm-up seconds, examples/s, whole-process seconds, peak resident memory, final
+test accuracy, and each peer's time as a multiple of mlp_jax's. A peer whose library is
+missing is reported as skipped.
+
+Peers: flax_loop (the flax examples' Python loop over host batches with a jit-compiled step);
+torch_d2l (d2l's Trainer loop: per-example dataset, DataLoader, 4 workers); torch_fast and
+torch_compiled (what a speed-minded PyTorch user writes: data resident as tensors, an
+on-device permutation, no DataLoader; eager, and with torch.compile); keras_jax (Keras 3 on
+the JAX backend, model.fit with validation data).
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-PEERS = ("mlp_jax", "flax_loop", "torch_d2l")
+PEERS = ("mlp_jax", "flax_loop", "torch_d2l", "torch_fast", "torch_compiled", "keras_jax")
+# Multiply-adds of one example through 784-256-10, times 2 (FLOPs), times 3 for training
+# (forward, gradient of the weights, gradient of the hidden activations, roughly).
+FLOPS_PER_TRAIN_EXAMPLE = 3 * 2 * (784 * 256 + 256 * 10)
+FLOPS_PER_EVAL_EXAMPLE = 2 * (784 * 256 + 256 * 10)
 BATCH, LR, HIDDEN = 256, 0.1, 256
 
 
@@ -148,37 +160,126 @@ def run_torch_d2l(epochs: int) -> dict:
     return {"warmup": 0.0, "seconds": time.perf_counter() - t0, "test_acc": acc}
 
 
-def _run_peer_process(peer: str, epochs: int) -> dict:
+def _torch_fast(epochs: int, compiled: bool) -> dict:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    train, test = _load()
+    x_train = torch.from_numpy(train.images.astype(np.float32) / 255)
+    y_train = torch.from_numpy(train.labels.astype(np.int64))
+    x_test = torch.from_numpy(test.images.astype(np.float32) / 255)
+    y_test = torch.from_numpy(test.labels.astype(np.int64))
+    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    def predict(x):
+        with torch.no_grad():
+            return model(x).argmax(1)
+
+    if compiled:
+        step, predict = torch.compile(step), torch.compile(predict)
+
+    def epoch():
+        order = torch.randperm(len(y_train))
+        for i in range(0, len(order), BATCH):
+            idx = order[i : i + BATCH]
+            step(x_train[idx], y_train[idx])
+        return float((predict(x_test) == y_test).float().mean())
+
     t0 = time.perf_counter()
-    result = subprocess.run(
+    epoch()  # Warm-up; torch.compile compiles here (both batch shapes).
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        acc = epoch()
+    return {"warmup": warmup, "seconds": time.perf_counter() - t0, "test_acc": acc}
+
+
+def run_torch_fast(epochs: int) -> dict:
+    """Speed-minded PyTorch, eager: resident tensors, torch.randperm, no DataLoader."""
+    return _torch_fast(epochs, compiled=False)
+
+
+def run_torch_compiled(epochs: int) -> dict:
+    """Speed-minded PyTorch with the step and the prediction under torch.compile."""
+    return _torch_fast(epochs, compiled=True)
+
+
+def run_keras_jax(epochs: int) -> dict:
+    """Keras 3 on the JAX backend: model.fit with SGD 0.1, batch 256, validation data."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    keras.utils.set_random_seed(0)
+    train, test = _load()
+    x_train, x_test = train.images.astype(np.float32) / 255, test.images.astype(np.float32) / 255
+    model = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Dense(HIDDEN, "relu"), keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(LR),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    fit = {"batch_size": BATCH, "validation_data": (x_test, test.labels), "verbose": 0}
+    t0 = time.perf_counter()
+    model.fit(x_train, train.labels, epochs=1, **fit)  # Warm-up: traces and compiles.
+    warmup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    history = model.fit(x_train, train.labels, epochs=epochs, **fit)
+    seconds = time.perf_counter() - t0
+    return {"warmup": warmup, "seconds": seconds, "test_acc": history.history["val_accuracy"][-1]}
+
+
+def run_peer_process(peer: str, epochs: int, env: dict | None = None) -> dict:
+    """Runs one peer in a child process: its JSON result, whole-process seconds, peak RSS."""
+    t0 = time.perf_counter()
+    process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.train_speed", f"--peer={peer}", f"--epochs={epochs}"],
-        capture_output=True,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
+    stdout, stderr = process.communicate()
     whole = time.perf_counter() - t0
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
+    if process.returncode != 0:
+        last = (stderr.strip().splitlines() or ["failed"])[-1]
         return {"peer": peer, "skipped": last[:150]}
-    return {"peer": peer, "whole_process": whole, **json.loads(result.stdout.splitlines()[-1])}
+    return {"peer": peer, "whole_process": whole, **json.loads(stdout.splitlines()[-1])}
+
+
+def achieved_flops(seconds: float, epochs: int) -> float:
+    """FLOP/s of the chapter's training with evaluation, taking `seconds` for `epochs`."""
+    per_epoch = 60_000 * FLOPS_PER_TRAIN_EXAMPLE + 10_000 * FLOPS_PER_EVAL_EXAMPLE
+    return per_epoch * epochs / seconds
 
 
 def table(rows: list[dict], epochs: int) -> str:
     """The results as Markdown, each time also as a multiple of mlp_jax's."""
     base = next((r for r in rows if r["peer"] == "mlp_jax" and "seconds" in r), None)
     lines = [
-        f"| peer | {epochs} epochs (s) | warm-up (s) | examples/s | whole process (s) | test acc "
-        "| time vs mlp_jax |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| peer | {epochs} epochs (s) | warm-up (s) | examples/s | GFLOP/s | whole process (s) "
+        "| peak RSS (MB) | test acc | time vs mlp_jax |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "skipped" in r:
-            lines.append(f"| {r['peer']} | skipped: {r['skipped']} | | | | | |")
+            lines.append(f"| {r['peer']} | skipped: {r['skipped']} | | | | | | | |")
             continue
         ratio = f"{r['seconds'] / base['seconds']:.1f}x" if base else "n/a"
+        gflops = achieved_flops(r["seconds"], epochs) / 1e9
         lines.append(
             f"| {r['peer']} | {r['seconds']:.2f} | {r['warmup']:.2f} | "
-            f"{60_000 * epochs / r['seconds']:,.0f} | {r['whole_process']:.1f} | "
-            f"{r['test_acc']:.4f} | {ratio} |"
+            f"{60_000 * epochs / r['seconds']:,.0f} | {gflops:.0f} | {r['whole_process']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} | {r['test_acc']:.4f} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -191,10 +292,20 @@ def main() -> None:
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
-        print(json.dumps(globals()[f"run_{args.peer}"](args.epochs)))
+        _peer_main(args.peer, args.epochs)
         return
-    rows = [_run_peer_process(peer, args.epochs) for peer in args.peers.split(",")]
+    rows = [run_peer_process(peer, args.epochs) for peer in args.peers.split(",")]
     print(table(rows, args.epochs))
+
+
+def _peer_main(peer: str, epochs: int) -> None:
+    import resource
+
+    result = globals()[f"run_{peer}"](epochs)
+    # ru_maxrss is in KiB on Linux; DataLoader workers are children of this process.
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({**result, "peak_rss_mb": peak_kib / 1024}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ This file is intentionally kept short: all logic is importable from mlp_jax.trai
 """
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -21,6 +22,20 @@ flags.DEFINE_enum(
 config_flags.DEFINE_config_file(
     "config", None, "Experiment file, e.g. experiments/mlp_scratch.py.", lock_config=True
 )
+
+
+def _enable_compilation_cache() -> None:
+    """Keeps compiled programs on disk so that a second run skips compilation.
+
+    The folder is $MLP_JAX_COMPILATION_CACHE, default ~/.cache/mlp_jax/xla; "" disables it.
+    """
+    import jax  # noqa: PLC0415
+
+    path = os.environ.get("MLP_JAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/mlp_jax/xla"))
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _fail(message: str, exit_code: int = 2) -> None:
@@ -66,6 +81,7 @@ def main(argv: list[str]) -> None:
     from mlp_jax.errors import UserError  # noqa: PLC0415
 
     try:
+        _enable_compilation_cache()
         parallel.maybe_initialize_distributed()
         if FLAGS.mode == "eval":
             print(json.dumps(train.evaluate_workdir(FLAGS.workdir)), flush=True)

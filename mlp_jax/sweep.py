@@ -54,11 +54,13 @@ def stack_states(configs: Sequence[ml_collections.ConfigDict]) -> steps.TrainSta
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
 
 
-def _compiled_population_fns(config: ml_collections.ConfigDict):
+@functools.cache
+def _compiled_population_fns(batch_size: int, label_smoothing: float, eval_batch_size: int):
+    """The vmapped epoch and evaluation, made once per setting so jit's cache is reused."""
     epoch = functools.partial(
-        steps.train_epoch, batch_size=config.batch_size, label_smoothing=config.label_smoothing
+        steps.train_epoch, batch_size=batch_size, label_smoothing=label_smoothing
     )
-    evaluate = functools.partial(steps.evaluate, batch_size=config.eval_batch_size)
+    evaluate = functools.partial(steps.evaluate, batch_size=eval_batch_size)
     return (
         jax.jit(jax.vmap(epoch, in_axes=(0, None)), donate_argnums=0),
         jax.jit(jax.vmap(evaluate, in_axes=(0, None))),
@@ -82,7 +84,9 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], dataset: data.Data
     """
     assert len(group_configs(configs)) == 1, "configs of different shapes"
     first = configs[0]
-    train_epoch, evaluate = _compiled_population_fns(first)
+    train_epoch, evaluate = _compiled_population_fns(
+        first.batch_size, first.label_smoothing, first.eval_batch_size
+    )
     state = stack_states(configs)
     train_split, val_split = jax.device_put(dataset.train), jax.device_put(dataset.validation)
     histories = [[] for _ in configs]

@@ -43,10 +43,27 @@ class Interrupted(UserError):
 
 
 class TrainResult(NamedTuple):
-    """What a finished run returns: its final state (one copy) and its per-epoch records."""
+    """What a finished run returns: its final state (one copy), its per-epoch records, and
+    the seconds spent in each phase (data, state, compile, epochs, finish)."""
 
     state: steps.TrainState
     history: list[dict]
+    phase_seconds: dict[str, float]
+
+
+class _PhaseClock:
+    """Seconds spent in each phase of a run, for the closing line and the benchmarks."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> float:
+        """Ends `phase` now; returns its seconds."""
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+        return self.seconds[phase]
 
 
 class _StopRequests:
@@ -161,12 +178,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     cleanup.callback(store.close)
     stop = cleanup.enter_context(_StopRequests())
 
+    clock = _PhaseClock()
     with cleanup:
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
         train_data = runner.replicate(dataset.train)
         val_data = runner.replicate(dataset.validation)
         num_train = len(dataset.train.labels)
+        clock.lap("data")
 
         # ---- State: resume from the latest readable checkpoint, or initialise.
         state = store.restore_latest(
@@ -186,15 +205,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         # Made now, after the checks that fail fast: its TensorFlow import overlaps compiling.
         writer = metrics.BackgroundWriter(workdir, is_main_process)
         cleanup.callback(writer.close)
+        clock.lap("state")
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
-        t0 = time.perf_counter()
         train_epoch = runner.train_epoch.lower(state, train_data).compile()
         evaluate = runner.evaluate.lower(state, val_data).compile()
         _print(
             f"{config.model}: {num_train} training images, {runner.num_devices} device(s) "
             f"({jax.devices()[0].platform}, parallel={runner.mode}), "
-            f"compiled in {time.perf_counter() - t0:.2f} s"
+            f"compiled in {clock.lap('compile'):.2f} s"
         )
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
@@ -232,8 +251,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     "resume",
                     128 + stop.signal_number,
                 )
+        clock.lap("epochs")
         _plot(workdir, history, config)
-        return TrainResult(runner.unreplicate(state), history)
+    clock.lap("finish")  # The plot, the last checkpoint's write and the writer's flush.
+    _print("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in clock.seconds.items()))
+    return TrainResult(runner.unreplicate(state), history, clock.seconds)
 
 
 def _plot(workdir: Path, history: list[dict], config) -> None:

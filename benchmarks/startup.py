@@ -1,0 +1,67 @@
+r"""Where a `make train` run's time goes, and what the persistent compilation cache saves:
+the same command twice with a fresh cache, whole-process seconds and the run's phases.
+
+  python -m benchmarks.startup [--epochs=10]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed_run(workdir: Path, cache: Path, epochs: int) -> dict:
+    """One CLI training run: whole-process seconds and the phases it prints."""
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlp_jax.main",
+            "--config=experiments/mlp_scratch.py",
+            f"--config.num_epochs={epochs}",
+            f"--workdir={workdir}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "MLP_JAX_COMPILATION_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    whole = time.perf_counter() - t0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("phases (s): "))
+    phases = {k: float(v) for k, v in (item.split() for item in line[12:].split(", "))}
+    # Interpreter start-up and imports: everything before train_and_evaluate began.
+    return {"whole": whole, "start-up and imports": whole - sum(phases.values()), **phases}
+
+
+def markdown(first: dict, second: dict) -> str:
+    """The two runs side by side."""
+    lines = ["| phase | first run (s) | second run, cached (s) |", "|---|---:|---:|"]
+    lines += [f"| {k} | {first[k]:.2f} | {second[k]:.2f} |" for k in first]
+    return "\n".join(lines) + "\n"
+
+
+def run(epochs: int) -> str:
+    """Two runs of the scratch experiment into fresh workdirs, sharing a fresh cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        first = timed_run(tmp / "first", tmp / "cache", epochs)
+        second = timed_run(tmp / "second", tmp / "cache", epochs)
+    return markdown(first, second)
+
+
+def main() -> None:
+    """Prints the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    print(run(parser.parse_args().epochs))
+
+
+if __name__ == "__main__":
+    main()

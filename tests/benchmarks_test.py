@@ -1,0 +1,39 @@
+"""The benchmark code itself, on tiny sizes: it runs, it reports, a missing peer is reported."""
+
+import pytest
+from conftest import ROOT
+
+from benchmarks import hardware, train_speed
+
+
+def test_mlp_jax_peer_reports_its_numbers(real_data_dir):
+    row = train_speed.run_peer_process("mlp_jax", epochs=1)
+    assert row["seconds"] > 0 and row["warmup"] > 0 and row["peak_rss_mb"] > 100
+    assert 0.7 < row["test_acc"] < 1.0
+    table = train_speed.table([row], epochs=1)
+    assert "| mlp_jax |" in table and "1.0x" in table
+
+
+def test_missing_peer_library_is_reported_as_skipped(tmp_path, real_data_dir):
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named torch (test)')\n")
+    row = train_speed.run_peer_process(
+        "torch_fast", epochs=1, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    )
+    assert "No module named torch" in row["skipped"]
+    table = train_speed.table([row], epochs=1)
+    assert "| torch_fast | skipped: " in table
+
+
+def test_hardware_tables_on_tiny_sizes(real_data_dir):
+    markdown = hardware.run(quick=True)
+    for heading in ("Matrix products", "Memory bandwidth", "Framework (nn.Dense) vs scratch"):
+        assert heading in markdown
+    assert "| float32 | 129 |" in markdown and "| bfloat16 | 136 |" in markdown
+
+
+@pytest.mark.parametrize("n", [128, 129])
+def test_matmul_rows_are_consistent(n):
+    (row,) = hardware.matmul_table([n], dtypes=("float32",))
+    assert row["tflops"] == pytest.approx(2 * n**3 / row["seconds"] / 1e12)
