@@ -4,13 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The JAX wheel: "jax" (CPU), "jax[cuda12]" (NVIDIA GPUs), "jax[tpu]" (TPU VMs).
 JAX ?= jax
+# PyTorch for `make bench`'s peers, e.g. TORCH=torch==2.13.0 for a CPU-only build.
+TORCH ?= torch
 EXTRAS ?= tensorboard,tfds,test
 CONFIG ?= experiments/mlp_scratch.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench exercises
+.PHONY: install data train eval test lint bench exercises tune notebook
 
 install: $(VENV)/.installed data
 
@@ -47,3 +49,14 @@ exercises: install
 	for name in $(EXERCISES); do \
 	  $(PY) -m mlp_jax.exercises --config=experiments/ex_$$name.py $(if $(QUICK),--quick) || exit 1; \
 	done
+
+tune: install
+	$(PY) -m mlp_jax.tune --config=experiments/tune_search.py $(if $(QUICK),--quick --tuned_config=runs/mlp_tuned_quick.py --results_dir=runs/tune_quick --workdir=runs/tune_quick)
+
+bench: install
+	$(PY) -m pip install -q "$(TORCH)" keras
+	$(PY) -m benchmarks.run_all
+
+notebook: install
+	$(PY) -m pip install -q notebook
+	$(VENV)/bin/jupyter notebook experiments/mlp_chapter.ipynb

@@ -47,7 +47,13 @@ def run_mlp_jax(epochs: int) -> dict:
     from mlp_jax import parallel, steps
 
     train, test_split = _load()
-    runner = parallel.make_runner("none", batch_size=BATCH, eval_batch_size=2000)
+    options = {
+        "batch_size": BATCH,
+        "label_smoothing": 0.0,
+        "augment_shift": 0,
+        "augment_flip": False,
+    }
+    runner = parallel.make_runner("none", epoch_options=options, eval_batch_size=2000)
     state = steps.create_train_state(mlp_concise.MLP(num_hiddens=HIDDEN), optax.sgd(LR), 0)
     train_data, test_data = runner.replicate(train), runner.replicate(test_split)
     t0 = time.perf_counter()

@@ -48,6 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.warmup_epochs = 0
     # Label smoothing of the cross-entropy target; 0 is d2l's loss.
     config.label_smoothing = 0.0
+    # Random translation of training images by up to this many pixels each way; 0 is off.
+    config.augment_shift = 0
+    # Random horizontal flips of training images.
+    config.augment_flip = False
     # Data parallelism: "auto" (shard_map on several devices, none on one), "none", "pmap",
     # "shard_map".
     config.parallel = "auto"
@@ -96,6 +100,7 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         config.label_smoothing,
         "must be in [0, 1)",
     )
+    _check(0 <= config.augment_shift <= 8, "augment_shift", config.augment_shift, "must be in 0..8")
     _check(config.optimizer in OPTIMIZERS, "optimizer", config.optimizer, f"one of {OPTIMIZERS}")
     _check(config.schedule in SCHEDULES, "schedule", config.schedule, f"one of {SCHEDULES}")
     _check(

@@ -213,6 +213,16 @@ def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split
     raise UserError(f"Fashion-MNIST not found; tried {'; '.join(tried)}; {_INSTALL_HINT}")
 
 
+def load_training_split(data_dir: str = "") -> Split:
+    """The 60,000 training images alone, from IDX files: for searches that must not read the
+    test split at all."""
+    directory = find_idx_dir(data_dir)
+    if directory is None:
+        tried = "; ".join(f"{label} ({path})" for label, path in candidate_dirs(data_dir))
+        raise UserError(f"Fashion-MNIST IDX files not found; tried {tried}; {_INSTALL_HINT}")
+    return read_idx_split(directory, "train")
+
+
 def carve_validation(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     """Splits `size` examples off the training split, chosen by a seeded permutation.
 

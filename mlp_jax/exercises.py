@@ -12,7 +12,6 @@ Choices are judged on validation images held out of the training split; the test
 evaluated once per model, after training, and only reported.
 """
 
-import hashlib
 import itertools
 import json
 import sys
@@ -28,7 +27,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from mlp_jax import data, sweep  # noqa: E402
+from mlp_jax import data, metrics, sweep  # noqa: E402
 from mlp_jax.errors import UserError  # noqa: E402
 from mlp_jax.train import resolve_model  # noqa: E402
 
@@ -103,36 +102,6 @@ def summarize(labels: list[dict], results: list[dict], point_keys: list[str]) ->
         ]
         rows.append(row)
     return rows
-
-
-def _cached_population(configs, dataset, cache_dir: Path) -> list[dict]:
-    """`sweep.train_population`, one file per group so a rerun skips finished groups."""
-    results: list[dict | None] = [None] * len(configs)
-    for indices in sweep.group_configs(configs):
-        group = [configs[i] for i in indices]
-        digest = hashlib.sha256(json.dumps([c.to_dict() for c in group], sort_keys=True).encode())
-        path = cache_dir / f"{digest.hexdigest()[:16]}.json"
-        if path.exists():
-            group_results = json.loads(path.read_text())
-        else:
-            group_results = sweep.train_population(group, dataset)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(group_results))
-            tmp.replace(path)
-        for i, result in zip(indices, group_results, strict=True):
-            results[i] = result
-    return results
-
-
-def _json_safe(value):
-    """JSON has no NaN or infinity: diverged models' metrics are written as null."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -223,10 +192,8 @@ def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False
         resolve_model(member)  # Validates every member before anything trains.
     dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = workdir / exercise.name
-    cache_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results = _cached_population(members, dataset, cache_dir)
+    results = sweep.train_population(members, dataset, cache_dir=workdir / exercise.name)
     seconds = time.perf_counter() - t0
     point_keys = [k for k in grid if k != "seed"]
     rows = summarize(labels, results, point_keys)
@@ -243,7 +210,7 @@ def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False
         "rows": rows,
         "runs": [{"point": label, **r} for label, r in zip(labels, results, strict=True)],
     }
-    stem.with_suffix(".json").write_text(json.dumps(_json_safe(record), indent=1) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(exercise, rows, point_keys, seconds))
     plot(exercise, rows, stem.with_suffix(".png"))
     return rows

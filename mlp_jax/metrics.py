@@ -8,6 +8,7 @@ used, and where both are missing, metrics are logged only.
 
 import concurrent.futures
 import json
+import math
 import os
 from pathlib import Path
 
@@ -119,3 +120,14 @@ class JsonlLog:
         """Adds one record and flushes it to disk."""
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def json_safe(value):
+    """A copy of `value` for JSON, which has no NaN or infinity: those become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -110,22 +110,18 @@ def select_devices(num_devices: int) -> list:
 
 
 def make_runner(
-    mode: str,
-    *,
-    batch_size: int,
-    eval_batch_size: int,
-    label_smoothing: float = 0.0,
-    num_devices: int = 0,
+    mode: str, *, epoch_options: dict, eval_batch_size: int, num_devices: int = 0
 ) -> Runner:
     """Wraps the per-device epoch and evaluation for `mode`.
 
     Args:
       mode: a config.parallel value ("auto", "none", "pmap", "shard_map").
-      batch_size: the global training batch.
+      epoch_options: the static settings of `steps.train_epoch` (see `steps.epoch_options`);
+        its batch_size is the global training batch.
       eval_batch_size: the global evaluation chunk (rounded up to a multiple of the devices).
-      label_smoothing: passed to the train step.
       num_devices: how many devices to use; 0 uses all.
     """
+    batch_size = epoch_options["batch_size"]
     devices = select_devices(num_devices)
     num_devices = len(devices)
     mode = resolve_mode(mode, num_devices)
@@ -134,12 +130,7 @@ def make_runner(
     check_batch_divides(batch_size, num_devices)
     eval_batch_size = -(-eval_batch_size // num_devices) * num_devices
     axis_name = None if mode == "none" else AXIS
-    epoch_fn = functools.partial(
-        steps.train_epoch,
-        batch_size=batch_size,
-        label_smoothing=label_smoothing,
-        axis_name=axis_name,
-    )
+    epoch_fn = functools.partial(steps.train_epoch, **epoch_options, axis_name=axis_name)
     eval_fn = functools.partial(steps.evaluate, batch_size=eval_batch_size, axis_name=axis_name)
 
     if mode == "none":

@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from mlp_jax.data import NUM_PIXELS, Split
+from mlp_jax.data import IMAGE_SHAPE, NUM_PIXELS, Split
 from mlp_jax.metrics import EvalMetrics, TrainMetrics
 
 # Streams of randomness derived from the run's key by `fold_in`, so that every draw depends
 # only on (seed, epoch, step) and a resumed run repeats an uninterrupted one bit for bit.
-INIT_STREAM, DATA_STREAM, DROPOUT_STREAM = 0, 1, 2
+INIT_STREAM, DATA_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2, 3
 
 
 class TrainState(train_state.TrainState):
@@ -93,6 +93,16 @@ def _local_columns(x_NxB, axis_name: str | None):
     return jax.lax.dynamic_slice_in_dim(x_NxB, start, share, axis=1)
 
 
+def epoch_options(config) -> dict:
+    """The static settings of `train_epoch` that a config chooses (bound with partial)."""
+    return {
+        "batch_size": config.batch_size,
+        "label_smoothing": config.label_smoothing,
+        "augment_shift": config.augment_shift,
+        "augment_flip": config.augment_flip,
+    }
+
+
 def train_step(
     state: TrainState, batch: dict, rng: jax.Array, *, label_smoothing=0.0, axis_name=None
 ):
@@ -132,13 +142,39 @@ def _sum_steps(stacked_metrics):
     return jax.tree.map(lambda x: x.sum(axis=0), stacked_metrics)
 
 
+def augment(images_BxD, rng, *, max_shift: int = 0, flip: bool = False):
+    """Random translations by up to `max_shift` pixels each way (zero fill) and random
+    horizontal flips of flattened 28x28 uint8 images, one draw per image."""
+    num, side = images_BxD.shape[0], IMAGE_SHAPE[0]
+    images_BxHxW = images_BxD.reshape(num, *IMAGE_SHAPE)
+    shift_key, flip_key = jax.random.split(rng)
+    if max_shift:
+        pad = ((0, 0), (max_shift, max_shift), (max_shift, max_shift))
+        padded = jnp.pad(images_BxHxW, pad)
+        offsets_Bx2 = jax.random.randint(shift_key, (num, 2), 0, 2 * max_shift + 1)
+        crop = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(image, offset, (side, side)))
+        images_BxHxW = crop(padded, offsets_Bx2)
+    if flip:
+        flip_B = jax.random.bernoulli(flip_key, 0.5, (num,))
+        images_BxHxW = jnp.where(flip_B[:, None, None], images_BxHxW[:, :, ::-1], images_BxHxW)
+    return images_BxHxW.reshape(num, NUM_PIXELS)
+
+
 def train_epoch(
-    state: TrainState, data: Split, *, batch_size: int, label_smoothing=0.0, axis_name=None
+    state: TrainState,
+    data: Split,
+    *,
+    batch_size: int,
+    label_smoothing=0.0,
+    augment_shift: int = 0,
+    augment_flip: bool = False,
+    axis_name=None,
 ):
     """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
 
     Every example is visited once; the order depends only on (seed, epoch). Metrics are exact
-    sums over the epoch's examples (each taken with the parameters of its step).
+    sums over the epoch's examples (each taken with the parameters of its step). With
+    `augment_shift` or `augment_flip`, every training image is augmented afresh each step.
 
     Returns:
       (state after the epoch, TrainMetrics summed over the epoch and all devices).
@@ -146,14 +182,21 @@ def train_epoch(
     root = jax.random.wrap_key_data(state.rng)
     epoch_key = jax.random.fold_in(jax.random.fold_in(root, DATA_STREAM), state.epoch)
     dropout_key = jax.random.fold_in(root, DROPOUT_STREAM)
+    augment_key = jax.random.fold_in(root, AUGMENT_STREAM)
     if axis_name is not None:
-        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+        device = jax.lax.axis_index(axis_name)
+        dropout_key = jax.random.fold_in(dropout_key, device)
+        augment_key = jax.random.fold_in(augment_key, device)
     order = jax.random.permutation(epoch_key, data.labels.shape[0])
     indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
 
     def body(state, batch_indices_and_weights):
         idx_B, weights_B = batch_indices_and_weights
-        batch = {"images": data.images[idx_B], "labels": data.labels[idx_B], "weights": weights_B}
+        images = data.images[idx_B]
+        if augment_shift or augment_flip:
+            step_augment_key = jax.random.fold_in(augment_key, state.step)
+            images = augment(images, step_augment_key, max_shift=augment_shift, flip=augment_flip)
+        batch = {"images": images, "labels": data.labels[idx_B], "weights": weights_B}
         step_key = jax.random.fold_in(dropout_key, state.step)
         return train_step(
             state, batch, step_key, label_smoothing=label_smoothing, axis_name=axis_name

@@ -8,8 +8,10 @@ computations differ (width, depth, activation, batch size, ...) form separate gr
 """
 
 import functools
+import hashlib
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -55,11 +57,14 @@ def stack_states(configs: Sequence[ml_collections.ConfigDict]) -> steps.TrainSta
 
 
 @functools.cache
-def _compiled_population_fns(batch_size: int, label_smoothing: float, eval_batch_size: int):
-    """The vmapped epoch and evaluation, made once per setting so jit's cache is reused."""
-    epoch = functools.partial(
-        steps.train_epoch, batch_size=batch_size, label_smoothing=label_smoothing
-    )
+def _compiled_population_fns(epoch_options: tuple, eval_batch_size: int):
+    """The vmapped epoch and evaluation, made once per setting so jit's cache is reused.
+
+    Args:
+      epoch_options: `steps.epoch_options` as sorted (name, value) pairs (hashable).
+      eval_batch_size: the evaluation chunk.
+    """
+    epoch = functools.partial(steps.train_epoch, **dict(epoch_options))
     evaluate = functools.partial(steps.evaluate, batch_size=eval_batch_size)
     return (
         jax.jit(jax.vmap(epoch, in_axes=(0, None)), donate_argnums=0),
@@ -74,18 +79,21 @@ def _per_member(collection, prefix: str) -> list[dict[str, float]]:
     return [{f"{prefix}{k}": float(v[i]) for k, v in host.items()} for i in range(size)]
 
 
-def train_group(configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset) -> list[dict]:
+def train_group(
+    configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset, evaluate_test: bool = True
+) -> list[dict]:
     """Trains configs of one group as a vmapped population.
 
     Returns:
       One result per config: {"history": [per-epoch train/val records], "test_loss",
-      "test_acc"}; the test split is evaluated once, after the last epoch. A member that
-      diverges keeps NaN in its records; the others are unaffected.
+      "test_acc"}; the test split is evaluated once, after the last epoch, and not at all
+      without `evaluate_test` (a search must not see it). A member that diverges keeps NaN
+      in its records; the others are unaffected.
     """
     assert len(group_configs(configs)) == 1, "configs of different shapes"
     first = configs[0]
     train_epoch, evaluate = _compiled_population_fns(
-        first.batch_size, first.label_smoothing, first.eval_batch_size
+        tuple(sorted(steps.epoch_options(first).items())), first.eval_batch_size
     )
     state = stack_states(configs)
     train_split, val_split = jax.device_put(dataset.train), jax.device_put(dataset.validation)
@@ -105,6 +113,8 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], dataset: data.Data
                     "val_acc": va["val_accuracy"],
                 }
             )
+    if not evaluate_test:
+        return [{"history": h} for h in histories]
     test_rows = _per_member(evaluate(state, jax.device_put(dataset.test)), "test_")
     return [
         {"history": h, "test_loss": t["test_loss"], "test_acc": t["test_accuracy"]}
@@ -113,7 +123,12 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], dataset: data.Data
 
 
 def train_population(
-    configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset, max_population: int = 64
+    configs: Sequence[ml_collections.ConfigDict],
+    dataset: data.Dataset,
+    *,
+    max_population: int = 64,
+    cache_dir: Path | None = None,
+    evaluate_test: bool = True,
 ) -> list[dict]:
     """Trains every config, grouping same-shaped ones into vmapped populations.
 
@@ -121,6 +136,9 @@ def train_population(
       configs: resolved experiment configs.
       dataset: the splits to train, validate and test on.
       max_population: most models in one program (bounds device memory).
+      cache_dir: if given, each population's results are saved there when it finishes and
+        reused by a rerun, which then trains only what is missing.
+      evaluate_test: whether to evaluate the test split after training.
 
     Returns:
       `train_group`'s result for each config, in the order given.
@@ -129,8 +147,24 @@ def train_population(
     for indices in group_configs(configs):
         for start in range(0, len(indices), max_population):
             chunk = indices[start : start + max_population]
-            for i, result in zip(
-                chunk, train_group([configs[i] for i in chunk], dataset), strict=True
-            ):
+            members = [configs[i] for i in chunk]
+            path = (
+                None if cache_dir is None else cache_dir / f"{_digest(members, evaluate_test)}.json"
+            )
+            if path is not None and path.exists():
+                chunk_results = json.loads(path.read_text())
+            else:
+                chunk_results = train_group(members, dataset, evaluate_test)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(chunk_results))
+                    tmp.replace(path)
+            for i, result in zip(chunk, chunk_results, strict=True):
                 results[i] = result
     return results
+
+
+def _digest(configs, evaluate_test: bool) -> str:
+    payload = json.dumps([[c.to_dict() for c in configs], evaluate_test], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -168,9 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     is_main_process = jax.process_index() == 0
     runner = parallel.make_runner(
         config.parallel,
-        batch_size=config.batch_size,
+        epoch_options=steps.epoch_options(config),
         eval_batch_size=config.eval_batch_size,
-        label_smoothing=config.label_smoothing,
         num_devices=config.num_devices,
     )
     cleanup = contextlib.ExitStack()

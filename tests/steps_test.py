@@ -155,3 +155,32 @@ def test_other_optimizers_and_schedules_step(name):
         bool(jnp.any(x != y))
         for x, y in zip(jax.tree.leaves(newer.params), jax.tree.leaves(state.params), strict=True)
     )
+
+
+def test_augment_shifts_and_flips_each_image_independently():
+    images = np.zeros((64, 28, 28), np.uint8)
+    images[:, 10:18, 4:8] = 255  # A bar left of centre.
+    flat = jnp.asarray(images.reshape(64, 784))
+    out = np.asarray(steps.augment(flat, jax.random.key(0), max_shift=2, flip=True)).reshape(
+        64, 28, 28
+    )
+    assert out.dtype == np.uint8
+    assert all(int(o.sum()) == int(images[0].sum()) for o in out)  # A 2-pixel shift loses nothing.
+    columns = {int(np.argmax(o.sum(axis=0) > 0)) for o in out}
+    assert any(c < 14 for c in columns) and any(c >= 14 for c in columns)  # Flipped and not.
+    assert len({o.tobytes() for o in out}) > 10
+    same = steps.augment(flat, jax.random.key(0), max_shift=2, flip=True)
+    np.testing.assert_array_equal(np.asarray(same).reshape(64, 28, 28), out)
+
+
+def test_augmented_epoch_differs_from_plain_and_repeats_itself():
+    data = _as_device(synthetic_split(512, seed=5))
+    plain = jax.jit(functools.partial(steps.train_epoch, batch_size=128))
+    augmented = jax.jit(
+        functools.partial(steps.train_epoch, batch_size=128, augment_shift=2, augment_flip=True)
+    )
+    a, _ = plain(_state(), data)
+    b, _ = augmented(_state(), data)
+    c, _ = augmented(_state(), data)
+    assert not np.array_equal(a.params["W1"], b.params["W1"])
+    np.testing.assert_array_equal(b.params["W1"], c.params["W1"])

@@ -1,0 +1,210 @@
+r"""Joint hyperparameter search by successive halving over vmapped populations.
+
+  python -m mlp_jax.tune --config=experiments/tune_search.py [--quick] \
+      [--results_dir=results] [--workdir=runs/tune] [--tuned_config=experiments/mlp_tuned.py]
+
+Candidates are drawn at random from the search space. Rung r trains every surviving
+candidate from scratch for rungs[r] epochs (its schedule spanning that budget) and keeps the
+best 1/eta by validation accuracy, so most of the compute goes to the promising few. Only the
+training and validation splits are loaded: the test split is not read during the search.
+The winner is written as an experiment config; `make train CONFIG=...` then reports its test
+accuracy, once.
+"""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mlp_jax import data, metrics, sweep  # noqa: E402
+from mlp_jax.errors import UserError  # noqa: E402
+from mlp_jax.train import resolve_model  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results_dir", "results", "Where tune.json/.md/.png go.")
+flags.DEFINE_string("workdir", "runs/tune", "Per-population results, reused on reruns.")
+flags.DEFINE_string("tuned_config", "experiments/mlp_tuned.py", "Where the winner is written.")
+flags.DEFINE_bool("quick", False, "The reduced search (quick_*) for CI.")
+config_flags.DEFINE_config_file("config", None, "Search file, e.g. experiments/tune_search.py.")
+
+
+def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_collections.ConfigDict]:
+    """`count` distinct configs, each field of `space` drawn uniformly from its choices."""
+    rng = np.random.default_rng(seed)
+    total = math.prod(len(v) for v in space.values())
+    if count > total:
+        raise UserError(f"num_candidates={count} exceeds the {total} points of the search space")
+    seen, candidates = set(), []
+    while len(candidates) < count:
+        choice = {key: values[rng.integers(len(values))] for key, values in space.items()}
+        signature = json.dumps(choice, sort_keys=True)
+        if signature in seen:
+            continue
+        seen.add(signature)
+        candidate = ml_collections.ConfigDict(train.to_dict())
+        candidate.update(choice)
+        candidates.append(candidate)
+    return candidates
+
+
+def successive_halving(candidates, dataset, rungs, eta: int, cache_dir: Path | None = None):
+    """Trains candidates on growing budgets, keeping the best 1/eta after each rung.
+
+    Args:
+      candidates: configs to search (their num_epochs is replaced by each rung's budget).
+      dataset: train and validation splits; its test split is never read.
+      rungs: epochs per rung, increasing.
+      eta: the fraction 1/eta survives each rung.
+      cache_dir: where finished populations are kept for reruns.
+
+    Returns:
+      One list per rung of {"candidate": index, "epochs", "val_acc", "val_loss"}, best first.
+    """
+    alive = list(range(len(candidates)))
+    history = []
+    for rung, epochs in enumerate(rungs):
+        configs = []
+        for i in alive:
+            config = ml_collections.ConfigDict(candidates[i].to_dict())
+            config.num_epochs = epochs
+            configs.append(config)
+        results = sweep.train_population(configs, dataset, cache_dir=cache_dir, evaluate_test=False)
+        scored = []
+        for i, result in zip(alive, results, strict=True):
+            last = result["history"][-1]
+            accuracy = last["val_acc"] if math.isfinite(last["train_loss"]) else 0.0
+            scored.append(
+                {
+                    "candidate": i,
+                    "epochs": epochs,
+                    "val_acc": accuracy,
+                    "val_loss": last["val_loss"],
+                }
+            )
+        scored.sort(key=lambda r: -r["val_acc"])
+        history.append(scored)
+        if rung < len(rungs) - 1:
+            alive = [r["candidate"] for r in scored[: max(1, math.ceil(len(scored) / eta))]]
+    return history
+
+
+def write_tuned_config(
+    path: Path, winner: ml_collections.ConfigDict, space: dict, note: str
+) -> None:
+    """Writes the winner as an ordinary experiment file built on the concise MLP."""
+    fields = {k: winner[k] for k in sorted(space)}
+    fields["num_epochs"] = winner.num_epochs
+    fields["validation_size"] = 0  # The final model trains on all 60,000 images.
+    for key in ("optimizer", "schedule", "warmup_epochs"):
+        fields[key] = winner[key]
+    body = "\n".join(f"    config.{k} = {v!r}" for k, v in fields.items())
+    path.write_text(
+        f'r"""The best plain MLP that `make tune` found (mlp_jax.tune: successive halving).\n\n'
+        f"  make train CONFIG=experiments/mlp_tuned.py\n\n{note}\n"
+        '"""\n\nfrom experiments import mlp_concise\n\n\n'
+        "def get_config():\n"
+        '    """The search\'s winner; every other field as in experiments/mlp_concise.py."""\n'
+        f"    config = mlp_concise.get_config()\n{body}\n    return config\n"
+    )
+
+
+def plot(history, path: Path) -> None:
+    """Validation accuracy of every candidate at every rung it reached."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    reached: dict[int, list[tuple[int, float]]] = {}
+    for rung in history:
+        for r in rung:
+            reached.setdefault(r["candidate"], []).append((r["epochs"], r["val_acc"]))
+    for points in reached.values():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, "o-", alpha=0.6, markersize=3)
+    ax.set_xscale("log")
+    ax.set_xticks(
+        [rung[0]["epochs"] for rung in history], [str(rung[0]["epochs"]) for rung in history]
+    )
+    ax.set_xlabel("epochs (rung budget)")
+    ax.set_ylabel("validation accuracy")
+    best = max(r["val_acc"] for rung in history for r in rung)
+    ax.set_ylim(max(0.5, best - 0.1), best + 0.01)
+    ax.grid(alpha=0.3)
+    ax.set_title("successive halving: each line is one candidate", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, quick: bool) -> dict:
+    """Runs the search and writes results/tune.{json,md,png} and the tuned config."""
+    prefix = "quick_" if quick else ""
+    space = search[f"{prefix}space"].to_dict()
+    rungs, eta = list(search[f"{prefix}rungs"]), search.eta
+    candidates = sample_candidates(
+        search.train, space, search[f"{prefix}num_candidates"], search.seed
+    )
+    for candidate in candidates:
+        resolve_model(candidate)  # Validates every candidate before anything trains.
+    train = search.train
+    full_train = data.load_training_split(train.data_dir)
+    train_split, validation = data.carve_validation(
+        full_train, train.validation_size, train.split_seed
+    )
+    dataset = data.Dataset(train_split, validation, None)  # No test split during the search.
+    t0 = time.perf_counter()
+    history = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
+    seconds = time.perf_counter() - t0
+    winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
+    winner.num_epochs = search[f"{prefix}final_epochs"]
+    results_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "quick": quick,
+        "seconds": seconds,
+        "date": time.strftime("%Y-%m-%d"),
+        "rungs": rungs,
+        "eta": eta,
+        "space": space,
+        "candidates": [{k: c[k] for k in space} for c in candidates],
+        "history": history,
+        "winner": {k: winner[k] for k in space},
+    }
+    (results_dir / "tune.json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
+    plot(history, results_dir / "tune.png")
+    best = history[-1][0]
+    note = (
+        f"Chosen {record['date']} from {len(candidates)} candidates over rungs of {rungs} epochs "
+        f"(eta {eta}) in {seconds / 60:.0f} min; validation accuracy {best['val_acc']:.4f} on "
+        f"10,000 held-out training images at the last rung; trained here for {winner.num_epochs} "
+        "epochs on all 60,000."
+    )
+    write_tuned_config(tuned_config, winner, space, note)
+    return record
+
+
+def main(argv) -> None:
+    """Runs the search the flags name; user errors become one line."""
+    del argv
+    try:
+        record = run_search(
+            FLAGS.config,
+            Path(FLAGS.results_dir),
+            Path(FLAGS.workdir),
+            Path(FLAGS.tuned_config),
+            FLAGS.quick,
+        )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps({"winner": record["winner"], "minutes": record["seconds"] / 60}))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,67 @@
+"""The search machinery on a tiny problem, and the tuned config."""
+
+import importlib.util
+import json
+
+import pytest
+from conftest import ROOT, synthetic_split, tiny_config
+
+from experiments import tune_search
+from mlp_jax import data, train, tune
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    return data.Dataset(synthetic_split(2000, 0), synthetic_split(500, 1), None)
+
+
+def test_halving_keeps_the_best_candidates_without_a_test_split(synthetic_dir, small_dataset):
+    base = tiny_config(synthetic_dir)
+    space = {"lr": [1e-6, 0.5], "num_hiddens": [16, 32]}
+    candidates = tune.sample_candidates(base, space, count=4, seed=0)
+    assert len({json.dumps(c.to_dict(), sort_keys=True) for c in candidates}) == 4
+    history = tune.successive_halving(candidates, small_dataset, rungs=[1, 2], eta=2)
+    assert [len(rung) for rung in history] == [4, 2]
+    survivors = [candidates[r["candidate"]] for r in history[-1]]
+    assert all(c.lr == 0.5 for c in survivors)  # lr 1e-6 cannot learn in an epoch.
+    assert all(r["epochs"] == 2 for r in history[-1])
+    assert history[0][0]["val_acc"] >= history[0][-1]["val_acc"]
+
+
+def test_too_many_candidates_is_a_user_error(synthetic_dir):
+    with pytest.raises(Exception, match="exceeds the 2 points"):
+        tune.sample_candidates(tiny_config(synthetic_dir), {"lr": [0.1, 0.2]}, count=3, seed=0)
+
+
+def test_quick_search_end_to_end_never_reads_the_test_split(tmp_path, real_data_dir, monkeypatch):
+    read = data.read_idx_split
+
+    def train_only(directory, split):
+        assert split != "test", "the search read the test split"
+        return read(directory, split)
+
+    monkeypatch.setattr(data, "read_idx_split", train_only)
+    search = tune_search.get_config()
+    search.train.data_dir = str(real_data_dir)
+    tuned = tmp_path / "mlp_tuned.py"
+    record = tune.run_search(search, tmp_path / "results", tmp_path / "work", tuned, quick=True)
+    assert [len(rung) for rung in record["history"]] == [4, 2]
+    assert (tmp_path / "results" / "tune.png").stat().st_size > 5_000
+    spec = importlib.util.spec_from_file_location("mlp_tuned_quick", tuned)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert config.validation_size == 0 and config.num_epochs == search.quick_final_epochs
+    assert {k: config[k] for k in search.quick_space} == record["winner"]
+
+
+def test_tuned_experiment_trains_for_one_epoch(real_data_dir, tmp_path):
+    path = ROOT / "experiments" / "mlp_tuned.py"
+    spec = importlib.util.spec_from_file_location("mlp_tuned", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.num_epochs = 1
+    config.data_dir = str(real_data_dir)
+    result = train.train_and_evaluate(config, tmp_path)
+    assert result.history[-1]["val_acc"] > 0.75
