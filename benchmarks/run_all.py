@@ -15,7 +15,14 @@ from pathlib import Path
 
 import jax
 
-from benchmarks import hardware, startup, sweep_speed, train_speed
+from benchmarks import (
+    checkpoint_cost,
+    hardware,
+    parallel_speed,
+    startup,
+    sweep_speed,
+    train_speed,
+)
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "torch", "keras")
 
@@ -62,6 +69,10 @@ def main() -> None:
         sweep_speed.run(
             "1,2" if args.quick else sweep_speed.default_sizes(), 1 if args.quick else 2
         ),
+        "## Data parallelism: examples/s per mode and device count\n",
+        parallel_speed.run("1,2" if args.quick else "1,2,4,8"),
+        "## Checkpointing cost\n",
+        checkpoint_cost.run(2 if args.quick else 10, 1 if args.quick else 2),
         "## Start-up: first run vs second run with the persistent compilation cache\n",
         startup.run(epochs),
         "## Hardware exercises\n",

@@ -46,12 +46,19 @@ class CheckpointStore:
 
     def __init__(self, workdir: str | Path, keep: int):
         self.workdir = Path(workdir).absolute()
+        self._remove_unfinished_saves()
         self.manager = ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, cleanup_tmp_directories=True
-            ),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
+
+    def _remove_unfinished_saves(self) -> None:
+        """Deletes the temporary folders of saves a kill interrupted. Done here, synchronously,
+        rather than by Orbax's cleanup_tmp_directories, whose background thread can outlive a
+        run that fails fast and then log errors at interpreter shutdown."""
+        if jax.process_index() == 0:
+            for leftover in (self.workdir / CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def save(self, state: steps.TrainState, extra_meta: dict | None = None) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously."""

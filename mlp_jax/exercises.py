@@ -18,24 +18,25 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import ml_collections
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+from ml_collections import config_flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from mlp_jax import data, metrics, sweep  # noqa: E402
-from mlp_jax.errors import UserError  # noqa: E402
-from mlp_jax.train import resolve_model  # noqa: E402
+from mlp_jax import data, metrics, sweep
+from mlp_jax.errors import UserError
+from mlp_jax.train import resolve_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results_dir", "results", "Where <name>.json/.md/.png go.")
-flags.DEFINE_string("workdir", "runs/exercises", "Per-group result files, reused on reruns.")
-flags.DEFINE_bool("quick", False, "Run the reduced grid (quick_sweep, quick_num_epochs).")
-config_flags.DEFINE_config_file("config", None, "Exercise file, e.g. experiments/ex_width.py.")
+
+
+def _define_flags() -> None:
+    """The command line's flags (defined on demand: the library may import this module)."""
+    flags.DEFINE_string("results_dir", "results", "Where <name>.json/.md/.png go.")
+    flags.DEFINE_string("workdir", "runs/exercises", "Per-group result files, reused on reruns.")
+    flags.DEFINE_bool("quick", False, "Run the reduced grid (quick_sweep, quick_num_epochs).")
+    config_flags.DEFINE_config_file("config", None, "Exercise file, e.g. experiments/ex_width.py.")
 
 
 def expand_grid(
@@ -145,7 +146,8 @@ def _machine() -> str:
 
 def plot(exercise, rows: list[dict], path: Path) -> None:
     """results/<name>.png: accuracy against the swept field, or against epoch."""
-    fig, ax = plt.subplots(figsize=(6, 3.8), dpi=120)
+    fig = Figure(figsize=(6, 3.8), dpi=120)
+    ax = fig.subplots()
     x = exercise.x
     if exercise.plot == "curves":
         for r in rows:
@@ -174,7 +176,6 @@ def plot(exercise, rows: list[dict], path: Path) -> None:
     ax.set_title(f"{exercise.name}: {exercise.question}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False) -> list[dict]:
@@ -192,9 +193,8 @@ def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False
         resolve_model(member)  # Validates every member before anything trains.
     dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     results = sweep.train_population(members, dataset, cache_dir=workdir / exercise.name)
-    seconds = time.perf_counter() - t0
+    seconds = sum(r["train_seconds"] for r in results)
     point_keys = [k for k in grid if k != "seed"]
     rows = summarize(labels, results, point_keys)
     stem = results_dir / exercise.name
@@ -228,4 +228,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -22,8 +22,6 @@ from mlp_jax import steps
 from mlp_jax.errors import UserError
 
 AXIS = "batch"
-# Environment variables that say this process is one of several (jax.distributed).
-_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
 
 
 class Runner(NamedTuple):
@@ -48,23 +46,34 @@ class Runner(NamedTuple):
     copy_sharding: jax.sharding.Sharding
 
 
-def maybe_initialize_distributed() -> None:
-    """Starts JAX's distributed runtime when launched as one of several processes.
+def is_multiprocess_launch(env=os.environ) -> bool:
+    """Whether this process was started as one of several that train together.
 
-    On Cloud TPU pods and SLURM/Open MPI clusters `jax.distributed.initialize()` finds its
-    settings itself; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID. A single process with none of these does nothing.
+    True when MLP_JAX_DISTRIBUTED=1 (e.g. on every host of a Cloud TPU pod slice, where JAX
+    reads the topology from the TPU metadata), when JAX_COORDINATOR_ADDRESS is set, or when
+    a multi-host TPU (TPU_WORKER_HOSTNAMES), SLURM or Open MPI launch names several processes.
     """
-    if not any(os.environ.get(name) for name in _MULTIHOST_ENV):
+    if env.get("MLP_JAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
+        return True
+    return any(
+        int(env.get(name, "1") or 1) > 1 for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+    )
+
+
+def maybe_initialize_distributed() -> None:
+    """Starts JAX's distributed runtime (`jax.distributed.initialize`) for a multi-process
+    launch; a single process does nothing. Settings missing from the environment
+    (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) are left to JAX's own
+    cluster detection (TPU metadata, SLURM, Open MPI)."""
+    if not is_multiprocess_launch() or jax.distributed.is_initialized():
         return
-    if jax.distributed.is_initialized():
-        return
+    env = os.environ
     jax.distributed.initialize(
-        coordinator_address=os.environ.get("JAX_COORDINATOR_ADDRESS"),
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"])
-        if "JAX_NUM_PROCESSES" in os.environ
-        else None,
-        process_id=int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None,
+        coordinator_address=env.get("JAX_COORDINATOR_ADDRESS"),
+        num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+        process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
     )
 
 

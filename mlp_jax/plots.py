@@ -2,10 +2,7 @@
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.figure import Figure
 
 CURVES = (("train_loss", "-"), ("val_loss", "--"), ("val_acc", "-."))
 
@@ -18,7 +15,9 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
       path: output file.
       title: optional figure title (e.g. the experiment).
     """
-    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    # Figure, not pyplot: no global state, no GUI backend, safe beside other threads.
+    fig = Figure(figsize=(4.5, 3.2), dpi=120)
+    ax = fig.subplots()
     epochs = [record["epoch"] for record in history]
     for key, style in CURVES:
         ax.plot(epochs, [record[key] for record in history], style, marker=".", label=key)
@@ -30,4 +29,3 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -10,6 +10,7 @@ computations differ (width, depth, activation, batch size, ...) form separate gr
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from optax import tree_utils as optax_tree
 
-from mlp_jax import checkpointing, data, optim, steps
+from mlp_jax import checkpointing, data, models, optim, steps
 from mlp_jax.train import resolve_model
 
 # Fields that only change numbers inside the train state, never the compiled program.
@@ -46,14 +47,23 @@ def stack_states(configs: Sequence[ml_collections.ConfigDict]) -> steps.TrainSta
     the first member's apply function and optimiser, with each member's learning rate
     written into its optimiser state.
     """
-    shared_model = resolve_model(configs[0])
-    tx = optim.make_optimizer(configs[0], checkpointing.steps_per_epoch(configs[0]))
+    shared_model, tx = _shared_model_and_optimizer(group_key(configs[0]))
     members = []
     for config in configs:
         state = steps.create_train_state(resolve_model(config), tx, config.seed)
         opt_state = optax_tree.tree_set(state.opt_state, step_size=jnp.float32(-config.lr))
         members.append(state.replace(apply_fn=shared_model.apply, opt_state=opt_state))
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
+
+
+@functools.cache
+def _shared_model_and_optimizer(shape_key: str):
+    """The model (for its apply function) and the optimiser a population shares, made once
+    per shape: they are static parts of the train state, so jit's cache hits only when they
+    are the same objects. The learning rate is a placeholder; each member's is set apart."""
+    config = ml_collections.ConfigDict({**json.loads(shape_key), "lr": 1.0})
+    tx = optim.make_optimizer(config, checkpointing.steps_per_epoch(config))
+    return models.build_model(config), tx
 
 
 @functools.cache
@@ -141,30 +151,38 @@ def train_population(
       evaluate_test: whether to evaluate the test split after training.
 
     Returns:
-      `train_group`'s result for each config, in the order given.
+      `train_group`'s result for each config, in the order given, with "train_seconds".
     """
     results: list[dict | None] = [None] * len(configs)
     for indices in group_configs(configs):
         for start in range(0, len(indices), max_population):
             chunk = indices[start : start + max_population]
             members = [configs[i] for i in chunk]
-            path = (
-                None if cache_dir is None else cache_dir / f"{_digest(members, evaluate_test)}.json"
-            )
-            if path is not None and path.exists():
-                chunk_results = json.loads(path.read_text())
-            else:
-                chunk_results = train_group(members, dataset, evaluate_test)
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(chunk_results))
-                    tmp.replace(path)
-            for i, result in zip(chunk, chunk_results, strict=True):
+            for i, result in zip(
+                chunk, _train_chunk(members, dataset, cache_dir, evaluate_test), strict=True
+            ):
                 results[i] = result
     return results
 
 
+def _train_chunk(members, dataset, cache_dir: Path | None, evaluate_test: bool) -> list[dict]:
+    """One population, from the cache when it holds it. Each result carries its share of the
+    population's training seconds ("train_seconds"), so totals survive a cached rerun."""
+    path = None if cache_dir is None else cache_dir / f"{_digest(members, evaluate_test)}.json"
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    chunk_results = train_group(members, dataset, evaluate_test)
+    share = (time.perf_counter() - t0) / len(members)
+    chunk_results = [{**result, "train_seconds": share} for result in chunk_results]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(chunk_results))
+        tmp.replace(path)
+    return chunk_results
+
+
 def _digest(configs, evaluate_test: bool) -> str:
-    payload = json.dumps([[c.to_dict() for c in configs], evaluate_test], sort_keys=True)
+    payload = json.dumps([[c.to_dict() for c in configs], evaluate_test, 2], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

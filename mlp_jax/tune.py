@@ -14,28 +14,30 @@ accuracy, once.
 import json
 import math
 import sys
+import textwrap
 import time
 from pathlib import Path
 
-import matplotlib
+import ml_collections
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+from ml_collections import config_flags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from mlp_jax import data, metrics, sweep  # noqa: E402
-from mlp_jax.errors import UserError  # noqa: E402
-from mlp_jax.train import resolve_model  # noqa: E402
+from mlp_jax import data, metrics, sweep
+from mlp_jax.errors import UserError
+from mlp_jax.train import resolve_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("results_dir", "results", "Where tune.json/.md/.png go.")
-flags.DEFINE_string("workdir", "runs/tune", "Per-population results, reused on reruns.")
-flags.DEFINE_string("tuned_config", "experiments/mlp_tuned.py", "Where the winner is written.")
-flags.DEFINE_bool("quick", False, "The reduced search (quick_*) for CI.")
-config_flags.DEFINE_config_file("config", None, "Search file, e.g. experiments/tune_search.py.")
+
+
+def _define_flags() -> None:
+    """The command line's flags (defined on demand: the library may import this module)."""
+    flags.DEFINE_string("results_dir", "results", "Where tune.json/.md/.png go.")
+    flags.DEFINE_string("workdir", "runs/tune", "Per-population results, reused on reruns.")
+    flags.DEFINE_string("tuned_config", "experiments/mlp_tuned.py", "Where the winner is written.")
+    flags.DEFINE_bool("quick", False, "The reduced search (quick_*) for CI.")
+    config_flags.DEFINE_config_file("config", None, "Search file, e.g. experiments/tune_search.py.")
 
 
 def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_collections.ConfigDict]:
@@ -68,10 +70,11 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir: Path | N
       cache_dir: where finished populations are kept for reruns.
 
     Returns:
-      One list per rung of {"candidate": index, "epochs", "val_acc", "val_loss"}, best first.
+      (history, seconds): one list per rung of {"candidate": index, "epochs", "val_acc",
+      "val_loss"}, best first; and the seconds of training, cached populations included.
     """
     alive = list(range(len(candidates)))
-    history = []
+    history, seconds = [], 0.0
     for rung, epochs in enumerate(rungs):
         configs = []
         for i in alive:
@@ -79,6 +82,7 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir: Path | N
             config.num_epochs = epochs
             configs.append(config)
         results = sweep.train_population(configs, dataset, cache_dir=cache_dir, evaluate_test=False)
+        seconds += sum(result["train_seconds"] for result in results)
         scored = []
         for i, result in zip(alive, results, strict=True):
             last = result["history"][-1]
@@ -95,7 +99,12 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir: Path | N
         history.append(scored)
         if rung < len(rungs) - 1:
             alive = [r["candidate"] for r in scored[: max(1, math.ceil(len(scored) / eta))]]
-    return history
+    return history, seconds
+
+
+def _python_literal(value) -> str:
+    """Source text for a config value, quoted as ruff format would."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def write_tuned_config(
@@ -107,10 +116,10 @@ def write_tuned_config(
     fields["validation_size"] = 0  # The final model trains on all 60,000 images.
     for key in ("optimizer", "schedule", "warmup_epochs"):
         fields[key] = winner[key]
-    body = "\n".join(f"    config.{k} = {v!r}" for k, v in fields.items())
+    body = "\n".join(f"    config.{k} = {_python_literal(v)}" for k, v in fields.items())
     path.write_text(
         f'r"""The best plain MLP that `make tune` found (mlp_jax.tune: successive halving).\n\n'
-        f"  make train CONFIG=experiments/mlp_tuned.py\n\n{note}\n"
+        f"  make train CONFIG=experiments/mlp_tuned.py\n\n{textwrap.fill(note, 92)}\n"
         '"""\n\nfrom experiments import mlp_concise\n\n\n'
         "def get_config():\n"
         '    """The search\'s winner; every other field as in experiments/mlp_concise.py."""\n'
@@ -120,7 +129,8 @@ def write_tuned_config(
 
 def plot(history, path: Path) -> None:
     """Validation accuracy of every candidate at every rung it reached."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    fig = Figure(figsize=(5.5, 3.6), dpi=120)
+    ax = fig.subplots()
     reached: dict[int, list[tuple[int, float]]] = {}
     for rung in history:
         for r in rung:
@@ -140,7 +150,6 @@ def plot(history, path: Path) -> None:
     ax.set_title("successive halving: each line is one candidate", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, quick: bool) -> dict:
@@ -159,9 +168,7 @@ def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, qui
         full_train, train.validation_size, train.split_seed
     )
     dataset = data.Dataset(train_split, validation, None)  # No test split during the search.
-    t0 = time.perf_counter()
-    history = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
-    seconds = time.perf_counter() - t0
+    history, seconds = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
     winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
     winner.num_epochs = search[f"{prefix}final_epochs"]
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -207,4 +214,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

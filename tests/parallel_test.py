@@ -116,3 +116,20 @@ def test_two_processes_match_one_process_with_four_devices(synthetic_dir, tmp_pa
     one = checkpointing.restore_workdir(tmp_path / "one").state.params
     two = checkpointing.restore_workdir(tmp_path / "two").state.params
     assert _max_relative_difference(jax.tree.leaves(two), jax.tree.leaves(one)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, False),
+        ({"MLP_JAX_DISTRIBUTED": "1"}, True),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+        ({"TPU_WORKER_HOSTNAMES": "localhost"}, False),
+        ({"TPU_WORKER_HOSTNAMES": "t1k-w-0,t1k-w-1"}, True),
+        ({"SLURM_NTASKS": "1"}, False),
+        ({"SLURM_NTASKS": "4"}, True),
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+    ],
+)
+def test_multiprocess_launch_detection(env, expected):
+    assert parallel.is_multiprocess_launch(env) is expected

@@ -93,3 +93,12 @@ def test_quick_grid_runs_end_to_end(module, real_data_dir, tmp_path):
     assert "| val acc |" in (tmp_path / "results" / f"{exercise.name}.md").read_text()
     # The test split is reported, never used to choose: each run carries it once.
     assert all("test_acc" in run and "test_acc" not in run["history"][-1] for run in record["runs"])
+
+
+def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, small_dataset, tmp_path):
+    configs = [tiny_config(synthetic_dir, seed=s) for s in (0, 1)]
+    first = sweep.train_population(configs, small_dataset, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    again = sweep.train_population(configs, small_dataset, cache_dir=tmp_path)
+    assert again == json.loads(json.dumps(first))
+    assert all(r["train_seconds"] > 0 for r in again)

@@ -20,7 +20,8 @@ def test_halving_keeps_the_best_candidates_without_a_test_split(synthetic_dir, s
     space = {"lr": [1e-6, 0.5], "num_hiddens": [16, 32]}
     candidates = tune.sample_candidates(base, space, count=4, seed=0)
     assert len({json.dumps(c.to_dict(), sort_keys=True) for c in candidates}) == 4
-    history = tune.successive_halving(candidates, small_dataset, rungs=[1, 2], eta=2)
+    history, seconds = tune.successive_halving(candidates, small_dataset, rungs=[1, 2], eta=2)
+    assert seconds > 0
     assert [len(rung) for rung in history] == [4, 2]
     survivors = [candidates[r["candidate"]] for r in history[-1]]
     assert all(c.lr == 0.5 for c in survivors)  # lr 1e-6 cannot learn in an epoch.

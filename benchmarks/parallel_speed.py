@@ -1,0 +1,79 @@
+r"""Examples/s of the chapter's training epoch for none / pmap / shard_map on 1, 2, 4 and 8
+devices. On a CPU the devices are faked with XLA_FLAGS (they share the same cores), so the
+figures show the cost of the parallel machinery, not a speed-up.
+
+  python -m benchmarks.parallel_speed [--counts=1,2,4,8]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+_CHILD = "--child"
+
+
+def _measure(counts: list[int]) -> list[tuple[str, int, float]]:
+    import time
+
+    import jax
+    import optax
+
+    from experiments import mlp_concise
+    from mlp_jax import data, parallel, steps
+
+    train, _ = data.load_fashion_mnist()
+    options = {"batch_size": 256, "label_smoothing": 0.0, "augment_shift": 0, "augment_flip": False}
+    rows = []
+    for mode in ("none", "pmap", "shard_map"):
+        for count in [1] if mode == "none" else [c for c in counts if c > 1]:
+            runner = parallel.make_runner(
+                mode, epoch_options=options, eval_batch_size=2000, num_devices=count
+            )
+            state = runner.replicate(steps.create_train_state(mlp_concise.MLP(), optax.sgd(0.1), 0))
+            train_data = runner.replicate(train)
+            state, metrics = runner.train_epoch(state, train_data)  # Compiles.
+            jax.block_until_ready(metrics)
+            t0 = time.perf_counter()
+            state, metrics = runner.train_epoch(state, train_data)
+            jax.block_until_ready(metrics)
+            rows.append((mode, count, len(train.labels) / (time.perf_counter() - t0)))
+    return rows
+
+
+def run(counts: str = "1,2,4,8") -> str:
+    """Measures in a child process with max(counts) (fake on CPU) devices; returns Markdown."""
+    numbers = [int(c) for c in counts.split(",")]
+    env = {**os.environ}
+    if "cuda" not in env.get("JAX_PLATFORMS", "") and "XLA_FLAGS" not in env:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={max(numbers)}"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.parallel_speed", _CHILD, f"--counts={counts}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def main() -> None:
+    """Prints the table (the child process does the measuring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="1,2,4,8")
+    parser.add_argument(_CHILD, action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.child:
+        print(run(args.counts))
+        return
+    import jax
+
+    device = jax.devices()[0]
+    print(f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}).\n")
+    print("| mode | devices | examples/s |\n|---|---:|---:|")
+    for mode, count, speed in _measure([int(c) for c in args.counts.split(",")]):
+        print(f"| {mode} | {count} | {speed:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
