@@ -50,9 +50,6 @@ def _largest_file(directory):
     return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
 
-# Orbax's reader leaves an unawaited coroutine behind when a damaged file makes it fail;
-# that is the failure this test provokes on purpose.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", ["truncate", "tamper"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp_path, damage):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
