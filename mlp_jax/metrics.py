@@ -33,9 +33,18 @@ class EvalMetrics(clu_metrics.Collection):
     accuracy: clu_metrics.Accuracy
 
 
+# How computed metrics are named in records (metrics.jsonl, results): d2l's "loss", "acc".
+_RECORD_NAMES = {"loss": "loss", "accuracy": "acc"}
+
+
+def record_values(computed: dict, prefix: str) -> dict[str, float]:
+    """Computed metric values as record entries, e.g. {"val_loss": ..., "val_acc": ...}."""
+    return {f"{prefix}{_RECORD_NAMES[name]}": float(value) for name, value in computed.items()}
+
+
 def to_floats(collection: clu_metrics.Collection, prefix: str) -> dict[str, float]:
-    """Computes a collection on the host as {prefix + name: float}."""
-    return {f"{prefix}{name}": float(value) for name, value in collection.compute().items()}
+    """Computes a collection on the host as record entries (see `record_values`)."""
+    return record_values(collection.compute(), prefix)
 
 
 def create_writer(workdir: str | os.PathLike, is_main_process: bool):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from optax import tree_utils as optax_tree
 
-from mlp_jax import checkpointing, data, models, optim, steps
+from mlp_jax import checkpointing, data, metrics, models, optim, steps
 from mlp_jax.train import resolve_model
 
 # Fields that only change numbers inside the train state, never the compiled program.
@@ -86,7 +86,7 @@ def _per_member(collection, prefix: str) -> list[dict[str, float]]:
     """A stacked metric collection computed model by model, as host floats."""
     host = jax.device_get(jax.vmap(lambda c: c.compute())(collection))
     size = len(next(iter(host.values())))
-    return [{f"{prefix}{k}": float(v[i]) for k, v in host.items()} for i in range(size)]
+    return [metrics.record_values({k: v[i] for k, v in host.items()}, prefix) for i in range(size)]
 
 
 def train_group(
@@ -113,23 +113,12 @@ def train_group(
         val_metrics = evaluate(state, val_split)
         train_rows = _per_member(train_metrics, "train_")
         val_rows = _per_member(val_metrics, "val_")
-        for history, tr, va in zip(histories, train_rows, val_rows, strict=True):
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": tr["train_loss"],
-                    "train_acc": tr["train_accuracy"],
-                    "val_loss": va["val_loss"],
-                    "val_acc": va["val_accuracy"],
-                }
-            )
+        for history, train_row, val_row in zip(histories, train_rows, val_rows, strict=True):
+            history.append({"epoch": epoch, **train_row, **val_row})
     if not evaluate_test:
         return [{"history": h} for h in histories]
     test_rows = _per_member(evaluate(state, jax.device_put(dataset.test)), "test_")
-    return [
-        {"history": h, "test_loss": t["test_loss"], "test_acc": t["test_accuracy"]}
-        for h, t in zip(histories, test_rows, strict=True)
-    ]
+    return [{"history": h, **t} for h, t in zip(histories, test_rows, strict=True)]
 
 
 def train_population(
@@ -153,6 +142,7 @@ def train_population(
     Returns:
       `train_group`'s result for each config, in the order given, with "train_seconds".
     """
+    dataset = jax.device_put(dataset)  # Once, not once per population.
     results: list[dict | None] = [None] * len(configs)
     for indices in group_configs(configs):
         for start in range(0, len(indices), max_population):

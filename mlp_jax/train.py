@@ -127,14 +127,10 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _epoch_record(epoch, train_metrics, val_metrics, seconds, num_examples) -> dict:
-    train = metrics.to_floats(train_metrics, "train_")
-    val = metrics.to_floats(val_metrics, "val_")
     return {
         "epoch": epoch,
-        "train_loss": train["train_loss"],
-        "train_acc": train["train_accuracy"],
-        "val_loss": val["val_loss"],
-        "val_acc": val["val_accuracy"],
+        **metrics.to_floats(train_metrics, "train_"),
+        **metrics.to_floats(val_metrics, "val_"),
         "train_seconds": seconds,
         "examples_per_sec": num_examples / seconds,
     }
@@ -272,11 +268,9 @@ def evaluate_workdir(workdir: str | Path) -> dict:
     del model
     _, test = data.load_fashion_mnist(config.data_dir)
     evaluate = jax.jit(lambda s, d: steps.evaluate(s, d, batch_size=config.eval_batch_size))
-    result = metrics.to_floats(evaluate(state, jax.device_put(test)), "test_")
     return {
         "step": int(state.step),
         "epoch": int(state.epoch),
-        "test_loss": result["test_loss"],
-        "test_acc": result["test_accuracy"],
+        **metrics.to_floats(evaluate(state, jax.device_put(test)), "test_"),
         "params_fingerprint": checkpointing.params_fingerprint(state.params),
     }

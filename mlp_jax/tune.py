@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
     """The command line's flags (defined on demand: the library may import this module)."""
-    flags.DEFINE_string("results_dir", "results", "Where tune.json/.md/.png go.")
+    flags.DEFINE_string("results_dir", "results", "Where tune.json and tune.png go.")
     flags.DEFINE_string("workdir", "runs/tune", "Per-population results, reused on reruns.")
     flags.DEFINE_string("tuned_config", "experiments/mlp_tuned.py", "Where the winner is written.")
     flags.DEFINE_bool("quick", False, "The reduced search (quick_*) for CI.")
@@ -153,7 +153,7 @@ def plot(history, path: Path) -> None:
 
 
 def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, quick: bool) -> dict:
-    """Runs the search and writes results/tune.{json,md,png} and the tuned config."""
+    """Runs the search and writes results/tune.{json,png} and the tuned config."""
     prefix = "quick_" if quick else ""
     space = search[f"{prefix}space"].to_dict()
     rungs, eta = list(search[f"{prefix}rungs"]), search.eta
@@ -189,8 +189,8 @@ def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, qui
     note = (
         f"Chosen {record['date']} from {len(candidates)} candidates over rungs of {rungs} epochs "
         f"(eta {eta}) in {seconds / 60:.0f} min; validation accuracy {best['val_acc']:.4f} on "
-        f"10,000 held-out training images at the last rung; trained here for {winner.num_epochs} "
-        "epochs on all 60,000."
+        f"{train.validation_size:,} held-out training images at the last rung; trained here "
+        f"for {winner.num_epochs} epochs on all 60,000."
     )
     write_tuned_config(tuned_config, winner, space, note)
     return record
