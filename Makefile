@@ -1,18 +1,20 @@
 # mlp_jax: `make train` and `make test` set everything up on first use.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 # The JAX wheel: "jax" (CPU), "jax[cuda12]" (NVIDIA GPUs), "jax[tpu]" (TPU VMs).
 JAX ?= jax
 # PyTorch for `make bench`'s peers, e.g. TORCH=torch==2.13.0 for a CPU-only build.
 TORCH ?= torch
-EXTRAS ?= tensorboard,tfds,test
+# Extras of pyproject.toml: test (pytest, ruff, the notebook runner); tfds (TensorFlow and
+# TFDS, a data source where the network allows); gcs (gs:// paths without TensorFlow).
+EXTRAS ?= test
 CONFIG ?= experiments/mlp_scratch.py
 WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench exercises tune notebook
+.PHONY: install data train eval test lint bench exercises tune notebook device-check
 
 install: $(VENV)/.installed data
 
@@ -22,14 +24,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q "$(JAX)" -e ".[$(EXTRAS)]"
 	touch $@
 
-# Fashion-MNIST's IDX files: Debian's package where apt exists; otherwise TFDS downloads
-# them on the first run (or set FASHION_MNIST_DIR to a folder holding them).
+# Fashion-MNIST's IDX files: Debian's package where apt exists; otherwise the tfds extra, so
+# that TFDS downloads them on the first run (or set FASHION_MNIST_DIR to a folder holding them).
 data: $(VENV)/.installed
 	@$(PY) -c "import sys; from mlp_jax.data import find_idx_dir; sys.exit(find_idx_dir() is None)" \
 	|| { command -v apt-get >/dev/null \
 	     && $(SUDO) apt-get update -qq \
 	     && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; } \
-	|| echo "Fashion-MNIST IDX files not installed: TFDS will download them on the first run."
+	|| { echo "Fashion-MNIST IDX files not installed: adding the tfds extra, TFDS downloads them."; \
+	     $(PY) -m pip install -q -e ".[tfds]"; }
 
 train: install
 	$(PY) -m mlp_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
@@ -56,6 +59,12 @@ tune: install
 bench: install
 	$(PY) -m pip install -q "$(TORCH)" keras
 	$(PY) -m benchmarks.run_all
+
+# The one-call accelerator check (results/bench_gpu.md, or $$OUT/bench_gpu.md): with this
+# .venv where it exists, else with the machine's own python3, as on the GPU machine.
+DEVICE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+device-check:
+	PYTHON=$(DEVICE_PYTHON) bash benchmarks/device_check.sh
 
 notebook: install
 	$(PY) -m pip install -q notebook

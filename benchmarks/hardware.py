@@ -106,20 +106,38 @@ def framework_vs_scratch(widths, depths, quick: bool = False) -> list[dict]:
     return rows
 
 
-def markdown(matmuls, bandwidth, rate, models) -> str:
-    """All three tables as Markdown."""
-    device = jax.devices()[0]
-    lines = [f"Device: {device.platform} ({device.device_kind}).", "", "### Matrix products", ""]
-    lines += ["| dtype | n | median ms | TFLOP/s |", "|---|---:|---:|---:|"]
+def matmul_markdown(matmuls) -> list[str]:
+    """The matrix-product rows as Markdown lines."""
+    lines = [
+        "### Matrix products",
+        "",
+        "| dtype | n | median ms | TFLOP/s |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [
         f"| {r['dtype']} | {r['n']} | {1e3 * r['seconds']:.2f} | {r['tflops']:.3f} |"
         for r in matmuls
     ]
-    lines += ["", "### Memory bandwidth", ""]
-    lines += [
+    return lines
+
+
+def bandwidth_markdown(bandwidth, rate) -> list[str]:
+    """The memory-bandwidth paragraph as Markdown lines."""
+    return [
+        "### Memory bandwidth",
+        "",
         f"An elementwise pass over {bandwidth['megabytes']} MB (read + write): "
         f"{bandwidth['jax_gb_per_s']:.1f} GB/s in JAX, {bandwidth['numpy_copy_gb_per_s']:.1f} GB/s "
         f"for numpy's copy. Memory transfer rate: {rate}.",
+    ]
+
+
+def markdown(matmuls, bandwidth, rate, models) -> str:
+    """All three tables as Markdown."""
+    device = jax.devices()[0]
+    lines = [f"Device: {device.platform} ({device.device_kind}).", ""]
+    lines += matmul_markdown(matmuls) + [""] + bandwidth_markdown(bandwidth, rate)
+    lines += [
         "",
         "### Framework (nn.Dense) vs scratch (self.param): seconds per training epoch",
         "",

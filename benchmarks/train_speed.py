@@ -12,7 +12,8 @@ Peers: flax_loop (the flax examples' Python loop over host batches with a jit-co
 torch_d2l (d2l's Trainer loop: per-example dataset, DataLoader, 4 workers); torch_fast and
 torch_compiled (what a speed-minded PyTorch user writes: data resident as tensors, an
 on-device permutation, no DataLoader; eager, and with torch.compile); keras_jax (Keras 3 on
-the JAX backend, model.fit with validation data).
+the JAX backend, model.fit with validation data). The PyTorch peers run on the GPU where
+PyTorch sees one, as JAX's do.
 """
 
 import argparse
@@ -36,6 +37,13 @@ def _load():
     from mlp_jax import data
 
     return data.load_fashion_mnist()
+
+
+def _torch_device():
+    """The GPU where PyTorch sees one, as a d2l user's `d2l.try_gpu()` picks it; else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_mlp_jax(epochs: int) -> dict:
@@ -143,13 +151,16 @@ def run_torch_d2l(epochs: int) -> dict:
         return DataLoader(FashionMNIST(split), BATCH, shuffle=shuffle, num_workers=4)
 
     train_loader, test_loader = loader(train, True), loader(test, False)
+    device = _torch_device()  # d2l's Trainer moves the model there and each batch as it comes.
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+    model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
     def epoch():
         model.train()
         for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss_fn(model(x), y).backward()
             optimizer.step()
@@ -157,6 +168,7 @@ def run_torch_d2l(epochs: int) -> dict:
         correct = 0
         with torch.no_grad():
             for x, y in test_loader:
+                x, y = x.to(device), y.to(device)
                 correct += int((model(x).argmax(1) == y).sum())
         return correct / len(test.labels)
 
@@ -172,11 +184,12 @@ def _torch_fast(epochs: int, compiled: bool) -> dict:
 
     torch.manual_seed(0)
     train, test = _load()
-    x_train = torch.from_numpy(train.images.astype(np.float32) / 255)
-    y_train = torch.from_numpy(train.labels.astype(np.int64))
-    x_test = torch.from_numpy(test.images.astype(np.float32) / 255)
-    y_test = torch.from_numpy(test.labels.astype(np.int64))
-    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
+    device = _torch_device()  # Everything resident there, as in mlp_jax.
+    x_train = torch.from_numpy(train.images.astype(np.float32) / 255).to(device)
+    y_train = torch.from_numpy(train.labels.astype(np.int64)).to(device)
+    x_test = torch.from_numpy(test.images.astype(np.float32) / 255).to(device)
+    y_test = torch.from_numpy(test.labels.astype(np.int64)).to(device)
+    model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -193,7 +206,7 @@ def _torch_fast(epochs: int, compiled: bool) -> dict:
         step, predict = torch.compile(step), torch.compile(predict)
 
     def epoch():
-        order = torch.randperm(len(y_train))
+        order = torch.randperm(len(y_train), device=device)
         for i in range(0, len(order), BATCH):
             idx = order[i : i + BATCH]
             step(x_train[idx], y_train[idx])

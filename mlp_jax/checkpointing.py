@@ -8,24 +8,25 @@ is checked on restore, so a truncated or tampered checkpoint is never used.
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a kill
 at any moment leaves the previous checkpoints intact; leftovers are cleaned on the next start.
+Every path goes through etils.epath, so a workdir may be remote (gs://...).
 """
 
 import hashlib
 import json
-import shutil
+import os
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from flax import linen as nn
 
-from mlp_jax import models, optim, steps
-from mlp_jax.data import SPLIT_SIZES
+from mlp_jax import files, models, optim, steps
 from mlp_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -44,8 +45,8 @@ def params_fingerprint(params) -> str:
 class CheckpointStore:
     """The run's checkpoints: one per saved epoch, the newest `keep` of them kept."""
 
-    def __init__(self, workdir: str | Path, keep: int):
-        self.workdir = Path(workdir).absolute()
+    def __init__(self, workdir: str | os.PathLike, keep: int):
+        self.workdir = files.as_path(workdir)
         self._remove_unfinished_saves()
         self.manager = ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
@@ -57,13 +58,21 @@ class CheckpointStore:
         rather than by Orbax's cleanup_tmp_directories, whose background thread can outlive a
         run that fails fast and then log errors at interpreter shutdown."""
         if jax.process_index() == 0:
-            for leftover in (self.workdir / CHECKPOINT_DIR).glob("*.orbax-checkpoint-tmp*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            checkpoints = self.workdir / CHECKPOINT_DIR
+            if checkpoints.exists():
+                for leftover in checkpoints.glob("*.orbax-checkpoint-tmp*"):
+                    leftover.rmtree(missing_ok=True)
 
-    def save(self, state: steps.TrainState, extra_meta: dict | None = None) -> None:
-        """Saves `state` (one unreplicated copy) under its epoch number, asynchronously."""
+    def save(self, state: steps.TrainState, extra_meta: dict) -> None:
+        """Saves `state` (one unreplicated copy) under its epoch number, asynchronously.
+
+        Args:
+          state: the train state.
+          extra_meta: JSON-able facts saved beside it; "steps_per_epoch" (the schedule's
+            unit) is required, so that `restore_workdir` rebuilds the run's optimiser.
+        """
         epoch = int(state.epoch)
-        meta = {"epoch": epoch, "step": int(state.step), **(extra_meta or {})}
+        meta = {"epoch": epoch, "step": int(state.step), **extra_meta}
         meta["params_fingerprint"] = params_fingerprint(state.params)
         self.manager.save(
             epoch,
@@ -83,20 +92,20 @@ class CheckpointStore:
         state, meta = restored["state"], restored["meta"]
         if params_fingerprint(state.params) != meta["params_fingerprint"]:
             raise ValueError("parameters do not match the fingerprint saved with them")
-        return state
+        return state, meta
 
-    def _set_aside(self, epoch: int) -> Path:
+    def _set_aside(self, epoch: int) -> epath.Path:
         """Moves an unreadable checkpoint out of Orbax's way, keeping it for inspection."""
         source = self.workdir / CHECKPOINT_DIR / str(epoch)
         target = self.workdir / UNREADABLE_DIR / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0 and source.exists():
             target.parent.mkdir(exist_ok=True)
-            shutil.move(source, target)
+            source.rename(target)
         self.manager.reload()
         return target
 
-    def restore_latest(self, abstract_state):
-        """The newest readable checkpoint's state, or None when there is none at all.
+    def restore_latest(self, abstract_state) -> tuple[steps.TrainState, dict] | None:
+        """The newest readable checkpoint's state and meta, or None when there is none.
 
         Unreadable checkpoints (truncated, half-written, tampered) are moved to
         WORKDIR/checkpoints_unreadable with a warning, and the next older one is tried.
@@ -131,22 +140,15 @@ class CheckpointStore:
         self.manager.close()
 
 
-def abstract_train_state(model: nn.Module, config: ml_collections.ConfigDict, sharding):
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sharding):
     """The TrainState's shapes and dtypes, placed by `sharding`, without computing it."""
-    tx = optim.make_optimizer(config, steps_per_epoch(config))
-    shapes = jax.eval_shape(lambda: steps.create_train_state(model, tx, config.seed))
+    shapes = jax.eval_shape(lambda: steps.create_train_state(model, tx, 0))
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
-    """Optimiser steps in one epoch (the last, partial batch counts)."""
-    num_train = SPLIT_SIZES["train"] - config.validation_size
-    return -(-num_train // config.batch_size)
-
-
-def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The resolved config a run saved in its workdir."""
-    path = Path(workdir) / CONFIG_FILE
+    path = files.as_path(workdir) / CONFIG_FILE
     try:
         return ml_collections.ConfigDict(json.loads(path.read_text()))
     except FileNotFoundError:
@@ -163,7 +165,7 @@ class Restored(NamedTuple):
     config: ml_collections.ConfigDict
 
 
-def restore_workdir(workdir: str | Path) -> Restored:
+def restore_workdir(workdir: str | os.PathLike) -> Restored:
     """Restores the latest readable checkpoint of a workdir onto the default device.
 
     For notebooks and `--mode=eval`: no config file is needed, the workdir's own is read.
@@ -175,10 +177,15 @@ def restore_workdir(workdir: str | Path) -> Restored:
     model = models.build_model(config)
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     store = CheckpointStore(workdir, config.keep_checkpoints)
+    # The optimiser state's structure does not depend on the schedule's length; the run's
+    # own optimiser is rebuilt from the steps per epoch its checkpoint records.
+    placeholder_tx = optim.make_optimizer(config, steps_per_epoch=1)
     try:
-        state = store.restore_latest(abstract_train_state(model, config, sharding))
+        restored = store.restore_latest(abstract_train_state(model, placeholder_tx, sharding))
     finally:
         store.close()
-    if state is None:
-        raise UserError(f"{Path(workdir) / CHECKPOINT_DIR}: no checkpoint; train first")
+    if restored is None:
+        raise UserError(f"{store.workdir / CHECKPOINT_DIR}: no checkpoint; train first")
+    state, meta = restored
+    state = state.replace(tx=optim.make_optimizer(config, meta["steps_per_epoch"]))
     return Restored(model, state, config)

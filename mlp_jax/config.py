@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_epochs = 1
     # Checkpoints kept on disk.
     config.keep_checkpoints = 3
+    # Write a jax.profiler trace of this epoch into WORKDIR/plugins/profile (TensorBoard's
+    # profile plugin or Perfetto show it); 0 traces nothing.
+    config.trace_epoch = 0
     return config
 
 
@@ -116,6 +119,7 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
     _check(
         config.keep_checkpoints >= 1, "keep_checkpoints", config.keep_checkpoints, "must be >= 1"
     )
+    _check(config.trace_epoch >= 0, "trace_epoch", config.trace_epoch, "must be >= 0")
     for key in ("num_hiddens", "num_layers"):
         if key in config:
             _check(config[key] >= 1, key, config[key], "must be >= 1")

@@ -8,11 +8,13 @@ step scales them to [0, 1].
 import gzip
 import os
 import struct
-from pathlib import Path
+import zlib
 from typing import NamedTuple
 
 import numpy as np
+from etils import epath
 
+from mlp_jax import files
 from mlp_jax.errors import UserError
 
 CLASS_NAMES = (
@@ -71,13 +73,13 @@ class Dataset(NamedTuple):
     test: Split
 
 
-def _read_idx(path: Path, magic: int, expected_dims: tuple[int | None, ...]) -> np.ndarray:
+def _read_idx(path: epath.Path, magic: int, expected_dims: tuple[int | None, ...]) -> np.ndarray:
     """Reads one IDX file (raw or gzip) and checks its magic number and size."""
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: cannot read ({e}); delete it and fetch the file again") from None
     header_size = 4 + 4 * len(expected_dims)
     if len(raw) < header_size:
@@ -102,7 +104,7 @@ def _read_idx(path: Path, magic: int, expected_dims: tuple[int | None, ...]) -> 
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
-def _find_file(directory: Path, stem: str) -> Path | None:
+def _find_file(directory: epath.Path, stem: str) -> epath.Path | None:
     for name in (stem, stem + ".gz"):
         if (directory / name).is_file():
             return directory / name
@@ -112,7 +114,7 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 def has_idx_files(directory: str | os.PathLike) -> bool:
     """Whether `directory` holds all four Fashion-MNIST IDX files (raw or .gz)."""
     stems = [stem for pair in _FILE_STEMS.values() for stem in pair]
-    return all(_find_file(Path(directory), stem) is not None for stem in stems)
+    return all(_find_file(files.as_path(directory), stem) is not None for stem in stems)
 
 
 def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
@@ -128,7 +130,7 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
     Raises:
       UserError: a file is missing, truncated, of the wrong kind or holds bad labels.
     """
-    directory = Path(directory)
+    directory = files.as_path(directory)
     count = SPLIT_SIZES[split]
     images_stem, labels_stem = _FILE_STEMS[split]
     paths = [_find_file(directory, stem) for stem in (images_stem, labels_stem)]
@@ -148,7 +150,7 @@ def _load_tfds() -> tuple[Split, Split]:
         import tensorflow_datasets as tfds  # noqa: PLC0415  (optional, heavy)
     except ImportError as e:
         raise UserError(f"TFDS is not installed ({e})") from None
-    hide_gpus_from_tensorflow()
+    _hide_gpus_from_tensorflow()
     splits = []
     for split in ("train", "test"):
         data = tfds.as_numpy(tfds.load("fashion_mnist", split=split, batch_size=-1))
@@ -157,9 +159,9 @@ def _load_tfds() -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-def hide_gpus_from_tensorflow() -> None:
-    """Keeps TensorFlow off the accelerators so that it does not claim memory JAX needs."""
-    # TensorFlow only writes summaries and reads TFDS here: keep its start-up quiet.
+def _hide_gpus_from_tensorflow() -> None:
+    """Keeps TensorFlow (imported for TFDS alone) off the accelerators, so that it does not
+    claim memory JAX needs, and keeps its start-up quiet."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import tensorflow as tf  # noqa: PLC0415
@@ -167,18 +169,18 @@ def hide_gpus_from_tensorflow() -> None:
     tf.config.set_visible_devices([], "GPU")
 
 
-def candidate_dirs(data_dir: str = "") -> list[tuple[str, Path]]:
+def candidate_dirs(data_dir: str = "") -> list[tuple[str, epath.Path]]:
     """The IDX folders to try, in order, each with a label saying where it came from."""
     candidates = []
     if data_dir:
-        candidates.append(("--config.data_dir", Path(data_dir).expanduser()))
+        candidates.append(("--config.data_dir", files.as_path(data_dir)))
     if os.environ.get(ENV_VAR):
-        candidates.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR]).expanduser()))
-    candidates.append(("Debian package dataset-fashion-mnist", Path(DEBIAN_DIR)))
+        candidates.append((f"${ENV_VAR}", files.as_path(os.environ[ENV_VAR])))
+    candidates.append(("Debian package dataset-fashion-mnist", files.as_path(DEBIAN_DIR)))
     return candidates
 
 
-def find_idx_dir(data_dir: str = "") -> Path | None:
+def find_idx_dir(data_dir: str = "") -> epath.Path | None:
     """The first candidate folder that holds the IDX files, or None."""
     for _, directory in candidate_dirs(data_dir):
         if has_idx_files(directory):

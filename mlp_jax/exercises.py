@@ -14,9 +14,9 @@ evaluated once per model, after training, and only reported.
 
 import itertools
 import json
+import os
 import sys
 import time
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -24,9 +24,8 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
-from mlp_jax import data, metrics, sweep
+from mlp_jax import data, files, metrics, models, plots, sweep
 from mlp_jax.errors import UserError
-from mlp_jax.train import resolve_model
 
 FLAGS = flags.FLAGS
 
@@ -144,7 +143,7 @@ def _machine() -> str:
     return f"{device.platform} ({device.device_kind}, {jax.device_count()} device(s))"
 
 
-def plot(exercise, rows: list[dict], path: Path) -> None:
+def plot(exercise, rows: list[dict], path: str | os.PathLike) -> None:
     """results/<name>.png: accuracy against the swept field, or against epoch."""
     fig = Figure(figsize=(6, 3.8), dpi=120)
     ax = fig.subplots()
@@ -175,11 +174,14 @@ def plot(exercise, rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title(f"{exercise.name}: {exercise.question}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    plots.save_figure(fig, path)
 
 
-def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False) -> list[dict]:
-    """Trains an exercise's grid and writes its json, md and png.
+def run_exercise(
+    exercise, results_dir: str | os.PathLike, workdir: str | os.PathLike, quick: bool = False
+) -> list[dict]:
+    """Trains an exercise's grid and writes its json, md and png into `results_dir` (local or
+    remote); each population's results are kept in `workdir` and reused by a rerun.
 
     Returns:
       The summary rows (one per grid point).
@@ -190,8 +192,9 @@ def run_exercise(exercise, results_dir: Path, workdir: Path, quick: bool = False
         train.num_epochs = exercise.quick_num_epochs
     labels, members = zip(*expand_grid(train, grid), strict=True)
     for member in members:
-        resolve_model(member)  # Validates every member before anything trains.
+        models.resolve_model(member)  # Validates every member before anything trains.
     dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
+    results_dir, workdir = files.as_path(results_dir), files.as_path(workdir)
     results_dir.mkdir(parents=True, exist_ok=True)
     results = sweep.train_population(members, dataset, cache_dir=workdir / exercise.name)
     seconds = sum(r["train_seconds"] for r in results)
@@ -220,11 +223,11 @@ def main(argv) -> None:
     """Runs the exercise the flags name; user errors become one line."""
     del argv
     try:
-        run_exercise(FLAGS.config, Path(FLAGS.results_dir), Path(FLAGS.workdir), FLAGS.quick)
+        run_exercise(FLAGS.config, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print((Path(FLAGS.results_dir) / f"{FLAGS.config.name}.md").read_text())
+    print((files.as_path(FLAGS.results_dir) / f"{FLAGS.config.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
-"""Metric collections (clu), metric writers (TensorBoard through clu) and metrics.jsonl.
+"""Metric collections (clu) and metrics.jsonl.
 
 The collections are built on the device inside the compiled epoch and computed on the host
-once per epoch. clu's TensorBoard writer imports TensorFlow, so it is imported only when a
-writer is made; where TensorFlow is missing, PyTorch's TensorBoard writer (also in clu) is
-used, and where both are missing, metrics are logged only.
+once per epoch. (TensorBoard files are written by `mlp_jax.writers`.)
 """
 
-import concurrent.futures
 import json
 import math
 import os
-from pathlib import Path
 
 import flax
-from absl import logging
 from clu import metrics as clu_metrics
+
+from mlp_jax import files
 
 
 @flax.struct.dataclass
@@ -47,71 +44,15 @@ def to_floats(collection: clu_metrics.Collection, prefix: str) -> dict[str, floa
     return record_values(collection.compute(), prefix)
 
 
-def create_writer(workdir: str | os.PathLike, is_main_process: bool):
-    """clu's default writer (logging + TensorBoard), with a TensorFlow-free fallback.
-
-    Args:
-      workdir: where the TensorBoard event files go.
-      is_main_process: only process 0 writes files; the others log.
-    """
-    try:
-        from mlp_jax.data import hide_gpus_from_tensorflow  # noqa: PLC0415
-
-        hide_gpus_from_tensorflow()
-        from clu import metric_writers  # noqa: PLC0415  (imports TensorFlow)
-
-        return metric_writers.create_default_writer(
-            workdir, just_logging=not is_main_process, asynchronous=True
-        )
-    except ImportError:
-        pass
-    from clu.metric_writers.logging_writer import LoggingWriter  # noqa: PLC0415
-    from clu.metric_writers.multi_writer import MultiWriter  # noqa: PLC0415
-
-    writers = [LoggingWriter()]
-    if is_main_process:
-        try:
-            from clu.metric_writers.torch_tensorboard_writer import (  # noqa: PLC0415
-                TorchTensorboardWriter,
-            )
-
-            writers.append(TorchTensorboardWriter(os.fspath(workdir)))
-        except ImportError:
-            logging.warning("neither TensorFlow nor PyTorch is installed: no TensorBoard files")
-    return MultiWriter(writers)
-
-
-class BackgroundWriter:
-    """A metric writer made and used on a worker thread.
-
-    Importing TensorFlow for clu's TensorBoard writer takes seconds; here it overlaps data
-    loading, compilation and training instead of delaying them. Writes keep their order.
-    """
-
-    def __init__(self, workdir: str | os.PathLike, is_main_process: bool):
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="writer")
-        self._writer = self._executor.submit(create_writer, workdir, is_main_process)
-        self._pending = []
-
-    def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
-        """Queues scalars for step `step`."""
-        self._pending.append(
-            self._executor.submit(lambda: self._writer.result().write_scalars(step, scalars))
-        )
-
-    def close(self) -> None:
-        """Writes everything queued, flushes and closes the underlying writer."""
-        for future in self._pending:
-            future.result()
-        self._writer.result().close()
-        self._executor.shutdown()
-
-
 class JsonlLog:
-    """metrics.jsonl: one JSON object per epoch, kept consistent with the checkpoints."""
+    """metrics.jsonl: one JSON object per epoch, kept consistent with the checkpoints.
+
+    The file is written whole each time (through `mlp_jax.files`), since object stores
+    cannot append; it holds one short line per epoch.
+    """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = files.as_path(path)
 
     def read(self) -> list[dict]:
         """All records, or [] when the file does not exist."""
@@ -119,16 +60,15 @@ class JsonlLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
+    def write(self, records: list[dict]) -> None:
+        """Replaces the file's records with `records`."""
+        files.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
+
     def truncate_after(self, epoch: int) -> list[dict]:
         """Drops records of epochs after `epoch` (not covered by a checkpoint); returns the rest."""
         kept = [r for r in self.read() if r["epoch"] <= epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.write(kept)
         return kept
-
-    def append(self, record: dict) -> None:
-        """Adds one record and flushes it to disk."""
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def json_safe(value):

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from mlp_jax import config as config_lib
 from mlp_jax.errors import UserError
 
 ACTIVATIONS = {
@@ -77,3 +78,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     cls = model_class(config)
     kwargs = {name: config[name] for name in model_fields(cls) if name in config}
     return cls(**kwargs)
+
+
+def resolve_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """Validates the config against the library's and the model's fields; builds the model."""
+    config_lib.validate(config, model_fields(model_class(config)))
+    return build_model(config)

@@ -9,6 +9,11 @@ import ml_collections
 import optax
 
 
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch over `num_examples` (the last, partial batch counts)."""
+    return -(-num_examples // batch_size)
+
+
 def _schedule_shape(config: ml_collections.ConfigDict, steps_per_epoch: int):
     """The multiplier of the peak learning rate over training, or None when it is constant."""
     warmup_steps = config.warmup_epochs * steps_per_epoch

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from flax import jax_utils
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -75,6 +76,15 @@ def maybe_initialize_distributed() -> None:
         num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
         process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
     )
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of every process's `value`, known to all of them: how processes agree
+    between epochs (e.g. to stop on a preemption notice that reached only some hosts)."""
+    if jax.process_count() == 1:
+        return value
+    gathered = multihost_utils.process_allgather(np.int32(value))
+    return int(np.max(gathered))
 
 
 def resolve_mode(mode: str, num_devices: int) -> str:
@@ -153,18 +163,30 @@ def make_runner(
             lambda tree: tree,
             jax.sharding.SingleDeviceSharding(device),
         )
+    mesh = Mesh(np.array(devices), (AXIS,))
     if mode == "pmap":
+        # pmap takes and returns global arrays whose leading axis runs over the devices, so
+        # one layout serves one process and several (where per-process arrays do not meet
+        # the program compiled ahead of time). One copy is taken out by a compiled slice.
+        per_device = NamedSharding(mesh, P(AXIS))
+        everywhere = NamedSharding(mesh, P())
+        stack = jax.jit(
+            lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (num_devices, *x.shape)), tree),
+            out_shardings=per_device,
+        )
+        first_copy = jax.jit(
+            lambda tree: jax.tree.map(lambda x: x[0], tree), out_shardings=everywhere
+        )
         return Runner(
             mode,
             num_devices,
             jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=devices),
             jax.pmap(eval_fn, axis_name=AXIS, devices=devices),
-            functools.partial(jax_utils.replicate, devices=jax.local_devices()[:num_devices]),
-            lambda tree: jax.tree.map(lambda x: x[0], tree),
-            jax.sharding.SingleDeviceSharding(jax.local_devices()[0]),
+            lambda tree: stack(_replicate_over_mesh(tree, mesh)),
+            first_copy,
+            everywhere,
         )
     if mode == "shard_map":
-        mesh = Mesh(np.array(devices), (AXIS,))
 
         def wrap(fn):
             # check_vma=False gives pmap's semantics: gradients of the replicated parameters

@@ -1,8 +1,20 @@
-"""Training curves as d2l's ProgressBoard draws them, written between epochs."""
+"""Training curves as d2l's ProgressBoard draws them, written between epochs; and the
+saving of every figure the library draws, to any path `mlp_jax.files` accepts."""
 
+import io
 import os
 
 from matplotlib.figure import Figure
+
+from mlp_jax import files
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Writes `fig` as a PNG to `path`, local or remote (gs://...)."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    files.write_atomically(files.as_path(path), png.getvalue())
+
 
 CURVES = (("train_loss", "-"), ("val_loss", "--"), ("val_acc", "-."))
 
@@ -28,4 +40,4 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)

@@ -7,17 +7,28 @@ This is the only module that sequences a run; `mlp_jax.main` only parses flags.
 import contextlib
 import json
 import math
+import os
 import signal
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
-from mlp_jax import checkpointing, data, metrics, models, optim, parallel, plots, steps
-from mlp_jax import config as config_lib
+from mlp_jax import (
+    checkpointing,
+    data,
+    files,
+    metrics,
+    models,
+    optim,
+    parallel,
+    plots,
+    steps,
+    writers,
+)
 from mlp_jax.errors import UserError
 
 # Config keys that may change between a run and its resumption without changing results.
@@ -30,6 +41,7 @@ _RESUME_NEUTRAL_KEYS = frozenset(
         "checkpoint_every_epochs",
         "keep_checkpoints",
         "eval_batch_size",
+        "trace_epoch",
     }
 )
 
@@ -68,7 +80,11 @@ class _PhaseClock:
 
 class _StopRequests:
     """Turns SIGTERM (a preemption notice on TPU VMs) and SIGINT into a flag read between
-    epochs, so an epoch in flight finishes and its state is saved before exiting."""
+    epochs, so an epoch in flight finishes and its state is saved before exiting.
+
+    On several hosts a notice may reach some processes only: `agreed_signal` is a collective
+    decision, so every process stops after the same epoch and saves it together.
+    """
 
     def __init__(self):
         self.signal_number = None
@@ -82,19 +98,16 @@ class _StopRequests:
     def _request(self, signal_number, _frame):
         self.signal_number = signal_number
 
+    def agreed_signal(self) -> int:
+        """The signal any process received (0 if none); the same on every process."""
+        return parallel.max_over_processes(self.signal_number or 0)
+
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def resolve_model(config: ml_collections.ConfigDict):
-    """Validates the config against the library's and the model's fields; builds the model."""
-    cls = models.model_class(config)
-    config_lib.validate(config, models.model_fields(cls))
-    return models.build_model(config)
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: Path, resuming: bool) -> None:
+def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path, resuming: bool) -> None:
     """Writes config.json; on resumption, refuses a config that would change the results."""
     path = workdir / checkpointing.CONFIG_FILE
     if resuming and path.exists():
@@ -116,9 +129,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: Path, resuming: bo
                 f"{current.get(key)!r}; resume with the same config or use a new --workdir"
             )
     if jax.process_index() == 0:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        files.write_atomically(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 @jax.jit
@@ -141,15 +152,18 @@ def _print(*args) -> None:
         print(*args, flush=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainResult:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike
+) -> TrainResult:
     """Trains the config's model, evaluating after every epoch, into `workdir`.
 
     Rerunning on the same workdir resumes from its latest readable checkpoint.
-    Writes config.json, metrics.jsonl, curves.png, TensorBoard events and checkpoints/.
+    Writes config.json, metrics.jsonl, curves.png, TensorBoard events and checkpoints/
+    (and a profiler trace of epoch `config.trace_epoch` under plugins/profile/).
 
     Args:
       config: a resolved experiment config (see mlp_jax.config.base_config).
-      workdir: the run's folder; created if missing.
+      workdir: the run's folder, local or remote (gs://...); created if missing.
 
     Returns:
       The final state (one copy) and the per-epoch records.
@@ -158,8 +172,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       UserError: bad config or data, divergence; Interrupted on SIGTERM/SIGINT.
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
-    model = resolve_model(config)
-    workdir = Path(workdir)
+    model = models.resolve_model(config)
+    workdir = files.as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main_process = jax.process_index() == 0
     runner = parallel.make_runner(
@@ -180,16 +194,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         train_data = runner.replicate(dataset.train)
         val_data = runner.replicate(dataset.validation)
         num_train = len(dataset.train.labels)
+        steps_per_epoch = optim.steps_per_epoch(num_train, config.batch_size)
         clock.lap("data")
 
         # ---- State: resume from the latest readable checkpoint, or initialise.
-        state = store.restore_latest(
-            checkpointing.abstract_train_state(model, config, runner.copy_sharding)
+        tx = optim.make_optimizer(config, steps_per_epoch)
+        restored = store.restore_latest(
+            checkpointing.abstract_train_state(model, tx, runner.copy_sharding)
         )
-        resuming = state is not None
-        if not resuming:
-            tx = optim.make_optimizer(config, checkpointing.steps_per_epoch(config))
-            state = steps.create_train_state(model, tx, config.seed)
+        resuming = restored is not None
+        state = restored[0] if resuming else steps.create_train_state(model, tx, config.seed)
         _write_config(config, workdir, resuming)
         start_epoch = int(state.epoch)
         log = metrics.JsonlLog(workdir / "metrics.jsonl")
@@ -197,9 +211,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
         state = runner.replicate(state)
-        # Made now, after the checks that fail fast: its TensorFlow import overlaps compiling.
-        writer = metrics.BackgroundWriter(workdir, is_main_process)
-        cleanup.callback(writer.close)
+        writer = None
+        if is_main_process:
+            writer = writers.BackgroundWriter(writers.TensorBoardWriter(workdir))
+            cleanup.callback(writer.close)
         clock.lap("state")
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
@@ -213,10 +228,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
         for epoch in range(start_epoch + 1, config.num_epochs + 1):
+            tracing = epoch == config.trace_epoch
+            if tracing:
+                jax.profiler.start_trace(os.fspath(workdir))
             t0 = time.perf_counter()
             state, train_metrics = train_epoch(state, train_data)
             train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
             seconds = time.perf_counter() - t0
+            if tracing:
+                jax.profiler.stop_trace()
             val_metrics = runner.unreplicate(evaluate(state, val_data))
             record = _epoch_record(epoch, train_metrics, val_metrics, seconds, num_train)
             params_finite = bool(_all_finite(runner.unreplicate(state.params)))
@@ -225,26 +245,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     f"training diverged: the loss is {record['train_loss']} in epoch {epoch}; "
                     f"nothing of it was saved; lower --config.lr (now {config.lr})"
                 )
-            if is_main_process:
-                log.append(record)
             history.append(record)
-            writer.write_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
+            if is_main_process:
+                log.write(history)
+                writer.write_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
             _print(
                 f"epoch {epoch:3d}/{config.num_epochs}  train_loss {record['train_loss']:.4f}  "
                 f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
                 f"examples/s {record['examples_per_sec']:,.0f}"
             )
             last = epoch == config.num_epochs
-            if last or stop.signal_number or epoch % config.checkpoint_every_epochs == 0:
-                store.save(runner.unreplicate(state), {"val_acc": record["val_acc"]})
-            if stop.signal_number and not last:
+            stop_signal = stop.agreed_signal()
+            if last or stop_signal or epoch % config.checkpoint_every_epochs == 0:
+                meta = {"val_acc": record["val_acc"], "steps_per_epoch": steps_per_epoch}
+                store.save(runner.unreplicate(state), meta)
+            if stop_signal and not last:
                 _plot(workdir, history, config)
-                name = signal.Signals(stop.signal_number).name
+                checkpoints = workdir / checkpointing.CHECKPOINT_DIR
                 raise Interrupted(
-                    f"stopped by {name} after epoch {epoch}/{config.num_epochs}; its checkpoint "
-                    f"is in {workdir / checkpointing.CHECKPOINT_DIR}; rerun the same command to "
-                    "resume",
-                    128 + stop.signal_number,
+                    f"stopped by {signal.Signals(stop_signal).name} after epoch {epoch}/"
+                    f"{config.num_epochs}; its checkpoint is in {checkpoints}; rerun the same "
+                    "command to resume",
+                    128 + stop_signal,
                 )
         clock.lap("epochs")
         _plot(workdir, history, config)
@@ -253,12 +275,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     return TrainResult(runner.unreplicate(state), history, clock.seconds)
 
 
-def _plot(workdir: Path, history: list[dict], config) -> None:
+def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
         plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
 
 
-def evaluate_workdir(workdir: str | Path) -> dict:
+def evaluate_workdir(workdir: str | os.PathLike) -> dict:
     """Restores a workdir's latest checkpoint and evaluates it on the test split.
 
     Returns:

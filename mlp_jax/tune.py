@@ -13,10 +13,10 @@ accuracy, once.
 
 import json
 import math
+import os
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -24,9 +24,8 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
-from mlp_jax import data, metrics, sweep
+from mlp_jax import data, files, metrics, models, plots, sweep
 from mlp_jax.errors import UserError
-from mlp_jax.train import resolve_model
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +58,7 @@ def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_coll
     return candidates
 
 
-def successive_halving(candidates, dataset, rungs, eta: int, cache_dir: Path | None = None):
+def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
     """Trains candidates on growing budgets, keeping the best 1/eta after each rung.
 
     Args:
@@ -108,7 +107,7 @@ def _python_literal(value) -> str:
 
 
 def write_tuned_config(
-    path: Path, winner: ml_collections.ConfigDict, space: dict, note: str
+    path: str | os.PathLike, winner: ml_collections.ConfigDict, space: dict, note: str
 ) -> None:
     """Writes the winner as an ordinary experiment file built on the concise MLP."""
     fields = {k: winner[k] for k in sorted(space)}
@@ -117,7 +116,7 @@ def write_tuned_config(
     for key in ("optimizer", "schedule", "warmup_epochs"):
         fields[key] = winner[key]
     body = "\n".join(f"    config.{k} = {_python_literal(v)}" for k, v in fields.items())
-    path.write_text(
+    files.as_path(path).write_text(
         f'r"""The best plain MLP that `make tune` found (mlp_jax.tune: successive halving).\n\n'
         f"  make train CONFIG=experiments/mlp_tuned.py\n\n{textwrap.fill(note, 92)}\n"
         '"""\n\nfrom experiments import mlp_concise\n\n\n'
@@ -127,7 +126,7 @@ def write_tuned_config(
     )
 
 
-def plot(history, path: Path) -> None:
+def plot(history, path: str | os.PathLike) -> None:
     """Validation accuracy of every candidate at every rung it reached."""
     fig = Figure(figsize=(5.5, 3.6), dpi=120)
     ax = fig.subplots()
@@ -149,11 +148,19 @@ def plot(history, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.set_title("successive halving: each line is one candidate", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    plots.save_figure(fig, path)
 
 
-def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, quick: bool) -> dict:
-    """Runs the search and writes results/tune.{json,png} and the tuned config."""
+def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
+    """Runs the search and writes results/tune.{json,png} and the tuned config.
+
+    Args:
+      search: the search's config (see experiments/tune_search.py).
+      results_dir: where tune.json and tune.png go (a local or remote path).
+      workdir: where each population's results are kept for reruns.
+      tuned_config: the experiment file written for the winner.
+      quick: run the reduced search (for tests).
+    """
     prefix = "quick_" if quick else ""
     space = search[f"{prefix}space"].to_dict()
     rungs, eta = list(search[f"{prefix}rungs"]), search.eta
@@ -161,7 +168,7 @@ def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, qui
         search.train, space, search[f"{prefix}num_candidates"], search.seed
     )
     for candidate in candidates:
-        resolve_model(candidate)  # Validates every candidate before anything trains.
+        models.resolve_model(candidate)  # Validates every candidate before anything trains.
     train = search.train
     full_train = data.load_training_split(train.data_dir)
     train_split, validation = data.carve_validation(
@@ -171,6 +178,7 @@ def run_search(search, results_dir: Path, workdir: Path, tuned_config: Path, qui
     history, seconds = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
     winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
     winner.num_epochs = search[f"{prefix}final_epochs"]
+    results_dir = files.as_path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "quick": quick,
@@ -202,9 +210,9 @@ def main(argv) -> None:
     try:
         record = run_search(
             FLAGS.config,
-            Path(FLAGS.results_dir),
-            Path(FLAGS.workdir),
-            Path(FLAGS.tuned_config),
+            FLAGS.results_dir,
+            FLAGS.workdir,
+            FLAGS.tuned_config,
             FLAGS.quick,
         )
     except UserError as e:

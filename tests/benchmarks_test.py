@@ -1,7 +1,10 @@
 """The benchmark code itself, on tiny sizes: it runs, it reports, a missing peer is reported."""
 
+import subprocess
+import sys
+
 import pytest
-from conftest import ROOT
+from conftest import ROOT, without_tensorflow_env
 
 from benchmarks import hardware, train_speed
 
@@ -37,3 +40,30 @@ def test_hardware_tables_on_tiny_sizes(real_data_dir):
 def test_matmul_rows_are_consistent(n):
     (row,) = hardware.matmul_table([n], dtypes=("float32",))
     assert row["tflops"] == pytest.approx(2 * n**3 / row["seconds"] / 1e12)
+
+
+def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
+    out = tmp_path / "bench_gpu.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.device_check", "--quick", f"--out={out}"],
+        cwd=ROOT,
+        env=without_tensorflow_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    for heading in (
+        "The chapter through the command line",
+        "Peers on the same device",
+        "Vmapped populations",
+        "Matrix products",
+        "Memory bandwidth",
+        "Parallel modes",
+    ):
+        assert f"## {heading}" in report or f"### {heading}" in report, heading
+    assert "| mlp_scratch resumed for epoch 2 |" in report and "FAILED" not in report
+    assert report.count("| ok |") == 2  # Resumption and evaluation both checked.
+    for mode in ("none", "pmap", "shard_map"):
+        assert f"| {mode} | 1 |" in report

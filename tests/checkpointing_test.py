@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, tiny_config
+from conftest import ROOT, run_cli, tiny_config, without_tensorflow_env
 
 from mlp_jax import checkpointing, train
 from mlp_jax.errors import UserError
@@ -44,6 +44,19 @@ def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
     with pytest.raises(UserError, match=r"trained with lr=0.1, not 0.2"):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2, lr=0.2), tmp_path)
+
+
+def test_restored_workdir_continues_with_the_runs_own_schedule(synthetic_dir, tmp_path):
+    # Still warming up after 2 of 5 warm-up epochs: the learning rate depends on how many
+    # steps an epoch has, which the restored optimiser must know.
+    config = tiny_config(synthetic_dir, num_epochs=2, warmup_epochs=5)
+    result = train.train_and_evaluate(config, tmp_path)
+    restored = checkpointing.restore_workdir(tmp_path).state
+    ones = jax.tree.map(np.ones_like, result.state.params)
+    expected, _ = result.state.tx.update(ones, result.state.opt_state, result.state.params)
+    updates, _ = restored.tx.update(ones, restored.opt_state, restored.params)
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _largest_file(directory):
@@ -90,6 +103,7 @@ def _start_training(workdir, data_dir, epochs):
             f"--workdir={workdir}",
         ],
         cwd=ROOT,
+        env=without_tensorflow_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

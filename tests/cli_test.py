@@ -1,5 +1,6 @@
 """The command line end to end, and its one-line errors."""
 
+import gzip
 import json
 
 import pytest
@@ -102,3 +103,46 @@ def test_divergence_stops_with_the_epoch_and_saves_nothing_of_it(synthetic_dir, 
     )
     _assert_one_line_error(result, "training diverged", "in epoch 1", "lower --config.lr")
     assert not list((workdir / "checkpoints").glob("[0-9]*"))
+
+
+def test_two_epoch_sweep_from_the_command_line(real_data_dir, tmp_path):
+    result = run_cli(
+        "--config=experiments/ex_width.py",
+        "--quick",
+        "--config.quick_num_epochs=2",
+        f"--results_dir={tmp_path / 'results'}",
+        f"--workdir={tmp_path / 'work'}",
+        module="mlp_jax.exercises",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "results" / "width.json").read_text())
+    assert [len(run["history"]) for run in record["runs"]] == [2] * 6  # 3 widths x 2 seeds.
+    assert (tmp_path / "results" / "width.png").stat().st_size > 10_000
+
+
+def test_trace_epoch_writes_a_profile_of_that_epoch(synthetic_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        *TINY,
+        f"--workdir={workdir}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_epochs=2",
+        "--config.trace_epoch=2",
+    )
+    assert result.returncode == 0, result.stderr
+    (trace,) = (workdir / "plugins" / "profile").glob("*/*.xplane.pb")
+    assert trace.stat().st_size > 10_000
+
+
+def test_damaged_gzip_stream_fails_in_one_line(synthetic_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for f in synthetic_dir.iterdir():
+        (damaged / f.name).symlink_to(f)
+    labels = damaged / "train-labels-idx1-ubyte"
+    packed = bytearray(gzip.compress(labels.read_bytes()))
+    packed[10] = 0xFF  # The first deflate block's header: a reserved block type (zlib.error).
+    labels.unlink()
+    (damaged / "train-labels-idx1-ubyte.gz").write_bytes(bytes(packed))
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={damaged}")
+    _assert_one_line_error(result, "train-labels-idx1-ubyte.gz: cannot read")

@@ -13,6 +13,8 @@ import pytest
 from mlp_jax import data
 
 ROOT = Path(__file__).resolve().parents[1]
+# A folder whose sitecustomize hides TensorFlow, TFDS, Keras and PyTorch from a subprocess.
+WITHOUT_TENSORFLOW = ROOT / "tests" / "without_tensorflow"
 IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
 
 
@@ -76,15 +78,21 @@ def tiny_config(data_dir: Path, experiment: str = "mlp_concise", **overrides):
     return config
 
 
+def without_tensorflow_env(env: dict | None = None) -> dict:
+    """os.environ plus `env`, with TensorFlow, TFDS, Keras and PyTorch hidden (see
+    tests/without_tensorflow): the training path must run where they are not installed."""
+    path = [str(WITHOUT_TENSORFLOW), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(filter(None, path))}
+
+
 def run_cli(
-    *args: str, env: dict | None = None, timeout: float = 300
+    *args: str, env: dict | None = None, timeout: float = 300, module: str = "mlp_jax.main"
 ) -> subprocess.CompletedProcess:
-    """Runs `python -m mlp_jax.main ARGS` from the repository root."""
-    full_env = {**os.environ, **(env or {})}
+    """Runs `python -m MODULE ARGS` from the repository root, without TensorFlow."""
     return subprocess.run(
-        [sys.executable, "-m", "mlp_jax.main", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
-        env=full_env,
+        env=without_tensorflow_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

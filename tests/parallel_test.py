@@ -1,6 +1,7 @@
 """Data parallelism on 8 CPU devices (and on 2 processes): the results match one device."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, without_tensorflow_env
 
 from mlp_jax import checkpointing, parallel
 from mlp_jax.errors import UserError
@@ -74,48 +75,107 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(synthetic_dir, tmp_path):
-    common = [
+def _two_process_args(data_dir, mode: str) -> list[str]:
+    return [
         "--config=experiments/mlp_concise.py",
         "--config.num_hiddens=32",
-        "--config.num_epochs=2",
-        f"--config.data_dir={synthetic_dir}",
-        "--config.parallel=shard_map",
+        f"--config.num_epochs={TWO_PROCESS_EPOCHS}",
+        f"--config.data_dir={data_dir}",
+        f"--config.parallel={mode}",
     ]
-    single = run_cli(
-        *common,
-        f"--workdir={tmp_path / 'one'}",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
-    )
-    assert single.returncode == 0, single.stderr
+
+
+TWO_PROCESS_EPOCHS = 3
+
+
+def _launch_two_processes(args: list[str]) -> list[subprocess.Popen]:
+    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together."""
     port = _free_port()
-    processes = [
+    return [
         subprocess.Popen(
-            [sys.executable, "-m", "mlp_jax.main", *common, f"--workdir={tmp_path / 'two'}"],
+            [sys.executable, "-m", "mlp_jax.main", *args],
             cwd=ROOT,
-            env={
-                **os.environ,
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                "JAX_PLATFORMS": "cpu",
-                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                "JAX_NUM_PROCESSES": "2",
-                "JAX_PROCESS_ID": str(i),
-            },
+            env=without_tensorflow_env(
+                {
+                    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                    "JAX_PLATFORMS": "cpu",
+                    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                    "JAX_NUM_PROCESSES": "2",
+                    "JAX_PROCESS_ID": str(i),
+                }
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(2)
     ]
+
+
+@pytest.fixture(scope="module")
+def one_process_four_devices(synthetic_dir, tmp_path_factory):
+    """Parameters of the 2-process runs' config trained by 1 process on 4 devices."""
+    workdir = tmp_path_factory.mktemp("one_process")
+    single = run_cli(
+        *_two_process_args(synthetic_dir, "shard_map"),
+        f"--workdir={workdir}",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
+    )
+    assert single.returncode == 0, single.stderr
+    return jax.tree.leaves(checkpointing.restore_workdir(workdir).state.params)
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_two_processes_match_one_process_with_four_devices(
+    synthetic_dir, tmp_path, one_process_four_devices, mode
+):
+    processes = _launch_two_processes(
+        [*_two_process_args(synthetic_dir, mode), f"--workdir={tmp_path}"]
+    )
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, stderr) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, stderr[-3000:]
     # Only process 0 prints and writes the run's files.
-    assert "epoch   2/2" in outputs[0][0] and "epoch" not in outputs[1][0]
-    assert "4 device(s)" in outputs[0][0]
-    one = checkpointing.restore_workdir(tmp_path / "one").state.params
-    two = checkpointing.restore_workdir(tmp_path / "two").state.params
-    assert _max_relative_difference(jax.tree.leaves(two), jax.tree.leaves(one)) < 1e-5
+    assert f"epoch   {TWO_PROCESS_EPOCHS}/" in outputs[0][0] and "epoch" not in outputs[1][0]
+    assert f"4 device(s) (cpu, parallel={mode})" in outputs[0][0]
+    two = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
+    assert _max_relative_difference(two, one_process_four_devices) < 1e-5
+
+
+def test_preemption_notice_to_one_process_stops_both_after_the_same_epoch(
+    synthetic_dir, tmp_path, one_process_four_devices
+):
+    args = [*_two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"]
+    processes = _launch_two_processes(args)
+    try:
+        for line in processes[0].stdout:
+            if line.startswith("epoch   1/"):
+                processes[1].send_signal(signal.SIGTERM)  # Process 1 only, mid-run.
+                break
+        # Both must end soon after: a process left waiting for its stopped peer never does.
+        outputs = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    hints = []
+    for p, (_, stderr) in zip(processes, outputs, strict=True):
+        assert p.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        (hint,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert "stopped by SIGTERM after epoch" in hint and "rerun the same command" in hint
+        hints.append(hint)
+    assert hints[0] == hints[1]  # The same epoch on both.
+    stopped_after = int(hints[0].split("after epoch ")[1].split("/")[0])
+    assert stopped_after < TWO_PROCESS_EPOCHS
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert max(saved) == stopped_after
+
+    rerun = _launch_two_processes(args)
+    outputs = [p.communicate(timeout=600) for p in rerun]
+    for p, (_, stderr) in zip(rerun, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    assert f"resumed from the checkpoint of epoch {stopped_after}" in outputs[0][0]
+    resumed = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
+    assert _max_relative_difference(resumed, one_process_four_devices) < 1e-5
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ import pytest
 from conftest import synthetic_split, tiny_config
 
 from experiments import ex_init, ex_width
-from mlp_jax import data, exercises, optim, steps, sweep
-from mlp_jax.train import resolve_model
+from mlp_jax import data, exercises, models, optim, steps, sweep
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def small_dataset():
 def _separate_run(config, dataset):
     """One model trained alone with the same pure functions, no vmap."""
     tx = optim.make_optimizer(config, 16)
-    state = steps.create_train_state(resolve_model(config), tx, config.seed)
+    state = steps.create_train_state(models.resolve_model(config), tx, config.seed)
     epoch = jax.jit(functools.partial(steps.train_epoch, batch_size=config.batch_size))
     evaluate = jax.jit(functools.partial(steps.evaluate, batch_size=config.eval_batch_size))
     history = []

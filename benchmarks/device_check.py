@@ -1,0 +1,219 @@
+r"""`make device-check`: the one-call accelerator check, written to results/bench_gpu.md.
+
+  python -m benchmarks.device_check [--out=results/bench_gpu.md] [--quick]
+
+Made for the GPU machine's own Python (JAX, no TensorFlow, no network: see
+benchmarks/device_check.sh) and a budget of 8 minutes; `--quick` runs the same code with tiny
+sizes on a CPU, as the test suite does. What it measures, each in this run:
+
+- the command line's chapter runs of both models (compile seconds, the epochs' seconds, test
+  accuracy, the whole process), then resumption of one of them and `--mode=eval`;
+- the peers on the same device: the flax-style Python loop, speed-minded and d2l-style
+  PyTorch (skipped where PyTorch is missing);
+- vmapped populations of 1, 64, 256 and 1024 models (ms per model-epoch);
+- float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
+- none / pmap / shard_map on the devices there are;
+- the goals for an H200, each marked met or not.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This process and the runs it starts share the device: none may take most of its memory
+# up front, as JAX does by default on a GPU.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+
+from benchmarks import hardware, parallel_speed, run_all, sweep_speed, train_speed  # noqa: E402
+from mlp_jax import data, metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
+# Goals of issue 11 for an H200: the chapter's 10 epochs (s), the factor over the d2l and
+# flax-style loops, and ms per model-epoch of a 256-model population.
+GOAL_EPOCHS_SECONDS, GOAL_PEER_FACTOR, GOAL_POPULATION_MS = 0.08, 50.0, 0.6
+DEVICE_MATMUL_SIZES = (1024, 1025, 1026, 1028, 1032, 4096, 4097, 4098, 4100, 4104)
+PEERS = ("mlp_jax", "flax_loop", "torch_fast", "torch_d2l")
+POPULATIONS = (1, 64, 256, 1024)
+
+
+def _cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`python -m mlp_jax.main ARGS` from the repository root, and its wall seconds."""
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "mlp_jax.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode:
+        raise RuntimeError(f"mlp_jax.main {' '.join(args)} failed: {result.stderr[-2000:]}")
+    return result, time.perf_counter() - t0
+
+
+def _compile_seconds(stdout: str) -> float:
+    line = next(line for line in stdout.splitlines() if "compiled in" in line)
+    return float(line.rsplit("compiled in", 1)[1].split()[0])
+
+
+def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
+    """Both chapter models through the command line, then one resumed and evaluated."""
+    rows = []
+    for name in CHAPTER_MODELS:
+        run_dir = workdir / name
+        result, whole = _cli(
+            f"--config=experiments/{name}.py",
+            f"--workdir={run_dir}",
+            f"--config.num_epochs={epochs}",
+        )
+        records = metrics.JsonlLog(run_dir / "metrics.jsonl").read()
+        rows.append(
+            {
+                "run": name,
+                "compile": _compile_seconds(result.stdout),
+                "epochs": sum(r["train_seconds"] for r in records),
+                "test_acc": records[-1]["val_acc"],
+                "whole": whole,
+            }
+        )
+    run_dir = workdir / CHAPTER_MODELS[0]
+    result, whole = _cli(
+        f"--config=experiments/{CHAPTER_MODELS[0]}.py",
+        f"--workdir={run_dir}",
+        f"--config.num_epochs={epochs + 1}",
+    )
+    resumed = f"resumed from the checkpoint of epoch {epochs}" in result.stdout
+    last = metrics.JsonlLog(run_dir / "metrics.jsonl").read()[-1]
+    evaluated, eval_whole = _cli("--mode=eval", f"--workdir={run_dir}")
+    test = json.loads(evaluated.stdout.splitlines()[-1])
+    rows.append(
+        {
+            "run": f"{CHAPTER_MODELS[0]} resumed for epoch {epochs + 1}",
+            "compile": _compile_seconds(result.stdout),
+            "epochs": last["train_seconds"],
+            "test_acc": last["val_acc"],
+            "whole": whole,
+            "ok": resumed and last["epoch"] == epochs + 1,
+        }
+    )
+    rows.append(
+        {
+            "run": "--mode=eval of it",
+            "test_acc": test["test_acc"],
+            "whole": eval_whole,
+            "ok": test["epoch"] == epochs + 1 and abs(test["test_acc"] - last["val_acc"]) < 1e-6,
+        }
+    )
+    return rows
+
+
+def chapter_table(rows: list[dict], epochs: int) -> str:
+    """The command line's runs as Markdown."""
+    lines = [
+        "| run | compile (s) | epochs (s) | test acc | whole process (s) | check |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        check = {True: "ok", False: "FAILED"}.get(r.get("ok"), "")
+        compile_s = f"{r['compile']:.2f}" if "compile" in r else ""
+        epochs_s = f"{r['epochs']:.3f}" if "epochs" in r else ""
+        lines.append(
+            f"| {r['run']} | {compile_s} | {epochs_s} | {r['test_acc']:.4f} | "
+            f"{r['whole']:.1f} | {check} |"
+        )
+    return (
+        f"{epochs} epochs each (epochs (s): the epochs' training time, compilation apart).\n\n"
+        + ("\n".join(lines) + "\n")
+    )
+
+
+def goals(chapter: list[dict], peers: list[dict], population_ms: dict[int, float]) -> str:
+    """Each H200 goal with the measured value and whether it is met."""
+    lines = ["| goal | measured | met |", "|---|---:|---|"]
+    best = min(r["epochs"] for r in chapter if r["run"] in CHAPTER_MODELS)
+    lines.append(
+        f"| chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s | {best:.3f} s | "
+        f"{'yes' if best <= GOAL_EPOCHS_SECONDS else 'no'} |"
+    )
+    ours = next((p for p in peers if p["peer"] == "mlp_jax" and "seconds" in p), None)
+    for peer in ("torch_d2l", "flax_loop"):
+        theirs = next((p for p in peers if p["peer"] == peer), None)
+        if ours is None or theirs is None or "seconds" not in theirs:
+            lines.append(f"| >= {GOAL_PEER_FACTOR:.0f}x faster than {peer} | not measured | no |")
+            continue
+        factor = theirs["seconds"] / ours["seconds"]
+        met = "yes" if factor >= GOAL_PEER_FACTOR else "no"
+        lines.append(f"| >= {GOAL_PEER_FACTOR:.0f}x faster than {peer} | {factor:.1f}x | {met} |")
+    if 256 in population_ms:
+        ms = population_ms[256]
+        met = "yes" if ms <= GOAL_POPULATION_MS else "no"
+        lines.append(
+            f"| 256 models <= {GOAL_POPULATION_MS} ms per model-epoch | {ms:.3f} ms | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Runs every section and writes the Markdown file."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/bench_gpu.md")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
+    args = parser.parse_args()
+    epochs = 1 if args.quick else 10
+    started = time.perf_counter()
+    sections = ["# The one-call accelerator check\n", run_all.header()]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        chapter = chapter_runs(epochs, Path(tmp))
+    sections += ["## The chapter through the command line\n", chapter_table(chapter, epochs)]
+    print(sections[-1], flush=True)
+
+    peer_names = PEERS[:2] if args.quick else PEERS
+    peers = [train_speed.run_peer_process(peer, epochs) for peer in peer_names]
+    sections += [
+        f"## Peers on the same device ({epochs} epochs)\n",
+        train_speed.table(peers, epochs) + "\n",
+    ]
+    print(sections[-1], flush=True)
+
+    sizes = (1, 2) if args.quick else POPULATIONS
+    dataset = data.load_dataset()
+    population_ms = {}
+    lines = ["| models | compile (s) | ms per model-epoch |", "|---:|---:|---:|"]
+    for size in sizes:
+        compile_seconds, per_model_epoch = sweep_speed.time_population(
+            size, 1 if args.quick else 2, dataset
+        )
+        population_ms[size] = 1000 * per_model_epoch
+        lines.append(f"| {size} | {compile_seconds:.2f} | {population_ms[size]:.3f} |")
+    sections += ["## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n"]
+    print(sections[-1], flush=True)
+
+    matmul_sizes = hardware.QUICK_MATMUL_SIZES if args.quick else DEVICE_MATMUL_SIZES
+    bandwidth = hardware.copy_bandwidth(16 if args.quick else 1024)
+    lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes)) + [""]
+    lines += hardware.bandwidth_markdown(bandwidth, hardware.memory_transfer_rate())
+    sections += ["## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n"]
+    print(sections[-1], flush=True)
+
+    counts = ",".join(str(n) for n in sorted({1, jax.device_count()}))
+    sections += ["## Parallel modes\n", parallel_speed.run(counts)]
+    if not args.quick:  # The goals are for the full sizes.
+        sections += ["## Goals (for an H200)\n", goals(chapter, peers, population_ms)]
+    sections.append(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(sections))
+    print("\n".join(sections[-3:]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
