@@ -75,16 +75,21 @@ def test_missing_config_file_and_workdir(tmp_path):
     _assert_one_line_error(run_cli("--mode=eval", f"--workdir={tmp_path}"), "config.json: missing")
 
 
+def _linked_copy(source, target):
+    """A folder of links to `source`'s files, whose entries a test may replace."""
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).symlink_to(f)
+    return target
+
+
 def test_missing_and_corrupt_data_fail_in_one_line(synthetic_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run_cli(*TINY, f"--workdir={tmp_path / 'a'}", f"--config.data_dir={empty}")
     _assert_one_line_error(result, "lacks the Fashion-MNIST IDX files")
 
-    corrupt = tmp_path / "corrupt"
-    corrupt.mkdir()
-    for f in synthetic_dir.iterdir():
-        (corrupt / f.name).symlink_to(f)
+    corrupt = _linked_copy(synthetic_dir, tmp_path / "corrupt")
     broken = corrupt / "train-labels-idx1-ubyte"
     broken.unlink()
     broken.write_bytes((synthetic_dir / broken.name).read_bytes()[:1000])
@@ -135,10 +140,7 @@ def test_trace_epoch_writes_a_profile_of_that_epoch(synthetic_dir, tmp_path):
 
 
 def test_damaged_gzip_stream_fails_in_one_line(synthetic_dir, tmp_path):
-    damaged = tmp_path / "damaged"
-    damaged.mkdir()
-    for f in synthetic_dir.iterdir():
-        (damaged / f.name).symlink_to(f)
+    damaged = _linked_copy(synthetic_dir, tmp_path / "damaged")
     labels = damaged / "train-labels-idx1-ubyte"
     packed = bytearray(gzip.compress(labels.read_bytes()))
     packed[10] = 0xFF  # The first deflate block's header: a reserved block type (zlib.error).
