@@ -3,8 +3,9 @@ and restore a workdir for evaluation and notebooks.
 
 Layout: WORKDIR/checkpoints/<epoch>/{state, meta}. `state` is the TrainState (parameters,
 optimiser state, step, epoch, RNG key data) as one unreplicated copy, so any parallel mode
-restores any other's checkpoint; `meta` is JSON holding the parameters' fingerprint, which
-is checked on restore, so a truncated or tampered checkpoint is never used.
+restores any other's checkpoint; `meta` is JSON holding the fingerprint of the whole state,
+which is checked on restore, so a truncated or tampered checkpoint is never used. A checkpoint
+of another model (other shapes) is refused, never taken for a damaged one and moved.
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a kill
 at any moment leaves the previous checkpoints intact; leftovers are cleaned on the next start.
@@ -34,24 +35,52 @@ UNREADABLE_DIR = "checkpoints_unreadable"
 CONFIG_FILE = "config.json"
 
 
-def params_fingerprint(params) -> str:
-    """sha256 over the parameter arrays' bytes in tree order: equal iff bit-identical."""
+def fingerprint(tree) -> str:
+    """sha256 over the bytes, shapes and dtypes of a tree's arrays, in tree order: equal iff
+    the trees are bit-identical."""
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    for leaf in jax.tree.leaves(tree):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
-class CheckpointStore:
-    """The run's checkpoints: one per saved epoch, the newest `keep` of them kept."""
+def params_fingerprint(params) -> str:
+    """The parameters' fingerprint (what `--mode=eval` prints to identify a model)."""
+    return fingerprint(params)
 
-    def __init__(self, workdir: str | os.PathLike, keep: int):
+
+# Substrings of Orbax's errors for a checkpoint whose arrays have other shapes or another
+# structure than the state asked for: a different model, not damaged bytes.
+_MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Missing key")
+
+
+class CheckpointStore:
+    """The run's checkpoints: one per saved epoch, the newest `keep` of them kept.
+
+    Read-only (for evaluation and notebooks), it neither saves, deletes nor moves anything:
+    an unreadable checkpoint is skipped, not set aside, and unfinished saves stay in place.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, keep: int, read_only: bool = False):
         self.workdir = files.as_path(workdir)
-        self._remove_unfinished_saves()
+        self.read_only = read_only
+        if not read_only:
+            self._remove_unfinished_saves()
         self.manager = ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            # Read-only: no folder created, nothing ever deleted; this class never saves then.
+            # (Orbax's own read_only option warns on every use, so it is not set.)
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=None if read_only else keep, create=not read_only
+            ),
         )
+
+    def saved_epochs(self) -> list[int]:
+        """The epochs that have a (complete) checkpoint, oldest first."""
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
 
     def _remove_unfinished_saves(self) -> None:
         """Deletes the temporary folders of saves a kill interrupted. Done here, synchronously,
@@ -64,16 +93,19 @@ class CheckpointStore:
                     leftover.rmtree(missing_ok=True)
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
-        """Saves `state` (one unreplicated copy) under its epoch number, asynchronously.
+        """Saves `state` (one unreplicated copy) under its epoch number, asynchronously
+        (never in a read-only store).
 
         Args:
           state: the train state.
           extra_meta: JSON-able facts saved beside it; "steps_per_epoch" (the schedule's
             unit) is required, so that `restore_workdir` rebuilds the run's optimiser.
         """
+        assert not self.read_only, "a read-only store never saves"
         epoch = int(state.epoch)
         meta = {"epoch": epoch, "step": int(state.step), **extra_meta}
         meta["params_fingerprint"] = params_fingerprint(state.params)
+        meta["state_fingerprint"] = fingerprint(state)
         self.manager.save(
             epoch,
             args=ocp.args.Composite(
@@ -90,8 +122,8 @@ class CheckpointStore:
             ),
         )
         state, meta = restored["state"], restored["meta"]
-        if params_fingerprint(state.params) != meta["params_fingerprint"]:
-            raise ValueError("parameters do not match the fingerprint saved with them")
+        if fingerprint(state) != meta["state_fingerprint"]:
+            raise ValueError("the state does not match the fingerprint saved with it")
         return state, meta
 
     def _set_aside(self, epoch: int) -> epath.Path:
@@ -107,23 +139,33 @@ class CheckpointStore:
     def restore_latest(self, abstract_state) -> tuple[steps.TrainState, dict] | None:
         """The newest readable checkpoint's state and meta, or None when there is none.
 
-        Unreadable checkpoints (truncated, half-written, tampered) are moved to
-        WORKDIR/checkpoints_unreadable with a warning, and the next older one is tried.
+        Unreadable checkpoints (truncated, half-written, tampered: their bytes fail to load
+        or to match their fingerprint) are moved to WORKDIR/checkpoints_unreadable with a
+        warning (skipped, when read-only), and the next older one is tried.
 
         Args:
           abstract_state: a TrainState of jax.ShapeDtypeStruct leaves (with shardings).
 
         Raises:
-          UserError: checkpoints exist but none is readable.
+          UserError: a checkpoint holds another model's shapes (nothing is moved), or
+            checkpoints exist but none is readable.
         """
-        self.manager.reload()
-        epochs = sorted(self.manager.all_steps(), reverse=True)
+        epochs = self.saved_epochs()[::-1]
         for epoch in epochs:
             try:
                 return self._restore(epoch, abstract_state)
             except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-                target = self._set_aside(epoch)
                 reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                if any(sign in str(e) for sign in _MISMATCH_SIGNS):
+                    raise UserError(
+                        f"{self.workdir / CHECKPOINT_DIR / str(epoch)}: saved by a model of "
+                        f"other shapes ({reason}); use the config that trained it or a new "
+                        "--workdir"
+                    ) from None
+                if self.read_only:
+                    logging.warning("checkpoint %s is unreadable (%s); skipped", epoch, reason)
+                    continue
+                target = self._set_aside(epoch)
                 logging.warning(
                     "checkpoint %s is unreadable (%s); moved to %s", epoch, reason, target
                 )
@@ -169,6 +211,8 @@ def restore_workdir(workdir: str | os.PathLike) -> Restored:
     """Restores the latest readable checkpoint of a workdir onto the default device.
 
     For notebooks and `--mode=eval`: no config file is needed, the workdir's own is read.
+    Read-only: nothing in the workdir is written, deleted or moved, so a run may be saving
+    into it meanwhile.
 
     Raises:
       UserError: the workdir has no config or no readable checkpoint.
@@ -176,7 +220,7 @@ def restore_workdir(workdir: str | os.PathLike) -> Restored:
     config = read_config(workdir)
     model = models.build_model(config)
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    store = CheckpointStore(workdir, config.keep_checkpoints)
+    store = CheckpointStore(workdir, config.keep_checkpoints, read_only=True)
     # The optimiser state's structure does not depend on the schedule's length; the run's
     # own optimiser is rebuilt from the steps per epoch its checkpoint records.
     placeholder_tx = optim.make_optimizer(config, steps_per_epoch=1)

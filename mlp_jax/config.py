@@ -7,7 +7,7 @@ share the model's attribute names (see `mlp_jax.models.build_model`).
 
 import ml_collections
 
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, closest
 
 PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -87,8 +87,8 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
     unknown = sorted(set(config.keys()) - known)
     if unknown:
         raise UserError(
-            f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(known))}); "
-            "fix the experiment file or the --config.KEY override"
+            f"unknown config key {unknown[0]!r}{closest(unknown[0], known)} (known: "
+            f"{', '.join(sorted(known))}); fix the experiment file or the --config.KEY override"
         )
     _check(config.lr > 0, "lr", config.lr, "must be > 0")
     _check(config.batch_size >= 1, "batch_size", config.batch_size, "must be >= 1")

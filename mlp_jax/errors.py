@@ -1,9 +1,109 @@
-"""The one exception type that reaches the user as a single line, not a traceback."""
+"""Errors a user can fix, and the one place where they become one line on stderr.
+
+Every command (`mlp_jax.main`, `mlp_jax.exercises`, `mlp_jax.tune`) parses its flags with
+`parse_flags` and runs with `one_line_errors`, so a bad flag, a bad config, bad data or an
+out-of-memory model ends the program with `error: ...` on one line, a non-zero exit and no
+traceback.
+"""
+
+import contextlib
+import difflib
+import sys
+from collections.abc import Iterable
+from typing import NoReturn
+
+from absl import flags
 
 
 class UserError(Exception):
     """A problem the user can fix: bad input, missing data, a bad config value.
 
     The message is one line that names the file or key at fault and says how to fix it.
-    `mlp_jax.main` prints it to stderr and exits non-zero.
+
+    Attributes:
+      exit_code: the process's exit status when this error ends it.
     """
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# The sizes that set how much device memory a run needs, named in out-of-memory errors.
+MEMORY_KEYS = ("num_hiddens", "num_layers", "batch_size", "eval_batch_size")
+
+
+def fail(message: str, exit_code: int = 2) -> NoReturn:
+    """Prints `error: MESSAGE` (its first line) on stderr and exits with `exit_code`."""
+    print(f"error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr, flush=True)
+    sys.exit(exit_code)
+
+
+def closest(key: str, known: Iterable[str]) -> str:
+    """ " (did you mean 'a' or 'b'?)" for the known names closest to `key`, or ""."""
+    matches = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is XLA's (or the host's) failure to allocate memory."""
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Ends the program with one line for a UserError or an out-of-memory error."""
+    try:
+        yield
+    except UserError as e:
+        fail(str(e), e.exit_code)
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        fail(
+            f"out of memory ({str(e).splitlines()[0][:160]}); lower the sizes that set it: "
+            f"config.{', config.'.join(MEMORY_KEYS)}"
+        )
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parser with every flag or config error reported as one line; for
+    `app.run(main, flags_parser=parse_flags)`."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{str(e).splitlines()[0]} (see --helpshort)")
+    except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
+        fail(_config_error(e, argv))
+
+
+def _config_error(error: Exception, argv: list[str]) -> str:
+    """One line for an error raised while a --config file was loaded or overridden."""
+    overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if isinstance(error, AttributeError | KeyError):
+        cause = error  # ml_collections wraps a KeyError (whose str is a repr) in AttributeError.
+        while cause.args and isinstance(cause.args[0], BaseException):
+            cause = cause.args[0]
+        text = str(cause.args[0]) if cause.args else str(cause)
+        unknown = [o for o in overrides if repr(o.split(".")[-1]) in text]
+        if unknown:
+            key = unknown[0].split(".")[-1]
+            return (
+                f"--{unknown[0]}: unknown config key {key!r}"
+                f"{closest(key, _known_keys(argv))}; see the experiment file for the keys"
+            )
+    reason = str(error).splitlines()[0] if str(error) else ""
+    return f"--config: {type(error).__name__}: {reason}"
+
+
+def _known_keys(argv: list[str]) -> list[str]:
+    """The top-level keys of the --config file named in `argv` (none if it cannot load)."""
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if path is None:
+        return []
+    try:
+        from ml_collections.config_flags import config_flags  # noqa: PLC0415
+
+        return list(config_flags._ConfigFileParser("config").parse(path).keys())  # noqa: SLF001
+    except Exception:  # noqa: BLE001  (the file already failed once; suggestions are a bonus)
+        return []

@@ -15,7 +15,6 @@ evaluated once per model, after training, and only reported.
 import itertools
 import json
 import os
-import sys
 import time
 
 import ml_collections
@@ -24,7 +23,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
-from mlp_jax import data, files, metrics, models, plots, sweep
+from mlp_jax import data, errors, files, metrics, models, plots, sweep
 from mlp_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -222,14 +221,11 @@ def run_exercise(
 def main(argv) -> None:
     """Runs the exercise the flags name; user errors become one line."""
     del argv
-    try:
+    with errors.one_line_errors():
         run_exercise(FLAGS.config, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print((files.as_path(FLAGS.results_dir) / f"{FLAGS.config.name}.md").read_text())
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=errors.parse_flags)

@@ -6,9 +6,15 @@ place, so files are written whole: to a temporary name, then moved over the old 
 on a local disk is atomic and on an object store leaves either the old or the new object.
 """
 
+import contextlib
+import fcntl
 import os
+import socket
+import time
 
 from etils import epath
+
+from mlp_jax.errors import UserError
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
@@ -32,3 +38,41 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
     else:
         tmp.write_text(content)
     tmp.replace(path)
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: epath.Path):
+    """Holds WORKDIR/.lock so that a second run on the same workdir is refused at once.
+
+    An OS lock (flock) is taken, not a marker file, so a killed run leaves nothing that blocks
+    the next one. The file records who holds it, for the error. A remote workdir (gs://...)
+    has no such lock: one run per remote workdir is the user's to keep.
+
+    Raises:
+      UserError: another process holds the lock.
+    """
+    if is_remote(workdir):
+        yield
+        return
+    path = os.path.join(os.fspath(workdir), LOCK_FILE)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(
+                f"{workdir} is in use by {holder}; wait for that run to end, stop it, or use "
+                "another --workdir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()} (started {time.ctime()})")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

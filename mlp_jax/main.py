@@ -9,10 +9,11 @@ This file is intentionally kept short: all logic is importable from mlp_jax.trai
 
 import json
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mlp_jax import errors
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
@@ -38,60 +39,39 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _fail(message: str, exit_code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(exit_code)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, with every flag or config error reported as one line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(f"{str(e).splitlines()[0]} (see --helpshort)")
-    except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
-        _fail(f"--config: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    return []
-
-
 def _loaded_config():
     """FLAGS.config, with the load errors ml_collections defers to first use made one line."""
     config = FLAGS.config
     if config is None:
-        _fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
+        errors.fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
     try:
         config.get("model")
     except OSError as e:
         reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-        _fail(f"--config could not be loaded: {reason}")
+        errors.fail(f"--config could not be loaded: {reason}")
     return config
 
 
 def main(argv: list[str]) -> None:
     """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE")
+        errors.fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE")
     if not FLAGS["verbosity"].present:
         # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
         logging.set_verbosity(logging.WARNING)
     if not FLAGS.workdir:
-        _fail("--workdir is required")
+        errors.fail("--workdir is required")
     # Imported here so that flag errors are reported before JAX starts.
     from mlp_jax import parallel, train  # noqa: PLC0415
-    from mlp_jax.errors import UserError  # noqa: PLC0415
 
-    try:
+    with errors.one_line_errors():
         _enable_compilation_cache()
         parallel.maybe_initialize_distributed()
         if FLAGS.mode == "eval":
             print(json.dumps(train.evaluate_workdir(FLAGS.workdir)), flush=True)
             return
         train.train_and_evaluate(_loaded_config(), FLAGS.workdir)
-    except train.Interrupted as e:
-        _fail(str(e), e.exit_code)
-    except UserError as e:
-        _fail(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=errors.parse_flags)

@@ -23,6 +23,8 @@ from mlp_jax import steps
 from mlp_jax.errors import UserError
 
 AXIS = "batch"
+# The config keys that set the size of a model's parameters.
+MODEL_SIZE_KEYS = ("num_hiddens", "num_layers")
 
 
 class Runner(NamedTuple):
@@ -76,6 +78,34 @@ def maybe_initialize_distributed() -> None:
         num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
         process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
     )
+
+
+def device_memory_bytes(device) -> int:
+    """What one device can hold: its allocator's limit, or the host's memory for a CPU."""
+    stats = device.memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_state_fits(abstract_state, config) -> None:
+    """Refuses, before anything is allocated, a train state that with its gradients cannot
+    fit on one device (every device holds a full copy), naming the config keys that size it.
+
+    Raises:
+      UserError: with the bytes needed and the bytes there are.
+    """
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+    gradient_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state.params))
+    device = jax.local_devices()[0]
+    available = device_memory_bytes(device)
+    if state_bytes + gradient_bytes > available:
+        sizes = " or ".join(f"config.{k}={config[k]}" for k in MODEL_SIZE_KEYS if k in config)
+        raise UserError(
+            f"out of memory: the train state needs {state_bytes / 1e9:.1f} GB (parameters and "
+            f"optimiser state) and its gradients {gradient_bytes / 1e9:.1f} GB, more than the "
+            f"{available / 1e9:.1f} GB of one {device.platform} device; lower {sizes}"
+        )
 
 
 def max_over_processes(value: int) -> int:

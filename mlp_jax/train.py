@@ -47,11 +47,8 @@ _RESUME_NEUTRAL_KEYS = frozenset(
 
 
 class Interrupted(UserError):
-    """Training stopped on SIGTERM or SIGINT after saving its last completed epoch."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+    """Training stopped on SIGTERM or SIGINT after saving its last completed epoch; its
+    exit code is 128 + the signal's number."""
 
 
 class TrainResult(NamedTuple):
@@ -107,29 +104,36 @@ class _StopRequests:
             signal.signal(sig, handler)
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path, resuming: bool) -> None:
-    """Writes config.json; on resumption, refuses a config that would change the results."""
-    path = workdir / checkpointing.CONFIG_FILE
-    if resuming and path.exists():
-        saved = checkpointing.read_config(workdir).to_dict()
-        current = config.to_dict()
-        changed = sorted(
-            key
-            for key in saved.keys() | current.keys()
-            if saved.get(key) != current.get(key)
-            and not (
-                key in _RESUME_NEUTRAL_KEYS
-                and not (key == "num_epochs" and config.schedule != "constant")
-            )
+def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+    """Refuses to resume a workdir's checkpoints with a config that would change the results
+    (or the shapes): one line naming the key and both values; nothing is touched."""
+    saved = checkpointing.read_config(workdir).to_dict()
+    current = config.to_dict()
+    changed = sorted(
+        key
+        for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key)
+        and not (
+            key in _RESUME_NEUTRAL_KEYS
+            and not (key == "num_epochs" and config.schedule != "constant")
         )
-        if changed:
-            key = changed[0]
-            raise UserError(
-                f"{path}: this workdir was trained with {key}={saved.get(key)!r}, not "
-                f"{current.get(key)!r}; resume with the same config or use a new --workdir"
-            )
+    )
+    if changed:
+        key = changed[0]
+        raise UserError(
+            f"{workdir / checkpointing.CONFIG_FILE}: this workdir was trained with "
+            f"{key}={saved.get(key)!r}, not {current.get(key)!r}; resume with the same config "
+            "or use a new --workdir"
+        )
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+    """Writes config.json (process 0)."""
     if jax.process_index() == 0:
-        files.write_atomically(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        files.write_atomically(
+            workdir / checkpointing.CONFIG_FILE,
+            json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n",
+        )
 
 
 @jax.jit
@@ -182,13 +186,16 @@ def train_and_evaluate(
         eval_batch_size=config.eval_batch_size,
         num_devices=config.num_devices,
     )
-    cleanup = contextlib.ExitStack()
-    store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
-    cleanup.callback(store.close)
-    stop = cleanup.enter_context(_StopRequests())
-
     clock = _PhaseClock()
-    with cleanup:
+    with contextlib.ExitStack() as cleanup:
+        if is_main_process:  # Before anything in the workdir is touched.
+            cleanup.enter_context(files.workdir_lock(workdir))
+        store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
+        cleanup.callback(store.close)
+        if store.saved_epochs():
+            _refuse_changed_config(config, workdir)
+        stop = cleanup.enter_context(_StopRequests())
+
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
         train_data = runner.replicate(dataset.train)
@@ -199,12 +206,12 @@ def train_and_evaluate(
 
         # ---- State: resume from the latest readable checkpoint, or initialise.
         tx = optim.make_optimizer(config, steps_per_epoch)
-        restored = store.restore_latest(
-            checkpointing.abstract_train_state(model, tx, runner.copy_sharding)
-        )
+        abstract_state = checkpointing.abstract_train_state(model, tx, runner.copy_sharding)
+        parallel.check_state_fits(abstract_state, config)
+        restored = store.restore_latest(abstract_state)
         resuming = restored is not None
         state = restored[0] if resuming else steps.create_train_state(model, tx, config.seed)
-        _write_config(config, workdir, resuming)
+        _write_config(config, workdir)
         start_epoch = int(state.epoch)
         log = metrics.JsonlLog(workdir / "metrics.jsonl")
         history = log.truncate_after(start_epoch) if is_main_process else []

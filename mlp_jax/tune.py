@@ -14,7 +14,6 @@ accuracy, once.
 import json
 import math
 import os
-import sys
 import textwrap
 import time
 
@@ -24,7 +23,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
-from mlp_jax import data, files, metrics, models, plots, sweep
+from mlp_jax import data, errors, files, metrics, models, plots, sweep
 from mlp_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -207,7 +206,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
 def main(argv) -> None:
     """Runs the search the flags name; user errors become one line."""
     del argv
-    try:
+    with errors.one_line_errors():
         record = run_search(
             FLAGS.config,
             FLAGS.results_dir,
@@ -215,12 +214,9 @@ def main(argv) -> None:
             FLAGS.tuned_config,
             FLAGS.quick,
         )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print(json.dumps({"winner": record["winner"], "minutes": record["seconds"] / 60}))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=errors.parse_flags)

@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import SYNTHETIC_LABEL_NOISE, run_cli
 
 TINY = ["--config=experiments/mlp_concise.py", "--config.num_hiddens=32"]
 
@@ -24,7 +24,8 @@ def test_train_then_eval_end_to_end(synthetic_dir, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     for key in ("train_loss", "val_loss", "val_acc", "examples_per_sec"):
         assert all(isinstance(r[key], float) for r in records)
-    assert records[-1]["val_acc"] > 0.9  # The synthetic classes are easy to tell apart.
+    # Learnt, but far from perfect: the synthetic labels are noisy (see conftest).
+    assert 0.5 < records[-1]["val_acc"] < 1 - SYNTHETIC_LABEL_NOISE + 0.02
     config = json.loads((workdir / "config.json").read_text())
     assert config["num_hiddens"] == 32 and config["model"] == "experiments.mlp_concise:MLP"
     assert (workdir / "curves.png").stat().st_size > 10_000
@@ -54,6 +55,7 @@ def _assert_one_line_error(result, *fragments):
     "args, fragments",
     [
         (["--config.nonexistent_key=1"], ["nonexistent_key"]),
+        (["--config.num_hidden=5"], ["unknown config key 'num_hidden'", "'num_hiddens'"]),
         (["--config.lr=0"], ["config.lr=0.0 is invalid"]),
         (["--config.batch_size=0"], ["config.batch_size=0 is invalid"]),
         (["--config.num_hiddens=0"], ["config.num_hiddens=0 is invalid"]),
@@ -148,3 +150,43 @@ def test_damaged_gzip_stream_fails_in_one_line(synthetic_dir, tmp_path):
     (damaged / "train-labels-idx1-ubyte.gz").write_bytes(bytes(packed))
     result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={damaged}")
     _assert_one_line_error(result, "train-labels-idx1-ubyte.gz: cannot read")
+
+
+def test_batch_that_does_not_split_over_the_devices_fails_in_one_line(synthetic_dir, tmp_path):
+    result = run_cli(
+        *TINY,
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.parallel=shard_map",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu"},
+    )
+    _assert_one_line_error(result, "batch_size=256 does not split over 3 devices", "[1, 2]")
+
+
+def test_exercise_and_search_errors_are_one_line_too(tmp_path):
+    result = run_cli(
+        "--config=experiments/ex_width.py",
+        "--config.quick_num_epoch=2",
+        f"--results_dir={tmp_path}",
+        module="mlp_jax.exercises",
+    )
+    _assert_one_line_error(result, "unknown config key 'quick_num_epoch'", "'quick_num_epochs'")
+    result = run_cli(
+        "--config=experiments/tune_search.py",
+        "--config.quick_num_candidates=100000",
+        "--quick",
+        f"--results_dir={tmp_path}",
+        module="mlp_jax.tune",
+    )
+    _assert_one_line_error(result, "num_candidates=100000 exceeds")
+
+
+def test_model_too_large_for_memory_fails_in_one_line_before_allocating(synthetic_dir, tmp_path):
+    result = run_cli(
+        *TINY,
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_hiddens=100000000",  # 784 x 10^8 float32 weights alone: 314 GB.
+    )
+    _assert_one_line_error(result, "out of memory", "318.0 GB", "config.num_hiddens=100000000")
+    assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))

@@ -2,7 +2,7 @@
 whose XLA_FLAGS give the CPU 8 devices (JAX reads them once, at start-up).
 
 Usage: python tests/multidevice_runs.py DATA_DIR OUT_DIR
-Writes OUT_DIR/<name>.npz with the final parameters of each run.
+Writes OUT_DIR/<name>.npz with the final parameters and the per-epoch metrics of each run.
 """
 
 import sys
@@ -10,14 +10,18 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from conftest import tiny_config
+from conftest import PARALLEL_LR, tiny_config
 
 from mlp_jax import train
+
+# The per-epoch metrics each run records, compared across modes as the parameters are.
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def _save(path: Path, result) -> None:
     leaves = jax.tree.leaves(jax.device_get(result.state.params))
-    np.savez(path, *[np.asarray(x) for x in leaves])
+    history = np.array([[record[key] for key in METRICS] for record in result.history])
+    np.savez(path, *[np.asarray(x) for x in leaves], metrics=history)
 
 
 def run_all(data_dir: Path, out: Path) -> None:
@@ -25,15 +29,16 @@ def run_all(data_dir: Path, out: Path) -> None:
     assert jax.device_count() == 8, jax.devices()
     runs = [("none", 1)] + [(m, n) for m in ("pmap", "shard_map") for n in (2, 4, 8)]
     for mode, n in runs:
-        config = tiny_config(data_dir, num_epochs=2, parallel=mode, num_devices=n)
+        config = tiny_config(data_dir, num_epochs=2, parallel=mode, num_devices=n, lr=PARALLEL_LR)
         _save(out / f"{mode}_{n}.npz", train.train_and_evaluate(config, out / f"work_{mode}_{n}"))
     # One epoch in one mode, the second resumed from its checkpoint in the other.
     for first, second in (("pmap", "shard_map"), ("shard_map", "pmap")):
         workdir = out / f"work_{first}_then_{second}"
         train.train_and_evaluate(
-            tiny_config(data_dir, num_epochs=1, parallel=first, num_devices=4), workdir
+            tiny_config(data_dir, num_epochs=1, parallel=first, num_devices=4, lr=PARALLEL_LR),
+            workdir,
         )
-        config = tiny_config(data_dir, num_epochs=2, parallel=second, num_devices=4)
+        config = tiny_config(data_dir, num_epochs=2, parallel=second, num_devices=4, lr=PARALLEL_LR)
         _save(out / f"{first}_then_{second}.npz", train.train_and_evaluate(config, workdir))
 
 

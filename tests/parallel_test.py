@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, without_tensorflow_env
+from conftest import PARALLEL_LR, ROOT, run_cli, without_tensorflow_env
 
 from mlp_jax import checkpointing, parallel
 from mlp_jax.errors import UserError
@@ -25,8 +25,16 @@ def _max_relative_difference(a_leaves, b_leaves) -> float:
 
 
 def _load(path):
+    """The parameters a run saved (multidevice_runs.py), as a list of arrays."""
     with np.load(path) as f:
-        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+        names = [k for k in f.files if k.startswith("arr_")]
+        return [f[k] for k in sorted(names, key=lambda k: int(k.split("_")[1]))]
+
+
+def _load_metrics(path):
+    """Its per-epoch (train_loss, train_acc, val_loss, val_acc)."""
+    with np.load(path) as f:
+        return f["metrics"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +58,12 @@ def test_data_parallel_matches_one_device(multidevice_runs, mode, num_devices):
     reference = _load(multidevice_runs / "none_1.npz")
     result = _load(multidevice_runs / f"{mode}_{num_devices}.npz")
     assert _max_relative_difference(result, reference) < 1e-5
+    # The metrics too: each device's sums must be added up, in training and in evaluation.
+    np.testing.assert_allclose(
+        _load_metrics(multidevice_runs / f"{mode}_{num_devices}.npz"),
+        _load_metrics(multidevice_runs / "none_1.npz"),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("order", ["pmap_then_shard_map", "shard_map_then_pmap"])
@@ -82,6 +96,7 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
         f"--config.num_epochs={TWO_PROCESS_EPOCHS}",
         f"--config.data_dir={data_dir}",
         f"--config.parallel={mode}",
+        f"--config.lr={PARALLEL_LR}",
     ]
 
 

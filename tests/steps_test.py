@@ -184,3 +184,21 @@ def test_augmented_epoch_differs_from_plain_and_repeats_itself():
     c, _ = augmented(_state(), data)
     assert not np.array_equal(a.params["W1"], b.params["W1"])
     np.testing.assert_array_equal(b.params["W1"], c.params["W1"])
+
+
+def test_each_epoch_trains_on_a_new_order():
+    """Same parameters, same seed, the next epoch number: another order of the examples, so
+    other parameters after the epoch. (A shuffle that ignored the epoch would repeat one.)"""
+    data = _as_device(synthetic_split(1000, seed=0))
+    epoch = jax.jit(functools.partial(steps.train_epoch, batch_size=128))
+    state = _state()
+    first, _ = epoch(state, data)
+    second, _ = epoch(state.replace(epoch=state.epoch + 1), data)
+    again, _ = epoch(state, data)
+    difference = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params), strict=True)
+    )
+    assert difference > 1e-4
+    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(a, b)  # And the same epoch number repeats exactly.
