@@ -1,6 +1,7 @@
 r"""Seconds per model-epoch for vmapped populations of 1, 8 and 64 models (256 on a GPU).
 
   python -m benchmarks.sweep_speed [--sizes=1,8,64] [--epochs=2]
+  python -m benchmarks.sweep_speed --devices [--sizes=64,256] [--epochs=1]   # 1 vs all devices
 
 Each population trains the chapter's scratch MLP (784-256-10, SGD 0.1, batch 256) on
 Fashion-MNIST with validation after every epoch, through `mlp_jax.sweep`; compilation is
@@ -8,6 +9,12 @@ timed apart. The last column is the cost per model-epoch relative to a populatio
 """
 
 import argparse
+import contextlib
+import functools
+import io
+import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -15,21 +22,66 @@ import jax
 from experiments import mlp_scratch
 from mlp_jax import data, sweep
 
+_DEVICES_CHILD = "--devices-child"
 
-def time_population(size: int, epochs: int, dataset) -> tuple[float, float]:
-    """(compile seconds, steady seconds per model-epoch) for a population of `size`."""
+
+def time_population(size: int, epochs: int, dataset, mesh=None) -> tuple[float, float]:
+    """(compile seconds, steady seconds per model-epoch) for a population of `size`, spread
+    over `mesh` (default: every device)."""
     configs = []
     for seed in range(size):
         config = mlp_scratch.get_config()
         config.seed, config.num_epochs = seed, epochs
         configs.append(config)
-    t0 = time.perf_counter()
-    sweep.train_population(configs, dataset, max_population=size)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sweep.train_population(configs, dataset, max_population=size)
-    steady = time.perf_counter() - t0
+    run = functools.partial(
+        sweep.train_population, configs, dataset, max_population=size, progress=False, mesh=mesh
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # The progress lines.
+        t0 = time.perf_counter()
+        run()
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run()
+        steady = time.perf_counter() - t0
     return first - steady, steady / (size * epochs)
+
+
+def devices_table(sizes: str = "64,256", epochs: int = 1, fake_devices: int = 8) -> str:
+    """ms per model-epoch of populations on one device and spread over every device,
+    measured in a child process (on a CPU, with `fake_devices` faked devices: they share
+    the same cores, so the table shows the overhead of spreading, not a speed-up)."""
+    env = {**os.environ}
+    if "XLA_FLAGS" not in env:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={fake_devices}"
+    child = [sys.executable, "-m", "benchmarks.sweep_speed", _DEVICES_CHILD]
+    result = subprocess.run(
+        [*child, f"--sizes={sizes}", f"--epochs={epochs}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def _devices_rows(sizes: list[int], epochs: int) -> str:
+    from jax.sharding import Mesh  # noqa: PLC0415
+
+    dataset = data.load_dataset()
+    device = jax.devices()[0]
+    lines = [
+        f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}), {epochs} "
+        "epoch(s) per population.",
+        "",
+        "| models | devices | ms per model-epoch |",
+        "|---:|---:|---:|",
+    ]
+    for size in sizes:
+        for count in sorted({1, jax.device_count()}):
+            mesh = Mesh(jax.devices()[:count], (sweep.POPULATION_AXIS,))
+            _, per_model_epoch = time_population(size, epochs, dataset, mesh)
+            lines.append(f"| {size} | {count} | {1000 * per_model_epoch:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def default_sizes() -> str:
@@ -59,12 +111,19 @@ def run(sizes: str, epochs: int) -> str:
 
 
 def main() -> None:
-    """Prints the table."""
+    """Prints the table (--devices: the one over 1 and all devices)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=default_sizes())
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--devices", action="store_true", help="1 device vs every device")
+    parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(run(args.sizes, args.epochs))
+    if args.devices_child:
+        print(_devices_rows([int(s) for s in args.sizes.split(",")], args.epochs))
+    elif args.devices:
+        print(devices_table(args.sizes, args.epochs))
+    else:
+        print(run(args.sizes, args.epochs))
 
 
 if __name__ == "__main__":

@@ -135,17 +135,31 @@ def check_batch_divides(batch_size: int, num_devices: int) -> None:
         )
 
 
-def _replicate_over_mesh(tree, mesh: Mesh):
-    """Global arrays replicated on every device of `mesh` (safe with several processes)."""
-    sharding = NamedSharding(mesh, P())
+def place(tree, sharding: jax.sharding.Sharding):
+    """Global arrays laid out by `sharding`, built from each process's full host copy (safe
+    with several processes: each one fills only the shards its devices hold)."""
 
     def put(x):
         if isinstance(x, jax.Array) and x.sharding == sharding:
             return x
+        if jax.process_count() == 1:  # No host round trip needed.
+            return jax.device_put(x, sharding)
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+    """Numpy copies of (possibly sharded) global arrays, whole on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _replicate_over_mesh(tree, mesh: Mesh):
+    """Global arrays replicated on every device of `mesh` (safe with several processes)."""
+    return place(tree, NamedSharding(mesh, P()))
 
 
 def select_devices(num_devices: int) -> list:

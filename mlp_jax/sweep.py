@@ -5,6 +5,8 @@ initialiser) share one program: their states are stacked and `steps.train_epoch`
 vmapped over them, so K models cost about one model's wall time on an accelerator and K
 times the arithmetic on a CPU, with one dispatch per epoch. Configs whose shapes or
 computations differ (width, depth, activation, batch size, ...) form separate groups.
+Each population is spread over every device (its members sharded along the leading axis),
+on one host or several; `Progress` shows what runs.
 """
 
 import functools
@@ -17,12 +19,21 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import rich.console
+import rich.progress
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
-from mlp_jax import data, files, metrics, models, optim, steps
+from mlp_jax import data, files, metrics, models, optim, parallel, steps
 
 # Fields that only change numbers inside the train state, never the compiled program.
 VALUE_FIELDS = frozenset({"seed", "lr", "weight_init", "init_scale"})
+# The device-mesh axis along which a population's members are spread.
+POPULATION_AXIS = "population"
+# The fields that name a population's shape in progress lines.
+DESCRIBED_FIELDS = ("num_hiddens", "num_layers", "activation", "batch_size")
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
@@ -86,17 +97,38 @@ def _compiled_population_fns(epoch_options: tuple, eval_batch_size: int):
     )
 
 
-def _per_member(collection, prefix: str) -> list[dict[str, float]]:
-    """A stacked metric collection computed model by model, as host floats."""
-    host = jax.device_get(jax.vmap(lambda c: c.compute())(collection))
-    size = len(next(iter(host.values())))
+def _per_member(collection, prefix: str, size: int) -> list[dict[str, float]]:
+    """The first `size` members of a stacked metric collection, computed model by model, as
+    host floats (the rest are padding)."""
+    host = parallel.to_host(jax.vmap(lambda c: c.compute())(collection))
     return [metrics.record_values({k: v[i] for k, v in host.items()}, prefix) for i in range(size)]
 
 
+def population_mesh() -> Mesh:
+    """Every device, along the population axis: K models train as K / N per device."""
+    return Mesh(np.array(jax.devices()), (POPULATION_AXIS,))
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+    """A population's shape in a few words, e.g. "MLP num_hiddens=256, num_layers=1"."""
+    sizes = ", ".join(f"{k}={config[k]}" for k in DESCRIBED_FIELDS if k in config)
+    return f"{config.model.split(':')[-1]} {sizes}".strip()
+
+
 def train_group(
-    configs: Sequence[ml_collections.ConfigDict], dataset: data.Dataset, evaluate_test: bool = True
+    configs: Sequence[ml_collections.ConfigDict],
+    dataset: data.Dataset,
+    evaluate_test: bool = True,
+    *,
+    mesh: Mesh | None = None,
+    progress: "Progress | None" = None,
 ) -> list[dict]:
-    """Trains configs of one group as a vmapped population.
+    """Trains configs of one group as a vmapped population, split over the devices.
+
+    The stacked train state is sharded along its leading (population) axis over `mesh`
+    (default: every device) and the data are replicated, so each device trains its share of
+    the models in the same compiled epoch. A population the device count does not divide is
+    padded with copies of its first member, whose results are dropped.
 
     Returns:
       One result per config: {"history": [per-epoch train/val records], "test_loss",
@@ -105,23 +137,32 @@ def train_group(
       in its records; the others are unaffected.
     """
     assert len(group_configs(configs)) == 1, "configs of different shapes"
-    first = configs[0]
+    first, size = configs[0], len(configs)
+    mesh = mesh or population_mesh()
     train_epoch, evaluate = _compiled_population_fns(
         tuple(sorted(steps.epoch_options(first).items())), first.eval_batch_size
     )
-    state = stack_states(configs, len(dataset.train.labels))
-    train_split, val_split = jax.device_put(dataset.train), jax.device_put(dataset.validation)
+    padded = [*configs, *[first] * (-size % mesh.size)]
+    state = parallel.place(
+        stack_states(padded, len(dataset.train.labels)), NamedSharding(mesh, P(POPULATION_AXIS))
+    )
+    replicated = NamedSharding(mesh, P())
+    train_split, val_split = (parallel.place(s, replicated) for s in dataset[:2])
     histories = [[] for _ in configs]
     for epoch in range(1, first.num_epochs + 1):
         state, train_metrics = train_epoch(state, train_split)
         val_metrics = evaluate(state, val_split)
-        train_rows = _per_member(train_metrics, "train_")
-        val_rows = _per_member(val_metrics, "val_")
+        train_rows = _per_member(train_metrics, "train_", size)
+        val_rows = _per_member(val_metrics, "val_", size)
         for history, train_row, val_row in zip(histories, train_rows, val_rows, strict=True):
             history.append({"epoch": epoch, **train_row, **val_row})
+        if progress is not None:
+            progress.epoch_done(epoch, first.num_epochs, size, [r["val_acc"] for r in val_rows])
     if not evaluate_test:
         return [{"history": h} for h in histories]
-    test_rows = _per_member(evaluate(state, jax.device_put(dataset.test)), "test_")
+    test_rows = _per_member(
+        evaluate(state, parallel.place(dataset.test, replicated)), "test_", size
+    )
     return [{"history": h, **t} for h, t in zip(histories, test_rows, strict=True)]
 
 
@@ -132,49 +173,143 @@ def train_population(
     max_population: int = 64,
     cache_dir: str | os.PathLike | None = None,
     evaluate_test: bool = True,
+    progress: bool | None = None,
+    mesh: Mesh | None = None,
 ) -> list[dict]:
-    """Trains every config, grouping same-shaped ones into vmapped populations.
+    """Trains every config, grouping same-shaped ones into vmapped populations, each split
+    over every device.
 
     Args:
       configs: resolved experiment configs.
       dataset: the splits to train, validate and test on.
-      max_population: most models in one program (bounds device memory).
+      max_population: most models per device in one program (bounds device memory).
       cache_dir: if given, each population's results are saved there when it finishes and
         reused by a rerun, which then trains only what is missing.
       evaluate_test: whether to evaluate the test split after training.
+      progress: how to show progress (see `Progress`): True a live bar, False a plain line
+        per population, None chooses by the output (a bar on a terminal or in a notebook).
+      mesh: the devices to spread each population over (default: every device).
 
     Returns:
       `train_group`'s result for each config, in the order given, with "train_seconds".
     """
-    dataset = jax.device_put(dataset)  # Once, not once per population.
+    mesh = mesh or population_mesh()
+    dataset = parallel.place(dataset, NamedSharding(mesh, P()))  # Once, not per population.
+    chunk_size = max_population * mesh.size
+    chunks = [
+        indices[start : start + chunk_size]
+        for indices in group_configs(configs)
+        for start in range(0, len(indices), chunk_size)
+    ]
+    model_epochs = sum(len(chunk) * configs[chunk[0]].num_epochs for chunk in chunks)
+    shown = Progress(len(chunks), model_epochs, live=progress)
     results: list[dict | None] = [None] * len(configs)
-    for indices in group_configs(configs):
-        for start in range(0, len(indices), max_population):
-            chunk = indices[start : start + max_population]
+    with shown:
+        for number, chunk in enumerate(chunks, start=1):
             members = [configs[i] for i in chunk]
-            for i, result in zip(
-                chunk, _train_chunk(members, dataset, cache_dir, evaluate_test), strict=True
-            ):
+            shown.population_started(number, describe(members[0]), len(members))
+            chunk_results, cached = _train_chunk(
+                members, dataset, cache_dir, evaluate_test, mesh, shown
+            )
+            shown.population_done(members[0].num_epochs, len(members), cached)
+            for i, result in zip(chunk, chunk_results, strict=True):
                 results[i] = result
     return results
 
 
-def _train_chunk(members, dataset, cache_dir, evaluate_test: bool) -> list[dict]:
-    """One population, from the cache when it holds it. Each result carries its share of the
-    population's training seconds ("train_seconds"), so totals survive a cached rerun."""
+def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress):
+    """One population, from the cache when it holds it: (results, whether cached). Each
+    result carries its share of the population's training seconds ("train_seconds"), so
+    totals survive a cached rerun."""
     path = None
     if cache_dir is not None:
         path = files.as_path(cache_dir) / f"{_digest(members, evaluate_test)}.json"
         if path.exists():
-            return json.loads(path.read_text())
+            return json.loads(path.read_text()), True
     t0 = time.perf_counter()
-    chunk_results = train_group(members, dataset, evaluate_test)
+    chunk_results = train_group(members, dataset, evaluate_test, mesh=mesh, progress=progress)
     share = (time.perf_counter() - t0) / len(members)
     chunk_results = [{**result, "train_seconds": share} for result in chunk_results]
-    if path is not None:
+    if path is not None and jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_atomically(path, json.dumps(chunk_results))
-    return chunk_results
+    return chunk_results, False
+
+
+class Progress:
+    """What a sweep shows while it runs, on process 0.
+
+    On a terminal or in a notebook: a live bar (rich) over all model-epochs, naming the
+    population (its index of the total, its shape, how many models), the epoch and the best
+    validation accuracy so far, with elapsed and remaining time. Elsewhere (CI, logs): one
+    plain line per finished population. Nothing is added inside the compiled epoch: it is
+    told between epochs.
+    """
+
+    def __init__(self, num_populations: int, model_epochs: int, live: bool | None = None):
+        self._console = rich.console.Console(stderr=True)
+        self._live = (
+            live if live is not None else (self._console.is_terminal or self._console.is_jupyter)
+        )
+        self._quiet = jax.process_index() != 0
+        self._num_populations, self._model_epochs = num_populations, model_epochs
+        self._done_model_epochs, self._best = 0, float("nan")
+        self._started = self._population_started = time.perf_counter()
+        self._bar = None
+        if self._live and not self._quiet:
+            self._bar = rich.progress.Progress(
+                rich.progress.TextColumn("{task.description}"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(),
+                rich.progress.TimeElapsedColumn(),
+                rich.progress.TimeRemainingColumn(),
+                console=self._console,
+            )
+            self._task = self._bar.add_task("", total=model_epochs)
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+
+    def population_started(self, number: int, shape: str, size: int) -> None:
+        """A population begins: its index (from 1), its shape and its number of models."""
+        self._label = f"population {number}/{self._num_populations} ({shape}, {size} models)"
+        self._population_started = time.perf_counter()
+        self._show(epoch="")
+
+    def epoch_done(self, epoch: int, num_epochs: int, size: int, val_accs: list[float]) -> None:
+        """An epoch of the current population ended with these validation accuracies."""
+        self._done_model_epochs += size
+        finite = [a for a in val_accs if a == a]  # NaN marks a diverged member.
+        if finite and not max(finite) <= self._best:
+            self._best = max(finite)
+        self._show(epoch=f", epoch {epoch}/{num_epochs}")
+
+    def population_done(self, num_epochs: int, size: int, cached: bool) -> None:
+        """The current population ended (or came from the cache)."""
+        if cached:
+            self._done_model_epochs += num_epochs * size
+            self._show(epoch=", cached")
+        if self._bar is None and not self._quiet:
+            elapsed = time.perf_counter() - self._started
+            left = self._model_epochs - self._done_model_epochs
+            remaining = elapsed / max(self._done_model_epochs, 1) * left
+            took = "cached" if cached else f"{time.perf_counter() - self._population_started:.1f} s"
+            print(
+                f"{self._label}: {num_epochs} epochs, {took}; best val_acc so far "
+                f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left",
+                flush=True,
+            )
+
+    def _show(self, epoch: str) -> None:
+        if self._bar is not None:
+            description = f"{self._label}{epoch}, best val_acc {self._best:.4f}"
+            self._bar.update(self._task, completed=self._done_model_epochs, description=description)
 
 
 def _digest(configs, evaluate_test: bool) -> str:
