@@ -104,7 +104,6 @@ class CheckpointStore:
         assert not self.read_only, "a read-only store never saves"
         epoch = int(state.epoch)
         meta = {"epoch": epoch, "step": int(state.step), **extra_meta}
-        meta["params_fingerprint"] = params_fingerprint(state.params)
         meta["state_fingerprint"] = fingerprint(state)
         self.manager.save(
             epoch,

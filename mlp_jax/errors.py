@@ -29,8 +29,10 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-# The sizes that set how much device memory a run needs, named in out-of-memory errors.
-MEMORY_KEYS = ("num_hiddens", "num_layers", "batch_size", "eval_batch_size")
+# The config keys that set the size of a model's parameters, and with the batch sizes, how
+# much device memory a run needs: named in out-of-memory errors.
+MODEL_SIZE_KEYS = ("num_hiddens", "num_layers")
+MEMORY_KEYS = (*MODEL_SIZE_KEYS, "batch_size", "eval_batch_size")
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:

@@ -20,11 +20,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mlp_jax import steps
-from mlp_jax.errors import UserError
+from mlp_jax.errors import MODEL_SIZE_KEYS, UserError
 
 AXIS = "batch"
-# The config keys that set the size of a model's parameters.
-MODEL_SIZE_KEYS = ("num_hiddens", "num_layers")
 
 
 class Runner(NamedTuple):
@@ -88,6 +86,10 @@ def device_memory_bytes(device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def _nbytes(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
 def check_state_fits(abstract_state, config) -> None:
     """Refuses, before anything is allocated, a train state that with its gradients cannot
     fit on one device (every device holds a full copy), naming the config keys that size it.
@@ -95,8 +97,7 @@ def check_state_fits(abstract_state, config) -> None:
     Raises:
       UserError: with the bytes needed and the bytes there are.
     """
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
-    gradient_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state.params))
+    state_bytes, gradient_bytes = _nbytes(abstract_state), _nbytes(abstract_state.params)
     device = jax.local_devices()[0]
     available = device_memory_bytes(device)
     if state_bytes + gradient_bytes > available:
