@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The JAX wheel: "jax" (CPU), "jax[cuda12]" (NVIDIA GPUs), "jax[tpu]" (TPU VMs).
 JAX ?= jax
-# PyTorch for `make bench`'s peers, e.g. TORCH=torch==2.13.0 for a CPU-only build.
-TORCH ?= torch
+# PyTorch for `make bench`'s peers: the CUDA build where an NVIDIA GPU answers, else the
+# CPU-only build (a local version only PyTorch's own index, or a wheel in pip's find-links,
+# holds; a tenth of the CUDA build's size).
+TORCH_VERSION ?= 2.13.0
+HAS_NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+TORCH ?= torch==$(TORCH_VERSION)$(if $(HAS_NVIDIA_GPU),,+cpu)
+TORCH_INDEX ?= $(if $(HAS_NVIDIA_GPU),,--retries 1 --extra-index-url https://download.pytorch.org/whl/cpu)
 # Extras of pyproject.toml: test (pytest, ruff, the notebook runner); tfds (TensorFlow and
 # TFDS, a data source where the network allows); gcs (gs:// paths without TensorFlow).
 EXTRAS ?= test
@@ -57,7 +62,7 @@ tune: install
 	$(PY) -m mlp_jax.tune --config=experiments/tune_search.py $(if $(QUICK),--quick --tuned_config=runs/mlp_tuned_quick.py --results_dir=runs/tune_quick --workdir=runs/tune_quick)
 
 bench: install
-	$(PY) -m pip install -q "$(TORCH)" keras
+	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)" keras
 	$(PY) -m benchmarks.run_all
 
 # The one-call accelerator check (results/bench_gpu.md, or $$OUT/bench_gpu.md): with this

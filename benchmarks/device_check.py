@@ -8,8 +8,10 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 
 - the command line's chapter runs of both models (compile seconds, the epochs' seconds, test
   accuracy, the whole process), then resumption of one of them and `--mode=eval`;
-- the peers on the same device: the flax-style Python loop, speed-minded and d2l-style
-  PyTorch (skipped where PyTorch is missing);
+- the device's ceiling for the chapter's matrix products in float32 and bfloat16, and the
+  peers on the same device as fractions of it: mlp_jax in both dtypes, the flax-style Python
+  loop, speed-minded PyTorch (float32 and bfloat16 autocast) and d2l-style PyTorch (skipped
+  where PyTorch is missing);
 - vmapped populations of 1, 64, 256 and 1024 models (ms per model-epoch);
 - float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
 - none / pmap / shard_map on the devices there are;
@@ -31,7 +33,14 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 
-from benchmarks import hardware, parallel_speed, run_all, sweep_speed, train_speed  # noqa: E402
+from benchmarks import (  # noqa: E402
+    ceiling,
+    hardware,
+    parallel_speed,
+    run_all,
+    sweep_speed,
+    train_speed,
+)
 from mlp_jax import data, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +49,7 @@ CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
 # flax-style loops, and ms per model-epoch of a 256-model population.
 GOAL_EPOCHS_SECONDS, GOAL_PEER_FACTOR, GOAL_POPULATION_MS = 0.08, 50.0, 0.6
 DEVICE_MATMUL_SIZES = (1024, 1025, 1026, 1028, 1032, 4096, 4097, 4098, 4100, 4104)
-PEERS = ("mlp_jax", "flax_loop", "torch_fast", "torch_d2l")
+PEERS = ("mlp_jax", "mlp_jax_bf16", "flax_loop", "torch_fast", "torch_fast_bf16", "torch_d2l")
 POPULATIONS = (1, 64, 256, 1024)
 
 
@@ -176,11 +185,14 @@ def main() -> None:
     sections += ["## The chapter through the command line\n", chapter_table(chapter, epochs)]
     print(sections[-1], flush=True)
 
-    peer_names = PEERS[:2] if args.quick else PEERS
+    ceiling_rows = ceiling.run(args.quick)
+    peer_names = PEERS[:3] if args.quick else PEERS
     peers = [train_speed.run_peer_process(peer, epochs) for peer in peer_names]
     sections += [
+        "## The ceiling: an epoch of only the chapter's matrix products\n",
+        ceiling.markdown(ceiling_rows),
         f"## Peers on the same device ({epochs} epochs)\n",
-        train_speed.table(peers, epochs) + "\n",
+        train_speed.table(peers, epochs, ceiling.chapter_ceiling(ceiling_rows)) + "\n",
     ]
     print(sections[-1], flush=True)
 

@@ -23,7 +23,7 @@ def _measure(counts: list[int]) -> list[tuple[str, int, float]]:
     from mlp_jax import data, parallel, steps
 
     train, _ = data.load_fashion_mnist()
-    options = {"batch_size": 256, "label_smoothing": 0.0, "augment_shift": 0, "augment_flip": False}
+    options = steps.epoch_options(mlp_concise.get_config())
     rows = []
     for mode in ("none", "pmap", "shard_map"):
         # pmap and shard_map on 1 device too: what their wrapping alone costs.

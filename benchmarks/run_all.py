@@ -2,23 +2,24 @@ r"""`make bench`: every benchmark in one run, written to results/bench.md.
 
   python -m benchmarks.run_all [--out=results/bench.md] [--quick]
 
-The machine, the date and the library versions head the file; a peer whose library is
-missing appears as skipped.
+The machine (the CPU's model and matrix flags, or the accelerator), the date and the library
+versions head the file; then the machine's ceiling for the chapter's products, which every
+peer's achieved rate is a fraction of; a peer whose library is missing appears as skipped.
 """
 
 import argparse
-import contextlib
 import importlib.metadata
-import platform
 import time
 from pathlib import Path
 
 import jax
 
 from benchmarks import (
+    ceiling,
     checkpoint_cost,
     hardware,
     parallel_speed,
+    precision,
     startup,
     sweep_speed,
     train_speed,
@@ -37,13 +38,7 @@ def _version(package: str) -> str:
 def header() -> str:
     """The machine, date and versions the numbers belong to."""
     device = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
+    cpu = ceiling.describe_processor() if device.platform == "cpu" else ceiling.cpu_model()
     versions = ", ".join(f"{p} {_version(p)}" for p in PACKAGES)
     return (
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({jax.local_device_count()} JAX device(s): "
@@ -59,12 +54,19 @@ def main() -> None:
     args = parser.parse_args()
     epochs = 1 if args.quick else 10
     peers = ("mlp_jax", "flax_loop") if args.quick else train_speed.PEERS
+    ceiling_rows = ceiling.run(args.quick)
     rows = [train_speed.run_peer_process(peer, epochs) for peer in peers]
     sections = [
         "# Benchmarks\n",
         header(),
+        "## The ceiling: an epoch of only the model's matrix products\n",
+        ceiling.markdown(ceiling_rows),
         f"## Training speed: the chapter's run ({epochs} epochs), each peer in its own process\n",
-        train_speed.table(rows, epochs) + "\n",
+        'GFLOP/s counts the matrix products only (`benchmarks.ceiling`); "of ceiling" divides '
+        "it by the ceiling above for the peer's dtype.\n",
+        train_speed.table(rows, epochs, ceiling.chapter_ceiling(ceiling_rows)) + "\n",
+        "## Mixed precision: accuracy over seeds in float32 and bfloat16\n",
+        precision.run(2, 1) if args.quick else precision.run(),
         "## Vmapped populations (mlp_jax.sweep)\n",
         sweep_speed.run(
             "1,2" if args.quick else sweep_speed.default_sizes(), 1 if args.quick else 2

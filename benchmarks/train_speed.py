@@ -4,19 +4,22 @@ after every epoch) in mlp_jax and in its peers, each in its own process on this 
   python -m benchmarks.train_speed [--epochs=10] [--peers=mlp_jax,flax_loop,torch_d2l,...]
 
 Prints a Markdown table: steady-state seconds for the epochs (compilation or warm-up
-excluded), warm-up seconds, examples/s, whole-process seconds, peak resident memory, final
-test accuracy, and each peer's time as a multiple of mlp_jax's. A peer whose library is
-missing is reported as skipped.
+excluded), warm-up seconds, examples/s, achieved GFLOP/s and its fraction of the ceiling
+measured in the same run (`benchmarks.ceiling`, for the peer's dtype), whole-process seconds,
+peak resident memory, final test accuracy, and each peer's time as a multiple of mlp_jax's.
+A peer whose library is missing is reported as skipped.
 
 Peers: flax_loop (the flax examples' Python loop over host batches with a jit-compiled step);
 torch_d2l (d2l's Trainer loop: per-example dataset, DataLoader, 4 workers); torch_fast and
 torch_compiled (what a speed-minded PyTorch user writes: data resident as tensors, an
 on-device permutation, no DataLoader; eager, and with torch.compile); keras_jax (Keras 3 on
 the JAX backend, model.fit with validation data). The PyTorch peers run on the GPU where
-PyTorch sees one, as JAX's do.
+PyTorch sees one, as JAX's do. Mixed precision: mlp_jax_bf16 (config.compute_dtype
+"bfloat16") and torch_fast_bf16 (the speed-minded loop under torch.autocast to bfloat16).
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -25,11 +28,18 @@ import time
 
 import numpy as np
 
-PEERS = ("mlp_jax", "flax_loop", "torch_d2l", "torch_fast", "torch_compiled", "keras_jax")
-# Multiply-adds of one example through 784-256-10, times 2 (FLOPs), times 3 for training
-# (forward, gradient of the weights, gradient of the hidden activations, roughly).
-FLOPS_PER_TRAIN_EXAMPLE = 3 * 2 * (784 * 256 + 256 * 10)
-FLOPS_PER_EVAL_EXAMPLE = 2 * (784 * 256 + 256 * 10)
+from benchmarks import ceiling
+
+PEERS = (
+    "mlp_jax",
+    "flax_loop",
+    "torch_d2l",
+    "torch_fast",
+    "torch_compiled",
+    "keras_jax",
+    "mlp_jax_bf16",
+    "torch_fast_bf16",
+)
 BATCH, LR, HIDDEN = 256, 0.1, 256
 
 
@@ -46,7 +56,7 @@ def _torch_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_mlp_jax(epochs: int) -> dict:
+def run_mlp_jax(epochs: int, compute_dtype: str = "float32") -> dict:
     """This project: device-resident data, one compiled program per epoch, exact evaluation."""
     import jax
     import optax
@@ -55,12 +65,9 @@ def run_mlp_jax(epochs: int) -> dict:
     from mlp_jax import parallel, steps
 
     train, test_split = _load()
-    options = {
-        "batch_size": BATCH,
-        "label_smoothing": 0.0,
-        "augment_shift": 0,
-        "augment_flip": False,
-    }
+    config = mlp_concise.get_config()
+    config.compute_dtype = compute_dtype
+    options = steps.epoch_options(config)
     runner = parallel.make_runner("none", epoch_options=options, eval_batch_size=2000)
     state = steps.create_train_state(mlp_concise.MLP(num_hiddens=HIDDEN), optax.sgd(LR), 0)
     train_data, test_data = runner.replicate(train), runner.replicate(test_split)
@@ -75,6 +82,11 @@ def run_mlp_jax(epochs: int) -> dict:
         _, test = jax.device_get((train_metrics.compute(), evaluate(state, test_data).compute()))
     seconds = time.perf_counter() - t0
     return {"warmup": warmup, "seconds": seconds, "test_acc": float(test["accuracy"])}
+
+
+def run_mlp_jax_bf16(epochs: int) -> dict:
+    """This project in mixed precision: bfloat16 products, float32 parameters and loss."""
+    return run_mlp_jax(epochs, "bfloat16")
 
 
 def run_flax_loop(epochs: int) -> dict:
@@ -178,7 +190,7 @@ def run_torch_d2l(epochs: int) -> dict:
     return {"warmup": 0.0, "seconds": time.perf_counter() - t0, "test_acc": acc}
 
 
-def _torch_fast(epochs: int, compiled: bool) -> dict:
+def _torch_fast(epochs: int, compiled: bool, autocast_dtype=None) -> dict:
     import torch
     from torch import nn
 
@@ -193,13 +205,20 @@ def _torch_fast(epochs: int, compiled: bool) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
+    # Under autocast the linear layers take bfloat16 operands; the loss stays float32.
+    precision = functools.partial(
+        torch.autocast, device.type, autocast_dtype, enabled=autocast_dtype is not None
+    )
+
     def step(x, y):
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with precision():
+            loss = loss_fn(model(x), y)
+        loss.backward()
         optimizer.step()
 
     def predict(x):
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             return model(x).argmax(1)
 
     if compiled:
@@ -229,6 +248,13 @@ def run_torch_fast(epochs: int) -> dict:
 def run_torch_compiled(epochs: int) -> dict:
     """Speed-minded PyTorch with the step and the prediction under torch.compile."""
     return _torch_fast(epochs, compiled=True)
+
+
+def run_torch_fast_bf16(epochs: int) -> dict:
+    """Speed-minded PyTorch, eager, under torch.autocast to bfloat16 (mixed precision)."""
+    import torch
+
+    return _torch_fast(epochs, compiled=False, autocast_dtype=torch.bfloat16)
 
 
 def run_keras_jax(epochs: int) -> dict:
@@ -277,28 +303,38 @@ def run_peer_process(peer: str, epochs: int, env: dict | None = None) -> dict:
 
 def achieved_flops(seconds: float, epochs: int) -> float:
     """FLOP/s of the chapter's training with evaluation, taking `seconds` for `epochs`."""
-    per_epoch = 60_000 * FLOPS_PER_TRAIN_EXAMPLE + 10_000 * FLOPS_PER_EVAL_EXAMPLE
+    per_epoch = 60_000 * ceiling.train_flops_per_example(
+        HIDDEN
+    ) + 10_000 * ceiling.eval_flops_per_example(HIDDEN)
     return per_epoch * epochs / seconds
 
 
-def table(rows: list[dict], epochs: int) -> str:
-    """The results as Markdown, each time also as a multiple of mlp_jax's."""
+def peer_dtype(peer: str) -> str:
+    """The dtype of a peer's matrix products."""
+    return "bfloat16" if peer.endswith("_bf16") else "float32"
+
+
+def table(rows: list[dict], epochs: int, ceiling_gflops: dict[str, float] | None = None) -> str:
+    """The results as Markdown, each time also as a multiple of mlp_jax's, and each achieved
+    rate as a fraction of `ceiling_gflops` (GFLOP/s per dtype) where given."""
     base = next((r for r in rows if r["peer"] == "mlp_jax" and "seconds" in r), None)
     lines = [
-        f"| peer | {epochs} epochs (s) | warm-up (s) | examples/s | GFLOP/s | whole process (s) "
-        "| peak RSS (MB) | test acc | time vs mlp_jax |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| peer | dtype | {epochs} epochs (s) | warm-up (s) | examples/s | GFLOP/s "
+        "| of ceiling | whole process (s) | peak RSS (MB) | test acc | time vs mlp_jax |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        dtype = peer_dtype(r["peer"])
         if "skipped" in r:
-            lines.append(f"| {r['peer']} | skipped: {r['skipped']} | | | | | | | |")
+            lines.append(f"| {r['peer']} | {dtype} | skipped: {r['skipped']} | | | | | | | | |")
             continue
-        ratio = f"{r['seconds'] / base['seconds']:.1f}x" if base else "n/a"
+        ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base else "n/a"
         gflops = achieved_flops(r["seconds"], epochs) / 1e9
+        fraction = f"{gflops / ceiling_gflops[dtype]:.0%}" if ceiling_gflops else "n/a"
         lines.append(
-            f"| {r['peer']} | {r['seconds']:.2f} | {r['warmup']:.2f} | "
-            f"{60_000 * epochs / r['seconds']:,.0f} | {gflops:.0f} | {r['whole_process']:.1f} "
-            f"| {r['peak_rss_mb']:.0f} | {r['test_acc']:.4f} | {ratio} |"
+            f"| {r['peer']} | {dtype} | {r['seconds']:.2f} | {r['warmup']:.2f} | "
+            f"{60_000 * epochs / r['seconds']:,.0f} | {gflops:.0f} | {fraction} "
+            f"| {r['whole_process']:.1f} | {r['peak_rss_mb']:.0f} | {r['test_acc']:.4f} | {ratio} |"
         )
     return "\n".join(lines)
 

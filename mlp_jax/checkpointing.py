@@ -28,6 +28,7 @@ from etils import epath
 from flax import linen as nn
 
 from mlp_jax import files, models, optim, steps
+from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -188,10 +189,13 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sha
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The resolved config a run saved in its workdir."""
+    """The resolved config a run saved in its workdir; a library field added since the run
+    was saved takes its default, which is the behaviour the run had."""
     path = files.as_path(workdir) / CONFIG_FILE
     try:
-        return ml_collections.ConfigDict(json.loads(path.read_text()))
+        return ml_collections.ConfigDict(
+            {**base_config().to_dict(), **json.loads(path.read_text())}
+        )
     except FileNotFoundError:
         raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None
     except json.JSONDecodeError as e:

@@ -12,6 +12,7 @@ from mlp_jax.errors import UserError, closest
 PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -48,6 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.warmup_epochs = 0
     # Label smoothing of the cross-entropy target; 0 is d2l's loss.
     config.label_smoothing = 0.0
+    # Dtype of the model's arithmetic: "float32" (the chapter's) or "bfloat16" (mixed
+    # precision: parameters, optimiser state, loss and softmax stay float32; the matrix
+    # products take bfloat16 operands and accumulate in float32).
+    config.compute_dtype = "float32"
     # Random translation of training images by up to this many pixels each way; 0 is off.
     config.augment_shift = 0
     # Random horizontal flips of training images.
@@ -104,6 +109,12 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         "must be in [0, 1)",
     )
     _check(0 <= config.augment_shift <= 8, "augment_shift", config.augment_shift, "must be in 0..8")
+    _check(
+        config.compute_dtype in COMPUTE_DTYPES,
+        "compute_dtype",
+        config.compute_dtype,
+        f"one of {COMPUTE_DTYPES}",
+    )
     _check(config.optimizer in OPTIMIZERS, "optimizer", config.optimizer, f"one of {OPTIMIZERS}")
     _check(config.schedule in SCHEDULES, "schedule", config.schedule, f"one of {SCHEDULES}")
     _check(

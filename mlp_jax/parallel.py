@@ -181,7 +181,7 @@ def make_runner(
     Args:
       mode: a config.parallel value ("auto", "none", "pmap", "shard_map").
       epoch_options: the static settings of `steps.train_epoch` (see `steps.epoch_options`);
-        its batch_size is the global training batch.
+        its batch_size is the global training batch; its compute_dtype serves evaluation too.
       eval_batch_size: the global evaluation chunk (rounded up to a multiple of the devices).
       num_devices: how many devices to use; 0 uses all.
     """
@@ -195,7 +195,12 @@ def make_runner(
     eval_batch_size = -(-eval_batch_size // num_devices) * num_devices
     axis_name = None if mode == "none" else AXIS
     epoch_fn = functools.partial(steps.train_epoch, **epoch_options, axis_name=axis_name)
-    eval_fn = functools.partial(steps.evaluate, batch_size=eval_batch_size, axis_name=axis_name)
+    eval_fn = functools.partial(
+        steps.evaluate,
+        batch_size=eval_batch_size,
+        compute_dtype=epoch_options["compute_dtype"],
+        axis_name=axis_name,
+    )
 
     if mode == "none":
         device = jax.local_devices()[0]

@@ -56,6 +56,25 @@ def scale_images(images_u8: jax.Array) -> jax.Array:
     return images_u8.astype(jnp.float32) / 255.0
 
 
+def model_logits(apply_fn, params, images_u8, compute_dtype: str = "float32", **apply_kwargs):
+    """The model's float32 logits for uint8 images, computed in `compute_dtype`.
+
+    Mixed precision, one mechanism for every model: the float32 parameters and the scaled
+    images are cast to `compute_dtype` for the forward pass, so each matrix product takes
+    bfloat16 operands (XLA accumulates them in float32), and the logits come back as float32
+    for the softmax and the loss. The gradients reach the float32 parameters through the
+    casts, so the optimiser never sees bfloat16. With "float32" the casts are no-ops.
+    """
+    dtype = jnp.dtype(compute_dtype)
+
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    images = scale_images(images_u8).astype(dtype)
+    logits = apply_fn({"params": jax.tree.map(cast, params)}, images, **apply_kwargs)
+    return logits.astype(jnp.float32)
+
+
 def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
     """Per-example softmax cross-entropy, optionally against smoothed targets."""
     if not label_smoothing:
@@ -100,11 +119,18 @@ def epoch_options(config) -> dict:
         "label_smoothing": config.label_smoothing,
         "augment_shift": config.augment_shift,
         "augment_flip": config.augment_flip,
+        "compute_dtype": config.compute_dtype,
     }
 
 
 def train_step(
-    state: TrainState, batch: dict, rng: jax.Array, *, label_smoothing=0.0, axis_name=None
+    state: TrainState,
+    batch: dict,
+    rng: jax.Array,
+    *,
+    label_smoothing=0.0,
+    compute_dtype: str = "float32",
+    axis_name=None,
 ):
     """One optimiser step on a batch whose padded examples have weight 0.
 
@@ -113,6 +139,7 @@ def train_step(
       batch: "images" (B, 784) uint8, "labels" (B,) int32, "weights" (B,) float32.
       rng: key for dropout.
       label_smoothing: smoothing of the cross-entropy target.
+      compute_dtype: the dtype of the forward and backward arithmetic (see `model_logits`).
       axis_name: the device axis when data-parallel, else None.
 
     Returns:
@@ -120,11 +147,15 @@ def train_step(
     """
     weights_B = batch["weights"]
     total_weight = _sum_over_devices(weights_B.sum(), axis_name)
-    images_BxD = scale_images(batch["images"])
 
     def loss_fn(params):
-        logits_BxC = state.apply_fn(
-            {"params": params}, images_BxD, train=True, rngs={"dropout": rng}
+        logits_BxC = model_logits(
+            state.apply_fn,
+            params,
+            batch["images"],
+            compute_dtype,
+            train=True,
+            rngs={"dropout": rng},
         )
         loss_B = cross_entropy(logits_BxC, batch["labels"], label_smoothing)
         return jnp.sum(loss_B * weights_B) / total_weight, (logits_BxC, loss_B)
@@ -168,6 +199,7 @@ def train_epoch(
     label_smoothing=0.0,
     augment_shift: int = 0,
     augment_flip: bool = False,
+    compute_dtype: str = "float32",
     axis_name=None,
 ):
     """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
@@ -199,7 +231,12 @@ def train_epoch(
         batch = {"images": images, "labels": data.labels[idx_B], "weights": weights_B}
         step_key = jax.random.fold_in(dropout_key, state.step)
         return train_step(
-            state, batch, step_key, label_smoothing=label_smoothing, axis_name=axis_name
+            state,
+            batch,
+            step_key,
+            label_smoothing=label_smoothing,
+            compute_dtype=compute_dtype,
+            axis_name=axis_name,
         )
 
     state, stacked = jax.lax.scan(body, state, (indices, weights))
@@ -207,7 +244,14 @@ def train_epoch(
     return state, _sum_over_devices(_sum_steps(stacked), axis_name)
 
 
-def evaluate(state: TrainState, data: Split, *, batch_size: int, axis_name=None):
+def evaluate(
+    state: TrainState,
+    data: Split,
+    *,
+    batch_size: int,
+    compute_dtype: str = "float32",
+    axis_name=None,
+):
     """Exact loss and accuracy over every example of `data` (not a mean of batch means).
 
     With `axis_name`, each device evaluates its share of every chunk; `batch_size` must then be
@@ -222,7 +266,7 @@ def evaluate(state: TrainState, data: Split, *, batch_size: int, axis_name=None)
     def body(_, batch_indices_and_weights):
         idx_B, weights_B = batch_indices_and_weights
         labels_B = data.labels[idx_B]
-        logits_BxC = state.apply_fn({"params": state.params}, scale_images(data.images[idx_B]))
+        logits_BxC = model_logits(state.apply_fn, state.params, data.images[idx_B], compute_dtype)
         metrics = EvalMetrics.single_from_model_output(
             loss=cross_entropy(logits_BxC, labels_B),
             logits=logits_BxC,
@@ -235,8 +279,8 @@ def evaluate(state: TrainState, data: Split, *, batch_size: int, axis_name=None)
     return _sum_over_devices(_sum_steps(stacked), axis_name)
 
 
-def predict(state_or_params, apply_fn, images_u8):
+def predict(state_or_params, apply_fn, images_u8, compute_dtype: str = "float32"):
     """Class indices predicted for uint8 images of shape (B, 784) or (B, 28, 28)."""
     params = getattr(state_or_params, "params", state_or_params)
     images = images_u8.reshape(images_u8.shape[0], NUM_PIXELS)
-    return jnp.argmax(apply_fn({"params": params}, scale_images(images)), axis=-1)
+    return jnp.argmax(model_logits(apply_fn, params, images, compute_dtype), axis=-1)

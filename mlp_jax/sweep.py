@@ -90,7 +90,11 @@ def _compiled_population_fns(epoch_options: tuple, eval_batch_size: int):
       eval_batch_size: the evaluation chunk.
     """
     epoch = functools.partial(steps.train_epoch, **dict(epoch_options))
-    evaluate = functools.partial(steps.evaluate, batch_size=eval_batch_size)
+    evaluate = functools.partial(
+        steps.evaluate,
+        batch_size=eval_batch_size,
+        compute_dtype=dict(epoch_options)["compute_dtype"],
+    )
     return (
         jax.jit(jax.vmap(epoch, in_axes=(0, None)), donate_argnums=0),
         jax.jit(jax.vmap(evaluate, in_axes=(0, None))),

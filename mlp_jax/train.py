@@ -5,6 +5,7 @@ This is the only module that sequences a run; `mlp_jax.main` only parses flags.
 """
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -296,7 +297,13 @@ def evaluate_workdir(workdir: str | os.PathLike) -> dict:
     model, state, config = checkpointing.restore_workdir(workdir)
     del model
     _, test = data.load_fashion_mnist(config.data_dir)
-    evaluate = jax.jit(lambda s, d: steps.evaluate(s, d, batch_size=config.eval_batch_size))
+    evaluate = jax.jit(
+        functools.partial(
+            steps.evaluate,
+            batch_size=config.eval_batch_size,
+            compute_dtype=config.compute_dtype,
+        )
+    )
     return {
         "step": int(state.step),
         "epoch": int(state.epoch),
