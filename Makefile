@@ -19,7 +19,7 @@ WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench exercises tune notebook device-check
+.PHONY: install data train eval test lint bench speedrun parity exercises tune notebook device-check
 
 install: $(VENV)/.installed data
 
@@ -61,9 +61,20 @@ exercises: install
 tune: install
 	$(PY) -m mlp_jax.tune --config=experiments/tune_search.py $(if $(QUICK),--quick --tuned_config=runs/mlp_tuned_quick.py --results_dir=runs/tune_quick --workdir=runs/tune_quick)
 
-bench: install
+# The benchmarks' peers: PyTorch and Keras (kept out of `install`, which the tests use).
+$(VENV)/.peers: $(VENV)/.installed
 	$(PY) -m pip install -q $(TORCH_INDEX) "$(TORCH)" keras
+	touch $@
+
+bench: install $(VENV)/.peers
 	$(PY) -m benchmarks.run_all
+
+# Time to 0.85 test accuracy (results/speedrun.md) and parity over seeds (results/parity.md).
+speedrun: install $(VENV)/.peers
+	$(PY) -m benchmarks.speedrun
+
+parity: install $(VENV)/.peers
+	$(PY) -m benchmarks.parity
 
 # The one-call accelerator check (results/bench_gpu.md, or $$OUT/bench_gpu.md): with this
 # .venv where it exists, else with the machine's own python3, as on the GPU machine.

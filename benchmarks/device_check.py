@@ -15,6 +15,8 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 - vmapped populations of 1, 64, 256 and 1024 models (ms per model-epoch);
 - float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
 - none / pmap / shard_map on the devices there are;
+- the speedrun recipes (experiments/speedrun_085.py, speedrun_090.py) over 3 seeds: mean
+  test accuracy and training seconds (compilation and evaluation apart);
 - the goals for an H200, each marked met or not.
 """
 
@@ -38,6 +40,7 @@ from benchmarks import (  # noqa: E402
     hardware,
     parallel_speed,
     run_all,
+    speedrun,
     sweep_speed,
     train_speed,
 )
@@ -48,6 +51,9 @@ CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
 # Goals of issue 11 for an H200: the chapter's 10 epochs (s), the factor over the d2l and
 # flax-style loops, and ms per model-epoch of a 256-model population.
 GOAL_EPOCHS_SECONDS, GOAL_PEER_FACTOR, GOAL_POPULATION_MS = 0.08, 50.0, 0.6
+# Goals of issue 14 for an H200: training seconds to each target.
+GOAL_SPEEDRUN_SECONDS = {0.85: 0.020, 0.90: 0.5}
+SPEEDRUN_SEEDS = 3
 DEVICE_MATMUL_SIZES = (1024, 1025, 1026, 1028, 1032, 4096, 4097, 4098, 4100, 4104)
 PEERS = ("mlp_jax", "mlp_jax_bf16", "flax_loop", "torch_fast", "torch_fast_bf16", "torch_d2l")
 POPULATIONS = (1, 64, 256, 1024)
@@ -170,6 +176,27 @@ def goals(chapter: list[dict], peers: list[dict], population_ms: dict[int, float
     return "\n".join(lines) + "\n"
 
 
+def speedrun_table(dataset, quick: bool) -> str:
+    """Each speedrun recipe over SPEEDRUN_SEEDS seeds (1 seed of 1 epoch with `quick`), with
+    its H200 goal: the target reached as a mean, within the goal's training seconds."""
+    seeds = 1 if quick else SPEEDRUN_SEEDS
+    lines = [
+        "| target | seeds | mean test acc | training (s) | compile (s) | goal (s) | met |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for target, goal in GOAL_SPEEDRUN_SECONDS.items():
+        config = speedrun.recipe_config(target)
+        if quick:
+            config.num_epochs = 1
+        r = speedrun.over_seeds(config, dataset, seeds)
+        met = "yes" if r["acc"]["mean"] >= target and r["seconds"] <= goal else "no"
+        lines.append(
+            f"| {target:.2f} | {seeds} | {r['acc']['mean']:.4f} | {r['seconds']:.4f} "
+            f"| {r['compile']:.2f} | {goal} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Runs every section and writes the Markdown file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -218,6 +245,9 @@ def main() -> None:
 
     counts = ",".join(str(n) for n in sorted({1, jax.device_count()}))
     sections += ["## Parallel modes\n", parallel_speed.run(counts)]
+    print(sections[-1], flush=True)
+
+    sections += ["## Speedrun recipes\n", speedrun_table(dataset, args.quick)]
     if not args.quick:  # The goals are for the full sizes.
         sections += ["## Goals (for an H200)\n", goals(chapter, peers, population_ms)]
     sections.append(f"Whole check: {time.perf_counter() - started:.0f} s.\n")

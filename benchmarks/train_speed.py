@@ -140,7 +140,9 @@ def run_flax_loop(epochs: int) -> dict:
 def run_torch_d2l(epochs: int) -> dict:
     """d2l's PyTorch Trainer loop, faithfully: a map-style dataset that turns each uint8 image
     into a float tensor in [0, 1] as torchvision's ToTensor does, a DataLoader (shuffle, batch
-    256, d2l's 4 workers), SGD 0.1, and evaluation over the test loader after every epoch."""
+    256, d2l's 4 workers), SGD 0.1, and evaluation over the test loader after every epoch.
+    "curve" holds, per epoch, the training seconds so far (evaluation excluded) and the test
+    accuracy, for `benchmarks.speedrun`'s time to a target."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
@@ -169,13 +171,15 @@ def run_torch_d2l(epochs: int) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
-    def epoch():
+    def fit_epoch():
         model.train()
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             loss_fn(model(x), y).backward()
             optimizer.step()
+
+    def test_accuracy():
         model.eval()
         correct = 0
         with torch.no_grad():
@@ -184,10 +188,15 @@ def run_torch_d2l(epochs: int) -> dict:
                 correct += int((model(x).argmax(1) == y).sum())
         return correct / len(test.labels)
 
+    train_seconds, curve = 0.0, []
     t0 = time.perf_counter()
     for _ in range(epochs):
-        acc = epoch()
-    return {"warmup": 0.0, "seconds": time.perf_counter() - t0, "test_acc": acc}
+        t1 = time.perf_counter()
+        fit_epoch()
+        train_seconds += time.perf_counter() - t1
+        curve.append((train_seconds, test_accuracy()))
+    seconds = time.perf_counter() - t0
+    return {"warmup": 0.0, "seconds": seconds, "test_acc": curve[-1][1], "curve": curve}
 
 
 def _torch_fast(epochs: int, compiled: bool, autocast_dtype=None) -> dict:
@@ -283,11 +292,14 @@ def run_keras_jax(epochs: int) -> dict:
     return {"warmup": warmup, "seconds": seconds, "test_acc": history.history["val_accuracy"][-1]}
 
 
-def run_peer_process(peer: str, epochs: int, env: dict | None = None) -> dict:
-    """Runs one peer in a child process: its JSON result, whole-process seconds, peak RSS."""
+def run_peer_process(
+    peer: str, epochs: int, env: dict | None = None, module: str = "benchmarks.train_speed"
+) -> dict:
+    """Runs one peer (`run_PEER` of `module`) in a child process: its JSON result,
+    whole-process seconds, peak RSS."""
     t0 = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.train_speed", f"--peer={peer}", f"--epochs={epochs}"],
+        [sys.executable, "-m", module, f"--peer={peer}", f"--epochs={epochs}"],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -347,16 +359,17 @@ def main() -> None:
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
-        _peer_main(args.peer, args.epochs)
+        peer_main(globals()[f"run_{args.peer}"], args.epochs)
         return
     rows = [run_peer_process(peer, args.epochs) for peer in args.peers.split(",")]
     print(table(rows, args.epochs))
 
 
-def _peer_main(peer: str, epochs: int) -> None:
+def peer_main(run_peer, epochs: int) -> None:
+    """In a peer's child process: runs it and prints its result as JSON with its peak RSS."""
     import resource
 
-    result = globals()[f"run_{peer}"](epochs)
+    result = run_peer(epochs)
     # ru_maxrss is in KiB on Linux; DataLoader workers are children of this process.
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_kib += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -125,8 +125,9 @@ def write_tuned_config(
     )
 
 
-def plot(history, path: str | os.PathLike) -> None:
-    """Validation accuracy of every candidate at every rung it reached."""
+def figure(history) -> Figure:
+    """Validation accuracy of every candidate at every rung it reached, against the rung
+    budgets (epochs, log scale, labelled plainly)."""
     fig = Figure(figsize=(5.5, 3.6), dpi=120)
     ax = fig.subplots()
     reached: dict[int, list[tuple[int, float]]] = {}
@@ -137,9 +138,9 @@ def plot(history, path: str | os.PathLike) -> None:
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, "o-", alpha=0.6, markersize=3)
     ax.set_xscale("log")
-    ax.set_xticks(
-        [rung[0]["epochs"] for rung in history], [str(rung[0]["epochs"]) for rung in history]
-    )
+    budgets = [rung[0]["epochs"] for rung in history]
+    ax.set_xticks(budgets, [str(epochs) for epochs in budgets])
+    ax.minorticks_off()  # The log scale's minor labels (3x10^0, 4x10^0, ...) would overlap.
     ax.set_xlabel("epochs (rung budget)")
     ax.set_ylabel("validation accuracy")
     best = max(r["val_acc"] for rung in history for r in rung)
@@ -147,7 +148,7 @@ def plot(history, path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.set_title("successive halving: each line is one candidate", fontsize=9)
     fig.tight_layout()
-    plots.save_figure(fig, path)
+    return fig
 
 
 def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
@@ -191,7 +192,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
         "winner": {k: winner[k] for k in space},
     }
     (results_dir / "tune.json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
-    plot(history, results_dir / "tune.png")
+    plots.save_figure(figure(history), results_dir / "tune.png")
     best = history[-1][0]
     note = (
         f"Chosen {record['date']} from {len(candidates)} candidates over rungs of {rungs} epochs "

@@ -129,6 +129,7 @@ def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
         "Matrix products",
         "Memory bandwidth",
         "Parallel modes",
+        "Speedrun recipes",
     ):
         assert f"## {heading}" in report or f"### {heading}" in report, heading
     assert "| mlp_scratch resumed for epoch 2 |" in report and "FAILED" not in report

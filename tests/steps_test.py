@@ -60,6 +60,39 @@ def test_compiled_epoch_equals_the_same_steps_run_one_by_one():
     np.testing.assert_allclose(computed["accuracy"], correct / 1000, rtol=1e-6)
 
 
+@pytest.mark.parametrize("model_class", [mlp_scratch.MLPScratch, mlp_concise.MLP])
+def test_chapter_epoch_equals_an_independent_plain_sgd_loop(model_class):
+    # Parity with d2l's loop, as a regression test: given the same initial parameters and
+    # example order, the compiled epoch is a plain optax.sgd Python loop over minibatches of
+    # 256 (the last one smaller), each step the mean loss of its examples.
+    split = synthetic_split(1000, seed=0)  # 3 batches of 256 and one of 232.
+    model = model_class()
+    state = _state(model)
+    trained, _ = jax.jit(functools.partial(steps.train_epoch, batch_size=256))(
+        state, _as_device(split)
+    )
+
+    root = jax.random.wrap_key_data(state.rng)
+    epoch_key = jax.random.fold_in(jax.random.fold_in(root, steps.DATA_STREAM), 0)
+    order = np.asarray(jax.random.permutation(epoch_key, 1000))
+    tx = optax.sgd(0.1)
+    params, opt_state = state.params, tx.init(state.params)
+
+    def loss(params, images, labels):
+        logits = model.apply({"params": params}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    for start in range(0, 1000, 256):
+        idx = order[start : start + 256]
+        images = jnp.asarray(split.images[idx], jnp.float32) / 255
+        grads = jax.grad(loss)(params, images, jnp.asarray(split.labels[idx]))
+        updates, opt_state = tx.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+
+    for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_padded_last_batch_gives_the_unpadded_gradient():
     data = synthetic_split(256, seed=1)
     state = _state()

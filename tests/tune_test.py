@@ -66,3 +66,13 @@ def test_tuned_experiment_trains_for_one_epoch(real_data_dir, tmp_path):
     config.data_dir = str(real_data_dir)
     result = train.train_and_evaluate(config, tmp_path)
     assert result.history[-1]["val_acc"] > 0.75
+
+
+def test_tune_plot_labels_the_rung_budgets_plainly():
+    history = [
+        [{"candidate": c, "epochs": epochs, "val_acc": 0.8 + 0.01 * c} for c in range(n)]
+        for epochs, n in ((2, 9), (6, 3), (18, 1))
+    ]
+    (ax,) = tune.figure(history).axes
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["2", "6", "18"]
+    assert not [label.get_text() for label in ax.get_xticklabels(minor=True) if label.get_text()]
