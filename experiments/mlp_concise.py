@@ -26,6 +26,8 @@ class MLP(nn.Module):
     weight_init: str = "lecun"
     init_scale: float = 0.01
     dropout: float = 0.0
+    norm: str = "none"  # "layer": LayerNorm before each hidden activation.
+    residual: bool = False  # Skip connections around hidden layers of equal width.
 
     @nn.compact
     def __call__(self, x_BxD, train: bool = False):
@@ -34,9 +36,13 @@ class MLP(nn.Module):
         w_init = weight_initializer(self.weight_init, self.init_scale)
         h = x_BxD.reshape(x_BxD.shape[0], -1)
         for _ in range(self.num_layers):
-            h = act(nn.Dense(self.num_hiddens, kernel_init=w_init)(h))
+            y = nn.Dense(self.num_hiddens, kernel_init=w_init)(h)
+            if self.norm == "layer":
+                y = nn.LayerNorm()(y)
+            y = act(y)
             if self.dropout:
-                h = nn.Dropout(self.dropout, deterministic=not train)(h)
+                y = nn.Dropout(self.dropout, deterministic=not train)(y)
+            h = h + y if self.residual and h.shape[-1] == y.shape[-1] else y
         return nn.Dense(self.num_outputs, kernel_init=w_init)(h)
 
 
@@ -58,4 +64,8 @@ def get_config():
     config.init_scale = 0.01
     # Dropout rate after each hidden layer; the chapter has none.
     config.dropout = 0.0
+    # Normalisation of each hidden layer before its activation: "none" or "layer".
+    config.norm = "none"
+    # Skip connections around the hidden layers after the first (all of width num_hiddens).
+    config.residual = False
     return config

@@ -13,6 +13,7 @@ PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+NORMS = ("none", "layer")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -57,6 +58,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.augment_shift = 0
     # Random horizontal flips of training images.
     config.augment_flip = False
+    # Probability of erasing a random rectangle (2-25 % of the image) of each training image.
+    config.augment_erase = 0.0
+    # MixUp: each training image and its target blended with another's, the weight drawn
+    # from Beta(alpha, alpha); 0 is off.
+    config.mixup_alpha = 0.0
+    # CutMix: a box of another training image pasted in, the targets mixed by its share of
+    # the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch
+    # takes one of the two at random.
+    config.cutmix_alpha = 0.0
+    # Decay of an exponential moving average of the parameters, kept in the optimiser state;
+    # evaluation (and checkpoints' predictions) use the average. 0 keeps none.
+    config.ema_decay = 0.0
     # Data parallelism: "auto" (shard_map on several devices, none on one), "none", "pmap",
     # "shard_map".
     config.parallel = "auto"
@@ -110,6 +123,12 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
     )
     _check(0 <= config.augment_shift <= 8, "augment_shift", config.augment_shift, "must be in 0..8")
     _check(
+        0 <= config.augment_erase <= 1, "augment_erase", config.augment_erase, "must be in [0, 1]"
+    )
+    _check(config.mixup_alpha >= 0, "mixup_alpha", config.mixup_alpha, "must be >= 0")
+    _check(config.cutmix_alpha >= 0, "cutmix_alpha", config.cutmix_alpha, "must be >= 0")
+    _check(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "must be in [0, 1)")
+    _check(
         config.compute_dtype in COMPUTE_DTYPES,
         "compute_dtype",
         config.compute_dtype,
@@ -136,3 +155,5 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
             _check(config[key] >= 1, key, config[key], "must be >= 1")
     if "dropout" in config:
         _check(0 <= config.dropout < 1, "dropout", config.dropout, "must be in [0, 1)")
+    if "norm" in config:
+        _check(config.norm in NORMS, "norm", config.norm, f"one of {NORMS}")

@@ -5,6 +5,9 @@ program, so a population of models in `mlp_jax.sweep` can train with different r
 vmapped program.
 """
 
+from typing import NamedTuple
+
+import jax
 import ml_collections
 import optax
 
@@ -25,10 +28,36 @@ def _schedule_shape(config: ml_collections.ConfigDict, steps_per_epoch: int):
     return None
 
 
+class ParamsEMAState(NamedTuple):
+    """The exponential moving average of the parameters."""
+
+    ema: optax.Params
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps an exponential moving average of the parameters after every update, with the
+    updates passing through unchanged; last in a chain, so it sees the final update.
+
+    The average lives in the optimiser state, so checkpoints, resumption and populations carry
+    it with no code of their own; `mlp_jax.steps.evaluation_params` evaluates with it.
+    """
+
+    def init(params):
+        return ParamsEMAState(ema=jax.tree.map(lambda p: p.copy(), params))
+
+    def update(updates, state, params):
+        new_params = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new_params)
+        return updates, ParamsEMAState(ema=ema)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.GradientTransformation:
-    """The optimiser the config names (see `mlp_jax.config.OPTIMIZERS`).
+    """The optimiser the config names (see `mlp_jax.config.OPTIMIZERS`), keeping an average
+    of the parameters when `config.ema_decay` is set.
 
     For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
     """
@@ -46,4 +75,6 @@ def make_optimizer(
     if shape is not None:
         parts.append(optax.scale_by_schedule(shape))
     parts.append(optax.inject_hyperparams(optax.scale)(step_size=-config.lr))
+    if config.ema_decay:
+        parts.append(params_ema(config.ema_decay))
     return optax.chain(*parts)

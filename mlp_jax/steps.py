@@ -16,12 +16,15 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from mlp_jax.data import IMAGE_SHAPE, NUM_PIXELS, Split
+from mlp_jax import augment
+from mlp_jax.data import NUM_CLASSES, NUM_PIXELS, Split
 from mlp_jax.metrics import EvalMetrics, TrainMetrics
 
 # Streams of randomness derived from the run's key by `fold_in`, so that every draw depends
 # only on (seed, epoch, step) and a resumed run repeats an uninterrupted one bit for bit.
 INIT_STREAM, DATA_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2, 3
+# Sub-streams of a step's keys: erasing from its augmentation key, mixing from its dropout key.
+ERASE_STREAM, MIX_STREAM = 1, 1
 
 
 class TrainState(train_state.TrainState):
@@ -56,8 +59,9 @@ def scale_images(images_u8: jax.Array) -> jax.Array:
     return images_u8.astype(jnp.float32) / 255.0
 
 
-def model_logits(apply_fn, params, images_u8, compute_dtype: str = "float32", **apply_kwargs):
-    """The model's float32 logits for uint8 images, computed in `compute_dtype`.
+def model_logits(apply_fn, params, images, compute_dtype: str = "float32", **apply_kwargs):
+    """The model's float32 logits for images (uint8 pixels, or floats in [0, 1] as mixing
+    augmentations make them), computed in `compute_dtype`.
 
     Mixed precision, one mechanism for every model: the float32 parameters and the scaled
     images are cast to `compute_dtype` for the forward pass, so each matrix product takes
@@ -70,7 +74,9 @@ def model_logits(apply_fn, params, images_u8, compute_dtype: str = "float32", **
     def cast(x):
         return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
-    images = scale_images(images_u8).astype(dtype)
+    if images.dtype == jnp.uint8:
+        images = scale_images(images)
+    images = images.astype(dtype)
     logits = apply_fn({"params": jax.tree.map(cast, params)}, images, **apply_kwargs)
     return logits.astype(jnp.float32)
 
@@ -79,8 +85,35 @@ def cross_entropy(logits_BxC, labels_B, label_smoothing: float = 0.0):
     """Per-example softmax cross-entropy, optionally against smoothed targets."""
     if not label_smoothing:
         return optax.softmax_cross_entropy_with_integer_labels(logits_BxC, labels_B)
-    targets = optax.smooth_labels(jax.nn.one_hot(labels_B, logits_BxC.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits_BxC, targets)
+    return optax.softmax_cross_entropy(logits_BxC, soft_targets(labels_B, label_smoothing))
+
+
+def soft_targets(labels_B, label_smoothing: float = 0.0):
+    """One-hot targets (B, NUM_CLASSES), smoothed by `label_smoothing`."""
+    return optax.smooth_labels(jax.nn.one_hot(labels_B, NUM_CLASSES), label_smoothing)
+
+
+def evaluation_params(state: "TrainState"):
+    """The parameters to evaluate and predict with: the moving average where the optimiser
+    keeps one (config.ema_decay), else the trained parameters."""
+    ema = optax.tree_utils.tree_get(state.opt_state, "ema")
+    return state.params if ema is None else ema
+
+
+def mix(images_BxD, labels_B, key, *, label_smoothing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0):
+    """MixUp or CutMix of a batch (one of the two at random when both are on): float images
+    in [0, 1] and their mixed soft targets."""
+    images, targets = scale_images(images_BxD), soft_targets(labels_B, label_smoothing)
+    if not cutmix_alpha:
+        return augment.mixup(images, targets, key, alpha=mixup_alpha)
+    if not mixup_alpha:
+        return augment.cutmix(images, targets, key, alpha=cutmix_alpha)
+    choice_key, mix_key = jax.random.split(key)
+    return jax.lax.cond(
+        jax.random.bernoulli(choice_key),
+        lambda: augment.mixup(images, targets, mix_key, alpha=mixup_alpha),
+        lambda: augment.cutmix(images, targets, mix_key, alpha=cutmix_alpha),
+    )
 
 
 def _sum_over_devices(tree, axis_name: str | None):
@@ -119,6 +152,9 @@ def epoch_options(config) -> dict:
         "label_smoothing": config.label_smoothing,
         "augment_shift": config.augment_shift,
         "augment_flip": config.augment_flip,
+        "augment_erase": config.augment_erase,
+        "mixup_alpha": config.mixup_alpha,
+        "cutmix_alpha": config.cutmix_alpha,
         "compute_dtype": config.compute_dtype,
     }
 
@@ -129,6 +165,8 @@ def train_step(
     rng: jax.Array,
     *,
     label_smoothing=0.0,
+    mixup_alpha=0.0,
+    cutmix_alpha=0.0,
     compute_dtype: str = "float32",
     axis_name=None,
 ):
@@ -137,8 +175,10 @@ def train_step(
     Args:
       state: the train state.
       batch: "images" (B, 784) uint8, "labels" (B,) int32, "weights" (B,) float32.
-      rng: key for dropout.
+      rng: key for dropout (and for MixUp or CutMix, folded apart).
       label_smoothing: smoothing of the cross-entropy target.
+      mixup_alpha, cutmix_alpha: MixUp and CutMix (see `mix`); the train metrics then score
+        the logits against each image's own label.
       compute_dtype: the dtype of the forward and backward arithmetic (see `model_logits`).
       axis_name: the device axis when data-parallel, else None.
 
@@ -147,17 +187,25 @@ def train_step(
     """
     weights_B = batch["weights"]
     total_weight = _sum_over_devices(weights_B.sum(), axis_name)
+    images, targets_BxC = batch["images"], None
+    if mixup_alpha or cutmix_alpha:
+        images, targets_BxC = mix(
+            images,
+            batch["labels"],
+            jax.random.fold_in(rng, MIX_STREAM),
+            label_smoothing=label_smoothing,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
+        )
 
     def loss_fn(params):
         logits_BxC = model_logits(
-            state.apply_fn,
-            params,
-            batch["images"],
-            compute_dtype,
-            train=True,
-            rngs={"dropout": rng},
+            state.apply_fn, params, images, compute_dtype, train=True, rngs={"dropout": rng}
         )
-        loss_B = cross_entropy(logits_BxC, batch["labels"], label_smoothing)
+        if targets_BxC is None:
+            loss_B = cross_entropy(logits_BxC, batch["labels"], label_smoothing)
+        else:
+            loss_B = optax.softmax_cross_entropy(logits_BxC, targets_BxC)
         return jnp.sum(loss_B * weights_B) / total_weight, (logits_BxC, loss_B)
 
     grads, (logits_BxC, loss_B) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -173,24 +221,6 @@ def _sum_steps(stacked_metrics):
     return jax.tree.map(lambda x: x.sum(axis=0), stacked_metrics)
 
 
-def augment(images_BxD, rng, *, max_shift: int = 0, flip: bool = False):
-    """Random translations by up to `max_shift` pixels each way (zero fill) and random
-    horizontal flips of flattened 28x28 uint8 images, one draw per image."""
-    num, side = images_BxD.shape[0], IMAGE_SHAPE[0]
-    images_BxHxW = images_BxD.reshape(num, *IMAGE_SHAPE)
-    shift_key, flip_key = jax.random.split(rng)
-    if max_shift:
-        pad = ((0, 0), (max_shift, max_shift), (max_shift, max_shift))
-        padded = jnp.pad(images_BxHxW, pad)
-        offsets_Bx2 = jax.random.randint(shift_key, (num, 2), 0, 2 * max_shift + 1)
-        crop = jax.vmap(lambda image, offset: jax.lax.dynamic_slice(image, offset, (side, side)))
-        images_BxHxW = crop(padded, offsets_Bx2)
-    if flip:
-        flip_B = jax.random.bernoulli(flip_key, 0.5, (num,))
-        images_BxHxW = jnp.where(flip_B[:, None, None], images_BxHxW[:, :, ::-1], images_BxHxW)
-    return images_BxHxW.reshape(num, NUM_PIXELS)
-
-
 def train_epoch(
     state: TrainState,
     data: Split,
@@ -199,6 +229,9 @@ def train_epoch(
     label_smoothing=0.0,
     augment_shift: int = 0,
     augment_flip: bool = False,
+    augment_erase: float = 0.0,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
     compute_dtype: str = "float32",
     axis_name=None,
 ):
@@ -206,7 +239,8 @@ def train_epoch(
 
     Every example is visited once; the order depends only on (seed, epoch). Metrics are exact
     sums over the epoch's examples (each taken with the parameters of its step). With
-    `augment_shift` or `augment_flip`, every training image is augmented afresh each step.
+    `augment_shift`, `augment_flip` or `augment_erase`, every training image is augmented
+    afresh each step (see `mlp_jax.augment`); MixUp and CutMix happen in `train_step`.
 
     Returns:
       (state after the epoch, TrainMetrics summed over the epoch and all devices).
@@ -225,9 +259,14 @@ def train_epoch(
     def body(state, batch_indices_and_weights):
         idx_B, weights_B = batch_indices_and_weights
         images = data.images[idx_B]
+        step_augment_key = jax.random.fold_in(augment_key, state.step)
         if augment_shift or augment_flip:
-            step_augment_key = jax.random.fold_in(augment_key, state.step)
-            images = augment(images, step_augment_key, max_shift=augment_shift, flip=augment_flip)
+            images = augment.shift_and_flip(
+                images, step_augment_key, max_shift=augment_shift, flip=augment_flip
+            )
+        if augment_erase:
+            erase_key = jax.random.fold_in(step_augment_key, ERASE_STREAM)
+            images = augment.random_erase(images, erase_key, probability=augment_erase)
         batch = {"images": images, "labels": data.labels[idx_B], "weights": weights_B}
         step_key = jax.random.fold_in(dropout_key, state.step)
         return train_step(
@@ -235,6 +274,8 @@ def train_epoch(
             batch,
             step_key,
             label_smoothing=label_smoothing,
+            mixup_alpha=mixup_alpha,
+            cutmix_alpha=cutmix_alpha,
             compute_dtype=compute_dtype,
             axis_name=axis_name,
         )
@@ -252,7 +293,8 @@ def evaluate(
     compute_dtype: str = "float32",
     axis_name=None,
 ):
-    """Exact loss and accuracy over every example of `data` (not a mean of batch means).
+    """Exact loss and accuracy over every example of `data` (not a mean of batch means),
+    with `evaluation_params` (the moving average of the parameters where one is kept).
 
     With `axis_name`, each device evaluates its share of every chunk; `batch_size` must then be
     a multiple of the device count (`mlp_jax.parallel` rounds it up).
@@ -262,11 +304,12 @@ def evaluate(
     """
     order = jnp.arange(data.labels.shape[0])
     indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
+    params = evaluation_params(state)
 
     def body(_, batch_indices_and_weights):
         idx_B, weights_B = batch_indices_and_weights
         labels_B = data.labels[idx_B]
-        logits_BxC = model_logits(state.apply_fn, state.params, data.images[idx_B], compute_dtype)
+        logits_BxC = model_logits(state.apply_fn, params, data.images[idx_B], compute_dtype)
         metrics = EvalMetrics.single_from_model_output(
             loss=cross_entropy(logits_BxC, labels_B),
             logits=logits_BxC,
@@ -280,7 +323,9 @@ def evaluate(
 
 
 def predict(state_or_params, apply_fn, images_u8, compute_dtype: str = "float32"):
-    """Class indices predicted for uint8 images of shape (B, 784) or (B, 28, 28)."""
-    params = getattr(state_or_params, "params", state_or_params)
+    """Class indices predicted for uint8 images of shape (B, 784) or (B, 28, 28), by a train
+    state's `evaluation_params` or by the parameters given."""
+    is_state = isinstance(state_or_params, TrainState)
+    params = evaluation_params(state_or_params) if is_state else state_or_params
     images = images_u8.reshape(images_u8.shape[0], NUM_PIXELS)
     return jnp.argmax(model_logits(apply_fn, params, images, compute_dtype), axis=-1)

@@ -1,5 +1,7 @@
 """Config validation: every bad value fails before anything is compiled."""
 
+import re
+
 import pytest
 
 from experiments import mlp_concise, mlp_scratch
@@ -36,12 +38,18 @@ def test_experiment_configs_are_valid_and_match_d2l(module):
         ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
         ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
         ("parallel", "xmap", "config.parallel='xmap' is invalid"),
+        ("compute_dtype", "float16", "config.compute_dtype='float16' is invalid"),
+        ("augment_erase", 1.5, "config.augment_erase=1.5 is invalid: must be in [0, 1]"),
+        ("mixup_alpha", -0.2, "config.mixup_alpha=-0.2 is invalid: must be >= 0"),
+        ("cutmix_alpha", -1.0, "config.cutmix_alpha=-1.0 is invalid: must be >= 0"),
+        ("ema_decay", 1.0, "config.ema_decay=1.0 is invalid: must be in [0, 1)"),
+        ("norm", "batch", "config.norm='batch' is invalid"),
     ],
 )
 def test_bad_values_are_named(key, value, message):
-    config = mlp_scratch.get_config()
+    config = mlp_concise.get_config()
     config[key] = value
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(message)):
         _validate(config)
 
 

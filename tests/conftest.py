@@ -89,6 +89,18 @@ TUNED_FEATURES = {
     "schedule": "cosine",
     "warmup_epochs": 1,
 }
+# The best-MLP ingredients on top (issue 15): erasing, MixUp or CutMix, a moving average of
+# the parameters, LayerNorm and skip connections.
+BEST_FEATURES = {
+    **TUNED_FEATURES,
+    "augment_erase": 0.5,
+    "mixup_alpha": 0.4,
+    "cutmix_alpha": 1.0,
+    "ema_decay": 0.9,
+    "norm": "layer",
+    "residual": True,
+    "num_layers": 2,
+}
 
 
 # Runs compared across device counts use this learning rate. On the noisy synthetic data,

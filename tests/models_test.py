@@ -76,3 +76,36 @@ def test_unknown_names_are_user_errors():
     config.model = "experiments.mlp_concise:NoSuchModel"
     with pytest.raises(UserError, match="cannot be imported"):
         models.build_model(config)
+
+
+def test_layer_norm_and_skip_connections():
+    x = jax.random.uniform(jax.random.key(1), (4, 784))
+    plain = mlp_concise.MLP(num_hiddens=16, num_layers=3)
+    params = plain.init(jax.random.key(0), x)["params"]
+    residual = mlp_concise.MLP(num_hiddens=16, num_layers=3, residual=True)
+    # The same weights; the skips add each hidden layer's input from the second layer on.
+    h = jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    for name in ("Dense_1", "Dense_2"):
+        h = h + jax.nn.relu(h @ params[name]["kernel"] + params[name]["bias"])
+    expected = h @ params["Dense_3"]["kernel"] + params["Dense_3"]["bias"]
+    np.testing.assert_allclose(
+        residual.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6
+    )
+    normed = mlp_concise.MLP(num_hiddens=16, num_layers=3, norm="layer")
+    normed_params = normed.init(jax.random.key(0), x)["params"]
+    assert {"LayerNorm_0", "LayerNorm_1", "LayerNorm_2"} <= set(normed_params)
+    # LayerNorm before the activation: scaling a layer's weights and bias changes nothing.
+    scaled = dict(normed_params)
+    scaled["Dense_1"] = jax.tree.map(lambda p: 3.0 * p, normed_params["Dense_1"])
+    np.testing.assert_allclose(
+        normed.apply({"params": scaled}, x),
+        normed.apply({"params": normed_params}, x),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert not np.allclose(
+        plain.apply(
+            {"params": {**params, "Dense_1": jax.tree.map(lambda p: 3 * p, params["Dense_1"])}}, x
+        ),
+        plain.apply({"params": params}, x),
+    )

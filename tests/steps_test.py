@@ -10,7 +10,7 @@ import pytest
 from conftest import synthetic_split
 
 from experiments import mlp_concise, mlp_scratch
-from mlp_jax import optim, steps
+from mlp_jax import augment, optim, steps
 
 
 def _state(model=None, lr=0.1, seed=0):
@@ -194,29 +194,82 @@ def test_augment_shifts_and_flips_each_image_independently():
     images = np.zeros((64, 28, 28), np.uint8)
     images[:, 10:18, 4:8] = 255  # A bar left of centre.
     flat = jnp.asarray(images.reshape(64, 784))
-    out = np.asarray(steps.augment(flat, jax.random.key(0), max_shift=2, flip=True)).reshape(
-        64, 28, 28
-    )
+    out = np.asarray(
+        augment.shift_and_flip(flat, jax.random.key(0), max_shift=2, flip=True)
+    ).reshape(64, 28, 28)
     assert out.dtype == np.uint8
     assert all(int(o.sum()) == int(images[0].sum()) for o in out)  # A 2-pixel shift loses nothing.
     columns = {int(np.argmax(o.sum(axis=0) > 0)) for o in out}
     assert any(c < 14 for c in columns) and any(c >= 14 for c in columns)  # Flipped and not.
     assert len({o.tobytes() for o in out}) > 10
-    same = steps.augment(flat, jax.random.key(0), max_shift=2, flip=True)
+    same = augment.shift_and_flip(flat, jax.random.key(0), max_shift=2, flip=True)
     np.testing.assert_array_equal(np.asarray(same).reshape(64, 28, 28), out)
 
 
-def test_augmented_epoch_differs_from_plain_and_repeats_itself():
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"augment_shift": 2, "augment_flip": True},
+        {"augment_erase": 0.5},
+        {"mixup_alpha": 0.4},
+        {"cutmix_alpha": 1.0},
+        {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
+    ],
+    ids=["shift_flip", "erase", "mixup", "cutmix", "mixup_or_cutmix"],
+)
+def test_augmented_epoch_differs_from_plain_and_repeats_itself(options):
     data = _as_device(synthetic_split(512, seed=5))
     plain = jax.jit(functools.partial(steps.train_epoch, batch_size=128))
-    augmented = jax.jit(
-        functools.partial(steps.train_epoch, batch_size=128, augment_shift=2, augment_flip=True)
-    )
+    augmented = jax.jit(functools.partial(steps.train_epoch, batch_size=128, **options))
     a, _ = plain(_state(), data)
     b, _ = augmented(_state(), data)
     c, _ = augmented(_state(), data)
     assert not np.array_equal(a.params["W1"], b.params["W1"])
     np.testing.assert_array_equal(b.params["W1"], c.params["W1"])
+
+
+@pytest.mark.parametrize("alphas", [(0.4, 0.0), (0.0, 1.0)], ids=["mixup", "cutmix"])
+def test_mixing_step_trains_on_mixed_images_against_mixed_targets(alphas):
+    mixup_alpha, cutmix_alpha = alphas
+    data = synthetic_split(128, seed=7)
+    batch = {"images": data.images, "labels": data.labels, "weights": jnp.ones(128)}
+    state, rng = _state(mlp_concise.MLP(num_hiddens=32)), jax.random.key(5)
+    options = {"label_smoothing": 0.1, "mixup_alpha": mixup_alpha, "cutmix_alpha": cutmix_alpha}
+    _, metrics = jax.jit(functools.partial(steps.train_step, **options))(state, batch, rng)
+    images, targets = steps.mix(
+        batch["images"], batch["labels"], jax.random.fold_in(rng, steps.MIX_STREAM), **options
+    )
+    logits = steps.model_logits(state.apply_fn, state.params, images)
+    expected = optax.softmax_cross_entropy(logits, targets).sum()
+    np.testing.assert_allclose(metrics.loss.total, expected, rtol=1e-5)
+    assert not np.allclose(targets.max(axis=1), 0.91)  # Mixed, not only smoothed.
+
+
+def test_moving_average_of_the_parameters_is_what_evaluation_uses():
+    data = _as_device(synthetic_split(512, seed=6))
+    config = mlp_scratch.get_config()
+    config.ema_decay = 0.9
+    tx = optim.make_optimizer(config, steps_per_epoch=4)
+    state = steps.create_train_state(mlp_scratch.MLPScratch(num_hiddens=32), tx, 0)
+    ema = state.params
+    step = jax.jit(steps.train_step)
+    indices, weights = steps.batch_layout(jnp.arange(512), 128)
+    for idx, w in zip(indices, weights, strict=True):
+        batch = {"images": data.images[idx], "labels": data.labels[idx], "weights": w}
+        state, _ = step(state, batch, jax.random.key(0))
+        ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, state.params)
+    for a, b in zip(
+        jax.tree.leaves(steps.evaluation_params(state)), jax.tree.leaves(ema), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    evaluate = jax.jit(functools.partial(steps.evaluate, batch_size=128))
+    averaged = evaluate(state, data).compute()
+    plain_state = steps.create_train_state(
+        mlp_scratch.MLPScratch(num_hiddens=32), optax.sgd(0.1), 0
+    ).replace(params=ema)
+    np.testing.assert_allclose(averaged["loss"], evaluate(plain_state, data).compute()["loss"])
+    trained = evaluate(state.replace(opt_state=optax.sgd(0.1).init(state.params)), data)
+    assert float(trained.compute()["loss"]) != float(averaged["loss"])
 
 
 def test_each_epoch_trains_on_a_new_order():

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import (
+    BEST_FEATURES,
     ROOT,
     TUNED_FEATURES,
     run_cli,
@@ -54,8 +55,9 @@ def _separate_run(config, dataset):
         ("mlp_scratch", {}),
         ("mlp_concise", TUNED_FEATURES),
         ("mlp_concise", {**TUNED_FEATURES, "compute_dtype": "bfloat16"}),
+        ("mlp_concise", BEST_FEATURES),
     ],
-    ids=["scratch_sgd", "concise_tuned_features", "concise_tuned_bfloat16"],
+    ids=["scratch_sgd", "concise_tuned_features", "concise_tuned_bfloat16", "concise_best"],
 )
 def test_population_equals_separate_runs(synthetic_dir, small_dataset, experiment, features):
     configs = [
