@@ -17,8 +17,6 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks import run_all, stats, train_speed
 from experiments import mlp_concise, mlp_scratch
 from mlp_jax import data, sweep
@@ -47,11 +45,7 @@ def torch_accuracies(model: str, seeds: int, epochs: int = EPOCHS) -> list[float
     import torch
     from torch import nn
 
-    train, test = data.load_fashion_mnist()
-    x_train = torch.from_numpy(train.images.astype(np.float32) / 255)
-    y_train = torch.from_numpy(train.labels.astype(np.int64))
-    x_test = torch.from_numpy(test.images.astype(np.float32) / 255)
-    y_test = torch.from_numpy(test.labels.astype(np.int64))
+    x_train, y_train, x_test, y_test = train_speed.torch_data("cpu")
     accuracies = []
     for seed in range(seeds):
         torch.manual_seed(seed)
@@ -59,10 +53,9 @@ def torch_accuracies(model: str, seeds: int, epochs: int = EPOCHS) -> list[float
         for layer in (net[0], net[2]):
             if model == "scratch":
                 nn.init.normal_(layer.weight, std=0.01)
+                nn.init.zeros_(layer.bias)
             else:
-                std = (1 / layer.in_features) ** 0.5 / 0.87962566103423978
-                nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
-            nn.init.zeros_(layer.bias)
+                train_speed.lecun_normal_(layer)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
         loss_fn = nn.CrossEntropyLoss()
         for _ in range(epochs):

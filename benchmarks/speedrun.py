@@ -172,11 +172,7 @@ def run_torch_recipe_085(epochs: int) -> dict:
 
     del epochs  # The recipe's own.
     config = _portable_recipe()
-    train, test = data.load_fashion_mnist()
-    x_train = torch.from_numpy(train.images.astype(np.float32) / 255)
-    y_train = torch.from_numpy(train.labels.astype(np.int64))
-    x_test = torch.from_numpy(test.images.astype(np.float32) / 255)
-    y_test = torch.from_numpy(test.labels.astype(np.int64))
+    x_train, y_train, x_test, y_test = train_speed.torch_data("cpu")
     batch, peak = config.batch_size, config.lr
     total = config.num_epochs * optim.steps_per_epoch(len(y_train), batch)
     seconds, accs = [], []
@@ -185,10 +181,8 @@ def run_torch_recipe_085(epochs: int) -> dict:
         model = nn.Sequential(
             nn.Linear(784, config.num_hiddens), nn.ReLU(), nn.Linear(config.num_hiddens, 10)
         )
-        for layer in (model[0], model[2]):  # Flax's lecun_normal: a truncated normal.
-            std = (1 / layer.in_features) ** 0.5 / 0.87962566103423978
-            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
-            nn.init.zeros_(layer.bias)
+        for layer in (model[0], model[2]):
+            train_speed.lecun_normal_(layer)
         optimizer = torch.optim.Adam(model.parameters(), lr=peak, betas=(config.momentum, 0.999))
         loss_fn = nn.CrossEntropyLoss()
         step = 0

@@ -199,17 +199,37 @@ def run_torch_d2l(epochs: int) -> dict:
     return {"warmup": 0.0, "seconds": seconds, "test_acc": curve[-1][1], "curve": curve}
 
 
+def torch_data(device=None):
+    """Fashion-MNIST resident on `device` (default: the GPU where PyTorch sees one) as float
+    images in [0, 1] and int64 labels: (x_train, y_train, x_test, y_test)."""
+    import torch
+
+    device = device or _torch_device()
+    return tuple(
+        torch.from_numpy(array).to(device)
+        for split in _load()
+        for array in (split.images.astype(np.float32) / 255, split.labels.astype(np.int64))
+    )
+
+
+def lecun_normal_(linear) -> None:
+    """Gives a torch Linear layer Flax's nn.Dense initialisation: LeCun-normal weights (a
+    normal of variance 1 / fan_in truncated at 2 standard deviations, rescaled to keep that
+    variance) and zero biases."""
+    from torch import nn
+
+    std = (1 / linear.in_features) ** 0.5 / 0.87962566103423978
+    nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(linear.bias)
+
+
 def _torch_fast(epochs: int, compiled: bool, autocast_dtype=None) -> dict:
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    train, test = _load()
     device = _torch_device()  # Everything resident there, as in mlp_jax.
-    x_train = torch.from_numpy(train.images.astype(np.float32) / 255).to(device)
-    y_train = torch.from_numpy(train.labels.astype(np.int64)).to(device)
-    x_test = torch.from_numpy(test.images.astype(np.float32) / 255).to(device)
-    y_test = torch.from_numpy(test.labels.astype(np.int64)).to(device)
+    x_train, y_train, x_test, y_test = torch_data(device)
     model = nn.Sequential(nn.Linear(784, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
