@@ -110,8 +110,9 @@ def over_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset, seeds: 
     }
 
 
-def whole_process(target: float) -> dict:
-    """One `python -m mlp_jax.main` run of the recipe (seed 0): wall seconds, test accuracy."""
+def whole_process(target: float, overrides: tuple[str, ...] = ()) -> dict:
+    """One `python -m mlp_jax.main` run of the recipe (seed 0), with --config.KEY=VALUE
+    `overrides`: wall seconds and the last epoch's line."""
     with tempfile.TemporaryDirectory() as workdir:
         t0 = time.perf_counter()
         result = subprocess.run(
@@ -121,6 +122,7 @@ def whole_process(target: float) -> dict:
                 "mlp_jax.main",
                 f"--config=experiments/{RECIPES[target]}.py",
                 f"--workdir={workdir}",
+                *overrides,
             ],
             cwd=ROOT,
             capture_output=True,
@@ -248,14 +250,19 @@ def first_reaching(curve, target: float):
     return None
 
 
-def measure(seeds: int, d2l_epochs: int = D2L_MAX_EPOCHS, ports: bool = True) -> dict:
+def measure(
+    seeds: int, d2l_epochs: int = D2L_MAX_EPOCHS, ports: bool = True, num_epochs: int = 0
+) -> dict:
     """Every recipe over `seeds` seeds on the test split, the whole-process runs, and the
-    peers."""
+    peers; `num_epochs` cuts every recipe short (for tests; 0 keeps each recipe's own)."""
     dataset = data.load_dataset()
     results = {"recipes": {}, "whole": {}, "peers": {}}
+    overrides = (f"--config.num_epochs={num_epochs}",) if num_epochs else ()
     for target in RECIPES:
-        results["recipes"][target] = over_seeds(recipe_config(target), dataset, seeds)
-        results["whole"][target] = whole_process(target)
+        config = recipe_config(target)
+        config.num_epochs = num_epochs or config.num_epochs
+        results["recipes"][target] = over_seeds(config, dataset, seeds)
+        results["whole"][target] = whole_process(target, overrides)
     results["peers"]["torch_d2l"] = train_speed.run_peer_process("torch_d2l", d2l_epochs)
     if ports:
         for peer in ("torch_recipe_085", "keras_recipe_085"):
@@ -467,7 +474,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default="results/speedrun.md")
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 2 d2l epochs, no ports")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds, 1 epoch per recipe, 2 d2l epochs, no ports"
+    )
     parser.add_argument("--search", type=float, help="the target whose recipe to choose")
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=0, help=argparse.SUPPRESS)
@@ -481,7 +490,9 @@ def main() -> None:
             print(row)
         return
     seeds = 2 if args.quick else args.seeds
-    results = measure(seeds, 2 if args.quick else D2L_MAX_EPOCHS, ports=not args.quick)
+    results = measure(
+        seeds, 2 if args.quick else D2L_MAX_EPOCHS, ports=not args.quick, num_epochs=int(args.quick)
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(
