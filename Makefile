@@ -69,7 +69,7 @@ $(VENV)/.peers: $(VENV)/.installed
 bench: install $(VENV)/.peers
 	$(PY) -m benchmarks.run_all
 
-# Time to 0.85 test accuracy (results/speedrun.md) and parity over seeds (results/parity.md).
+# Time to 0.85 and 0.90 test accuracy (results/speedrun.md) and parity over seeds (results/parity.md).
 speedrun: install $(VENV)/.peers
 	$(PY) -m benchmarks.speedrun
 
