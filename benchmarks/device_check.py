@@ -206,22 +206,28 @@ def main() -> None:
     epochs = 1 if args.quick else 10
     started = time.perf_counter()
     sections = ["# The one-call accelerator check\n", run_all.header()]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def report(*new_sections: str) -> None:
+        """Adds sections and rewrites the report, so a run cut short keeps what it measured."""
+        sections.extend(new_sections)
+        out.write_text("\n".join(sections))
+        print(new_sections[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         chapter = chapter_runs(epochs, Path(tmp))
-    sections += ["## The chapter through the command line\n", chapter_table(chapter, epochs)]
-    print(sections[-1], flush=True)
+    report("## The chapter through the command line\n", chapter_table(chapter, epochs))
 
     ceiling_rows = ceiling.run(args.quick)
     peer_names = PEERS[:3] if args.quick else PEERS
     peers = [train_speed.run_peer_process(peer, epochs) for peer in peer_names]
-    sections += [
+    report(
         "## The ceiling: an epoch of only the chapter's matrix products\n",
         ceiling.markdown(ceiling_rows),
         f"## Peers on the same device ({epochs} epochs)\n",
         train_speed.table(peers, epochs, ceiling.chapter_ceiling(ceiling_rows)) + "\n",
-    ]
-    print(sections[-1], flush=True)
+    )
 
     sizes = (1, 2) if args.quick else POPULATIONS
     dataset = data.load_dataset()
@@ -233,28 +239,21 @@ def main() -> None:
         )
         population_ms[size] = 1000 * per_model_epoch
         lines.append(f"| {size} | {compile_seconds:.2f} | {population_ms[size]:.3f} |")
-    sections += ["## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n"]
-    print(sections[-1], flush=True)
+    report("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
 
     matmul_sizes = hardware.QUICK_MATMUL_SIZES if args.quick else DEVICE_MATMUL_SIZES
     bandwidth = hardware.copy_bandwidth(16 if args.quick else 1024)
     lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes)) + [""]
     lines += hardware.bandwidth_markdown(bandwidth, hardware.memory_transfer_rate())
-    sections += ["## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n"]
-    print(sections[-1], flush=True)
+    report("## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n")
 
     counts = ",".join(str(n) for n in sorted({1, jax.device_count()}))
-    sections += ["## Parallel modes\n", parallel_speed.run(counts)]
-    print(sections[-1], flush=True)
+    report("## Parallel modes\n", parallel_speed.run(counts))
 
-    sections += ["## Speedrun recipes\n", speedrun_table(dataset, args.quick)]
+    report("## Speedrun recipes\n", speedrun_table(dataset, args.quick))
     if not args.quick:  # The goals are for the full sizes.
-        sections += ["## Goals (for an H200)\n", goals(chapter, peers, population_ms)]
-    sections.append(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(sections))
-    print("\n".join(sections[-3:]), flush=True)
+        report("## Goals (for an H200)\n", goals(chapter, peers, population_ms))
+    report(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
 
 
 if __name__ == "__main__":
