@@ -241,6 +241,13 @@ def carve_validation(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     )
 
 
+def load_held_out_dataset(data_dir: str, validation_size: int, split_seed: int) -> Dataset:
+    """The training split with `validation_size` images held out of it, and no test split:
+    what a search chooses on (it never reads the test split)."""
+    train, validation = carve_validation(load_training_split(data_dir), validation_size, split_seed)
+    return Dataset(train, validation, None)
+
+
 def load_dataset(data_dir: str = "", validation_size: int = 0, split_seed: int = 0) -> Dataset:
     """Loads Fashion-MNIST and arranges it for a run.
 

@@ -23,6 +23,7 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
+from experiments import mlp_concise
 from mlp_jax import data, errors, files, metrics, models, plots, sweep
 from mlp_jax.errors import UserError
 
@@ -105,19 +106,28 @@ def _python_literal(value) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
+# Fields a written experiment never carries: where this machine keeps the data.
+_MACHINE_FIELDS = ("data_dir",)
+
+
 def write_tuned_config(
-    path: str | os.PathLike, winner: ml_collections.ConfigDict, space: dict, note: str
+    path: str | os.PathLike, winner: ml_collections.ConfigDict, title: str, note: str
 ) -> None:
-    """Writes the winner as an ordinary experiment file built on the concise MLP."""
-    fields = {k: winner[k] for k in sorted(space)}
+    """Writes the winner as an ordinary experiment file built on the concise MLP: every
+    field where it differs from experiments/mlp_concise.py, whether the search drew it or
+    its base config set it, and the final training on all 60,000 images."""
+    base = mlp_concise.get_config()
+    fields = {
+        k: v
+        for k, v in sorted(winner.to_dict().items())
+        if k not in _MACHINE_FIELDS and (k not in base or base[k] != v)
+    }
     fields["num_epochs"] = winner.num_epochs
     fields["validation_size"] = 0  # The final model trains on all 60,000 images.
-    for key in ("optimizer", "schedule", "warmup_epochs"):
-        fields[key] = winner[key]
     body = "\n".join(f"    config.{k} = {_python_literal(v)}" for k, v in fields.items())
     files.as_path(path).write_text(
-        f'r"""The best plain MLP that `make tune` found (mlp_jax.tune: successive halving).\n\n'
-        f"  make train CONFIG=experiments/mlp_tuned.py\n\n{textwrap.fill(note, 92)}\n"
+        f'r"""{title}\n\n'
+        f"  make train CONFIG={path}\n\n{textwrap.fill(note, 92)}\n"
         '"""\n\nfrom experiments import mlp_concise\n\n\n'
         "def get_config():\n"
         '    """The search\'s winner; every other field as in experiments/mlp_concise.py."""\n'
@@ -170,11 +180,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
     for candidate in candidates:
         models.resolve_model(candidate)  # Validates every candidate before anything trains.
     train = search.train
-    full_train = data.load_training_split(train.data_dir)
-    train_split, validation = data.carve_validation(
-        full_train, train.validation_size, train.split_seed
-    )
-    dataset = data.Dataset(train_split, validation, None)  # No test split during the search.
+    dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
     history, seconds = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
     winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
     winner.num_epochs = search[f"{prefix}final_epochs"]
@@ -200,7 +206,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
         f"{train.validation_size:,} held-out training images at the last rung; trained here "
         f"for {winner.num_epochs} epochs on all 60,000."
     )
-    write_tuned_config(tuned_config, winner, space, note)
+    write_tuned_config(tuned_config, winner, search.title, note)
     return record
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import ROOT, synthetic_split, tiny_config
 
-from experiments import tune_search
+from experiments import best_search, tune_search
 from mlp_jax import data, train, tune
 
 
@@ -76,3 +76,23 @@ def test_tune_plot_labels_the_rung_budgets_plainly():
     (ax,) = tune.figure(history).axes
     assert [label.get_text() for label in ax.get_xticklabels()] == ["2", "6", "18"]
     assert not [label.get_text() for label in ax.get_xticklabels(minor=True) if label.get_text()]
+
+
+def _load_experiment(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_written_winner_keeps_what_its_base_config_set(tmp_path):
+    search = best_search.get_config()
+    winner = tune.sample_candidates(search.train, search.space.to_dict(), 1, seed=0)[0]
+    winner.num_epochs = search.final_epochs
+    winner.data_dir = "/somewhere/on/this/machine"
+    path = tmp_path / "mlp_best.py"
+    tune.write_tuned_config(path, winner, search.title, "A note.")
+    written = _load_experiment(path)
+    expected = {**winner.to_dict(), "validation_size": 0, "data_dir": ""}
+    assert written.to_dict() == expected  # ema_decay, lr, depth: not only the drawn fields.
+    assert path.read_text().startswith(f'r"""{search.title}')
