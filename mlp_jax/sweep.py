@@ -215,7 +215,12 @@ def train_population(
             chunk_results, cached = _train_chunk(
                 members, dataset, cache_dir, evaluate_test, mesh, shown
             )
-            shown.population_done(members[0].num_epochs, len(members), cached)
+            shown.population_done(
+                members[0].num_epochs,
+                len(members),
+                cached,
+                [result["history"][-1]["val_acc"] for result in chunk_results],
+            )
             for i, result in zip(chunk, chunk_results, strict=True):
                 results[i] = result
     return results
@@ -258,6 +263,8 @@ class Progress:
         self._quiet = jax.process_index() != 0
         self._num_populations, self._model_epochs = num_populations, model_epochs
         self._done_model_epochs, self._best = 0, float("nan")
+        # Trained (not cached) model-epochs and their seconds: what the time left is judged by.
+        self._trained_model_epochs, self._trained_seconds = 0, 0.0
         self._started = self._population_started = time.perf_counter()
         self._bar = None
         if self._live and not self._quiet:
@@ -289,26 +296,37 @@ class Progress:
     def epoch_done(self, epoch: int, num_epochs: int, size: int, val_accs: list[float]) -> None:
         """An epoch of the current population ended with these validation accuracies."""
         self._done_model_epochs += size
-        finite = [a for a in val_accs if a == a]  # NaN marks a diverged member.
-        if finite and not max(finite) <= self._best:
-            self._best = max(finite)
+        self._note_best(val_accs)
         self._show(epoch=f", epoch {epoch}/{num_epochs}")
 
-    def population_done(self, num_epochs: int, size: int, cached: bool) -> None:
-        """The current population ended (or came from the cache)."""
+    def population_done(
+        self, num_epochs: int, size: int, cached: bool, val_accs: list[float]
+    ) -> None:
+        """The current population ended (or came from the cache) with these final validation
+        accuracies."""
+        seconds = time.perf_counter() - self._population_started
         if cached:
             self._done_model_epochs += num_epochs * size
+            self._note_best(val_accs)
             self._show(epoch=", cached")
+        else:
+            self._trained_model_epochs += num_epochs * size
+            self._trained_seconds += seconds
         if self._bar is None and not self._quiet:
             elapsed = time.perf_counter() - self._started
             left = self._model_epochs - self._done_model_epochs
-            remaining = elapsed / max(self._done_model_epochs, 1) * left
-            took = "cached" if cached else f"{time.perf_counter() - self._population_started:.1f} s"
+            remaining = self._trained_seconds / max(self._trained_model_epochs, 1) * left
+            took = "cached" if cached else f"{seconds:.1f} s"
             print(
                 f"{self._label}: {num_epochs} epochs, {took}; best val_acc so far "
                 f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left",
                 flush=True,
             )
+
+    def _note_best(self, val_accs: list[float]) -> None:
+        finite = [a for a in val_accs if a == a]  # NaN marks a diverged member.
+        if finite and not max(finite) <= self._best:
+            self._best = max(finite)
 
     def _show(self, epoch: str) -> None:
         if self._bar is not None:

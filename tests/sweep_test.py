@@ -128,13 +128,19 @@ def test_quick_grid_runs_end_to_end(module, real_data_dir, tmp_path):
     assert all("test_acc" in run and "test_acc" not in run["history"][-1] for run in record["runs"])
 
 
-def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, small_dataset, tmp_path):
+def test_cached_populations_are_reused_with_their_seconds(
+    synthetic_dir, small_dataset, tmp_path, capsys
+):
     configs = [tiny_config(synthetic_dir, seed=s) for s in (0, 1)]
-    first = sweep.train_population(configs, small_dataset, cache_dir=tmp_path)
+    first = sweep.train_population(configs, small_dataset, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.json"))) == 1
-    again = sweep.train_population(configs, small_dataset, cache_dir=tmp_path)
+    capsys.readouterr()
+    again = sweep.train_population(configs, small_dataset, cache_dir=tmp_path, progress=False)
     assert again == json.loads(json.dumps(first))
     assert all(r["train_seconds"] > 0 for r in again)
+    # A rerun's progress line reports the cached population's best, not "nan".
+    best = max(r["history"][-1]["val_acc"] for r in first)
+    assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
 
 
 def _run_multidevice_sweeps(synthetic_dir, out, sizes, env):
