@@ -19,7 +19,7 @@ WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench speedrun parity exercises tune notebook device-check
+.PHONY: install data train eval test lint bench speedrun parity exercises tune best notebook device-check
 
 install: $(VENV)/.installed data
 
@@ -81,6 +81,14 @@ parity: install $(VENV)/.peers
 DEVICE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 device-check:
 	PYTHON=$(DEVICE_PYTHON) bash benchmarks/device_check.sh
+
+# The best plain MLP (issue 15): the search on held-out images writes experiments/mlp_best.py,
+# then its three final runs (make train, seeds 0-2) and the ablation go to results/best.md.
+# Every stage resumes where an interruption left it.
+best: install
+	$(PY) -m mlp_jax.tune --config=experiments/best_search.py --results_dir=results/best \
+	  --workdir=runs/best_search --tuned_config=experiments/mlp_best.py
+	$(PY) -m benchmarks.best
 
 notebook: install
 	$(PY) -m pip install -q notebook

@@ -1,0 +1,139 @@
+"""The best-MLP benchmark's stages on small problems: ablation, final runs, report."""
+
+import json
+
+import pytest
+from conftest import synthetic_split, tiny_config
+
+from benchmarks import best
+from mlp_jax import data, sweep
+
+RECIPE_FEATURES = {
+    "augment_shift": 1,
+    "augment_erase": 0.5,
+    "mixup_alpha": 0.4,
+    "ema_decay": 0.9,
+    "dropout": 0.1,
+    "optimizer": "adamw",
+    "weight_decay": 0.05,
+    "lr": 0.002,
+}
+
+
+def test_each_ablation_removes_exactly_one_ingredient_the_recipe_has(synthetic_dir):
+    recipe = tiny_config(synthetic_dir, **RECIPE_FEATURES)
+    removals = best.ablations(recipe)
+    assert list(removals) == [
+        "EMA of the weights",
+        "random erasing",
+        "MixUp",
+        "random shifts",
+        "dropout",
+        "weight decay",
+    ]  # No CutMix, label smoothing or cosine schedule: the recipe has none of them.
+    reference = best.held_out_config(recipe, 5, 1000).to_dict()
+    for change in removals.values():
+        variant = best.held_out_config(recipe, 5, 1000, change).to_dict()
+        assert {k for k in variant if variant[k] != reference[k]} == set(change)
+
+
+def test_ablation_trains_each_removal_and_resumes_from_its_cache(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    recipe = tiny_config(
+        synthetic_dir,
+        ema_decay=0.9,
+        augment_erase=0.25,
+        mixup_alpha=0.2,
+        optimizer="adam",
+        lr=0.003,
+    )
+    dataset = data.Dataset(synthetic_split(6000, 0), synthetic_split(1000, 1), None)
+    first = best.run_ablation(recipe, 3, dataset, tmp_path)
+    assert list(first["rows"]) == [
+        "(none: the recipe)",
+        "EMA of the weights",
+        "random erasing",
+        "MixUp",
+    ]
+    accuracies = [row["val_acc"] for row in first["rows"].values()]
+    assert len(set(accuracies)) == len(accuracies) and all(0.3 < a < 0.95 for a in accuracies)
+    (direct,) = sweep.train_population(
+        [best.held_out_config(recipe, 3, 1000, best.INGREDIENTS["MixUp"])],
+        dataset,
+        evaluate_test=False,
+    )
+    assert first["rows"]["MixUp"]["val_acc"] == direct["history"][-1]["val_acc"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached ablation was trained again")
+
+    monkeypatch.setattr(sweep, "train_group", no_training)
+    assert best.run_ablation(recipe, 3, dataset, tmp_path) == first
+
+
+@pytest.fixture(scope="module")
+def finals(synthetic_dir, tmp_path_factory):
+    """Seed 1 of the recipe through `make train`, made small (once for this module)."""
+    tmp_path = tmp_path_factory.mktemp("best")
+    extra = (
+        "--config.num_epochs=2",
+        "--config.num_hiddens=32",
+        f"--config.data_dir={synthetic_dir}",
+    )
+    recipe = best.load_recipe()
+    record = best.run_finals(recipe, tmp_path / "results", tmp_path / "runs", (1,), extra)
+    return recipe, record, extra, tmp_path
+
+
+def test_final_run_is_make_train_and_is_recorded_once(finals, monkeypatch):
+    recipe, record, extra, tmp_path = finals
+    (run,) = record["runs"]
+    history = (tmp_path / "runs" / "mlp_best_seed1" / "metrics.jsonl").read_text().splitlines()
+    assert run["test_acc"] == json.loads(history[-1])["val_acc"]
+    assert run["wall_seconds"] > run["epoch_seconds"] > 0 and not run["resumed"]
+    config = json.loads((tmp_path / "runs" / "mlp_best_seed1" / "config.json").read_text())
+    assert config["ema_decay"] == recipe.ema_decay and config["num_hiddens"] == 32
+    assert config["seed"] == run["seed"] == 1 and run["epochs"] == 2
+
+    def no_training(*args):
+        raise AssertionError("a recorded seed was trained again")
+
+    monkeypatch.setattr(best, "train_final", no_training)
+    again = best.run_finals(recipe, tmp_path / "results", tmp_path / "runs", (1,), extra)
+    assert again == record
+
+
+def test_report_states_the_goal_and_each_removal(finals, tmp_path):
+    recipe, record, _, _ = finals
+    ablation = {
+        "epochs": 36,
+        "validation_size": 10_000,
+        "rows": {
+            "(none: the recipe)": {
+                "change": {},
+                "val_acc": 0.91,
+                "val_loss": 0.3,
+                "train_loss": 0.3,
+            },
+            "MixUp": {
+                "change": {"mixup_alpha": 0.0},
+                "val_acc": 0.905,
+                "val_loss": 0.3,
+                "train_loss": 0.2,
+            },
+        },
+    }
+    search = {
+        "date": "2026-11-29",
+        "candidates": [{}] * 9,
+        "history": [[{"epochs": 12}] * 9, [{"epochs": 36}] * 3],
+        "seconds": 600.0,
+        "winner": {"mixup_alpha": 0.2},
+    }
+    text = best.markdown(recipe, record, ablation, search)
+    assert "| MixUp | mixup_alpha=0.0 | 0.9050 | -0.0050 |" in text
+    assert "Goal 0.915: not met" in text  # Two tiny epochs cannot reach it.
+    assert "9 candidates, successive halving 9 for 12 -> 3 for 36 epochs" in text
+    best.plot(record["runs"], ablation, tmp_path / "best.png")
+    assert (tmp_path / "best.png").stat().st_size > 10_000
