@@ -25,7 +25,6 @@ def test_each_ablation_removes_exactly_one_ingredient_the_recipe_has(synthetic_d
     removals = best.ablations(recipe)
     assert list(removals) == [
         "EMA of the weights",
-        "random erasing",
         "MixUp",
         "random shifts",
         "dropout",
@@ -43,7 +42,6 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     recipe = tiny_config(
         synthetic_dir,
         ema_decay=0.9,
-        augment_erase=0.25,
         mixup_alpha=0.2,
         optimizer="adam",
         lr=0.003,
@@ -53,7 +51,6 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     assert list(first["rows"]) == [
         "(none: the recipe)",
         "EMA of the weights",
-        "random erasing",
         "MixUp",
     ]
     accuracies = [row["val_acc"] for row in first["rows"].values()]
