@@ -25,6 +25,7 @@ def test_each_ablation_removes_exactly_one_ingredient_the_recipe_has(synthetic_d
     removals = best.ablations(recipe)
     assert list(removals) == [
         "EMA of the weights",
+        "random erasing",
         "MixUp",
         "random shifts",
         "dropout",
