@@ -58,6 +58,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.augment_shift = 0
     # Random horizontal flips of training images.
     config.augment_flip = False
+    # Random rotation of training images by up to this many degrees each way; 0 is off.
+    config.augment_rotate = 0.0
+    # Random scaling of training images by a factor in [1 - s, 1 + s]; 0 is off.
+    config.augment_scale = 0.0
+    # Elastic distortion of training images (Simard et al. 2003): a smooth random field
+    # of displacements, this strength their alpha (34 moves pixels by 1.4 rms); 0 is off.
+    config.augment_elastic = 0.0
     # Probability of erasing a random rectangle (2-25 % of the image) of each training image.
     config.augment_erase = 0.0
     # MixUp: each training image and its target blended with another's, the weight drawn
@@ -122,6 +129,16 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         "must be in [0, 1)",
     )
     _check(0 <= config.augment_shift <= 8, "augment_shift", config.augment_shift, "must be in 0..8")
+    _check(
+        0 <= config.augment_rotate <= 180,
+        "augment_rotate",
+        config.augment_rotate,
+        "must be in [0, 180] (degrees)",
+    )
+    _check(
+        0 <= config.augment_scale < 1, "augment_scale", config.augment_scale, "must be in [0, 1)"
+    )
+    _check(config.augment_elastic >= 0, "augment_elastic", config.augment_elastic, "must be >= 0")
     _check(
         0 <= config.augment_erase <= 1, "augment_erase", config.augment_erase, "must be in [0, 1]"
     )

@@ -23,8 +23,9 @@ from mlp_jax.metrics import EvalMetrics, TrainMetrics
 # Streams of randomness derived from the run's key by `fold_in`, so that every draw depends
 # only on (seed, epoch, step) and a resumed run repeats an uninterrupted one bit for bit.
 INIT_STREAM, DATA_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2, 3
-# Sub-streams of a step's keys: erasing from its augmentation key, mixing from its dropout key.
-ERASE_STREAM, MIX_STREAM = 1, 1
+# Sub-streams of a step's keys: erasing and distortions from its augmentation key, mixing
+# from its dropout key.
+ERASE_STREAM, DISTORT_STREAM, MIX_STREAM = 1, 2, 1
 
 
 class TrainState(train_state.TrainState):
@@ -152,6 +153,9 @@ def epoch_options(config) -> dict:
         "label_smoothing": config.label_smoothing,
         "augment_shift": config.augment_shift,
         "augment_flip": config.augment_flip,
+        "augment_rotate": config.augment_rotate,
+        "augment_scale": config.augment_scale,
+        "augment_elastic": config.augment_elastic,
         "augment_erase": config.augment_erase,
         "mixup_alpha": config.mixup_alpha,
         "cutmix_alpha": config.cutmix_alpha,
@@ -229,6 +233,9 @@ def train_epoch(
     label_smoothing=0.0,
     augment_shift: int = 0,
     augment_flip: bool = False,
+    augment_rotate: float = 0.0,
+    augment_scale: float = 0.0,
+    augment_elastic: float = 0.0,
     augment_erase: float = 0.0,
     mixup_alpha: float = 0.0,
     cutmix_alpha: float = 0.0,
@@ -238,9 +245,10 @@ def train_epoch(
     """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
 
     Every example is visited once; the order depends only on (seed, epoch). Metrics are exact
-    sums over the epoch's examples (each taken with the parameters of its step). With
-    `augment_shift`, `augment_flip` or `augment_erase`, every training image is augmented
-    afresh each step (see `mlp_jax.augment`); MixUp and CutMix happen in `train_step`.
+    sums over the epoch's examples (each taken with the parameters of its step). With any
+    `augment_*` option, every training image is augmented afresh each step (see
+    `mlp_jax.augment`: distorted, then shifted and flipped, then erased); MixUp and CutMix
+    happen in `train_step`.
 
     Returns:
       (state after the epoch, TrainMetrics summed over the epoch and all devices).
@@ -260,6 +268,14 @@ def train_epoch(
         idx_B, weights_B = batch_indices_and_weights
         images = data.images[idx_B]
         step_augment_key = jax.random.fold_in(augment_key, state.step)
+        if augment_rotate or augment_scale or augment_elastic:
+            images = augment.distort(
+                images,
+                jax.random.fold_in(step_augment_key, DISTORT_STREAM),
+                rotate=augment_rotate,
+                scale=augment_scale,
+                elastic=augment_elastic,
+            )
         if augment_shift or augment_flip:
             images = augment.shift_and_flip(
                 images, step_augment_key, max_shift=augment_shift, flip=augment_flip

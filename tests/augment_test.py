@@ -18,6 +18,9 @@ IMAGES = jnp.asarray(synthetic_split(64, seed=0).images)
         ("shift", lambda x, k: augment.shift_and_flip(x, k, max_shift=3)),
         ("flip", lambda x, k: augment.shift_and_flip(x, k, flip=True)),
         ("erase", lambda x, k: augment.random_erase(x, k, probability=1.0)),
+        ("rotate", lambda x, k: augment.distort(x, k, rotate=10.0)),
+        ("scale", lambda x, k: augment.distort(x, k, scale=0.1)),
+        ("elastic", lambda x, k: augment.distort(x, k, elastic=34.0)),
     ],
 )
 def test_image_augmentations_keep_shape_dtype_and_range_and_follow_their_key(name, fn):
@@ -56,3 +59,52 @@ def test_random_erase_sets_one_rectangle_to_zero():
         assert 0.01 <= len(rows) / 784 <= 0.3
     none = augment.random_erase(white, jax.random.key(0), probability=0.0)
     np.testing.assert_array_equal(none, white)
+
+
+def test_bilinear_sampling_reads_exact_pixels_and_fills_outside_with_zero():
+    images = jnp.asarray(IMAGES[:8].reshape(8, 28, 28))
+    rows, cols = (jnp.broadcast_to(a.astype(jnp.float32), (8, 28, 28)) for a in augment._grid())
+    np.testing.assert_array_equal(augment._bilinear(images, rows, cols), images)
+    # Reading 2 rows down and 3 columns left moves the image up 2 and right 3, zeros coming in.
+    moved = np.zeros((8, 28, 28), np.float32)
+    moved[:, :26, 3:] = np.asarray(images)[:, 2:, :25]
+    np.testing.assert_array_equal(augment._bilinear(images, rows + 2, cols - 3), moved)
+    half = augment._bilinear(images, rows, cols + 0.5)[:, :, :27]
+    np.testing.assert_allclose(half, (images[:, :, :27] + images[:, :, 1:].astype(float)) / 2)
+
+
+def _principal_angle(image_HxW) -> float:
+    """The angle (degrees, in [-90, 90)) of an image's principal axis of intensity."""
+    rows, cols = np.nonzero(image_HxW)
+    covariance = np.cov(np.stack([rows, cols]), aweights=image_HxW[rows, cols].astype(float))
+    d_row, d_col = np.linalg.eigh(covariance)[1][:, -1]
+    return (np.degrees(np.arctan2(d_row, d_col)) + 90) % 180 - 90
+
+
+def test_rotation_and_scaling_stay_within_their_ranges_and_use_them():
+    bar = np.zeros((256, 28, 28), np.uint8)
+    bar[:, 13:15, 4:24] = 255  # A horizontal bar 20 pixels long through the centre.
+    flat = jnp.asarray(bar.reshape(256, 784))
+    rotated = np.asarray(augment.distort(flat, jax.random.key(0), rotate=15.0)).reshape(-1, 28, 28)
+    angles = np.array([_principal_angle(image) for image in rotated])
+    assert np.abs(angles).max() <= 16 and angles.min() < -10 and angles.max() > 10
+    scaled = np.asarray(augment.distort(flat, jax.random.key(0), scale=0.2)).reshape(-1, 28, 28)
+    assert np.abs([_principal_angle(image) for image in scaled]).max() < 1
+    lengths = (scaled.max(axis=1) >= 128).sum(axis=1)  # Zoomed by 0.8 to 1.2: 16 to 24.
+    assert 15 <= lengths.min() <= 17 and 23 <= lengths.max() <= 25
+
+
+def test_elastic_field_moves_pixels_as_simards_field_does():
+    # Simard's field: uniform [-1, 1] noise at every pixel convolved with a normalised Gaussian
+    # of sigma pixels, times alpha: its rms is alpha * sqrt(1/3) / (2 sqrt(pi) sigma).
+    sigma, alpha = augment.ELASTIC_SIGMA, 34.0
+    basis = augment._elastic_basis(sigma)
+    weights = jax.random.uniform(jax.random.key(0), (2000, basis.shape[0]), minval=-1)
+    field = np.asarray(alpha * weights @ basis).reshape(-1, 28, 28)
+    expected_rms = alpha * np.sqrt(1 / 3) / (2 * np.sqrt(np.pi) * sigma)
+    assert abs(field.std() / expected_rms - 1) < 0.05
+    for row, col in ((0, 0), (14, 14), (27, 5)):  # As strong at the border as in the middle.
+        assert abs(field[:, row, col].std() / expected_rms - 1) < 0.1
+    # Smooth: neighbouring pixels move almost together, pixels 14 apart nearly independently.
+    assert np.corrcoef(field[:, 10, 10], field[:, 10, 11])[0, 1] > 0.95
+    assert abs(np.corrcoef(field[:, 10, 0], field[:, 10, 14])[0, 1]) < 0.2

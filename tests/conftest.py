@@ -89,10 +89,13 @@ TUNED_FEATURES = {
     "schedule": "cosine",
     "warmup_epochs": 1,
 }
-# The best-MLP ingredients on top (issue 15): erasing, MixUp or CutMix, a moving average of
-# the parameters, LayerNorm and skip connections.
+# The best-MLP ingredients on top (issue 15): distortions, erasing, MixUp or CutMix, a moving
+# average of the parameters, LayerNorm and skip connections.
 BEST_FEATURES = {
     **TUNED_FEATURES,
+    "augment_rotate": 10.0,
+    "augment_scale": 0.1,
+    "augment_elastic": 34.0,
     "augment_erase": 0.5,
     "mixup_alpha": 0.4,
     "cutmix_alpha": 1.0,

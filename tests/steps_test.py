@@ -211,11 +211,12 @@ def test_augment_shifts_and_flips_each_image_independently():
     [
         {"augment_shift": 2, "augment_flip": True},
         {"augment_erase": 0.5},
+        {"augment_rotate": 10.0, "augment_scale": 0.1, "augment_elastic": 34.0},
         {"mixup_alpha": 0.4},
         {"cutmix_alpha": 1.0},
         {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
     ],
-    ids=["shift_flip", "erase", "mixup", "cutmix", "mixup_or_cutmix"],
+    ids=["shift_flip", "erase", "distort", "mixup", "cutmix", "mixup_or_cutmix"],
 )
 def test_augmented_epoch_differs_from_plain_and_repeats_itself(options):
     data = _as_device(synthetic_split(512, seed=5))
