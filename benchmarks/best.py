@@ -18,7 +18,6 @@ and its record to results/best/tune.json. This module then measures the recipe:
 """
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import time
@@ -30,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from benchmarks import ceiling, run_all, stats
 from experiments import best_search, mlp_concise
+from mlp_jax import config as config_lib
 from mlp_jax import data, plots, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,9 @@ INGREDIENTS = {
     "MixUp": {"mixup_alpha": 0.0},
     "CutMix": {"cutmix_alpha": 0.0},
     "random shifts": {"augment_shift": 0},
+    "horizontal flips": {"augment_flip": False},
+    "affine distortions": {"augment_rotate": 0.0, "augment_scale": 0.0},
+    "elastic distortions": {"augment_elastic": 0.0},
     "label smoothing": {"label_smoothing": 0.0},
     "dropout": {"dropout": 0.0},
     "weight decay": {"weight_decay": 0.0},
@@ -61,11 +64,7 @@ INGREDIENTS = {
 
 def load_recipe(path: str | Path = RECIPE) -> ml_collections.ConfigDict:
     """The experiment file's config (the file the search wrote)."""
-    path = ROOT / path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return config_lib.load_experiment(ROOT / path)
 
 
 def recipe_fields(recipe: ml_collections.ConfigDict) -> dict:

@@ -5,6 +5,10 @@ their own fields; the library reads the model's hyperparameters from the config 
 share the model's attribute names (see `mlp_jax.models.build_model`).
 """
 
+import importlib.util
+import os
+from pathlib import Path
+
 import ml_collections
 
 from mlp_jax.errors import UserError, closest
@@ -90,6 +94,16 @@ def base_config() -> ml_collections.ConfigDict:
     # profile plugin or Perfetto show it); 0 traces nothing.
     config.trace_epoch = 0
     return config
+
+
+def load_experiment(path: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The config of the experiment file at `path`: its `get_config()`, as `--config=PATH`
+    gives it to `mlp_jax.main` (for files outside the `experiments` package too)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def _check(condition: bool, key: str, value, requirement: str) -> None:

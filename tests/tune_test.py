@@ -1,6 +1,5 @@
 """The search machinery on a tiny problem, and the tuned config."""
 
-import importlib.util
 import json
 
 import pytest
@@ -8,6 +7,7 @@ from conftest import ROOT, synthetic_split, tiny_config
 
 from experiments import best_search, tune_search
 from mlp_jax import data, train, tune
+from mlp_jax.config import load_experiment
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +48,13 @@ def test_quick_search_end_to_end_never_reads_the_test_split(tmp_path, real_data_
     record = tune.run_search(search, tmp_path / "results", tmp_path / "work", tuned, quick=True)
     assert [len(rung) for rung in record["history"]] == [4, 2]
     assert (tmp_path / "results" / "tune.png").stat().st_size > 5_000
-    spec = importlib.util.spec_from_file_location("mlp_tuned_quick", tuned)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_experiment(tuned)
     assert config.validation_size == 0 and config.num_epochs == search.quick_final_epochs
     assert {k: config[k] for k in search.quick_space} == record["winner"]
 
 
 def test_tuned_experiment_trains_for_one_epoch(real_data_dir, tmp_path):
-    path = ROOT / "experiments" / "mlp_tuned.py"
-    spec = importlib.util.spec_from_file_location("mlp_tuned", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_experiment(ROOT / "experiments" / "mlp_tuned.py")
     config.num_epochs = 1
     config.data_dir = str(real_data_dir)
     result = train.train_and_evaluate(config, tmp_path)
@@ -78,13 +71,6 @@ def test_tune_plot_labels_the_rung_budgets_plainly():
     assert not [label.get_text() for label in ax.get_xticklabels(minor=True) if label.get_text()]
 
 
-def _load_experiment(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def test_written_winner_keeps_what_its_base_config_set(tmp_path):
     search = best_search.get_config()
     winner = tune.sample_candidates(search.train, search.space.to_dict(), 1, seed=0)[0]
@@ -92,7 +78,7 @@ def test_written_winner_keeps_what_its_base_config_set(tmp_path):
     winner.data_dir = "/somewhere/on/this/machine"
     path = tmp_path / "mlp_best.py"
     tune.write_tuned_config(path, winner, search.title, "A note.")
-    written = _load_experiment(path)
+    written = load_experiment(path)
     expected = {**winner.to_dict(), "validation_size": 0, "data_dir": ""}
     assert written.to_dict() == expected  # ema_decay, lr, depth: not only the drawn fields.
     assert path.read_text().startswith(f'r"""{search.title}')
