@@ -217,7 +217,12 @@ def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
         ]
         for name, row in ablation["rows"].items()
     ]
-    rungs = " -> ".join(f"{len(rung)} for {rung[0]['epochs']}" for rung in search["history"])
+    history = search["history"]
+    if len(history) > 1:
+        rungs = " -> ".join(f"{len(rung)} for {rung[0]['epochs']}" for rung in history)
+        plan = f"successive halving {rungs} epochs"
+    else:
+        plan = f"each trained for {history[0][0]['epochs']} epochs"
     return "\n".join(
         [
             "# The best plain MLP on Fashion-MNIST\n",
@@ -242,7 +247,7 @@ def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
             ),
             "## The search\n",
             f"`python -m mlp_jax.tune --config=experiments/best_search.py` ({search['date']}): "
-            f"{len(search['candidates'])} candidates, successive halving {rungs} epochs, "
+            f"{len(search['candidates'])} candidates, {plan}, "
             f"{search['seconds'] / 60:.0f} min of training; winner {search['winner']} "
             f"(results/best/tune.json, tune.png).\n",
         ]

@@ -133,5 +133,8 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     assert "| MixUp | mixup_alpha=0.0 | 0.9050 | -0.0050 |" in text
     assert "Goal 0.915: not met" in text  # Two tiny epochs cannot reach it.
     assert "9 candidates, successive halving 9 for 12 -> 3 for 36 epochs" in text
+    one_rung = {**search, "candidates": [{}] * 6, "history": [[{"epochs": 100}] * 6]}
+    text = best.markdown(recipe, record, ablation, one_rung)
+    assert "6 candidates, each trained for 100 epochs," in text
     best.plot(record["runs"], ablation, tmp_path / "best.png")
     assert (tmp_path / "best.png").stat().st_size > 10_000

@@ -83,6 +83,14 @@ def test_population_equals_separate_runs(synthetic_dir, small_dataset, experimen
     assert len({r["history"][-1]["train_loss"] for r in population}) == 3
 
 
+def test_population_of_one_trains_exactly_as_its_own_run(synthetic_dir, small_dataset):
+    # A search's candidate is a population of one: not vmapped, it is its own run, bit for bit.
+    config = tiny_config(synthetic_dir, num_epochs=2, batch_size=128, **BEST_FEATURES)
+    (result,) = sweep.train_population([config], small_dataset)
+    history = [(r["train_loss"], r["val_loss"], r["val_acc"]) for r in result["history"]]
+    assert history == _separate_run(config, small_dataset)
+
+
 def test_shapes_form_separate_groups_and_keep_their_order(synthetic_dir, small_dataset):
     configs = [
         tiny_config(synthetic_dir, num_hiddens=h, seed=s, num_epochs=1)
