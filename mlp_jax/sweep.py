@@ -232,7 +232,7 @@ def train_population(
                 members[0].num_epochs,
                 len(members),
                 cached,
-                [result["history"][-1]["val_acc"] for result in chunk_results],
+                [row["val_acc"] for result in chunk_results for row in result["history"]],
             )
             for i, result in zip(chunk, chunk_results, strict=True):
                 results[i] = result
@@ -315,8 +315,9 @@ class Progress:
     def population_done(
         self, num_epochs: int, size: int, cached: bool, val_accs: list[float]
     ) -> None:
-        """The current population ended (or came from the cache) with these final validation
-        accuracies."""
+        """The current population ended (or came from the cache) with these validation
+        accuracies, every epoch's of every member, so that a cached population's best is the
+        best its live run showed."""
         seconds = time.perf_counter() - self._population_started
         if cached:
             self._done_model_epochs += num_epochs * size

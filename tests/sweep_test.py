@@ -139,15 +139,18 @@ def test_quick_grid_runs_end_to_end(module, real_data_dir, tmp_path):
 def test_cached_populations_are_reused_with_their_seconds(
     synthetic_dir, small_dataset, tmp_path, capsys
 ):
-    configs = [tiny_config(synthetic_dir, seed=s) for s in (0, 1)]
+    # A learning rate high enough that an earlier epoch beats the last (0.224 against 0.168).
+    configs = [tiny_config(synthetic_dir, seed=s, num_epochs=4, lr=0.3) for s in (0, 1)]
     first = sweep.train_population(configs, small_dataset, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.json"))) == 1
-    capsys.readouterr()
+    live = capsys.readouterr().out
     again = sweep.train_population(configs, small_dataset, cache_dir=tmp_path, progress=False)
     assert again == json.loads(json.dumps(first))
     assert all(r["train_seconds"] > 0 for r in again)
-    # A rerun's progress line reports the cached population's best, not "nan".
-    best = max(r["history"][-1]["val_acc"] for r in first)
+    # A rerun's progress line reports the best the live run showed (any epoch), not "nan".
+    best = max(row["val_acc"] for r in first for row in r["history"])
+    assert best > max(r["history"][-1]["val_acc"] for r in first)  # Else the check is blind.
+    assert f"best val_acc so far {best:.4f}" in live
     assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
 
 
