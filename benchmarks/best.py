@@ -14,7 +14,8 @@ and its record to results/best/tune.json. This module then measures the recipe:
   trained it (on 50,000 training images, judged on the 10,000 held out; the test split is not
   read). The recipe's own row is that very run of the search, found in its cache; each removal
   is cached beside it, so an interrupted ablation resumes where it stopped.
-- report: results/best.md and results/best.png from what the two stages recorded.
+- report: results/best.md and results/best.png from what the two stages recorded; an ablation
+  recorded for another recipe (an earlier search's) is left out, and the report says so.
 """
 
 import argparse
@@ -108,7 +109,22 @@ def run_ablation(recipe, epochs: int, dataset: data.Dataset, cache_dir) -> dict:
             "train_loss": last["train_loss"],
         }
         print(f"ablation: {name}: val acc {last['val_acc']:.4f}", flush=True)
-    return {"epochs": epochs, "validation_size": validation_size, "rows": rows}
+    return {
+        "recipe": recipe_fields(recipe),
+        "epochs": epochs,
+        "validation_size": validation_size,
+        "rows": rows,
+    }
+
+
+def recorded_ablation(recipe, path: Path) -> dict | None:
+    """The ablation `path` holds if it was measured for this very recipe, else None: a search
+    that changes the recipe leaves the last one's ablation behind, and it must not be reported
+    as the new one's."""
+    if not path.exists():
+        return None
+    ablation = json.loads(path.read_text())
+    return ablation if ablation.get("recipe") == recipe_fields(recipe) else None
 
 
 def train_final(seed: int, workdir: Path, extra_args: tuple[str, ...]) -> dict:
@@ -183,9 +199,44 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
+def _ablation_section(recipe, ablation: dict | None, search: dict) -> list[str]:
+    """The ablation's table, or what to run where it has not been measured for this recipe."""
+    if ablation is None:
+        rows = len(ablations(recipe))
+        epochs = search["history"][-1][0]["epochs"]
+        minutes = search["seconds"] / len(search["candidates"]) * rows / 60
+        return [
+            f"Not yet measured for this recipe: `python -m benchmarks.best --stage=ablation` "
+            f"trains its {rows} removals for {epochs} epochs each, about {minutes:.0f} min at "
+            f"the search's pace.\n"
+        ]
+    base = ablation["rows"]["(none: the recipe)"]["val_acc"]
+    ablation_rows = [
+        [
+            name,
+            ", ".join(f"{k}={v}" for k, v in row["change"].items()) or "",
+            f"{row['val_acc']:.4f}",
+            f"{row['val_acc'] - base:+.4f}",
+            f"{row['train_loss']:.4f}",
+            f"{row['val_loss']:.4f}",
+        ]
+        for name, row in ablation["rows"].items()
+    ]
+    return [
+        f"Each row trains {ablation['epochs']} epochs (the search's last rung) on "
+        f"{60_000 - ablation['validation_size']:,} training images, seed 0, and is judged on "
+        f"the {ablation['validation_size']:,} held out; the test split is not read.\n",
+        _table(
+            ["removed", "change", "val acc", "vs recipe", "train loss", "val loss"],
+            ablation_rows,
+        ),
+    ]
+
+
+def markdown(recipe, finals: dict, ablation: dict | None, search: dict) -> str:
     """The report: the recipe, its test accuracy over seeds (`finals`, as run_finals returns
-    it) against the references, the ablation and the search that chose it."""
+    it) against the references, the ablation (None: not measured for this recipe) and the
+    search that chose it."""
     processor, finals = finals["processor"], finals["runs"]
     summary = stats.summarize([run["test_acc"] for run in finals])
     fields = ", ".join(f"{k}={v}" for k, v in recipe_fields(recipe).items())
@@ -205,18 +256,6 @@ def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
     ]
     reference_rows = [[name, f"{acc:.4f}"] for name, acc in REFERENCES.items()]
     reference_rows.append([f"**{RECIPE}** ({summary['n']} seeds)", f"**{summary['mean']:.4f}**"])
-    base = ablation["rows"]["(none: the recipe)"]["val_acc"]
-    ablation_rows = [
-        [
-            name,
-            ", ".join(f"{k}={v}" for k, v in row["change"].items()) or "",
-            f"{row['val_acc']:.4f}",
-            f"{row['val_acc'] - base:+.4f}",
-            f"{row['train_loss']:.4f}",
-            f"{row['val_loss']:.4f}",
-        ]
-        for name, row in ablation["rows"].items()
-    ]
     history = search["history"]
     if len(history) > 1:
         rungs = " -> ".join(f"{len(rung)} for {rung[0]['epochs']}" for rung in history)
@@ -238,13 +277,7 @@ def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
             f"Goal {GOAL}: {met}; moonshot {MOONSHOT}: {moon}.\n",
             _table(["model", "test acc"], reference_rows),
             "## What each ingredient buys: the recipe with one removed\n",
-            f"Each row trains {ablation['epochs']} epochs (the search's last rung) on "
-            f"{60_000 - ablation['validation_size']:,} training images, seed 0, and is judged on "
-            f"the {ablation['validation_size']:,} held out; the test split is not read.\n",
-            _table(
-                ["removed", "change", "val acc", "vs recipe", "train loss", "val loss"],
-                ablation_rows,
-            ),
+            *_ablation_section(recipe, ablation, search),
             "## The search\n",
             f"`python -m mlp_jax.tune --config=experiments/best_search.py` ({search['date']}): "
             f"{len(search['candidates'])} candidates, {plan}, "
@@ -254,10 +287,14 @@ def markdown(recipe, finals: dict, ablation: dict, search: dict) -> str:
     )
 
 
-def plot(finals: list[dict], ablation: dict, path) -> None:
-    """Two panels: each seed's test accuracy against the references, and the ablation."""
-    fig = Figure(figsize=(10, 5.2), dpi=120)
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+def plot(finals: list[dict], ablation: dict | None, path) -> None:
+    """Each seed's test accuracy against the references, and beside it the ablation if it
+    has been measured for this recipe."""
+    fig = Figure(figsize=(10 if ablation else 5, 5.2), dpi=120)
+    if ablation:
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
+    else:
+        left = fig.subplots()
     for (name, acc), color in zip(
         REFERENCES.items(), ("tab:red", "tab:orange", "tab:purple", "tab:gray"), strict=True
     ):
@@ -270,6 +307,13 @@ def plot(finals: list[dict], ablation: dict, path) -> None:
     left.set_ylabel("test accuracy")
     left.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     left.grid(alpha=0.3)
+    if ablation:
+        _plot_ablation(right, ablation)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def _plot_ablation(right, ablation: dict) -> None:
     names = list(ablation["rows"])
     values = [ablation["rows"][n]["val_acc"] for n in names]
     right.barh(range(len(names)), values, color=["tab:blue"] + ["tab:gray"] * (len(names) - 1))
@@ -286,8 +330,6 @@ def plot(finals: list[dict], ablation: dict, path) -> None:
     right.axvline(values[0], color="tab:blue", lw=0.8)
     right.set_xlabel(f"validation accuracy after {ablation['epochs']} epochs (held-out images)")
     right.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    plots.save_figure(fig, path)
 
 
 def main() -> None:
@@ -310,7 +352,7 @@ def main() -> None:
         ablation = run_ablation(recipe, search.rungs[-1], dataset, ROOT / args.search_workdir)
         (results_dir / "ablation.json").write_text(json.dumps(ablation, indent=1) + "\n")
     finals = json.loads((results_dir / "finals.json").read_text())
-    ablation = json.loads((results_dir / "ablation.json").read_text())
+    ablation = recorded_ablation(recipe, results_dir / "ablation.json")
     search_record = json.loads((results_dir / "tune.json").read_text())
     text = markdown(recipe, finals, ablation, search_record)
     (results_dir.parent / "best.md").write_text(text)

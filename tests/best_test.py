@@ -49,6 +49,7 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     )
     dataset = data.Dataset(synthetic_split(6000, 0), synthetic_split(1000, 1), None)
     first = best.run_ablation(recipe, 3, dataset, tmp_path)
+    assert first["recipe"] == best.recipe_fields(recipe)
     assert list(first["rows"]) == [
         "(none: the recipe)",
         "EMA of the weights",
@@ -105,6 +106,7 @@ def test_final_run_is_make_train_and_is_recorded_once(finals, monkeypatch):
 def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     recipe, record, _, _ = finals
     ablation = {
+        "recipe": best.recipe_fields(recipe),
         "epochs": 36,
         "validation_size": 10_000,
         "rows": {
@@ -137,4 +139,28 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     text = best.markdown(recipe, record, ablation, one_rung)
     assert "6 candidates, each trained for 100 epochs," in text
     best.plot(record["runs"], ablation, tmp_path / "best.png")
+    assert (tmp_path / "best.png").stat().st_size > 10_000
+
+
+def test_an_ablation_of_another_recipe_is_not_reported(finals, tmp_path):
+    recipe, record, _, _ = finals
+    path = tmp_path / "ablation.json"
+    assert best.recorded_ablation(recipe, path) is None
+    ours = {"recipe": best.recipe_fields(recipe), "epochs": 3, "validation_size": 10, "rows": {}}
+    path.write_text(json.dumps(ours))
+    assert best.recorded_ablation(recipe, path) == ours
+    path.write_text(json.dumps({**ours, "recipe": {**ours["recipe"], "dropout": 0.3}}))
+    assert best.recorded_ablation(recipe, path) is None
+    search = {
+        "date": "2026-12-01",
+        "candidates": [{}] * 5,
+        "history": [[{"epochs": 100}] * 5],
+        "seconds": 5 * 1080.0,
+        "winner": {},
+    }
+    text = best.markdown(recipe, record, None, search)
+    rows = len(best.ablations(recipe))
+    assert f"its {rows} removals for 100 epochs each, about {rows * 18} min" in text
+    assert "| removed |" not in text
+    best.plot(record["runs"], None, tmp_path / "best.png")
     assert (tmp_path / "best.png").stat().st_size > 10_000
