@@ -1,6 +1,6 @@
 r"""`make best`: the best plain MLP (issue 15), written to results/best.md and results/best.png.
 
-  python -m benchmarks.best [--stage=all|finals|ablation|report] [--quick]
+  python -m benchmarks.best [--stage=all|finals|ablation|report]
 
 `make best` first runs the search (`python -m mlp_jax.tune --config=experiments/best_search.py`),
 which chooses the recipe on held-out training images and writes it to experiments/mlp_best.py
@@ -13,9 +13,11 @@ and its record to results/best/tune.json. This module then measures the recipe:
 - ablation: the recipe with one ingredient removed at a time, trained as the search's last rung
   trained it (on 50,000 training images, judged on the 10,000 held out; the test split is not
   read). The recipe's own row is that very run of the search, found in its cache; each removal
-  is cached beside it, so an interrupted ablation resumes where it stopped.
+  is cached beside it, so an interrupted ablation resumes where it stopped, and each row is
+  written to results/best/ablation.json as it ends.
 - report: results/best.md and results/best.png from what the two stages recorded; an ablation
-  recorded for another recipe (an earlier search's) is left out, and the report says so.
+  recorded for another recipe (an earlier search's) is left out, and the report names the
+  removals not yet measured and the command that measures them.
 """
 
 import argparse
@@ -90,12 +92,22 @@ def held_out_config(recipe, epochs: int, validation_size: int, change: dict | No
     return config
 
 
-def run_ablation(recipe, epochs: int, dataset: data.Dataset, cache_dir) -> dict:
+def run_ablation(
+    recipe, epochs: int, dataset: data.Dataset, cache_dir, record_path: Path | None = None
+) -> dict:
     """Validation accuracy of the recipe and of each removal after `epochs`, trained on
-    `dataset`'s training split and judged on its validation split (it has no test split)."""
+    `dataset`'s training split and judged on its validation split (it has no test split).
+    The record is written to `record_path` after every row, so that the rows an interrupted
+    ablation measured are reported."""
     validation_size = len(dataset.validation.labels)
     changes = {"(none: the recipe)": {}, **ablations(recipe)}
     rows = {}
+    record = {
+        "recipe": recipe_fields(recipe),
+        "epochs": epochs,
+        "validation_size": validation_size,
+        "rows": rows,
+    }
     for name, change in changes.items():
         config = held_out_config(recipe, epochs, validation_size, change)
         (result,) = sweep.train_population(
@@ -109,12 +121,9 @@ def run_ablation(recipe, epochs: int, dataset: data.Dataset, cache_dir) -> dict:
             "train_loss": last["train_loss"],
         }
         print(f"ablation: {name}: val acc {last['val_acc']:.4f}", flush=True)
-    return {
-        "recipe": recipe_fields(recipe),
-        "epochs": epochs,
-        "validation_size": validation_size,
-        "rows": rows,
-    }
+        if record_path is not None:
+            record_path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def recorded_ablation(recipe, path: Path) -> dict | None:
@@ -200,17 +209,19 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _ablation_section(recipe, ablation: dict | None, search: dict) -> list[str]:
-    """The ablation's table, or what to run where it has not been measured for this recipe."""
-    if ablation is None:
-        rows = len(ablations(recipe))
-        epochs = search["history"][-1][0]["epochs"]
-        minutes = search["seconds"] / len(search["candidates"]) * rows / 60
-        return [
-            f"Not yet measured for this recipe: `python -m benchmarks.best --stage=ablation` "
-            f"trains its {rows} removals for {epochs} epochs each, about {minutes:.0f} min at "
-            f"the search's pace.\n"
-        ]
-    base = ablation["rows"]["(none: the recipe)"]["val_acc"]
+    """The ablation's table of the rows measured for this recipe, and what to run for the rest."""
+    measured = ablation["rows"] if ablation else {}
+    missing = [name for name in ablations(recipe) if name not in measured]
+    epochs = search["history"][-1][0]["epochs"]
+    minutes = search["seconds"] / len(search["candidates"]) * len(missing) / 60
+    todo = (
+        f"`python -m benchmarks.best --stage=ablation` trains the {len(missing)} removals not "
+        f"yet measured for this recipe ({', '.join(missing)}) for {epochs} epochs each, about "
+        f"{minutes:.0f} min at the search's pace.\n"
+    )
+    if not measured:
+        return [todo]
+    base = measured["(none: the recipe)"]["val_acc"]
     ablation_rows = [
         [
             name,
@@ -220,7 +231,7 @@ def _ablation_section(recipe, ablation: dict | None, search: dict) -> list[str]:
             f"{row['train_loss']:.4f}",
             f"{row['val_loss']:.4f}",
         ]
-        for name, row in ablation["rows"].items()
+        for name, row in measured.items()
     ]
     return [
         f"Each row trains {ablation['epochs']} epochs (the search's last rung) on "
@@ -230,6 +241,7 @@ def _ablation_section(recipe, ablation: dict | None, search: dict) -> list[str]:
             ["removed", "change", "val acc", "vs recipe", "train loss", "val loss"],
             ablation_rows,
         ),
+        *([todo] if missing else []),
     ]
 
 
@@ -349,8 +361,13 @@ def main() -> None:
         dataset = data.load_held_out_dataset(
             recipe.data_dir, search.train.validation_size, recipe.split_seed
         )
-        ablation = run_ablation(recipe, search.rungs[-1], dataset, ROOT / args.search_workdir)
-        (results_dir / "ablation.json").write_text(json.dumps(ablation, indent=1) + "\n")
+        run_ablation(
+            recipe,
+            search.rungs[-1],
+            dataset,
+            ROOT / args.search_workdir,
+            results_dir / "ablation.json",
+        )
     finals = json.loads((results_dir / "finals.json").read_text())
     ablation = recorded_ablation(recipe, results_dir / "ablation.json")
     search_record = json.loads((results_dir / "tune.json").read_text())

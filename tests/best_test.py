@@ -48,7 +48,9 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
         lr=0.003,
     )
     dataset = data.Dataset(synthetic_split(6000, 0), synthetic_split(1000, 1), None)
-    first = best.run_ablation(recipe, 3, dataset, tmp_path)
+    record_path = tmp_path / "ablation.json"
+    first = best.run_ablation(recipe, 3, dataset, tmp_path, record_path)
+    assert json.loads(record_path.read_text()) == first
     assert first["recipe"] == best.recipe_fields(recipe)
     assert list(first["rows"]) == [
         "(none: the recipe)",
@@ -159,8 +161,16 @@ def test_an_ablation_of_another_recipe_is_not_reported(finals, tmp_path):
         "winner": {},
     }
     text = best.markdown(recipe, record, None, search)
-    rows = len(best.ablations(recipe))
-    assert f"its {rows} removals for 100 epochs each, about {rows * 18} min" in text
+    removals = list(best.ablations(recipe))
+    assert f"the {len(removals)} removals not yet measured for this recipe" in text
+    assert f"({', '.join(removals)}) for 100 epochs each, about {len(removals) * 18} min" in text
     assert "| removed |" not in text
+    # An interrupted ablation: the rows it measured, and the rest still to run.
+    row = {"change": {}, "val_acc": 0.91, "val_loss": 0.3, "train_loss": 0.2}
+    first = {**ours, "rows": {"(none: the recipe)": row, removals[0]: {**row, "val_acc": 0.9}}}
+    text = best.markdown(recipe, record, first, search)
+    assert f"| {removals[0]} |  | 0.9000 | -0.0100 |" in text
+    assert f"the {len(removals) - 1} removals not yet measured for this recipe" in text
+    assert f"({', '.join(removals[1:])}) for 100 epochs" in text
     best.plot(record["runs"], None, tmp_path / "best.png")
     assert (tmp_path / "best.png").stat().st_size > 10_000
