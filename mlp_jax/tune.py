@@ -70,7 +70,8 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
 
     Returns:
       (history, seconds): one list per rung of {"candidate": index, "epochs", "val_acc",
-      "val_loss"}, best first; and the seconds of training, cached populations included.
+      "val_loss", "curve": the validation accuracy after each epoch}, best first; and the
+      seconds of training, cached populations included.
     """
     alive = list(range(len(candidates)))
     history, seconds = [], 0.0
@@ -92,6 +93,7 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
                     "epochs": epochs,
                     "val_acc": accuracy,
                     "val_loss": last["val_loss"],
+                    "curve": [row["val_acc"] for row in result["history"]],
                 }
             )
         scored.sort(key=lambda r: -r["val_acc"])
@@ -135,28 +137,49 @@ def write_tuned_config(
     )
 
 
-def figure(history) -> Figure:
-    """Validation accuracy of every candidate at every rung it reached, against the rung
-    budgets (epochs, log scale, labelled plainly)."""
+def figure(history, labels: dict[int, str] | None = None) -> Figure:
+    """Validation accuracy of every candidate at every rung it reached, against epochs (for
+    several rungs on a log scale, the rung budgets labelled plainly): epoch by epoch where the
+    record holds the curves, else one point per rung. `labels` ({candidate: text}) name the
+    candidates in a legend when there are at most 8."""
     fig = Figure(figsize=(5.5, 3.6), dpi=120)
     ax = fig.subplots()
-    reached: dict[int, list[tuple[int, float]]] = {}
+    reached: dict[int, list[dict]] = {}
     for rung in history:
         for r in rung:
-            reached.setdefault(r["candidate"], []).append((r["epochs"], r["val_acc"]))
-    for points in reached.values():
-        xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, "o-", alpha=0.6, markersize=3)
-    ax.set_xscale("log")
-    budgets = [rung[0]["epochs"] for rung in history]
-    ax.set_xticks(budgets, [str(epochs) for epochs in budgets])
-    ax.minorticks_off()  # The log scale's minor labels (3x10^0, 4x10^0, ...) would overlap.
-    ax.set_xlabel("epochs (rung budget)")
+            reached.setdefault(r["candidate"], []).append(r)
+    show_legend = labels is not None and len(reached) <= 8
+    curves = any("curve" in r for rung in history for r in rung)
+    for number, (candidate, records) in enumerate(sorted(reached.items())):
+        color = f"C{number % 10}"
+        label = labels[candidate] if show_legend else None
+        if curves:
+            for r in records:
+                epochs = range(1, len(r["curve"]) + 1)
+                ax.plot(epochs, r["curve"], "-", color=color, alpha=0.7, lw=0.9, label=label)
+                ax.plot(r["epochs"], r["val_acc"], "o", color=color, markersize=3)
+                label = None
+        else:
+            xs = [r["epochs"] for r in records]
+            ys = [r["val_acc"] for r in records]
+            ax.plot(xs, ys, "o-", color=color, alpha=0.6, markersize=3, label=label)
+    if len(history) > 1:
+        ax.set_xscale("log")
+        budgets = [rung[0]["epochs"] for rung in history]
+        ax.set_xticks(budgets, [str(epochs) for epochs in budgets])
+        ax.minorticks_off()  # The log scale's minor labels (3x10^0, 4x10^0, ...) would overlap.
+        ax.set_xlabel("epochs (log scale; the rung budgets marked)")
+    else:
+        ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     best = max(r["val_acc"] for rung in history for r in rung)
-    ax.set_ylim(max(0.5, best - 0.1), best + 0.01)
+    spread = 0.1 if len(history) > 1 else 0.04
+    ax.set_ylim(max(0.5, best - spread), best + 0.01)
     ax.grid(alpha=0.3)
-    ax.set_title("successive halving: each line is one candidate", fontsize=9)
+    title = "successive halving" if len(history) > 1 else "one rung"
+    ax.set_title(f"{title}: each colour is one candidate", fontsize=9)
+    if show_legend:
+        ax.legend(fontsize=6.5, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -198,7 +221,8 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
         "winner": {k: winner[k] for k in space},
     }
     (results_dir / "tune.json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
-    plots.save_figure(figure(history), results_dir / "tune.png")
+    labels = {i: ", ".join(f"{k}={c[k]}" for k in space) for i, c in enumerate(candidates)}
+    plots.save_figure(figure(history, labels), results_dir / "tune.png")
     best = history[-1][0]
     note = (
         f"Chosen {record['date']} from {len(candidates)} candidates over rungs of {rungs} epochs "

@@ -27,6 +27,8 @@ def test_halving_keeps_the_best_candidates_without_a_test_split(synthetic_dir, s
     assert all(c.lr == 0.5 for c in survivors)  # lr 1e-6 cannot learn in an epoch.
     assert all(r["epochs"] == 2 for r in history[-1])
     assert history[0][0]["val_acc"] >= history[0][-1]["val_acc"]
+    assert all(len(r["curve"]) == r["epochs"] for rung in history for r in rung)
+    assert all(r["curve"][-1] == r["val_acc"] for rung in history for r in rung)
 
 
 def test_too_many_candidates_is_a_user_error(synthetic_dir):
@@ -69,6 +71,21 @@ def test_tune_plot_labels_the_rung_budgets_plainly():
     (ax,) = tune.figure(history).axes
     assert [label.get_text() for label in ax.get_xticklabels()] == ["2", "6", "18"]
     assert not [label.get_text() for label in ax.get_xticklabels(minor=True) if label.get_text()]
+
+
+def test_tune_plot_draws_each_candidates_curve_and_names_few_candidates():
+    curves = {0: [0.80, 0.85, 0.84], 1: [0.70, 0.86, 0.88]}
+    history = [
+        [{"candidate": c, "epochs": 3, "val_acc": curve[-1], "curve": curve}]
+        for c, curve in curves.items()
+    ]
+    history = [history[0] + history[1]]
+    (ax,) = tune.figure(history, {0: "shift=1", 1: "shift=2"}).axes
+    drawn = [list(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata()) > 1]
+    assert drawn == list(curves.values())
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["shift=1", "shift=2"]
+    many = [[{**history[0][0], "candidate": c} for c in range(9)]]
+    assert tune.figure(many, {c: str(c) for c in range(9)}).axes[0].get_legend() is None
 
 
 def test_written_winner_keeps_what_its_base_config_set(tmp_path):
