@@ -293,10 +293,28 @@ def markdown(recipe, finals: dict, ablation: dict | None, search: dict) -> str:
             "## The search\n",
             f"`python -m mlp_jax.tune --config=experiments/best_search.py` ({search['date']}): "
             f"{len(search['candidates'])} candidates, {plan}, "
-            f"{search['seconds'] / 60:.0f} min of training; winner {search['winner']} "
-            f"(results/best/tune.json, tune.png).\n",
+            f"{search['seconds'] / 60:.0f} min of training (results/best/tune.json, tune.png). "
+            "The last rung, best first:\n",
+            _last_rung_table(search),
         ]
     )
+
+
+def _last_rung_table(search: dict) -> str:
+    """The candidates of the search's last rung, best first: their drawn fields and their
+    validation accuracy (at the rung's end, and at their best epoch where curves are kept)."""
+    fields = list(search["candidates"][0])
+    curves = all("curve" in r for r in search["history"][-1])
+    rows = []
+    for r in search["history"][-1]:
+        row = [str(search["candidates"][r["candidate"]][k]) for k in fields]
+        row.append(f"{r['val_acc']:.4f}")
+        if curves:
+            best = max(r["curve"])
+            row.append(f"{best:.4f} ({r['curve'].index(best) + 1})")
+        rows.append(row)
+    header = [*fields, "val acc", *(["best epoch's"] if curves else [])]
+    return _table(header, rows)
 
 
 def plot(finals: list[dict], ablation: dict | None, path) -> None:

@@ -128,8 +128,14 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     }
     search = {
         "date": "2026-11-29",
-        "candidates": [{}] * 9,
-        "history": [[{"epochs": 12}] * 9, [{"epochs": 36}] * 3],
+        "candidates": [{"mixup_alpha": 0.1 * c} for c in range(9)],
+        "history": [
+            [{"candidate": c, "epochs": 12, "val_acc": 0.8} for c in range(9)],
+            [
+                {"candidate": c, "epochs": 36, "val_acc": a}
+                for c, a in ((2, 0.9), (0, 0.89), (5, 0.85))
+            ],
+        ],
         "seconds": 600.0,
         "winner": {"mixup_alpha": 0.2},
     }
@@ -137,9 +143,13 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     assert "| MixUp | mixup_alpha=0.0 | 0.9050 | -0.0050 |" in text
     assert "Goal 0.915: not met" in text  # Two tiny epochs cannot reach it.
     assert "9 candidates, successive halving 9 for 12 -> 3 for 36 epochs" in text
-    one_rung = {**search, "candidates": [{}] * 6, "history": [[{"epochs": 100}] * 6]}
+    assert "| 0.2 | 0.9000 |\n| 0.0 | 0.8900 |\n| 0.5 | 0.8500 |" in text
+    curve = [0.85, 0.91, 0.9]
+    last = [{"candidate": c, "epochs": 3, "val_acc": 0.9, "curve": curve} for c in range(6)]
+    one_rung = {**search, "candidates": search["candidates"][:6], "history": [last]}
     text = best.markdown(recipe, record, ablation, one_rung)
-    assert "6 candidates, each trained for 100 epochs," in text
+    assert "6 candidates, each trained for 3 epochs," in text
+    assert "| mixup_alpha | val acc | best epoch's |" in text and "| 0.9000 | 0.9100 (2) |" in text
     best.plot(record["runs"], ablation, tmp_path / "best.png")
     assert (tmp_path / "best.png").stat().st_size > 10_000
 
@@ -155,8 +165,8 @@ def test_an_ablation_of_another_recipe_is_not_reported(finals, tmp_path):
     assert best.recorded_ablation(recipe, path) is None
     search = {
         "date": "2026-12-01",
-        "candidates": [{}] * 5,
-        "history": [[{"epochs": 100}] * 5],
+        "candidates": [{"augment_shift": 1 + c % 2} for c in range(5)],
+        "history": [[{"candidate": c, "epochs": 100, "val_acc": 0.9} for c in range(5)]],
         "seconds": 5 * 1080.0,
         "winner": {},
     }
