@@ -149,7 +149,7 @@ def figure(history, labels: dict[int, str] | None = None) -> Figure:
         for r in rung:
             reached.setdefault(r["candidate"], []).append(r)
     show_legend = labels is not None and len(reached) <= 8
-    curves = any("curve" in r for rung in history for r in rung)
+    curves = all("curve" in r for rung in history for r in rung)
     for number, (candidate, records) in enumerate(sorted(reached.items())):
         color = f"C{number % 10}"
         label = labels[candidate] if show_legend else None
