@@ -98,32 +98,44 @@ def run_ablation(
     """Validation accuracy of the recipe and of each removal after `epochs`, trained on
     `dataset`'s training split and judged on its validation split (it has no test split).
     The record is written to `record_path` after every row, so that the rows an interrupted
-    ablation measured are reported."""
+    ablation measured are reported, and the rows it already holds for this recipe, epochs and
+    validation split are not trained again (the run cache may not have survived: a fresh
+    clone holds results/ but not runs/)."""
     validation_size = len(dataset.validation.labels)
     changes = {"(none: the recipe)": {}, **ablations(recipe)}
-    rows = {}
     record = {
         "recipe": recipe_fields(recipe),
         "epochs": epochs,
         "validation_size": validation_size,
-        "rows": rows,
+        "rows": {},
     }
+    recorded = recorded_ablation(recipe, record_path) if record_path else None
+    same_rung = recorded and (recorded["epochs"], recorded["validation_size"]) == (
+        epochs,
+        validation_size,
+    )
+    rows = record["rows"]
     for name, change in changes.items():
-        config = held_out_config(recipe, epochs, validation_size, change)
-        (result,) = sweep.train_population(
-            [config], dataset, cache_dir=cache_dir, evaluate_test=False
-        )
-        last = result["history"][-1]
-        rows[name] = {
-            "change": change,
-            "val_acc": last["val_acc"],
-            "val_loss": last["val_loss"],
-            "train_loss": last["train_loss"],
-        }
-        print(f"ablation: {name}: val acc {last['val_acc']:.4f}", flush=True)
+        if same_rung and name in recorded["rows"]:
+            rows[name] = recorded["rows"][name]
+        else:
+            config = held_out_config(recipe, epochs, validation_size, change)
+            rows[name] = {"change": change, **_last_epoch(config, dataset, cache_dir)}
+            print(f"ablation: {name}: val acc {rows[name]['val_acc']:.4f}", flush=True)
         if record_path is not None:
             record_path.write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _last_epoch(config, dataset: data.Dataset, cache_dir) -> dict:
+    """`config` trained on `dataset` (or found in the cache): its last epoch's metrics."""
+    (result,) = sweep.train_population([config], dataset, cache_dir=cache_dir, evaluate_test=False)
+    last = result["history"][-1]
+    return {
+        "val_acc": last["val_acc"],
+        "val_loss": last["val_loss"],
+        "train_loss": last["train_loss"],
+    }
 
 
 def recorded_ablation(recipe, path: Path) -> dict | None:

@@ -71,6 +71,22 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
 
     monkeypatch.setattr(sweep, "train_group", no_training)
     assert best.run_ablation(recipe, 3, dataset, tmp_path) == first
+    # Without the run cache (a fresh clone), the recorded rows are not trained again either.
+    assert best.run_ablation(recipe, 3, dataset, tmp_path / "empty", record_path) == first
+    monkeypatch.undo()
+    # A row missing from the record is trained (and only it: the others are not re-measured).
+    partial = json.loads(record_path.read_text())
+    del partial["rows"]["(none: the recipe)"]
+    partial["rows"]["EMA of the weights"]["val_acc"] = 0.5
+    record_path.write_text(json.dumps(partial))
+    resumed = best.run_ablation(recipe, 3, dataset, tmp_path / "empty", record_path)
+    assert resumed["rows"]["EMA of the weights"]["val_acc"] == 0.5
+    assert resumed["rows"]["(none: the recipe)"] == first["rows"]["(none: the recipe)"]
+    assert list(resumed["rows"]) == list(first["rows"])
+    assert json.loads(record_path.read_text()) == resumed
+    # Rows recorded at another number of epochs are not this ablation's.
+    shorter = best.run_ablation(recipe, 2, dataset, tmp_path, record_path)
+    assert shorter["epochs"] == 2 and shorter["rows"]["EMA of the weights"]["val_acc"] != 0.5
 
 
 @pytest.fixture(scope="module")
