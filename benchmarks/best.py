@@ -120,7 +120,12 @@ def run_ablation(
             rows[name] = recorded["rows"][name]
         else:
             config = held_out_config(recipe, epochs, validation_size, change)
-            rows[name] = {"change": change, **_last_epoch(config, dataset, cache_dir)}
+            rows[name] = {
+                "change": change,
+                **_last_epoch(config, dataset, cache_dir),
+                "processor": ceiling.describe_processor(),
+                "date": time.strftime("%Y-%m-%d"),
+            }
             print(f"ablation: {name}: val acc {rows[name]['val_acc']:.4f}", flush=True)
         if record_path is not None:
             record_path.write_text(json.dumps(record, indent=1) + "\n")
@@ -253,8 +258,26 @@ def _ablation_section(recipe, ablation: dict | None, search: dict) -> list[str]:
             ["removed", "change", "val acc", "vs recipe", "train loss", "val loss"],
             ablation_rows,
         ),
+        _where_measured(measured),
         *([todo] if missing else []),
     ]
+
+
+def _where_measured(rows: dict) -> str:
+    """Which processor trained which rows, and when (rows of a resumed ablation may come from
+    several machines)."""
+    machines: dict[tuple[str, str], list[str]] = {}
+    for name, row in rows.items():
+        key = (
+            row.get("processor", "a processor not recorded"),
+            row.get("date", "date not recorded"),
+        )
+        machines.setdefault(key, []).append(name)
+    parts = [
+        f"{', '.join(names)} on {processor} ({date})"
+        for (processor, date), names in machines.items()
+    ]
+    return "Measured: " + "; ".join(parts) + ".\n"
 
 
 def markdown(recipe, finals: dict, ablation: dict | None, search: dict) -> str:
@@ -289,7 +312,8 @@ def markdown(recipe, finals: dict, ablation: dict | None, search: dict) -> str:
     return "\n".join(
         [
             "# The best plain MLP on Fashion-MNIST\n",
-            run_all.header(),
+            run_all.header("Report written")
+            + "The final runs and the ablation rows name the processor and date they ran on.\n",
             "## The recipe\n",
             f"`{RECIPE}`: the concise MLP (dense layers on the flattened image) with {fields}.\n",
             f"## Test accuracy: `make train CONFIG={RECIPE}`, seeds {seeds}\n",

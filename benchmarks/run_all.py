@@ -35,13 +35,14 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def header() -> str:
-    """The machine, date and versions the numbers belong to."""
+def header(lead: str = "Measured") -> str:
+    """The machine, date and versions the numbers belong to (`lead` names what happened
+    there: a report whose rows each name their own machine was only written there)."""
     device = jax.devices()[0]
     cpu = ceiling.describe_processor() if device.platform == "cpu" else ceiling.cpu_model()
     versions = ", ".join(f"{p} {_version(p)}" for p in PACKAGES)
     return (
-        f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({jax.local_device_count()} JAX device(s): "
+        f"{lead} {time.strftime('%Y-%m-%d')} on {cpu} ({jax.local_device_count()} JAX device(s): "
         f"{device.platform}, {device.device_kind}); {versions}.\n"
     )
 

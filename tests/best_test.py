@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import synthetic_split, tiny_config
 
-from benchmarks import best
+from benchmarks import best, ceiling
 from mlp_jax import data, sweep
 
 RECIPE_FEATURES = {
@@ -51,6 +51,7 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     record_path = tmp_path / "ablation.json"
     first = best.run_ablation(recipe, 3, dataset, tmp_path, record_path)
     assert json.loads(record_path.read_text()) == first
+    assert {row["processor"] for row in first["rows"].values()} == {ceiling.describe_processor()}
     assert first["recipe"] == best.recipe_fields(recipe)
     assert list(first["rows"]) == [
         "(none: the recipe)",
@@ -139,6 +140,16 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
                 "val_acc": 0.905,
                 "val_loss": 0.3,
                 "train_loss": 0.2,
+                "processor": "CPU B",
+                "date": "2026-12-02",
+            },
+            "dropout": {
+                "change": {"dropout": 0.0},
+                "val_acc": 0.9,
+                "val_loss": 0.3,
+                "train_loss": 0.2,
+                "processor": "CPU B",
+                "date": "2026-12-02",
             },
         },
     }
@@ -157,6 +168,12 @@ def test_report_states_the_goal_and_each_removal(finals, tmp_path):
     }
     text = best.markdown(recipe, record, ablation, search)
     assert "| MixUp | mixup_alpha=0.0 | 0.9050 | -0.0050 |" in text
+    # A resumed ablation's rows may come from several machines; each is named (a row from
+    # before rows recorded theirs says so).
+    assert (
+        "Measured: (none: the recipe) on a processor not recorded (date not recorded); "
+        "MixUp, dropout on CPU B (2026-12-02)." in text
+    )
     assert "Goal 0.915: not met" in text  # Two tiny epochs cannot reach it.
     assert "9 candidates, successive halving 9 for 12 -> 3 for 36 epochs" in text
     assert "| 0.2 | 0.9000 |\n| 0.0 | 0.8900 |\n| 0.5 | 0.8500 |" in text
