@@ -45,8 +45,12 @@ train: install
 eval: install
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
 
+# The suite's time is mostly single-threaded (XLA compiles, subprocess start-up), so it runs in
+# TEST_WORKERS processes; each module stays on one worker (--dist loadfile), so that a module's
+# expensive fixtures (a 2-device run, a search) are built once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
