@@ -110,14 +110,12 @@ def run_ablation(
         "rows": {},
     }
     recorded = recorded_ablation(recipe, record_path) if record_path else None
-    same_rung = recorded and (recorded["epochs"], recorded["validation_size"]) == (
-        epochs,
-        validation_size,
-    )
+    same_rung = recorded and all(recorded[k] == record[k] for k in ("epochs", "validation_size"))
+    kept = recorded["rows"] if same_rung else {}
     rows = record["rows"]
     for name, change in changes.items():
-        if same_rung and name in recorded["rows"]:
-            rows[name] = recorded["rows"][name]
+        if name in kept:
+            rows[name] = kept[name]
         else:
             config = held_out_config(recipe, epochs, validation_size, change)
             rows[name] = {
