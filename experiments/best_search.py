@@ -6,10 +6,13 @@ r"""The search for the best plain MLP (issue 15): augmentation and mixing at a l
 It starts from the joint search's winner (experiments/mlp_tuned.py: 3 x 1024 GELU, dropout 0.1,
 AdamW 2e-3 with weight decay 0.05, cosine schedule) with an exponential moving average of the
 weights and batches of 512 (18 % more examples a second than 256 on the 2-core CPU: the
-optimiser's and the average's per-step work is shared by twice the examples), and draws 5 of the
-8 combinations of 1- or 2-pixel shifts, horizontal flips and MixUp 0.2 (a sixth, flips and MixUp
-with 1-pixel shifts, was dropped on 2026-12-01 for time, both having lost at 2-pixel shifts and
-each candidate taking 18 minutes). Each candidate trains 100 epochs on 50,000 training images
+optimiser's and the average's per-step work is shared by twice the examples), and draws 7 of the
+8 combinations of 1- or 2-pixel shifts, horizontal flips and MixUp 0.2. The first 5 trained on
+2026-12-01/02; the sixth, flips and MixUp with 1-pixel shifts, is dropped for time (flips lost
+both of their pairs at 100 epochs, each candidate taking 18 minutes); the seventh, MixUp with
+1-pixel shifts and no flips, was added on 2026-12-02, MixUp's two candidates being the only
+ones still rising at epoch 100. A rerun keeps the scores results/best/tune.json records for
+the same base config and space. Each candidate trains 100 epochs on 50,000 training images
 and is judged on 10,000 held out; the test split is not read. One rung at the full horizon, no
 halving: the first search (2026-11-29, rungs of 12 and 24 epochs) and the 60-epoch probes of
 2026-12-01 (README, "The best plain MLP") showed that short rungs rank the regularisers
@@ -41,7 +44,8 @@ def get_config():
         "augment_flip": [False, True],
         "mixup_alpha": [0.0, 0.2],
     }
-    config.num_candidates = 5
+    config.num_candidates = 7
+    config.dropped = [{"augment_flip": True, "augment_shift": 1, "mixup_alpha": 0.2}]
     config.rungs = [100]
     config.eta = 3
     # Epochs the winner trains for in experiments/mlp_best.py: longer than the rung, as the

@@ -58,7 +58,7 @@ def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_coll
     return candidates
 
 
-def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
+def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None, kept=None):
     """Trains candidates on growing budgets, keeping the best 1/eta after each rung.
 
     Args:
@@ -67,24 +67,31 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
       rungs: epochs per rung, increasing.
       eta: the fraction 1/eta survives each rung.
       cache_dir: where finished populations are kept for reruns.
+      kept: scores an earlier search recorded, {(candidate, epochs): entry} (see
+        `recorded_scores`): those candidates are not trained again at those rungs.
 
     Returns:
       (history, seconds): one list per rung of {"candidate": index, "epochs", "val_acc",
-      "val_loss", "curve": the validation accuracy after each epoch}, best first; and the
-      seconds of training, cached populations included.
+      "val_loss", "curve": the validation accuracy after each epoch, "seconds" of training},
+      best first; and the seconds of training, cached and kept scores included.
     """
+    kept = kept or {}
     alive = list(range(len(candidates)))
-    history, seconds = [], 0.0
+    history = []
     for rung, epochs in enumerate(rungs):
+        scored = [{**kept[i, epochs], "candidate": i} for i in alive if (i, epochs) in kept]
+        to_train = [i for i in alive if (i, epochs) not in kept]
         configs = []
-        for i in alive:
+        for i in to_train:
             config = ml_collections.ConfigDict(candidates[i].to_dict())
             config.num_epochs = epochs
             configs.append(config)
-        results = sweep.train_population(configs, dataset, cache_dir=cache_dir, evaluate_test=False)
-        seconds += sum(result["train_seconds"] for result in results)
-        scored = []
-        for i, result in zip(alive, results, strict=True):
+        results = (
+            sweep.train_population(configs, dataset, cache_dir=cache_dir, evaluate_test=False)
+            if configs
+            else []
+        )
+        for i, result in zip(to_train, results, strict=True):
             last = result["history"][-1]
             accuracy = last["val_acc"] if math.isfinite(last["train_loss"]) else 0.0
             scored.append(
@@ -94,13 +101,57 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None):
                     "val_acc": accuracy,
                     "val_loss": last["val_loss"],
                     "curve": [row["val_acc"] for row in result["history"]],
+                    "seconds": result["train_seconds"],
                 }
             )
         scored.sort(key=lambda r: -r["val_acc"])
         history.append(scored)
         if rung < len(rungs) - 1:
             alive = [r["candidate"] for r in scored[: max(1, math.ceil(len(scored) / eta))]]
+    seconds = sum(r["seconds"] for rung in history for r in rung)
     return history, seconds
+
+
+def _searched_config(train) -> dict:
+    """The base config a search trains from, as its record keeps it: without the data's
+    folder, which differs between machines and not between results."""
+    return {k: v for k, v in metrics.json_safe(train.to_dict()).items() if k != "data_dir"}
+
+
+def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict:
+    """The scores an earlier search's record holds for these candidates, {(index, epochs):
+    entry}, so that a rerun (on a fresh clone, or with more candidates) trains only the rest.
+
+    Only a record of the same base config and space counts; its candidates are matched to
+    these by their drawn values, not by their place in the list.
+    """
+    if not record or record.get("train") != _searched_config(train):
+        return {}
+    if record.get("space") != metrics.json_safe(space):
+        return {}
+    index = {_choice_key(c, space): i for i, c in enumerate(candidates)}
+    kept = {}
+    for rung in record["history"]:
+        for entry in rung:
+            i = index.get(_choice_key(record["candidates"][entry["candidate"]], space))
+            if i is not None:
+                kept[i, entry["epochs"]] = {k: v for k, v in entry.items() if k != "candidate"}
+    return kept
+
+
+def _choice_key(candidate, space: dict) -> str:
+    return json.dumps({k: candidate[k] for k in space}, sort_keys=True)
+
+
+def draw_candidates(search, quick: bool) -> list[ml_collections.ConfigDict]:
+    """The search's candidates: `num_candidates` points drawn from its space, less the
+    points its `dropped` names (drawn, then left out for time; the record names them too)."""
+    prefix = "quick_" if quick else ""
+    space = search[f"{prefix}space"].to_dict()
+    drawn = sample_candidates(search.train, space, search[f"{prefix}num_candidates"], search.seed)
+    points = search.get(f"{prefix}dropped", ())
+    dropped = {json.dumps(dict(point), sort_keys=True) for point in points}
+    return [c for c in drawn if _choice_key(c, space) not in dropped]
 
 
 def _python_literal(value) -> str:
@@ -197,30 +248,35 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
     prefix = "quick_" if quick else ""
     space = search[f"{prefix}space"].to_dict()
     rungs, eta = list(search[f"{prefix}rungs"]), search.eta
-    candidates = sample_candidates(
-        search.train, space, search[f"{prefix}num_candidates"], search.seed
-    )
+    candidates = draw_candidates(search, quick)
     for candidate in candidates:
         models.resolve_model(candidate)  # Validates every candidate before anything trains.
     train = search.train
     dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
-    history, seconds = successive_halving(candidates, dataset, rungs, eta, cache_dir=workdir)
+    results_dir = files.as_path(results_dir)
+    record_path = results_dir / "tune.json"
+    earlier = json.loads(record_path.read_text()) if record_path.exists() else None
+    kept = recorded_scores(earlier, train, space, candidates)
+    history, seconds = successive_halving(
+        candidates, dataset, rungs, eta, cache_dir=workdir, kept=kept
+    )
     winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
     winner.num_epochs = search[f"{prefix}final_epochs"]
-    results_dir = files.as_path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "quick": quick,
+        "train": _searched_config(train),
         "seconds": seconds,
         "date": time.strftime("%Y-%m-%d"),
         "rungs": rungs,
         "eta": eta,
         "space": space,
         "candidates": [{k: c[k] for k in space} for c in candidates],
+        "dropped": [dict(point) for point in search.get(f"{prefix}dropped", ())],
         "history": history,
         "winner": {k: winner[k] for k in space},
     }
-    (results_dir / "tune.json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
+    record_path.write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
     labels = {i: ", ".join(f"{k}={c[k]}" for k in space) for i, c in enumerate(candidates)}
     plots.save_figure(figure(history, labels), results_dir / "tune.png")
     best = history[-1][0]

@@ -2,6 +2,7 @@
 
 import json
 
+import ml_collections
 import pytest
 from conftest import ROOT, synthetic_split, tiny_config
 
@@ -99,3 +100,77 @@ def test_written_winner_keeps_what_its_base_config_set(tmp_path):
     expected = {**winner.to_dict(), "validation_size": 0, "data_dir": ""}
     assert written.to_dict() == expected  # ema_decay, lr, depth: not only the drawn fields.
     assert path.read_text().startswith(f'r"""{search.title}')
+
+
+def _record_of(base, space, candidates, history):
+    """What run_search writes, reduced to what `recorded_scores` reads."""
+    return {
+        "train": tune._searched_config(base),
+        "space": space,
+        "candidates": [{k: c[k] for k in space} for c in candidates],
+        "history": json.loads(json.dumps(history)),
+    }
+
+
+def test_a_rerun_keeps_recorded_scores_and_trains_only_the_rest(
+    synthetic_dir, small_dataset, monkeypatch
+):
+    base = tiny_config(synthetic_dir)
+    space = {"lr": [1e-6, 0.5], "num_hiddens": [16, 32]}
+    first = tune.sample_candidates(base, space, count=3, seed=0)
+    history, _ = tune.successive_halving(first, small_dataset, rungs=[1], eta=2)
+    record = _record_of(base, space, first, history)
+    # The rerun draws one more candidate, and lists them in another order.
+    rerun = list(reversed(tune.sample_candidates(base, space, count=4, seed=0)))
+    trained = []
+    train_population = tune.sweep.train_population
+
+    def recording(configs, *args, **kwargs):
+        trained.extend({k: c[k] for k in space} for c in configs)
+        return train_population(configs, *args, **kwargs)
+
+    monkeypatch.setattr(tune.sweep, "train_population", recording)
+    kept = tune.recorded_scores(record, base, space, rerun)
+    again, seconds = tune.successive_halving(rerun, small_dataset, rungs=[1], eta=2, kept=kept)
+    assert trained == [{k: rerun[0][k] for k in space}]  # Only the new fourth candidate.
+    by_choice = {json.dumps({k: rerun[r["candidate"]][k] for k in space}): r for r in again[0]}
+    for entry in history[0]:
+        choice = json.dumps({k: first[entry["candidate"]][k] for k in space})
+        assert by_choice[choice]["val_acc"] == entry["val_acc"]
+        assert by_choice[choice]["curve"] == entry["curve"]
+    assert seconds == pytest.approx(sum(r["seconds"] for r in again[0]))
+    assert seconds > sum(r["seconds"] for r in history[0])
+
+
+def test_recorded_scores_of_another_base_config_or_space_are_not_kept(synthetic_dir):
+    base = tiny_config(synthetic_dir)
+    space = {"lr": [1e-6, 0.5]}
+    candidates = tune.sample_candidates(base, space, count=2, seed=0)
+    entry = {"candidate": 0, "epochs": 1, "val_acc": 0.5, "val_loss": 1.0, "curve": [0.5]}
+    record = _record_of(base, space, candidates, [[entry]])
+    kept = {(0, 1): {k: v for k, v in entry.items() if k != "candidate"}}
+    assert tune.recorded_scores(record, base, space, candidates) == kept
+    elsewhere = ml_collections.ConfigDict(base.to_dict())
+    elsewhere.data_dir = "/another/machine"  # Where the data lies does not change the scores.
+    assert tune.recorded_scores(record, elsewhere, space, candidates)
+    other = ml_collections.ConfigDict(base.to_dict())
+    other.dropout = 0.5
+    assert tune.recorded_scores(record, other, space, candidates) == {}
+    assert tune.recorded_scores(record, base, {"lr": [1e-6, 0.5, 1.0]}, candidates) == {}
+    assert tune.recorded_scores(None, base, space, candidates) == {}
+
+
+def test_best_search_keeps_its_record_and_trains_only_what_it_added():
+    search = best_search.get_config()
+    space = search.space.to_dict()
+    candidates = tune.draw_candidates(search, quick=False)
+    choices = [{k: c[k] for k in space} for c in candidates]
+    assert search.dropped[0] not in choices
+    first_five = tune.sample_candidates(search.train, space, 5, search.seed)
+    assert choices[:5] == [{k: c[k] for k in space} for c in first_five]
+    record = json.loads((ROOT / "results" / "best" / "tune.json").read_text())
+    kept = tune.recorded_scores(record, search.train, space, candidates)
+    recorded = [i for i, c in enumerate(choices) if c in record["candidates"]]
+    assert len(recorded) >= 5
+    assert sorted(i for i, _ in kept) == recorded, "a fresh clone would train them again"
+    assert all(epochs == search.rungs[-1] for _, epochs in kept)
