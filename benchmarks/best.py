@@ -48,17 +48,18 @@ REFERENCES = {
     "experiments/mlp_tuned.py (make tune, 3 seeds)": 0.9099,
 }
 # Each ingredient and the change that removes it, in the order the ablation trains them (the
-# new regularisers first); only the ingredients the recipe has are ablated.
+# augmentations the search draws first, so that an ablation cut short has measured those);
+# only the ingredients the recipe has are ablated.
 INGREDIENTS = {
-    "EMA of the weights": {"ema_decay": 0.0},
-    "random erasing": {"augment_erase": 0.0},
     "MixUp": {"mixup_alpha": 0.0},
     "CutMix": {"cutmix_alpha": 0.0},
+    "random erasing": {"augment_erase": 0.0},
     "random shifts": {"augment_shift": 0},
     "horizontal flips": {"augment_flip": False},
     "affine distortions": {"augment_rotate": 0.0, "augment_scale": 0.0},
     "elastic distortions": {"augment_elastic": 0.0},
     "label smoothing": {"label_smoothing": 0.0},
+    "EMA of the weights": {"ema_decay": 0.0},
     "dropout": {"dropout": 0.0},
     "weight decay": {"weight_decay": 0.0},
     "cosine schedule": {"schedule": "constant"},
@@ -98,26 +99,25 @@ def run_ablation(
     """Validation accuracy of the recipe and of each removal after `epochs`, trained on
     `dataset`'s training split and judged on its validation split (it has no test split).
     The record is written to `record_path` after every row, so that the rows an interrupted
-    ablation measured are reported, and the rows it already holds for this recipe, epochs and
-    validation split are not trained again (the run cache may not have survived: a fresh
-    clone holds results/ but not runs/)."""
+    ablation measured are reported. A row whose config the record at `record_path` already
+    trained is not trained again, whichever recipe that record ablated (the run cache may not
+    have survived: a fresh clone holds results/ but not runs/; and one recipe's removal may
+    be the next recipe itself, or one of its removals)."""
     validation_size = len(dataset.validation.labels)
     changes = {"(none: the recipe)": {}, **ablations(recipe)}
+    recorded = _recorded_rows(record_path) if record_path else {}
     record = {
         "recipe": recipe_fields(recipe),
         "epochs": epochs,
         "validation_size": validation_size,
         "rows": {},
     }
-    recorded = recorded_ablation(recipe, record_path) if record_path else None
-    same_rung = recorded and all(recorded[k] == record[k] for k in ("epochs", "validation_size"))
-    kept = recorded["rows"] if same_rung else {}
     rows = record["rows"]
     for name, change in changes.items():
-        if name in kept:
-            rows[name] = kept[name]
+        config = held_out_config(recipe, epochs, validation_size, change)
+        if _signature(config) in recorded:
+            rows[name] = {**recorded[_signature(config)], "change": change}
         else:
-            config = held_out_config(recipe, epochs, validation_size, change)
             rows[name] = {
                 "change": change,
                 **_last_epoch(config, dataset, cache_dir),
@@ -128,6 +128,24 @@ def run_ablation(
         if record_path is not None:
             record_path.write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _recorded_rows(path: Path) -> dict[str, dict]:
+    """The rows of the ablation recorded at `path` (if any), keyed by the config each trained."""
+    if not path.exists():
+        return {}
+    ablation = json.loads(path.read_text())
+    recipe = ml_collections.ConfigDict({**mlp_concise.get_config().to_dict(), **ablation["recipe"]})
+    return {
+        _signature(
+            held_out_config(recipe, ablation["epochs"], ablation["validation_size"], row["change"])
+        ): row
+        for row in ablation["rows"].values()
+    }
+
+
+def _signature(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
 
 
 def _last_epoch(config, dataset: data.Dataset, cache_dir) -> dict:

@@ -24,10 +24,10 @@ def test_each_ablation_removes_exactly_one_ingredient_the_recipe_has(synthetic_d
     recipe = tiny_config(synthetic_dir, **RECIPE_FEATURES)
     removals = best.ablations(recipe)
     assert list(removals) == [
-        "EMA of the weights",
-        "random erasing",
         "MixUp",
+        "random erasing",
         "random shifts",
+        "EMA of the weights",
         "dropout",
         "weight decay",
     ]  # No CutMix, label smoothing or cosine schedule: the recipe has none of them.
@@ -55,8 +55,8 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     assert first["recipe"] == best.recipe_fields(recipe)
     assert list(first["rows"]) == [
         "(none: the recipe)",
-        "EMA of the weights",
         "MixUp",
+        "EMA of the weights",
     ]
     accuracies = [row["val_acc"] for row in first["rows"].values()]
     assert len(set(accuracies)) == len(accuracies) and all(0.3 < a < 0.95 for a in accuracies)
@@ -88,6 +88,34 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     # Rows recorded at another number of epochs are not this ablation's.
     shorter = best.run_ablation(recipe, 2, dataset, tmp_path, record_path)
     assert shorter["epochs"] == 2 and shorter["rows"]["EMA of the weights"]["val_acc"] != 0.5
+
+
+def test_ablation_keeps_the_rows_an_earlier_recipes_record_trained(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    dataset = data.Dataset(synthetic_split(6000, 0), synthetic_split(1000, 1), None)
+    adam = {"ema_decay": 0.9, "optimizer": "adam", "lr": 0.003}
+    record_path = tmp_path / "ablation.json"
+    earlier = best.run_ablation(
+        tiny_config(synthetic_dir, **adam), 3, dataset, tmp_path / "cache", record_path
+    )
+    # The next recipe adds MixUp: removing it gives the earlier recipe, already measured.
+    recipe = tiny_config(synthetic_dir, mixup_alpha=0.2, **adam)
+    trained = []
+    train_population = sweep.train_population
+
+    def recording(configs, *args, **kwargs):
+        trained.extend((c.mixup_alpha, c.ema_decay) for c in configs)
+        return train_population(configs, *args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_population", recording)
+    record = best.run_ablation(recipe, 3, dataset, tmp_path / "empty", record_path)
+    assert record["recipe"] == best.recipe_fields(recipe)
+    assert list(record["rows"]) == ["(none: the recipe)", "MixUp", "EMA of the weights"]
+    assert trained == [(0.2, 0.9), (0.2, 0.0)]  # The recipe, and it without EMA.
+    kept = earlier["rows"]["(none: the recipe)"]
+    assert record["rows"]["MixUp"] == {**kept, "change": {"mixup_alpha": 0.0}}
+    assert json.loads(record_path.read_text()) == record
 
 
 @pytest.fixture(scope="module")
