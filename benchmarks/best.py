@@ -115,8 +115,8 @@ def run_ablation(
     rows = record["rows"]
     for name, change in changes.items():
         config = held_out_config(recipe, epochs, validation_size, change)
-        if _signature(config) in recorded:
-            rows[name] = {**recorded[_signature(config)], "change": change}
+        if (kept := recorded.get(_signature(config))) is not None:
+            rows[name] = {**kept, "change": change}
         else:
             rows[name] = {
                 "change": change,
