@@ -33,7 +33,8 @@ from matplotlib.ticker import MaxNLocator
 from benchmarks import ceiling, run_all, stats
 from experiments import best_search, mlp_concise
 from mlp_jax import config as config_lib
-from mlp_jax import data, plots, sweep
+from mlp_jax import data, errors, files, plots, sweep
+from mlp_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "experiments/mlp_best.py"
@@ -126,15 +127,15 @@ def run_ablation(
             }
             print(f"ablation: {name}: val acc {rows[name]['val_acc']:.4f}", flush=True)
         if record_path is not None:
-            record_path.write_text(json.dumps(record, indent=1) + "\n")
+            files.write_record(record_path, record)
     return record
 
 
 def _recorded_rows(path: Path) -> dict[str, dict]:
     """The rows of the ablation recorded at `path` (if any), keyed by the config each trained."""
-    if not path.exists():
+    ablation = files.read_record(path)
+    if ablation is None:
         return {}
-    ablation = json.loads(path.read_text())
     recipe = ml_collections.ConfigDict({**mlp_concise.get_config().to_dict(), **ablation["recipe"]})
     return {
         _signature(
@@ -163,10 +164,12 @@ def recorded_ablation(recipe, path: Path) -> dict | None:
     """The ablation `path` holds if it was measured for this very recipe, else None: a search
     that changes the recipe leaves the last one's ablation behind, and it must not be reported
     as the new one's."""
-    if not path.exists():
-        return None
-    ablation = json.loads(path.read_text())
-    return ablation if ablation.get("recipe") == recipe_fields(recipe) else None
+    ablation = files.read_record(path)
+    return (
+        ablation
+        if ablation is not None and ablation.get("recipe") == recipe_fields(recipe)
+        else None
+    )
 
 
 def train_final(seed: int, workdir: Path, extra_args: tuple[str, ...]) -> dict:
@@ -212,7 +215,7 @@ def run_finals(
     "processor", "runs"}."""
     path = results_dir / "finals.json"
     fields = recipe_fields(recipe)
-    record = json.loads(path.read_text()) if path.exists() else {}
+    record = files.read_record(path) or {}
     if record.get("recipe") != fields or record.get("extra_args") != list(extra_args):
         record = {
             "recipe": fields,
@@ -231,7 +234,7 @@ def run_finals(
         )
         record["runs"].append(run)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1) + "\n")
+        files.write_record(path, record)
     return record
 
 
@@ -414,6 +417,15 @@ def _plot_ablation(right, ablation: dict) -> None:
     right.grid(alpha=0.3, axis="x")
 
 
+def _required_record(path: Path, command: str) -> dict:
+    """The record at `path`, which the report needs: a missing one names the command that
+    writes it."""
+    record = files.read_record(path)
+    if record is None:
+        raise UserError(f"{path}: missing; `{command}` writes it")
+    return record
+
+
 def main() -> None:
     """Runs the stages the flags name and writes the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -422,6 +434,11 @@ def main() -> None:
     parser.add_argument("--runs_dir", default="runs")
     parser.add_argument("--search_workdir", default="runs/best_search")
     args = parser.parse_args()
+    with errors.one_line_errors():
+        _run_stages(args)
+
+
+def _run_stages(args: argparse.Namespace) -> None:
     results_dir, runs_dir = ROOT / args.results_dir, ROOT / args.runs_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     recipe, search = load_recipe(), best_search.get_config()
@@ -438,11 +455,15 @@ def main() -> None:
             ROOT / args.search_workdir,
             results_dir / "ablation.json",
         )
-    finals = json.loads((results_dir / "finals.json").read_text())
+    finals = _required_record(
+        results_dir / "finals.json", "python -m benchmarks.best --stage=finals"
+    )
     ablation = recorded_ablation(recipe, results_dir / "ablation.json")
-    search_record = json.loads((results_dir / "tune.json").read_text())
+    search_record = _required_record(
+        results_dir / "tune.json", "make best (the search comes first)"
+    )
     text = markdown(recipe, finals, ablation, search_record)
-    (results_dir.parent / "best.md").write_text(text)
+    files.write_atomically(results_dir.parent / "best.md", text)
     plot(finals["runs"], ablation, results_dir.parent / "best.png")
     print(text)
 

@@ -44,7 +44,7 @@ from benchmarks import (  # noqa: E402
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, metrics  # noqa: E402
+from mlp_jax import data, files, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
@@ -212,7 +212,7 @@ def main() -> None:
     def report(*new_sections: str) -> None:
         """Adds sections and rewrites the report, so a run cut short keeps what it measured."""
         sections.extend(new_sections)
-        out.write_text("\n".join(sections))
+        files.write_atomically(out, "\n".join(sections))
         print(new_sections[-1], flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks import run_all, stats, train_speed
 from experiments import mlp_concise, mlp_scratch
-from mlp_jax import data, sweep
+from mlp_jax import data, files, sweep
 
 MODELS = {"scratch": mlp_scratch, "concise": mlp_concise}
 D2L_PLOTTED = {"scratch": 0.853, "concise": 0.861}
@@ -153,7 +153,7 @@ def main() -> None:
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    files.write_atomically(out, text)
     print(text)
 
 

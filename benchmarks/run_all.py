@@ -24,6 +24,7 @@ from benchmarks import (
     sweep_speed,
     train_speed,
 )
+from mlp_jax import files
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "torch", "keras")
 
@@ -83,7 +84,7 @@ def main() -> None:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(sections))
+    files.write_atomically(out, "\n".join(sections))
     print(out.read_text())
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks import ceiling, run_all, stats, train_speed
-from mlp_jax import data, models, optim, parallel, plots, steps
+from mlp_jax import data, files, models, optim, parallel, plots, steps
 
 ROOT = Path(__file__).resolve().parents[1]
 # The recipe for each target.
@@ -503,7 +503,7 @@ def main() -> None:
             markdown(results, seeds),
         ]
     )
-    out.write_text(text)
+    files.write_atomically(out, text)
     plot(results, out.with_suffix(".png"))
     print(text)
 

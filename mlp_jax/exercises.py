@@ -13,7 +13,6 @@ evaluated once per model, after training, and only reported.
 """
 
 import itertools
-import json
 import os
 import time
 
@@ -212,8 +211,8 @@ def run_exercise(
         "rows": rows,
         "runs": [{"point": label, **r} for label, r in zip(labels, results, strict=True)],
     }
-    stem.with_suffix(".json").write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
-    stem.with_suffix(".md").write_text(markdown(exercise, rows, point_keys, seconds))
+    files.write_record(stem.with_suffix(".json"), metrics.json_safe(record))
+    files.write_atomically(stem.with_suffix(".md"), markdown(exercise, rows, point_keys, seconds))
     plot(exercise, rows, stem.with_suffix(".png"))
     return rows
 

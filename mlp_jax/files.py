@@ -8,6 +8,7 @@ on a local disk is atomic and on an object store leaves either the old or the ne
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 import time
@@ -38,6 +39,30 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
     else:
         tmp.write_text(content)
     tmp.replace(path)
+
+
+def write_record(path: epath.Path, record) -> None:
+    """Writes `record` as JSON, atomically: a kill mid-write leaves the last record whole,
+    which matters for the records a rerun resumes from (a search's, an ablation's)."""
+    write_atomically(path, json.dumps(record, indent=1) + "\n")
+
+
+def read_record(path: epath.Path):
+    """The JSON record at `path`, or None where there is none.
+
+    Raises:
+      UserError: the file is not valid JSON (edited by hand, or written by a version that
+        did not write atomically).
+    """
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{path}: not valid JSON ({e}); restore it (git checkout -- {path.name} in its "
+            "folder) or delete it to measure again"
+        ) from None
 
 
 LOCK_FILE = ".lock"

@@ -178,13 +178,14 @@ def write_tuned_config(
     fields["num_epochs"] = winner.num_epochs
     fields["validation_size"] = 0  # The final model trains on all 60,000 images.
     body = "\n".join(f"    config.{k} = {_python_literal(v)}" for k, v in fields.items())
-    files.as_path(path).write_text(
+    files.write_atomically(
+        files.as_path(path),
         f'r"""{title}\n\n'
         f"  make train CONFIG={path}\n\n{textwrap.fill(note, 92)}\n"
         '"""\n\nfrom experiments import mlp_concise\n\n\n'
         "def get_config():\n"
         '    """The search\'s winner; every other field as in experiments/mlp_concise.py."""\n'
-        f"    config = mlp_concise.get_config()\n{body}\n    return config\n"
+        f"    config = mlp_concise.get_config()\n{body}\n    return config\n",
     )
 
 
@@ -255,7 +256,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
     dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir = files.as_path(results_dir)
     record_path = results_dir / "tune.json"
-    earlier = json.loads(record_path.read_text()) if record_path.exists() else None
+    earlier = files.read_record(record_path)
     kept = recorded_scores(earlier, train, space, candidates)
     history, seconds = successive_halving(
         candidates, dataset, rungs, eta, cache_dir=workdir, kept=kept
@@ -276,7 +277,7 @@ def run_search(search, results_dir, workdir, tuned_config, quick: bool) -> dict:
         "history": history,
         "winner": {k: winner[k] for k in space},
     }
-    record_path.write_text(json.dumps(metrics.json_safe(record), indent=1) + "\n")
+    files.write_record(record_path, metrics.json_safe(record))
     labels = {i: ", ".join(f"{k}={c[k]}" for k in space) for i, c in enumerate(candidates)}
     plots.save_figure(figure(history, labels), results_dir / "tune.png")
     best = history[-1][0]

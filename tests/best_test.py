@@ -1,9 +1,13 @@
 """The best-MLP benchmark's stages on small problems: ablation, final runs, report."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import synthetic_split, tiny_config
+from conftest import ROOT, synthetic_split, tiny_config
+from files_test import kill_mid_write
 
 from benchmarks import best, ceiling
 from mlp_jax import data, sweep
@@ -148,6 +152,50 @@ def test_final_run_is_make_train_and_is_recorded_once(finals, monkeypatch):
     monkeypatch.setattr(best, "train_final", no_training)
     again = best.run_finals(recipe, tmp_path / "results", tmp_path / "runs", (1,), extra)
     assert again == record
+
+
+def test_a_kill_while_a_final_is_recorded_keeps_the_seeds_recorded_before(
+    finals, tmp_path, monkeypatch
+):
+    recipe, record, extra, runs = finals
+    results = tmp_path / "results"
+    shutil.copytree(runs / "results", results)
+    monkeypatch.setattr(
+        best, "train_final", lambda seed, *args: {**record["runs"][0], "seed": seed}
+    )
+    kill_mid_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        best.run_finals(recipe, results, runs / "runs", (1, 2), extra)
+    monkeypatch.undo()
+    assert json.loads((results / "finals.json").read_text()) == record
+
+
+def test_a_missing_or_broken_record_ends_the_report_with_one_line(tmp_path):
+    def report():
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.best",
+                "--stage=report",
+                f"--results_dir={tmp_path}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+
+    missing = report()
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'finals.json'}: missing; "
+        "`python -m benchmarks.best --stage=finals` writes it"
+    ]
+    (tmp_path / "finals.json").write_text('{"runs": [')
+    broken = report()
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    (line,) = broken.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'finals.json'}: not valid JSON")
 
 
 def test_report_states_the_goal_and_each_removal(finals, tmp_path):

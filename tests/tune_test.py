@@ -9,6 +9,7 @@ from conftest import ROOT, synthetic_split, tiny_config
 from experiments import best_search, tune_search
 from mlp_jax import data, train, tune
 from mlp_jax.config import load_experiment
+from mlp_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,21 @@ def test_quick_search_end_to_end_never_reads_the_test_split(tmp_path, real_data_
     config = load_experiment(tuned)
     assert config.validation_size == 0 and config.num_epochs == search.quick_final_epochs
     assert {k: config[k] for k in search.quick_space} == record["winner"]
+
+
+def test_a_broken_search_record_is_a_user_error_before_anything_trains(
+    tmp_path, real_data_dir, monkeypatch
+):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before reading the record")
+
+    monkeypatch.setattr(tune.sweep, "train_population", no_training)
+    search = tune_search.get_config()
+    search.train.data_dir = str(real_data_dir)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "tune.json").write_text('{"history": [[{"val_acc": 0.9')
+    with pytest.raises(UserError, match="tune.json: not valid JSON"):
+        tune.run_search(search, tmp_path / "results", tmp_path / "work", tmp_path / "t.py", True)
 
 
 def test_tuned_experiment_trains_for_one_epoch(real_data_dir, tmp_path):
