@@ -164,12 +164,8 @@ def recorded_ablation(recipe, path: Path) -> dict | None:
     """The ablation `path` holds if it was measured for this very recipe, else None: a search
     that changes the recipe leaves the last one's ablation behind, and it must not be reported
     as the new one's."""
-    ablation = files.read_record(path)
-    return (
-        ablation
-        if ablation is not None and ablation.get("recipe") == recipe_fields(recipe)
-        else None
-    )
+    ablation = files.read_record(path) or {}
+    return ablation if ablation.get("recipe") == recipe_fields(recipe) else None
 
 
 def train_final(seed: int, workdir: Path, extra_args: tuple[str, ...]) -> dict:

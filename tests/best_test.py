@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, synthetic_split, tiny_config
-from files_test import kill_mid_write
+from conftest import ROOT, kill_mid_write, synthetic_split, tiny_config
 
 from benchmarks import best, ceiling
 from mlp_jax import data, sweep

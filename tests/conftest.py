@@ -113,6 +113,17 @@ BEST_FEATURES = {
 PARALLEL_LR = 0.02
 
 
+def kill_mid_write(monkeypatch):
+    """Makes every text write stop halfway through, as a kill would."""
+
+    def half_then_killed(self, text, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_then_killed)
+
+
 def config_overrides(**fields) -> list[str]:
     """The command-line flags that set config `fields`."""
     return [f"--config.{key}={value}" for key, value in fields.items()]

@@ -1,22 +1,10 @@
 """Records a rerun resumes from: written whole or not at all, and read with a one-line error."""
 
-import pathlib
-
 import pytest
+from conftest import kill_mid_write
 
 from mlp_jax import files
 from mlp_jax.errors import UserError
-
-
-def kill_mid_write(monkeypatch):
-    """Makes every text write stop halfway through, as a kill would."""
-
-    def half_then_killed(self, text, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write(text[: len(text) // 2])
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pathlib.Path, "write_text", half_then_killed)
 
 
 def test_a_kill_while_a_record_is_written_leaves_the_last_one_whole(tmp_path, monkeypatch):
