@@ -108,3 +108,19 @@ def test_elastic_field_moves_pixels_as_simards_field_does():
     # Smooth: neighbouring pixels move almost together, pixels 14 apart nearly independently.
     assert np.corrcoef(field[:, 10, 10], field[:, 10, 11])[0, 1] > 0.95
     assert abs(np.corrcoef(field[:, 10, 0], field[:, 10, 14])[0, 1]) < 0.2
+
+
+def test_elastic_field_moves_rows_and_columns_independently():
+    # A blob at the centre follows the field there: its centre of mass moves by a draw of the
+    # row field and a draw of the column field, which are independent (one field for both
+    # axes would move every blob along the diagonal).
+    rows, cols = np.mgrid[:28, :28]
+    blob = 255 * np.exp(-((rows - 13.5) ** 2 + (cols - 13.5) ** 2) / (2 * 2.0**2))
+    flat = jnp.asarray(np.broadcast_to(blob.round().astype(np.uint8).reshape(784), (512, 784)))
+    moved = np.asarray(augment.distort(flat, jax.random.key(0), elastic=34.0), np.float64)
+    moved = moved.reshape(512, 28, 28)
+    mass = moved.sum(axis=(1, 2))
+    d_rows = (moved * rows).sum(axis=(1, 2)) / mass - 13.5
+    d_cols = (moved * cols).sum(axis=(1, 2)) / mass - 13.5
+    assert d_rows.std() > 0.3 and d_cols.std() > 0.3
+    assert abs(np.corrcoef(d_rows, d_cols)[0, 1]) < 0.2

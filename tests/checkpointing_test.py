@@ -338,3 +338,40 @@ def test_restore_workdir_predicts_what_evaluation_counted(uninterrupted, synthet
     accuracy = float((predicted == test.labels).mean())
     assert accuracy == pytest.approx(reference.history[-1]["val_acc"], abs=1e-6)
     assert {data.CLASS_NAMES[i] for i in predicted} <= set(data.CLASS_NAMES)
+
+
+@pytest.mark.parametrize("part", ["rng", "step", "opt_state"])
+def test_checkpoint_whose_stored_state_was_changed_is_not_used(synthetic_dir, tmp_path, part):
+    # Epoch 2's state is replaced on disk by one whose parameters are the same but whose
+    # `part` differs, its meta left as saved: a fingerprint of the parameters alone would
+    # take this state for the one that was saved.
+    config = tiny_config(synthetic_dir, num_epochs=2, optimizer="momentum")
+    train.train_and_evaluate(config, tmp_path / "run")
+    state = checkpointing.restore_workdir(tmp_path / "run").state
+    changed = {
+        "rng": lambda s: s.replace(rng=s.rng + 1),
+        "step": lambda s: s.replace(step=s.step + 1),
+        "opt_state": lambda s: s.replace(opt_state=jax.tree.map(lambda x: x + 1, s.opt_state)),
+    }[part](state)
+    other = checkpointing.CheckpointStore(tmp_path / "other", keep=1)
+    other.save(changed, {"steps_per_epoch": 235})
+    other.close()
+    saved = tmp_path / "run" / "checkpoints" / "2" / "state"
+    shutil.rmtree(saved)
+    shutil.copytree(tmp_path / "other" / "checkpoints" / "2" / "state", saved)
+    assert int(checkpointing.restore_workdir(tmp_path / "run").state.epoch) == 1
+
+
+def test_resuming_a_schedule_with_another_length_is_refused(synthetic_dir, tmp_path):
+    # A cosine schedule spans num_epochs: more epochs would change the learning rate of the
+    # epochs already trained. A constant learning rate may be extended.
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1, schedule="cosine"), tmp_path)
+    with pytest.raises(UserError, match=r"trained with num_epochs=1, not 2"):
+        train.train_and_evaluate(
+            tiny_config(synthetic_dir, num_epochs=2, schedule="cosine"), tmp_path
+        )
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path / "constant")
+    extended = train.train_and_evaluate(
+        tiny_config(synthetic_dir, num_epochs=2), tmp_path / "constant"
+    )
+    assert [r["epoch"] for r in extended.history] == [1, 2]

@@ -108,3 +108,12 @@ def test_carve_validation_is_a_seeded_partition(synthetic_dir):
 def test_class_names():
     assert len(data.CLASS_NAMES) == data.NUM_CLASSES == 10
     assert data.CLASS_NAMES[0] == "t-shirt" and data.CLASS_NAMES[9] == "ankle boot"
+
+
+def test_split_seed_chooses_which_images_are_held_out(synthetic_dir):
+    datasets = [data.load_dataset(str(synthetic_dir), 5_000, split_seed) for split_seed in (0, 1)]
+    held_out = [{bytes(row) for row in d.validation.images} for d in datasets]
+    assert len(held_out[0]) == len(held_out[1]) == 5_000
+    assert len(held_out[0] & held_out[1]) < 1_000  # About 5,000 x 5,000 / 60,000 = 417 shared.
+    for dataset, validation in zip(datasets, held_out, strict=True):  # Partitions.
+        assert not validation & {bytes(row) for row in dataset.train.images}

@@ -92,3 +92,36 @@ def test_compute_dtype_is_validated(synthetic_dir):
 
     with pytest.raises(UserError, match=r"config.compute_dtype='float16' is invalid"):
         models.resolve_model(tiny_config(synthetic_dir, compute_dtype="float16"))
+
+
+def _float32_only():
+    """An optimiser stage that fails at trace time unless the gradients it gets are float32."""
+
+    def update(updates, state, params=None):
+        dtypes = {str(u.dtype) for u in jax.tree.leaves(updates)}
+        assert dtypes == {"float32"}, f"the optimiser got {dtypes} gradients"
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_the_optimizer_gets_the_float32_gradient_of_the_loss(synthetic_dir, compute_dtype):
+    # Whatever the products' dtype, the optimiser gets float32 gradients, and they are the
+    # loss's own gradient: in float32 every bit of it (rounded to bfloat16, 8 significant
+    # bits, it would be off by about 0.1 %), in bfloat16 what the casts pass back.
+    config = tiny_config(synthetic_dir, compute_dtype=compute_dtype)
+    tx = optax.chain(_float32_only(), optax.sgd(1.0))
+    state = steps.create_train_state(models.resolve_model(config), tx, 0)
+    data = synthetic_split(256, 4)
+    batch = {"images": data.images, "labels": data.labels, "weights": jnp.ones(256)}
+    new, _ = steps.train_step(state, batch, jax.random.key(0), compute_dtype=compute_dtype)
+
+    def loss(params):
+        logits = steps.model_logits(state.apply_fn, params, batch["images"], compute_dtype)
+        return steps.cross_entropy(logits, batch["labels"]).mean()
+
+    expected = jax.grad(loss)(state.params)
+    applied = jax.tree.map(lambda before, after: before - after, state.params, new.params)
+    for a, b in zip(jax.tree.leaves(applied), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)

@@ -289,3 +289,46 @@ def test_each_epoch_trains_on_a_new_order():
     assert difference > 1e-4
     for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(again.params), strict=True):
         np.testing.assert_array_equal(a, b)  # And the same epoch number repeats exactly.
+
+
+def test_dropout_draws_a_new_key_at_every_step_of_an_epoch():
+    # The compiled epoch derives each step's dropout key from (seed, step); run one by one
+    # with those keys, the steps give the epoch's parameters, and one key for every step
+    # does not (a mask repeated at every step is another, worse, training).
+    data = _as_device(synthetic_split(1000, seed=0))
+    state = _state(model=mlp_concise.MLP(num_hiddens=32, dropout=0.5))
+    trained, _ = jax.jit(functools.partial(steps.train_epoch, batch_size=128))(state, data)
+
+    root = jax.random.wrap_key_data(state.rng)
+    order = jax.random.permutation(
+        jax.random.fold_in(jax.random.fold_in(root, steps.DATA_STREAM), 0), 1000
+    )
+    dropout_key = jax.random.fold_in(root, steps.DROPOUT_STREAM)
+    step = jax.jit(steps.train_step)
+
+    def by_hand(key_of_step):
+        current = state
+        for idx, w in zip(*steps.batch_layout(order, 128), strict=True):
+            batch = {"images": data.images[idx], "labels": data.labels[idx], "weights": w}
+            current, _ = step(current, batch, key_of_step(int(current.step)))
+        return current.params
+
+    fresh = by_hand(lambda i: jax.random.fold_in(dropout_key, i))
+    for a, b in zip(jax.tree.leaves(trained.params), jax.tree.leaves(fresh), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    repeated = by_hand(lambda i: jax.random.fold_in(dropout_key, 0))
+    assert not np.allclose(trained.params["Dense_0"]["kernel"], repeated["Dense_0"]["kernel"])
+
+
+def test_label_smoothing_is_in_the_plain_loss():
+    data = synthetic_split(128, seed=8)
+    batch = {"images": data.images, "labels": data.labels, "weights": jnp.ones(128)}
+    state = _state(mlp_concise.MLP(num_hiddens=32))
+    logits = steps.model_logits(state.apply_fn, state.params, batch["images"])
+    targets = 0.9 * jax.nn.one_hot(batch["labels"], 10) + 0.1 / 10
+    expected = optax.softmax_cross_entropy(logits, targets)
+    np.testing.assert_allclose(steps.cross_entropy(logits, batch["labels"], 0.1), expected, 1e-6)
+    _, smoothed = steps.train_step(state, batch, jax.random.key(0), label_smoothing=0.1)
+    _, plain = steps.train_step(state, batch, jax.random.key(0))
+    np.testing.assert_allclose(smoothed.loss.total, expected.sum(), rtol=1e-5)
+    assert float(smoothed.loss.total) > float(plain.loss.total)  # Smoothing raises the loss.
