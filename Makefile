@@ -19,7 +19,8 @@ WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data train eval test lint bench speedrun parity exercises tune best notebook device-check
+.PHONY: install data train eval test test-all lint docs bench speedrun parity exercises tune best \
+	notebook device-check
 
 install: $(VENV)/.installed data
 
@@ -45,25 +46,42 @@ train: install
 eval: install
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
 
-# The suite's time is mostly single-threaded (XLA compiles, subprocess start-up), so it runs in
-# TEST_WORKERS processes; each module stays on one worker (--dist loadfile), so that a module's
-# expensive fixtures (a 2-device run, a search) are built once. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# The fast tier, after every change: each module's own behaviour on small synthetic data, in
+# one process (tests/unit, less the few heavy tests marked slow).
 test: install
+	$(PY) -m pytest -q tests/unit -m "not slow"
+
+# Everything: the fast tier and the full one (tests/integration: the command line, several
+# processes and devices, the real data, the notebook, the device check), in TEST_WORKERS
+# processes, since the time is mostly single-threaded (XLA compiles, processes starting);
+# each module stays on one worker (--dist loadfile), so that its expensive fixtures are built
+# once. TEST_WORKERS=0: one process. What CI runs (.ci/run).
+TEST_WORKERS ?= 2
+test-all: install
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
+# The config reference (docs/config.md), from the comments of mlp_jax/config.py and the
+# chapter's two experiments; tests/unit/config_test.py fails when it is out of date.
+docs: install
+	$(PY) -m mlp_jax.config experiments/mlp_scratch.py experiments/mlp_concise.py > docs/config.md
 
 lint: install
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .
 
+# The studies (experiments/studies/, told in docs/): each writes its results/ and resumes
+# where an interruption left it.
+STUDIES := experiments/studies
 EXERCISES := width depth lr_epochs activation init
 QUICK ?=
 exercises: install
 	for name in $(EXERCISES); do \
-	  $(PY) -m mlp_jax.exercises --config=experiments/ex_$$name.py $(if $(QUICK),--quick) || exit 1; \
+	  $(PY) -m experiments.studies.exercises.run --config=$(STUDIES)/exercises/$$name.py \
+	    $(if $(QUICK),--quick) || exit 1; \
 	done
 
 tune: install
-	$(PY) -m mlp_jax.tune --config=experiments/tune_search.py $(if $(QUICK),--quick --tuned_config=runs/mlp_tuned_quick.py --results_dir=runs/tune_quick --workdir=runs/tune_quick)
+	$(PY) -m experiments.studies.search.run --config=$(STUDIES)/search/joint_search.py \
+	  $(if $(QUICK),--quick --tuned_config=runs/mlp_tuned_quick.py --results_dir=runs/tune_quick --workdir=runs/tune_quick)
 
 # The benchmarks' peers: PyTorch and Keras (kept out of `install`, which the tests use).
 $(VENV)/.peers: $(VENV)/.installed
@@ -75,10 +93,10 @@ bench: install $(VENV)/.peers
 
 # Time to 0.85 and 0.90 test accuracy (results/speedrun.md) and parity over seeds (results/parity.md).
 speedrun: install $(VENV)/.peers
-	$(PY) -m benchmarks.speedrun
+	$(PY) -m experiments.studies.speedrun.run
 
 parity: install $(VENV)/.peers
-	$(PY) -m benchmarks.parity
+	$(PY) -m experiments.studies.parity.run
 
 # The one-call accelerator check (results/bench_gpu.md, or $$OUT/bench_gpu.md): with this
 # .venv where it exists, else with the machine's own python3, as on the GPU machine.
@@ -86,13 +104,13 @@ DEVICE_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
 device-check:
 	PYTHON=$(DEVICE_PYTHON) bash benchmarks/device_check.sh
 
-# The best plain MLP (issue 15): the search on held-out images writes experiments/mlp_best.py,
-# then its three final runs (make train, seeds 0-2) and the ablation go to results/best.md.
-# Every stage resumes where an interruption left it.
+# The best plain MLP: the search on held-out images writes $(STUDIES)/best/mlp_best.py, then
+# its three final runs (make train, seeds 0-2) and the ablation go to results/best.md.
 best: install
-	$(PY) -m mlp_jax.tune --config=experiments/best_search.py --results_dir=results/best \
-	  --workdir=runs/best_search --tuned_config=experiments/mlp_best.py
-	$(PY) -m benchmarks.best
+	$(PY) -m experiments.studies.search.run --config=$(STUDIES)/best/best_search.py \
+	  --results_dir=results/best --workdir=runs/best_search \
+	  --tuned_config=$(STUDIES)/best/mlp_best.py
+	$(PY) -m experiments.studies.best.run
 
 notebook: install
 	$(PY) -m pip install -q notebook

@@ -16,27 +16,14 @@ to float32 and gains nothing from it.
 
 import argparse
 import contextlib
-import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The CPU flags that decide matrix-product speed, in the order they are printed.
-MATRIX_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_bf16",
-    "bf16",
-    "sve",
-)
-BFLOAT16_UNIT_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+from benchmarks import report
+
 DTYPES = ("float32", "bfloat16")
 CHAPTER_SHAPE = {"name": "chapter 784-256-10, batch 256", "hidden": 256, "layers": 1}
 TUNED_SHAPE = {"name": "tuned 784-1024x3-10, batch 256", "hidden": 1024, "layers": 3}
@@ -73,46 +60,6 @@ def train_flops_per_example(hidden: int = 256, layers: int = 1) -> int:
 def eval_flops_per_example(hidden: int = 256, layers: int = 1) -> int:
     """FLOPs of one evaluated example (the forward products only)."""
     return flops(forward_products(1, hidden, layers))
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it."""
-    with contextlib.suppress(OSError, StopIteration):
-        return next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (x86 "flags", Arm "Features"); empty where unreadable."""
-    with contextlib.suppress(OSError, StopIteration):
-        line = next(
-            line
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith(("flags", "Features"))
-        )
-        return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-def has_bfloat16_units(flags: frozenset[str]) -> bool:
-    """Whether the CPU computes bfloat16 products natively."""
-    return bool(flags & BFLOAT16_UNIT_FLAGS)
-
-
-def describe_processor() -> str:
-    """The accelerator's name, or the CPU's model with its matrix flags and whether it has
-    bfloat16 units."""
-    device = jax.devices()[0]
-    if device.platform != "cpu":
-        return f"{device.platform} {device.device_kind}"
-    flags = cpu_flags()
-    present = ", ".join(f for f in MATRIX_FLAGS if f in flags) or "none of note"
-    units = "has" if has_bfloat16_units(flags) else "has no"
-    return f"{cpu_model()} (flags: {present}; {units} bfloat16 units)"
 
 
 def _operands(products, dtype, library: str):
@@ -216,7 +163,7 @@ def chapter_ceiling(rows: list[dict]) -> dict[str, float]:
 def markdown(rows: list[dict]) -> str:
     """The ceiling as a Markdown table, with the processor it was measured on."""
     lines = [
-        f"Processor: {describe_processor()}.",
+        f"Processor: {report.describe_processor()}.",
         "",
         "| model shape | dtype | JAX GFLOP/s | PyTorch GFLOP/s | ceiling (best) |",
         "|---|---|---:|---:|---:|",

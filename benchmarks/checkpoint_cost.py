@@ -8,12 +8,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from experiments import mlp_scratch
 from mlp_jax import train
+from mlp_jax.config import load_experiment
 
 
 def _training_seconds(workdir: Path, epochs: int, every: int) -> float:
-    config = mlp_scratch.get_config()
+    config = load_experiment("experiments/mlp_scratch.py")
     config.num_epochs, config.checkpoint_every_epochs = epochs, every
     phases = train.train_and_evaluate(config, workdir).phase_seconds
     # The epochs (saves are asynchronous and overlap them) and the wait for the last save.

@@ -15,16 +15,14 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 - vmapped populations of 1, 64, 256 and 1024 models (ms per model-epoch);
 - float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
 - none / pmap / shard_map on the devices there are;
-- the speedrun recipes (experiments/speedrun_085.py, speedrun_090.py) over 3 seeds: mean
-  test accuracy and training seconds (compilation and evaluation apart);
+- the speedrun recipes (experiments/studies/speedrun/recipe_085.py, recipe_090.py) over 3
+  seeds: mean test accuracy and training seconds (compilation and evaluation apart);
 - the goals for an H200, each marked met or not.
 """
 
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,12 +37,12 @@ from benchmarks import (  # noqa: E402
     ceiling,
     hardware,
     parallel_speed,
-    run_all,
-    speedrun,
+    report,
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, files, metrics  # noqa: E402
+from experiments.studies.speedrun import run as speedrun  # noqa: E402
+from mlp_jax import data, files, launch, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
@@ -59,19 +57,12 @@ PEERS = ("mlp_jax", "mlp_jax_bf16", "flax_loop", "torch_fast", "torch_fast_bf16"
 POPULATIONS = (1, 64, 256, 1024)
 
 
-def _cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+def _cli(*args: str) -> tuple[launch.Finished, float]:
     """`python -m mlp_jax.main ARGS` from the repository root, and its wall seconds."""
-    t0 = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "mlp_jax.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = launch.run(*args, cwd=ROOT, timeout=600)
     if result.returncode:
         raise RuntimeError(f"mlp_jax.main {' '.join(args)} failed: {result.stderr[-2000:]}")
-    return result, time.perf_counter() - t0
+    return result, result.seconds
 
 
 def _compile_seconds(stdout: str) -> float:
@@ -205,11 +196,11 @@ def main() -> None:
     args = parser.parse_args()
     epochs = 1 if args.quick else 10
     started = time.perf_counter()
-    sections = ["# The one-call accelerator check\n", run_all.header()]
+    sections = ["# The one-call accelerator check\n", report.header()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    def report(*new_sections: str) -> None:
+    def add(*new_sections: str) -> None:
         """Adds sections and rewrites the report, so a run cut short keeps what it measured."""
         sections.extend(new_sections)
         files.write_atomically(out, "\n".join(sections))
@@ -217,12 +208,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         chapter = chapter_runs(epochs, Path(tmp))
-    report("## The chapter through the command line\n", chapter_table(chapter, epochs))
+    add("## The chapter through the command line\n", chapter_table(chapter, epochs))
 
     ceiling_rows = ceiling.run(args.quick)
     peer_names = PEERS[:3] if args.quick else PEERS
     peers = [train_speed.run_peer_process(peer, epochs) for peer in peer_names]
-    report(
+    add(
         "## The ceiling: an epoch of only the chapter's matrix products\n",
         ceiling.markdown(ceiling_rows),
         f"## Peers on the same device ({epochs} epochs)\n",
@@ -239,21 +230,21 @@ def main() -> None:
         )
         population_ms[size] = 1000 * per_model_epoch
         lines.append(f"| {size} | {compile_seconds:.2f} | {population_ms[size]:.3f} |")
-    report("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
+    add("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
 
     matmul_sizes = hardware.QUICK_MATMUL_SIZES if args.quick else DEVICE_MATMUL_SIZES
     bandwidth = hardware.copy_bandwidth(16 if args.quick else 1024)
     lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes)) + [""]
     lines += hardware.bandwidth_markdown(bandwidth, hardware.memory_transfer_rate())
-    report("## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n")
+    add("## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n")
 
     counts = ",".join(str(n) for n in sorted({1, jax.device_count()}))
-    report("## Parallel modes\n", parallel_speed.run(counts))
+    add("## Parallel modes\n", parallel_speed.run(counts))
 
-    report("## Speedrun recipes\n", speedrun_table(dataset, args.quick))
+    add("## Speedrun recipes\n", speedrun_table(dataset, args.quick))
     if not args.quick:  # The goals are for the full sizes.
-        report("## Goals (for an H200)\n", goals(chapter, peers, population_ms))
-    report(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
+        add("## Goals (for an H200)\n", goals(chapter, peers, population_ms))
+    add(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
 
 
 if __name__ == "__main__":

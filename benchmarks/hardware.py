@@ -7,7 +7,6 @@ Timings are medians over repetitions after a warm-up, each ended by block_until_
 """
 
 import argparse
-import functools
 import subprocess
 import time
 
@@ -84,19 +83,22 @@ def framework_vs_scratch(widths, depths, quick: bool = False) -> list[dict]:
     """Seconds per training epoch for the scratch and concise models across sizes."""
     import optax
 
-    from experiments import mlp_concise, mlp_scratch
     from mlp_jax import data, steps
+    from mlp_jax.config import load_module
+
+    scratch = load_module("experiments/mlp_scratch.py").MLPScratch
+    concise = load_module("experiments/mlp_concise.py").MLP
 
     train, _ = data.load_fashion_mnist()
     if quick:
         train = data.Split(train.images[:4096], train.labels[:4096])
     train = jax.device_put(train)
-    epoch = jax.jit(functools.partial(steps.train_epoch, batch_size=256))
+    epoch = jax.jit(steps.train_epoch)  # The default options: batches of 256.
     rows = []
     shapes = [(w, 1) for w in widths] + [(widths[0], d) for d in depths if d != 1]
     for width, depth in shapes:
         row = {"width": width, "depth": depth}
-        for name, cls in (("scratch", mlp_scratch.MLPScratch), ("concise", mlp_concise.MLP)):
+        for name, cls in (("scratch", scratch), ("concise", concise)):
             state = steps.create_train_state(
                 cls(num_hiddens=width, num_layers=depth), optax.sgd(0.1), 0
             )

@@ -14,31 +14,18 @@ _CHILD = "--child"
 
 
 def _measure(counts: list[int]) -> list[tuple[str, int, float]]:
-    import time
+    from mlp_jax import data, loop
+    from mlp_jax.config import load_experiment
 
-    import jax
-    import optax
-
-    from experiments import mlp_concise
-    from mlp_jax import data, parallel, steps
-
-    train, _ = data.load_fashion_mnist()
-    options = steps.epoch_options(mlp_concise.get_config())
+    dataset = data.load_dataset()
     rows = []
     for mode in ("none", "pmap", "shard_map"):
         # pmap and shard_map on 1 device too: what their wrapping alone costs.
         for count in [1] if mode == "none" else counts:
-            runner = parallel.make_runner(
-                mode, epoch_options=options, eval_batch_size=2000, num_devices=count
-            )
-            state = runner.replicate(steps.create_train_state(mlp_concise.MLP(), optax.sgd(0.1), 0))
-            train_data = runner.replicate(train)
-            state, metrics = runner.train_epoch(state, train_data)  # Compiles.
-            jax.block_until_ready(metrics)
-            t0 = time.perf_counter()
-            state, metrics = runner.train_epoch(state, train_data)
-            jax.block_until_ready(metrics)
-            rows.append((mode, count, len(train.labels) / (time.perf_counter() - t0)))
+            config = load_experiment("experiments/mlp_concise.py")
+            config.parallel, config.num_devices, config.num_epochs = mode, count, 2
+            last = loop.fit(config, dataset).history[-1]  # The second epoch: steady state.
+            rows.append((mode, count, last["examples_per_sec"]))
     return rows
 
 

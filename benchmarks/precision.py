@@ -11,11 +11,11 @@ accuracy, and the bfloat16 - float32 difference in standard errors of that diffe
 
 import argparse
 
-from benchmarks import stats
-from experiments import mlp_concise, mlp_scratch
+from benchmarks import report
 from mlp_jax import data, sweep
+from mlp_jax.config import load_experiment
 
-MODELS = {"scratch": mlp_scratch, "concise": mlp_concise}
+MODELS = {"scratch": "experiments/mlp_scratch.py", "concise": "experiments/mlp_concise.py"}
 DTYPES = ("float32", "bfloat16")
 # The largest |difference| in standard errors that counts as within seed noise.
 NOISE_BOUND = 2.5
@@ -26,11 +26,11 @@ def seed_accuracies(num_seeds: int, epochs: int, dataset=None) -> list[dict]:
     seconds of each population."""
     dataset = dataset or data.load_dataset()
     rows = []
-    for name, module in MODELS.items():
+    for name, experiment in MODELS.items():
         for dtype in DTYPES:
             configs = []
             for seed in range(num_seeds):
-                config = module.get_config()
+                config = load_experiment(experiment)
                 config.seed, config.num_epochs, config.compute_dtype = seed, epochs, dtype
                 configs.append(config)
             results = sweep.train_population(
@@ -57,7 +57,7 @@ def markdown(rows: list[dict], epochs: int) -> str:
     ]
     summaries = {}
     for r in rows:
-        s = summaries[r["model"], r["dtype"]] = stats.summarize(r["test_acc"])
+        s = summaries[r["model"], r["dtype"]] = report.summarize(r["test_acc"])
         lines.append(
             f"| {r['model']} | {r['dtype']} | {s['n']} | {s['mean']:.4f} | {s['std']:.4f} "
             f"| {s['se']:.4f} | {r['train_seconds']:.1f} |"
@@ -66,7 +66,7 @@ def markdown(rows: list[dict], epochs: int) -> str:
     lines.append("|---|---:|---:|---|")
     for model in MODELS:
         low, full = summaries[model, "bfloat16"], summaries[model, "float32"]
-        z = stats.difference_in_standard_errors(low, full)
+        z = report.difference_in_standard_errors(low, full)
         verdict = "yes" if abs(z) <= NOISE_BOUND else "no"
         lines.append(f"| {model} | {low['mean'] - full['mean']:+.4f} | {z:+.2f} | {verdict} |")
     return "\n".join(lines) + "\n"

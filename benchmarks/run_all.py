@@ -8,11 +8,7 @@ peer's achieved rate is a fraction of; a peer whose library is missing appears a
 """
 
 import argparse
-import importlib.metadata
-import time
 from pathlib import Path
-
-import jax
 
 from benchmarks import (
     ceiling,
@@ -20,32 +16,12 @@ from benchmarks import (
     hardware,
     parallel_speed,
     precision,
+    report,
     startup,
     sweep_speed,
     train_speed,
 )
 from mlp_jax import files
-
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "clu", "torch", "keras")
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def header(lead: str = "Measured") -> str:
-    """The machine, date and versions the numbers belong to (`lead` names what happened
-    there: a report whose rows each name their own machine was only written there)."""
-    device = jax.devices()[0]
-    cpu = ceiling.describe_processor() if device.platform == "cpu" else ceiling.cpu_model()
-    versions = ", ".join(f"{p} {_version(p)}" for p in PACKAGES)
-    return (
-        f"{lead} {time.strftime('%Y-%m-%d')} on {cpu} ({jax.local_device_count()} JAX device(s): "
-        f"{device.platform}, {device.device_kind}); {versions}.\n"
-    )
 
 
 def main() -> None:
@@ -60,7 +36,7 @@ def main() -> None:
     rows = [train_speed.run_peer_process(peer, epochs) for peer in peers]
     sections = [
         "# Benchmarks\n",
-        header(),
+        report.header(),
         "## The ceiling: an epoch of only the model's matrix products\n",
         ceiling.markdown(ceiling_rows),
         f"## Training speed: the chapter's run ({epochs} epochs), each peer in its own process\n",

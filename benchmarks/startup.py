@@ -6,34 +6,26 @@ the same command twice with a fresh cache, whole-process seconds and the run's p
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from mlp_jax import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_run(workdir: Path, cache: Path, epochs: int) -> dict:
     """One CLI training run: whole-process seconds and the phases it prints."""
-    t0 = time.perf_counter()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlp_jax.main",
-            "--config=experiments/mlp_scratch.py",
-            f"--config.num_epochs={epochs}",
-            f"--workdir={workdir}",
-        ],
+    result = launch.run(
+        "--config=experiments/mlp_scratch.py",
+        f"--config.num_epochs={epochs}",
+        f"--workdir={workdir}",
         cwd=ROOT,
         env={**os.environ, "MLP_JAX_COMPILATION_CACHE": str(cache)},
-        capture_output=True,
-        text=True,
-        check=True,
     )
-    whole = time.perf_counter() - t0
+    if result.returncode:
+        raise RuntimeError(f"the run failed: {result.stderr[-2000:]}")
+    whole = result.seconds
     line = next(x for x in result.stdout.splitlines() if x.startswith("phases (s): "))
     phases = {k: float(v) for k, v in (item.split() for item in line[12:].split(", "))}
     # Interpreter start-up and imports: everything before train_and_evaluate began.

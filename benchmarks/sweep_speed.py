@@ -21,8 +21,8 @@ import time
 
 import jax
 
-from experiments import mlp_scratch
 from mlp_jax import data, sweep
+from mlp_jax.config import load_experiment
 
 _DEVICES_CHILD = "--devices-child"
 # JAX's events for the phases of making a program: tracing, lowering, backend compilation.
@@ -59,7 +59,7 @@ def time_population(size: int, epochs: int, dataset, mesh=None) -> tuple[float, 
     over `mesh` (default: every device); the steady time is that of a second, compiled run."""
     configs = []
     for seed in range(size):
-        config = mlp_scratch.get_config()
+        config = load_experiment("experiments/mlp_scratch.py")
         config.seed, config.num_epochs = seed, epochs
         configs.append(config)
     run = functools.partial(

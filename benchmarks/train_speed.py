@@ -22,13 +22,12 @@ import argparse
 import functools
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 
 from benchmarks import ceiling
+from mlp_jax import launch
 
 PEERS = (
     "mlp_jax",
@@ -57,31 +56,22 @@ def _torch_device():
 
 
 def run_mlp_jax(epochs: int, compute_dtype: str = "float32") -> dict:
-    """This project: device-resident data, one compiled program per epoch, exact evaluation."""
-    import jax
-    import optax
+    """This project (`mlp_jax.loop.fit`, the loop of `make train`): device-resident data, one
+    compiled program per epoch, exact evaluation, both metrics fetched every epoch."""
+    from mlp_jax import data, loop
+    from mlp_jax.config import load_experiment
 
-    from experiments import mlp_concise
-    from mlp_jax import parallel, steps
-
-    train, test_split = _load()
-    config = mlp_concise.get_config()
-    config.compute_dtype = compute_dtype
-    options = steps.epoch_options(config)
-    runner = parallel.make_runner("none", epoch_options=options, eval_batch_size=2000)
-    state = steps.create_train_state(mlp_concise.MLP(num_hiddens=HIDDEN), optax.sgd(LR), 0)
-    train_data, test_data = runner.replicate(train), runner.replicate(test_split)
-    t0 = time.perf_counter()
-    train_epoch = runner.train_epoch.lower(state, train_data).compile()
-    evaluate = runner.evaluate.lower(state, test_data).compile()
-    warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        state, train_metrics = train_epoch(state, train_data)
-        # Both metrics fetched to the host every epoch, as the CLI does.
-        _, test = jax.device_get((train_metrics.compute(), evaluate(state, test_data).compute()))
-    seconds = time.perf_counter() - t0
-    return {"warmup": warmup, "seconds": seconds, "test_acc": float(test["accuracy"])}
+    train, test = _load()
+    config = load_experiment("experiments/mlp_concise.py")
+    config.num_epochs, config.compute_dtype, config.parallel = epochs, compute_dtype, "none"
+    assert (config.num_hiddens, config.lr, config.batch_size) == (HIDDEN, LR, BATCH)
+    result = loop.fit(config, data.Dataset(train, test, test))
+    phases = result.phase_seconds
+    return {
+        "warmup": phases["compile"],
+        "seconds": phases["train"] + phases["eval"],
+        "test_acc": result.history[-1]["val_acc"],
+    }
 
 
 def run_mlp_jax_bf16(epochs: int) -> dict:
@@ -96,10 +86,10 @@ def run_flax_loop(epochs: int) -> dict:
     import optax
     from flax.training import train_state
 
-    from experiments import mlp_concise
+    from mlp_jax.config import load_module
 
     train, test = _load()
-    model = mlp_concise.MLP(num_hiddens=HIDDEN)
+    model = load_module("experiments/mlp_concise.py").MLP(num_hiddens=HIDDEN)
     params = model.init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(LR))
 
@@ -317,20 +307,17 @@ def run_peer_process(
 ) -> dict:
     """Runs one peer (`run_PEER` of `module`) in a child process: its JSON result,
     whole-process seconds, peak RSS."""
-    t0 = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, f"--peer={peer}", f"--epochs={epochs}"],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    result = launch.run(
+        f"--peer={peer}", f"--epochs={epochs}", module=module, env={**os.environ, **(env or {})}
     )
-    stdout, stderr = process.communicate()
-    whole = time.perf_counter() - t0
-    if process.returncode != 0:
-        last = (stderr.strip().splitlines() or ["failed"])[-1]
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
         return {"peer": peer, "skipped": last[:150]}
-    return {"peer": peer, "whole_process": whole, **json.loads(stdout.splitlines()[-1])}
+    return {
+        "peer": peer,
+        "whole_process": result.seconds,
+        **json.loads(result.stdout.splitlines()[-1]),
+    }
 
 
 def achieved_flops(seconds: float, epochs: int) -> float:

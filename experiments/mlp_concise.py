@@ -49,7 +49,7 @@ class MLP(nn.Module):
 def get_config():
     """d2l's settings for the concise MLP."""
     config = base_config()
-    config.model = "experiments.mlp_concise:MLP"
+    config.model = "experiments/mlp_concise.py:MLP"
     # Hidden units per hidden layer.
     config.num_hiddens = 256
     # Output classes.

@@ -53,7 +53,7 @@ class MLPScratch(nn.Module):
 def get_config():
     """d2l's settings for the scratch MLP."""
     config = base_config()
-    config.model = "experiments.mlp_scratch:MLPScratch"
+    config.model = "experiments/mlp_scratch.py:MLPScratch"
     # Hidden units per hidden layer.
     config.num_hiddens = 256
     # Output classes.

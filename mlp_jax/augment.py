@@ -5,7 +5,14 @@ Image-space augmentations take and return uint8 images (B, 784) in [0, 255]: ran
 translations, horizontal flips, small affine and elastic distortions, and random erasing.
 Mixing augmentations (MixUp, CutMix) blend each image with another of its batch and return
 float images in [0, 1] with soft targets.
+
+`augment_images` applies the image-space augmentations an `mlp_jax.config.EpochOptions`
+turns on, in the order `IMAGE_AUGMENTATIONS` lists them: a new augmentation is its function
+here, its field in `EpochOptions`, and one entry in that table.
 """
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +27,8 @@ ERASE_ASPECT = (0.3, 3.3)
 # displacement field: Simard et al. (2003) found 4 best for 28x28 digits (smaller fields
 # look like noise, larger ones like affine maps).
 ELASTIC_SIGMA = 4.0
+# Sub-streams of a step's augmentation key (folded in), so each augmentation draws its own.
+ERASE_STREAM, DISTORT_STREAM = 1, 2
 
 
 def _grid():
@@ -168,3 +177,52 @@ def cutmix(images_BxD, targets_BxC, key, *, alpha: float):
     kept_B = 1 - box_BxHxW.mean(axis=1)
     targets = kept_B[:, None] * targets_BxC + (1 - kept_B[:, None]) * targets_BxC[::-1]
     return images, targets
+
+
+class ImageAugmentation(NamedTuple):
+    """One image-space augmentation of the compiled epoch.
+
+    Attributes:
+      enabled: whether the epoch's options turn it on (a Python bool: it decides the program).
+      stream: the sub-stream of the step's augmentation key it draws from (folded in), or
+        None for that key itself.
+      apply: (images_BxD uint8, key, options) -> images_BxD uint8.
+    """
+
+    enabled: Callable[[Any], bool]
+    stream: int | None
+    apply: Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+
+# In the order they apply to each batch: distorted, then shifted and flipped, then erased.
+IMAGE_AUGMENTATIONS = (
+    ImageAugmentation(
+        lambda o: bool(o.augment_rotate or o.augment_scale or o.augment_elastic),
+        DISTORT_STREAM,
+        lambda x, k, o: distort(
+            x, k, rotate=o.augment_rotate, scale=o.augment_scale, elastic=o.augment_elastic
+        ),
+    ),
+    ImageAugmentation(
+        lambda o: bool(o.augment_shift or o.augment_flip),
+        None,
+        lambda x, k, o: shift_and_flip(x, k, max_shift=o.augment_shift, flip=o.augment_flip),
+    ),
+    ImageAugmentation(
+        lambda o: bool(o.augment_erase),
+        ERASE_STREAM,
+        lambda x, k, o: random_erase(x, k, probability=o.augment_erase),
+    ),
+)
+
+
+def augment_images(images_BxD, key, options):
+    """A batch's uint8 images with every image-space augmentation `options` (an
+    `EpochOptions`) turns on, each drawing from its stream of the step's key `key`."""
+    for augmentation in IMAGE_AUGMENTATIONS:
+        if augmentation.enabled(options):
+            stream_key = (
+                key if augmentation.stream is None else jax.random.fold_in(key, augmentation.stream)
+            )
+            images_BxD = augmentation.apply(images_BxD, stream_key, options)
+    return images_BxD

@@ -2,15 +2,26 @@
 
 Experiment files (`experiments/*.py`) start from `base_config()`, name their model and set
 their own fields; the library reads the model's hyperparameters from the config fields that
-share the model's attribute names (see `mlp_jax.models.build_model`).
+share the model's attribute names (see `mlp_jax.models.build_model`). The fields that shape
+the compiled epoch are declared once, in `EpochOptions`, and reach the epoch as one frozen,
+hashable object built from the config by `EpochOptions.from_config`.
+
+`python -m mlp_jax.config EXPERIMENT.py ...` prints the reference of every field
+(docs/config.md), read from the comments here and in the experiment files, so it cannot drift.
 """
 
+import dataclasses
+import hashlib
 import importlib.util
 import os
+import re
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import ml_collections
 
+from mlp_jax import files
 from mlp_jax.errors import UserError, closest
 
 PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
@@ -20,10 +31,52 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMS = ("none", "layer")
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochOptions:
+    """The settings of the compiled epoch that a config chooses: static (each value makes
+    its own program), hashable, and passed to `mlp_jax.steps.train_epoch` whole. Each field
+    is also a config field of the same name and default (see `base_config`)."""
+
+    # Global minibatch size (split across devices when training data-parallel).
+    batch_size: int = 256
+    # Label smoothing of the cross-entropy target; 0 is d2l's loss.
+    label_smoothing: float = 0.0
+    # Dtype of the model's arithmetic: "float32" (the chapter's) or "bfloat16" (mixed
+    # precision: parameters, optimiser state, loss and softmax stay float32; the matrix
+    # products take bfloat16 operands and accumulate in float32).
+    compute_dtype: str = "float32"
+    # Random translation of training images by up to this many pixels each way; 0 is off.
+    augment_shift: int = 0
+    # Random horizontal flips of training images.
+    augment_flip: bool = False
+    # Random rotation of training images by up to this many degrees each way; 0 is off.
+    augment_rotate: float = 0.0
+    # Random scaling of training images by a factor in [1 - s, 1 + s]; 0 is off.
+    augment_scale: float = 0.0
+    # Elastic distortion of training images (Simard et al. 2003): a smooth random field
+    # of displacements, this strength their alpha (34 moves pixels by 1.4 rms); 0 is off.
+    augment_elastic: float = 0.0
+    # Probability of erasing a random rectangle (2-25 % of the image) of each training image.
+    augment_erase: float = 0.0
+    # MixUp: each training image and its target blended with another's, the weight drawn
+    # from Beta(alpha, alpha); 0 is off.
+    mixup_alpha: float = 0.0
+    # CutMix: a box of another training image pasted in, the targets mixed by its share of
+    # the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch
+    # takes one of the two at random.
+    cutmix_alpha: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "EpochOptions":
+        """The epoch's options as `config` sets them (the one place they are read)."""
+        return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+
+
 def base_config() -> ml_collections.ConfigDict:
     """The training fields every experiment has, with d2l's chapter 5.2 values."""
     config = ml_collections.ConfigDict()
-    # Import path "package.module:ClassName" of the Flax module to train.
+    # The model to train: "PATH.py:ClassName" (a file, looked up as `mlp_jax.files.find_file`
+    # does) or "package.module:ClassName" (an importable module).
     config.model = ""
     # Folder with the four Fashion-MNIST IDX files; "" searches $FASHION_MNIST_DIR, then
     # /usr/share/datasets/fashion-mnist, then TFDS.
@@ -36,8 +89,6 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
     # Passes over the training split.
     config.num_epochs = 10
-    # Global minibatch size (split across devices when training data-parallel).
-    config.batch_size = 256
     # Examples per evaluation chunk; it changes memory, not results.
     config.eval_batch_size = 2000
     # Optimiser: one of OPTIMIZERS (d2l uses plain SGD).
@@ -52,35 +103,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule = "constant"
     # Epochs of linear warm-up before the schedule.
     config.warmup_epochs = 0
-    # Label smoothing of the cross-entropy target; 0 is d2l's loss.
-    config.label_smoothing = 0.0
-    # Dtype of the model's arithmetic: "float32" (the chapter's) or "bfloat16" (mixed
-    # precision: parameters, optimiser state, loss and softmax stay float32; the matrix
-    # products take bfloat16 operands and accumulate in float32).
-    config.compute_dtype = "float32"
-    # Random translation of training images by up to this many pixels each way; 0 is off.
-    config.augment_shift = 0
-    # Random horizontal flips of training images.
-    config.augment_flip = False
-    # Random rotation of training images by up to this many degrees each way; 0 is off.
-    config.augment_rotate = 0.0
-    # Random scaling of training images by a factor in [1 - s, 1 + s]; 0 is off.
-    config.augment_scale = 0.0
-    # Elastic distortion of training images (Simard et al. 2003): a smooth random field
-    # of displacements, this strength their alpha (34 moves pixels by 1.4 rms); 0 is off.
-    config.augment_elastic = 0.0
-    # Probability of erasing a random rectangle (2-25 % of the image) of each training image.
-    config.augment_erase = 0.0
-    # MixUp: each training image and its target blended with another's, the weight drawn
-    # from Beta(alpha, alpha); 0 is off.
-    config.mixup_alpha = 0.0
-    # CutMix: a box of another training image pasted in, the targets mixed by its share of
-    # the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch
-    # takes one of the two at random.
-    config.cutmix_alpha = 0.0
     # Decay of an exponential moving average of the parameters, kept in the optimiser state;
     # evaluation (and checkpoints' predictions) use the average. 0 keeps none.
     config.ema_decay = 0.0
+    for field in dataclasses.fields(EpochOptions):
+        config[field.name] = field.default
     # Data parallelism: "auto" (shard_map on several devices, none on one), "none", "pmap",
     # "shard_map".
     config.parallel = "auto"
@@ -96,13 +123,46 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+# Fields that only a single run (`mlp_jax.train`) reads: populations (sweeps, searches) train
+# on every device, keep no checkpoints and trace nothing, so these never change their results.
+SINGLE_RUN_FIELDS = frozenset(
+    {"parallel", "num_devices", "checkpoint_every_epochs", "keep_checkpoints", "trace_epoch"}
+)
+
+
+_LOADED_FILES: dict[Path, ModuleType] = {}
+
+
+def load_module(path: str | os.PathLike) -> ModuleType:
+    """The Python file at `path` (found as `mlp_jax.files.find_file` finds it) as a module,
+    executed once per file, so that every config naming it gets the same classes (and jit's
+    caches, keyed by them, hit).
+
+    Raises:
+      UserError: no such file.
+    """
+    resolved = files.find_file(path).resolve()
+    if resolved not in _LOADED_FILES:
+        digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+        name = f"mlp_jax_files.{resolved.stem}_{digest}"
+        spec = importlib.util.spec_from_file_location(name, resolved)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Dataclasses (Flax modules) look their module up there.
+        spec.loader.exec_module(module)
+        _LOADED_FILES[resolved] = module
+    return _LOADED_FILES[resolved]
+
+
 def load_experiment(path: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The config of the experiment file at `path`: its `get_config()`, as `--config=PATH`
-    gives it to `mlp_jax.main` (for files outside the `experiments` package too)."""
-    path = Path(path)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The config of the experiment file at `path` (found as `mlp_jax.files.find_file`
+    finds it): its `get_config()`, as `--config=PATH` gives it to `mlp_jax.main`.
+
+    Raises:
+      UserError: no such file, or it has no `get_config`.
+    """
+    module = load_module(path)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"{module.__file__}: defines no get_config(); an experiment file must")
     return module.get_config()
 
 
@@ -188,3 +248,63 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         _check(0 <= config.dropout < 1, "dropout", config.dropout, "must be in [0, 1)")
     if "norm" in config:
         _check(config.norm in NORMS, "norm", config.norm, f"one of {NORMS}")
+
+
+# A field's line in a config source: `config.NAME = VALUE` (a get_config) or
+# `NAME: TYPE = VALUE` (EpochOptions), each after the comment lines that explain it.
+_FIELD_LINE = re.compile(r"^\s*(?:config\.(\w+)|(\w+): [\w.| ]+) = (.+)$")
+
+
+def documented_fields(source: str) -> dict[str, tuple[str, str]]:
+    """{name: (default as written, the comment above it)} of every field set in `source`
+    under a comment; a field set again keeps its first comment."""
+    fields, comment = {}, []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+            continue
+        match = _FIELD_LINE.match(line)
+        if match and comment:
+            name = match.group(1) or match.group(2)
+            fields.setdefault(name, (match.group(3).strip(), " ".join(comment)))
+        comment = []
+    return fields
+
+
+def reference_markdown(experiment_files: list[str]) -> str:
+    """docs/config.md: every field of the base config and of the experiments' models, its
+    default, what it means, and which commands honour it."""
+    base = documented_fields(Path(__file__).read_text())
+    lines = [
+        "# Config fields",
+        "",
+        "Generated by `make docs` (`python -m mlp_jax.config "
+        + " ".join(experiment_files)
+        + "`) from the comments in `mlp_jax/config.py` and the experiment files; "
+        "`--config.KEY=VALUE` overrides any of them. *run* is a single run (`make train`, "
+        "`python -m mlp_jax.main`); *populations* are the sweeps and searches "
+        "(`mlp_jax.sweep`), which train on every device and keep no checkpoints.",
+        "",
+        "| field | default | honoured by | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name in base_config():
+        default, meaning = base[name]
+        where = "run" if name in SINGLE_RUN_FIELDS else "run, populations"
+        lines.append(f"| `{name}` | `{default}` | {where} | {_escape(meaning)} |")
+    for experiment in experiment_files:
+        model_fields = documented_fields(files.find_file(experiment).read_text())
+        extra = {k: v for k, v in model_fields.items() if k not in base and k != "model"}
+        lines += ["", f"## The model fields of `{experiment}`", ""]
+        lines += ["| field | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{k}` | `{d}` | {_escape(m)} |" for k, (d, m) in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":
+    print(reference_markdown(sys.argv[1:]), end="")

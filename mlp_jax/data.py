@@ -34,7 +34,6 @@ IMAGE_SHAPE = (28, 28)
 NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 ENV_VAR = "FASHION_MNIST_DIR"
-SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 _FILE_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -120,9 +119,12 @@ def has_idx_files(directory: str | os.PathLike) -> bool:
 def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
     """Reads and validates one split ("train" or "test") from IDX files in `directory`.
 
+    Any number of images is read (Fashion-MNIST has 60,000 and 10,000; the tests write
+    small sets), as long as the images file and the labels file agree on it.
+
     Args:
       directory: folder with the IDX files, raw or gzip-compressed.
-      split: "train" (60,000 images) or "test" (10,000 images).
+      split: "train" or "test".
 
     Returns:
       The split with images flattened to (N, 784) uint8 and labels as int32.
@@ -131,14 +133,21 @@ def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
       UserError: a file is missing, truncated, of the wrong kind or holds bad labels.
     """
     directory = files.as_path(directory)
-    count = SPLIT_SIZES[split]
     images_stem, labels_stem = _FILE_STEMS[split]
     paths = [_find_file(directory, stem) for stem in (images_stem, labels_stem)]
     for stem, path in zip((images_stem, labels_stem), paths, strict=True):
         if path is None:
             raise UserError(f"{directory}/{stem}[.gz]: missing; {_INSTALL_HINT}")
-    images = _read_idx(paths[0], _IMAGES_MAGIC, (count, *IMAGE_SHAPE))
-    labels = _read_idx(paths[1], _LABELS_MAGIC, (count,))
+    images = _read_idx(paths[0], _IMAGES_MAGIC, (None, *IMAGE_SHAPE))
+    labels = _read_idx(paths[1], _LABELS_MAGIC, (None,))
+    if len(images) != len(labels):
+        raise UserError(
+            f"{paths[1]}: {len(labels)} labels for the {len(images)} images of {paths[0].name}; "
+            "fetch both files again"
+        )
+    count = len(labels)
+    if not count:
+        raise UserError(f"{paths[0]}: holds no images; fetch the file again")
     if labels.max() >= NUM_CLASSES:
         raise UserError(f"{paths[1]}: label {labels.max()} outside 0-9; fetch the file again")
     return Split(images.reshape(count, NUM_PIXELS), labels.astype(np.int32))

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 
 from etils import epath
 
@@ -29,6 +30,38 @@ def as_path(path: str | os.PathLike) -> epath.Path:
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether `path` is a URI of a remote file system (gs://, s3://, ...)."""
     return "://" in os.fspath(path)
+
+
+# The folder that holds the mlp_jax package: a clone's root where it is installed from one.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+
+
+def find_file(path: str | os.PathLike) -> Path:
+    """The local file `path` names: an absolute path as it is; a relative one in the current
+    folder, or failing that the nearest folder above it that holds it, or failing that the
+    folder mlp_jax is installed from (a clone's root). So the paths a config gives for its
+    model and base experiments ("experiments/mlp_scratch.py") work from the repository's
+    root, from any folder inside it (a notebook's), and from elsewhere with a clone's install.
+
+    Raises:
+      UserError: no such file, naming where it was looked for.
+    """
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        here = Path.cwd()
+        candidates = [folder / path for folder in (here, *here.parents, _PACKAGE_PARENT)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = (
+        "" if path.is_absolute() else f" in {Path.cwd()}, any folder above it or {_PACKAGE_PARENT}"
+    )
+    raise UserError(
+        f"{path}: no such file{where}; run from the repository (or a folder inside it) or "
+        "give an absolute path"
+    )
 
 
 def write_atomically(path: epath.Path, content: str | bytes) -> None:

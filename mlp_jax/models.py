@@ -1,7 +1,8 @@
 """What the library needs to know of models: how to build one from a config, and the
 activation functions and initialisers the experiments choose among by name.
 
-The model classes themselves live in `experiments/`; the config names one by import path.
+The model classes themselves live in `experiments/`; the config names one by the path of its
+file (or an importable module), so the library imports no experiment.
 """
 
 import dataclasses
@@ -53,14 +54,20 @@ def weight_initializer(name: str, scale: float):
 
 
 def model_class(config: ml_collections.ConfigDict) -> type[nn.Module]:
-    """Imports the Flax module class named by `config.model` ("package.module:ClassName")."""
-    module_name, _, class_name = config.model.partition(":")
+    """The Flax module class `config.model` names: "PATH.py:ClassName" (a file, looked up from
+    the current folder upwards) or "package.module:ClassName" (an importable module)."""
+    location, _, class_name = config.model.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as e:
+        if location.endswith(".py"):
+            module = config_lib.load_module(location)
+        else:
+            module = importlib.import_module(location)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError, ValueError, UserError) as e:
         raise UserError(
-            f"config.model={config.model!r} cannot be imported ({e}); "
-            "give it as 'package.module:ClassName', e.g. 'experiments.mlp_scratch:MLPScratch'"
+            f"config.model={config.model!r} cannot be loaded ({e}); give it as "
+            "'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
+            "'experiments/mlp_scratch.py:MLPScratch'"
         ) from None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise UserError(f"config.model={config.model!r} is not a flax.linen.Module class")

@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mlp_jax import steps
+from mlp_jax.config import EpochOptions
 from mlp_jax.errors import MODEL_SIZE_KEYS, UserError
 
 AXIS = "batch"
@@ -174,18 +175,18 @@ def select_devices(num_devices: int) -> list:
 
 
 def make_runner(
-    mode: str, *, epoch_options: dict, eval_batch_size: int, num_devices: int = 0
+    mode: str, *, options: EpochOptions, eval_batch_size: int, num_devices: int = 0
 ) -> Runner:
     """Wraps the per-device epoch and evaluation for `mode`.
 
     Args:
       mode: a config.parallel value ("auto", "none", "pmap", "shard_map").
-      epoch_options: the static settings of `steps.train_epoch` (see `steps.epoch_options`);
-        its batch_size is the global training batch; its compute_dtype serves evaluation too.
+      options: the epoch's options; their batch_size is the global training batch, their
+        compute_dtype serves evaluation too.
       eval_batch_size: the global evaluation chunk (rounded up to a multiple of the devices).
       num_devices: how many devices to use; 0 uses all.
     """
-    batch_size = epoch_options["batch_size"]
+    batch_size = options.batch_size
     devices = select_devices(num_devices)
     num_devices = len(devices)
     mode = resolve_mode(mode, num_devices)
@@ -194,11 +195,11 @@ def make_runner(
     check_batch_divides(batch_size, num_devices)
     eval_batch_size = -(-eval_batch_size // num_devices) * num_devices
     axis_name = None if mode == "none" else AXIS
-    epoch_fn = functools.partial(steps.train_epoch, **epoch_options, axis_name=axis_name)
+    epoch_fn = functools.partial(steps.train_epoch, options=options, axis_name=axis_name)
     eval_fn = functools.partial(
         steps.evaluate,
         batch_size=eval_batch_size,
-        compute_dtype=epoch_options["compute_dtype"],
+        compute_dtype=options.compute_dtype,
         axis_name=axis_name,
     )
 

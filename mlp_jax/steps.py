@@ -17,15 +17,15 @@ import optax
 from flax.training import train_state
 
 from mlp_jax import augment
+from mlp_jax.config import EpochOptions
 from mlp_jax.data import NUM_CLASSES, NUM_PIXELS, Split
 from mlp_jax.metrics import EvalMetrics, TrainMetrics
 
 # Streams of randomness derived from the run's key by `fold_in`, so that every draw depends
 # only on (seed, epoch, step) and a resumed run repeats an uninterrupted one bit for bit.
 INIT_STREAM, DATA_STREAM, DROPOUT_STREAM, AUGMENT_STREAM = 0, 1, 2, 3
-# Sub-streams of a step's keys: erasing and distortions from its augmentation key, mixing
-# from its dropout key.
-ERASE_STREAM, DISTORT_STREAM, MIX_STREAM = 1, 2, 1
+# The sub-stream of a step's dropout key that mixing (MixUp, CutMix) draws from.
+MIX_STREAM = 1
 
 
 class TrainState(train_state.TrainState):
@@ -146,32 +146,12 @@ def _local_columns(x_NxB, axis_name: str | None):
     return jax.lax.dynamic_slice_in_dim(x_NxB, start, share, axis=1)
 
 
-def epoch_options(config) -> dict:
-    """The static settings of `train_epoch` that a config chooses (bound with partial)."""
-    return {
-        "batch_size": config.batch_size,
-        "label_smoothing": config.label_smoothing,
-        "augment_shift": config.augment_shift,
-        "augment_flip": config.augment_flip,
-        "augment_rotate": config.augment_rotate,
-        "augment_scale": config.augment_scale,
-        "augment_elastic": config.augment_elastic,
-        "augment_erase": config.augment_erase,
-        "mixup_alpha": config.mixup_alpha,
-        "cutmix_alpha": config.cutmix_alpha,
-        "compute_dtype": config.compute_dtype,
-    }
-
-
 def train_step(
     state: TrainState,
     batch: dict,
     rng: jax.Array,
     *,
-    label_smoothing=0.0,
-    mixup_alpha=0.0,
-    cutmix_alpha=0.0,
-    compute_dtype: str = "float32",
+    options: EpochOptions = EpochOptions(),
     axis_name=None,
 ):
     """One optimiser step on a batch whose padded examples have weight 0.
@@ -180,10 +160,9 @@ def train_step(
       state: the train state.
       batch: "images" (B, 784) uint8, "labels" (B,) int32, "weights" (B,) float32.
       rng: key for dropout (and for MixUp or CutMix, folded apart).
-      label_smoothing: smoothing of the cross-entropy target.
-      mixup_alpha, cutmix_alpha: MixUp and CutMix (see `mix`); the train metrics then score
-        the logits against each image's own label.
-      compute_dtype: the dtype of the forward and backward arithmetic (see `model_logits`).
+      options: what the step reads of them: label smoothing of the target; MixUp and CutMix
+        (see `mix`; the train metrics then score the logits against each image's own label);
+        the dtype of the forward and backward arithmetic (see `model_logits`).
       axis_name: the device axis when data-parallel, else None.
 
     Returns:
@@ -192,22 +171,27 @@ def train_step(
     weights_B = batch["weights"]
     total_weight = _sum_over_devices(weights_B.sum(), axis_name)
     images, targets_BxC = batch["images"], None
-    if mixup_alpha or cutmix_alpha:
+    if options.mixup_alpha or options.cutmix_alpha:
         images, targets_BxC = mix(
             images,
             batch["labels"],
             jax.random.fold_in(rng, MIX_STREAM),
-            label_smoothing=label_smoothing,
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
+            label_smoothing=options.label_smoothing,
+            mixup_alpha=options.mixup_alpha,
+            cutmix_alpha=options.cutmix_alpha,
         )
 
     def loss_fn(params):
         logits_BxC = model_logits(
-            state.apply_fn, params, images, compute_dtype, train=True, rngs={"dropout": rng}
+            state.apply_fn,
+            params,
+            images,
+            options.compute_dtype,
+            train=True,
+            rngs={"dropout": rng},
         )
         if targets_BxC is None:
-            loss_B = cross_entropy(logits_BxC, batch["labels"], label_smoothing)
+            loss_B = cross_entropy(logits_BxC, batch["labels"], options.label_smoothing)
         else:
             loss_B = optax.softmax_cross_entropy(logits_BxC, targets_BxC)
         return jnp.sum(loss_B * weights_B) / total_weight, (logits_BxC, loss_B)
@@ -226,29 +210,14 @@ def _sum_steps(stacked_metrics):
 
 
 def train_epoch(
-    state: TrainState,
-    data: Split,
-    *,
-    batch_size: int,
-    label_smoothing=0.0,
-    augment_shift: int = 0,
-    augment_flip: bool = False,
-    augment_rotate: float = 0.0,
-    augment_scale: float = 0.0,
-    augment_elastic: float = 0.0,
-    augment_erase: float = 0.0,
-    mixup_alpha: float = 0.0,
-    cutmix_alpha: float = 0.0,
-    compute_dtype: str = "float32",
-    axis_name=None,
+    state: TrainState, data: Split, *, options: EpochOptions = EpochOptions(), axis_name=None
 ):
     """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
 
     Every example is visited once; the order depends only on (seed, epoch). Metrics are exact
-    sums over the epoch's examples (each taken with the parameters of its step). With any
-    `augment_*` option, every training image is augmented afresh each step (see
-    `mlp_jax.augment`: distorted, then shifted and flipped, then erased); MixUp and CutMix
-    happen in `train_step`.
+    sums over the epoch's examples (each taken with the parameters of its step). Every
+    training image is augmented afresh each step as `options` ask (see
+    `mlp_jax.augment.augment_images`); MixUp and CutMix happen in `train_step`.
 
     Returns:
       (state after the epoch, TrainMetrics summed over the epoch and all devices).
@@ -262,39 +231,16 @@ def train_epoch(
         dropout_key = jax.random.fold_in(dropout_key, device)
         augment_key = jax.random.fold_in(augment_key, device)
     order = jax.random.permutation(epoch_key, data.labels.shape[0])
-    indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
+    layout = batch_layout(order, options.batch_size)
+    indices, weights = (_local_columns(x, axis_name) for x in layout)
 
     def body(state, batch_indices_and_weights):
         idx_B, weights_B = batch_indices_and_weights
-        images = data.images[idx_B]
         step_augment_key = jax.random.fold_in(augment_key, state.step)
-        if augment_rotate or augment_scale or augment_elastic:
-            images = augment.distort(
-                images,
-                jax.random.fold_in(step_augment_key, DISTORT_STREAM),
-                rotate=augment_rotate,
-                scale=augment_scale,
-                elastic=augment_elastic,
-            )
-        if augment_shift or augment_flip:
-            images = augment.shift_and_flip(
-                images, step_augment_key, max_shift=augment_shift, flip=augment_flip
-            )
-        if augment_erase:
-            erase_key = jax.random.fold_in(step_augment_key, ERASE_STREAM)
-            images = augment.random_erase(images, erase_key, probability=augment_erase)
+        images = augment.augment_images(data.images[idx_B], step_augment_key, options)
         batch = {"images": images, "labels": data.labels[idx_B], "weights": weights_B}
         step_key = jax.random.fold_in(dropout_key, state.step)
-        return train_step(
-            state,
-            batch,
-            step_key,
-            label_smoothing=label_smoothing,
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
-            compute_dtype=compute_dtype,
-            axis_name=axis_name,
-        )
+        return train_step(state, batch, step_key, options=options, axis_name=axis_name)
 
     state, stacked = jax.lax.scan(body, state, (indices, weights))
     state = state.replace(epoch=state.epoch + 1)

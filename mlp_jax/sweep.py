@@ -6,7 +6,7 @@ vmapped over them, so K models cost about one model's wall time on an accelerato
 times the arithmetic on a CPU, with one dispatch per epoch. Configs whose shapes or
 computations differ (width, depth, activation, batch size, ...) form separate groups.
 Each population is spread over every device (its members sharded along the leading axis),
-on one host or several; `Progress` shows what runs.
+on one host or several; `mlp_jax.progress.Progress` shows what runs.
 """
 
 import functools
@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import rich.console
-import rich.progress
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
 from mlp_jax import data, files, metrics, models, optim, parallel, steps
+from mlp_jax.config import SINGLE_RUN_FIELDS, EpochOptions
+from mlp_jax.progress import Progress
 
 # Fields that only change numbers inside the train state, never the compiled program.
 VALUE_FIELDS = frozenset({"seed", "lr", "weight_init", "init_scale"})
@@ -37,8 +37,10 @@ DESCRIBED_FIELDS = ("num_hiddens", "num_layers", "activation", "batch_size")
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
-    """What must be equal for two configs to train in one population."""
-    shape = {k: v for k, v in config.to_dict().items() if k not in VALUE_FIELDS}
+    """What must be equal for two configs to train in one population (the fields a single
+    run alone reads, `config.SINGLE_RUN_FIELDS`, never matter here)."""
+    ignored = VALUE_FIELDS | SINGLE_RUN_FIELDS
+    shape = {k: v for k, v in config.to_dict().items() if k not in ignored}
     return json.dumps(shape, sort_keys=True)
 
 
@@ -93,22 +95,20 @@ def _one_model_of_population(fn):
 
 
 @functools.cache
-def _compiled_population_fns(epoch_options: tuple, eval_batch_size: int, one_model: bool):
+def _compiled_population_fns(options: EpochOptions, eval_batch_size: int, one_model: bool):
     """The vmapped epoch and evaluation, made once per setting so jit's cache is reused.
 
     Args:
-      epoch_options: `steps.epoch_options` as sorted (name, value) pairs (hashable).
+      options: the epoch's options.
       eval_batch_size: the evaluation chunk.
       one_model: the population is one model on one device: it then runs the epoch of
         `make train`, not vmapped (vmap over an axis of 1 made XLA:CPU compute transposed
         weight gradients and transpose them back every step, about 20 % of an epoch of
         3 x 1024), so a search's candidate trains as fast as, and equal to, its own run.
     """
-    epoch = functools.partial(steps.train_epoch, **dict(epoch_options))
+    epoch = functools.partial(steps.train_epoch, options=options)
     evaluate = functools.partial(
-        steps.evaluate,
-        batch_size=eval_batch_size,
-        compute_dtype=dict(epoch_options)["compute_dtype"],
+        steps.evaluate, batch_size=eval_batch_size, compute_dtype=options.compute_dtype
     )
     batched = _one_model_of_population if one_model else lambda fn: jax.vmap(fn, (0, None))
     return jax.jit(batched(epoch), donate_argnums=0), jax.jit(batched(evaluate))
@@ -138,7 +138,7 @@ def train_group(
     evaluate_test: bool = True,
     *,
     mesh: Mesh | None = None,
-    progress: "Progress | None" = None,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """Trains configs of one group as a vmapped population, split over the devices.
 
@@ -158,7 +158,7 @@ def train_group(
     mesh = mesh or population_mesh()
     padded = [*configs, *[first] * (-size % mesh.size)]
     train_epoch, evaluate = _compiled_population_fns(
-        tuple(sorted(steps.epoch_options(first).items())), first.eval_batch_size, len(padded) == 1
+        EpochOptions.from_config(first), first.eval_batch_size, len(padded) == 1
     )
     state = parallel.place(
         stack_states(padded, len(dataset.train.labels)), NamedSharding(mesh, P(POPULATION_AXIS))
@@ -203,8 +203,9 @@ def train_population(
       cache_dir: if given, each population's results are saved there when it finishes and
         reused by a rerun, which then trains only what is missing.
       evaluate_test: whether to evaluate the test split after training.
-      progress: how to show progress (see `Progress`): True a live bar, False a plain line
-        per population, None chooses by the output (a bar on a terminal or in a notebook).
+      progress: how to show progress (see `mlp_jax.progress.Progress`): True a live bar,
+        False a plain line per population, None chooses by the output (a bar on a terminal
+        or in a notebook).
       mesh: the devices to spread each population over (default: every device).
 
     Returns:
@@ -256,96 +257,6 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress):
         path.parent.mkdir(parents=True, exist_ok=True)
         files.write_atomically(path, json.dumps(chunk_results))
     return chunk_results, False
-
-
-class Progress:
-    """What a sweep shows while it runs, on process 0.
-
-    On a terminal or in a notebook: a live bar (rich) over all model-epochs, naming the
-    population (its index of the total, its shape, how many models), the epoch and the best
-    validation accuracy so far, with elapsed and remaining time. Elsewhere (CI, logs): one
-    plain line per finished population. Nothing is added inside the compiled epoch: it is
-    told between epochs.
-    """
-
-    def __init__(self, num_populations: int, model_epochs: int, live: bool | None = None):
-        self._console = rich.console.Console(stderr=True)
-        self._live = (
-            live if live is not None else (self._console.is_terminal or self._console.is_jupyter)
-        )
-        self._quiet = jax.process_index() != 0
-        self._num_populations, self._model_epochs = num_populations, model_epochs
-        self._done_model_epochs, self._best = 0, float("nan")
-        # Trained (not cached) model-epochs and their seconds: what the time left is judged by.
-        self._trained_model_epochs, self._trained_seconds = 0, 0.0
-        self._started = self._population_started = time.perf_counter()
-        self._bar = None
-        if self._live and not self._quiet:
-            self._bar = rich.progress.Progress(
-                rich.progress.TextColumn("{task.description}"),
-                rich.progress.BarColumn(),
-                rich.progress.MofNCompleteColumn(),
-                rich.progress.TimeElapsedColumn(),
-                rich.progress.TimeRemainingColumn(),
-                console=self._console,
-            )
-            self._task = self._bar.add_task("", total=model_epochs)
-
-    def __enter__(self):
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-
-    def population_started(self, number: int, shape: str, size: int) -> None:
-        """A population begins: its index (from 1), its shape and its number of models."""
-        self._label = f"population {number}/{self._num_populations} ({shape}, {size} models)"
-        self._population_started = time.perf_counter()
-        self._show(epoch="")
-
-    def epoch_done(self, epoch: int, num_epochs: int, size: int, val_accs: list[float]) -> None:
-        """An epoch of the current population ended with these validation accuracies."""
-        self._done_model_epochs += size
-        self._note_best(val_accs)
-        self._show(epoch=f", epoch {epoch}/{num_epochs}")
-
-    def population_done(
-        self, num_epochs: int, size: int, cached: bool, val_accs: list[float]
-    ) -> None:
-        """The current population ended (or came from the cache) with these validation
-        accuracies, every epoch's of every member, so that a cached population's best is the
-        best its live run showed."""
-        seconds = time.perf_counter() - self._population_started
-        if cached:
-            self._done_model_epochs += num_epochs * size
-            self._note_best(val_accs)
-            self._show(epoch=", cached")
-        else:
-            self._trained_model_epochs += num_epochs * size
-            self._trained_seconds += seconds
-        if self._bar is None and not self._quiet:
-            elapsed = time.perf_counter() - self._started
-            left = self._model_epochs - self._done_model_epochs
-            remaining = self._trained_seconds / max(self._trained_model_epochs, 1) * left
-            took = "cached" if cached else f"{seconds:.1f} s"
-            print(
-                f"{self._label}: {num_epochs} epochs, {took}; best val_acc so far "
-                f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left",
-                flush=True,
-            )
-
-    def _note_best(self, val_accs: list[float]) -> None:
-        finite = [a for a in val_accs if a == a]  # NaN marks a diverged member.
-        if finite and not max(finite) <= self._best:
-            self._best = max(finite)
-
-    def _show(self, epoch: str) -> None:
-        if self._bar is not None:
-            description = f"{self._label}{epoch}, best val_acc {self._best:.4f}"
-            self._bar.update(self._task, completed=self._done_model_epochs, description=description)
 
 
 def _digest(configs, evaluate_test: bool) -> str:

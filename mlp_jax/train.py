@@ -7,14 +7,11 @@ This is the only module that sequences a run; `mlp_jax.main` only parses flags.
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import time
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
@@ -22,9 +19,9 @@ from mlp_jax import (
     checkpointing,
     data,
     files,
+    loop,
     metrics,
     models,
-    optim,
     parallel,
     plots,
     steps,
@@ -50,15 +47,6 @@ _RESUME_NEUTRAL_KEYS = frozenset(
 class Interrupted(UserError):
     """Training stopped on SIGTERM or SIGINT after saving its last completed epoch; its
     exit code is 128 + the signal's number."""
-
-
-class TrainResult(NamedTuple):
-    """What a finished run returns: its final state (one copy), its per-epoch records, and
-    the seconds spent in each phase (data, state, compile, epochs, finish)."""
-
-    state: steps.TrainState
-    history: list[dict]
-    phase_seconds: dict[str, float]
 
 
 class _PhaseClock:
@@ -137,21 +125,6 @@ def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
         )
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def _epoch_record(epoch, train_metrics, val_metrics, seconds, num_examples) -> dict:
-    return {
-        "epoch": epoch,
-        **metrics.to_floats(train_metrics, "train_"),
-        **metrics.to_floats(val_metrics, "val_"),
-        "train_seconds": seconds,
-        "examples_per_sec": num_examples / seconds,
-    }
-
-
 def _print(*args) -> None:
     if jax.process_index() == 0:
         print(*args, flush=True)
@@ -159,7 +132,7 @@ def _print(*args) -> None:
 
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | os.PathLike
-) -> TrainResult:
+) -> loop.Result:
     """Trains the config's model, evaluating after every epoch, into `workdir`.
 
     Rerunning on the same workdir resumes from its latest readable checkpoint.
@@ -171,22 +144,18 @@ def train_and_evaluate(
       workdir: the run's folder, local or remote (gs://...); created if missing.
 
     Returns:
-      The final state (one copy) and the per-epoch records.
+      The final state (one copy), the per-epoch records, and the seconds of each phase
+      (data, state, compile, epochs, finish).
 
     Raises:
       UserError: bad config or data, divergence; Interrupted on SIGTERM/SIGINT.
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
     model = models.resolve_model(config)
+    runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     workdir = files.as_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main_process = jax.process_index() == 0
-    runner = parallel.make_runner(
-        config.parallel,
-        epoch_options=steps.epoch_options(config),
-        eval_batch_size=config.eval_batch_size,
-        num_devices=config.num_devices,
-    )
     clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:
         if is_main_process:  # Before anything in the workdir is touched.
@@ -199,19 +168,15 @@ def train_and_evaluate(
 
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
-        train_data = runner.replicate(dataset.train)
-        val_data = runner.replicate(dataset.validation)
-        num_train = len(dataset.train.labels)
-        steps_per_epoch = optim.steps_per_epoch(num_train, config.batch_size)
+        run = loop.prepare(config, dataset, runner)
         clock.lap("data")
 
         # ---- State: resume from the latest readable checkpoint, or initialise.
-        tx = optim.make_optimizer(config, steps_per_epoch)
-        abstract_state = checkpointing.abstract_train_state(model, tx, runner.copy_sharding)
+        abstract_state = checkpointing.abstract_train_state(model, run.tx, runner.copy_sharding)
         parallel.check_state_fits(abstract_state, config)
         restored = store.restore_latest(abstract_state)
         resuming = restored is not None
-        state = restored[0] if resuming else steps.create_train_state(model, tx, config.seed)
+        state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
         _write_config(config, workdir)
         start_epoch = int(state.epoch)
         log = metrics.JsonlLog(workdir / "metrics.jsonl")
@@ -226,33 +191,17 @@ def train_and_evaluate(
         clock.lap("state")
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
-        train_epoch = runner.train_epoch.lower(state, train_data).compile()
-        evaluate = runner.evaluate.lower(state, val_data).compile()
+        compiled = loop.compile_run(run, state)
         _print(
-            f"{config.model}: {num_train} training images, {runner.num_devices} device(s) "
+            f"{config.model}: {run.num_train} training images, {runner.num_devices} device(s) "
             f"({jax.devices()[0].platform}, parallel={runner.mode}), "
             f"compiled in {clock.lap('compile'):.2f} s"
         )
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
-        for epoch in range(start_epoch + 1, config.num_epochs + 1):
-            tracing = epoch == config.trace_epoch
-            if tracing:
-                jax.profiler.start_trace(os.fspath(workdir))
-            t0 = time.perf_counter()
-            state, train_metrics = train_epoch(state, train_data)
-            train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
-            seconds = time.perf_counter() - t0
-            if tracing:
-                jax.profiler.stop_trace()
-            val_metrics = runner.unreplicate(evaluate(state, val_data))
-            record = _epoch_record(epoch, train_metrics, val_metrics, seconds, num_train)
-            params_finite = bool(_all_finite(runner.unreplicate(state.params)))
-            if not (math.isfinite(record["train_loss"]) and params_finite):
-                raise UserError(
-                    f"training diverged: the loss is {record['train_loss']} in epoch {epoch}; "
-                    f"nothing of it was saved; lower --config.lr (now {config.lr})"
-                )
+        for finished in loop.epochs(run, compiled, state, trace_dir=workdir):
+            state, record = finished.state, finished.record
+            epoch = record["epoch"]
             history.append(record)
             if is_main_process:
                 log.write(history)
@@ -265,7 +214,7 @@ def train_and_evaluate(
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
             if last or stop_signal or epoch % config.checkpoint_every_epochs == 0:
-                meta = {"val_acc": record["val_acc"], "steps_per_epoch": steps_per_epoch}
+                meta = {"val_acc": record["val_acc"], "steps_per_epoch": run.steps_per_epoch}
                 store.save(runner.unreplicate(state), meta)
             if stop_signal and not last:
                 _plot(workdir, history, config)
@@ -280,7 +229,7 @@ def train_and_evaluate(
         _plot(workdir, history, config)
     clock.lap("finish")  # The plot, the last checkpoint's write and the writer's flush.
     _print("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in clock.seconds.items()))
-    return TrainResult(runner.unreplicate(state), history, clock.seconds)
+    return loop.Result(runner.unreplicate(state), history, clock.seconds)
 
 
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:

@@ -9,6 +9,7 @@ writes them through etils.epath, so a `gs://` workdir works as a local one does.
 
 import concurrent.futures
 import io
+import itertools
 import os
 import socket
 import time
@@ -26,6 +27,9 @@ from tensorboard.util import tensor_util
 from mlp_jax import files
 
 
+_WRITERS_MADE = itertools.count()
+
+
 class TensorBoardWriter:
     """Writes TensorBoard event files; implements clu's `MetricWriter` interface.
 
@@ -36,7 +40,13 @@ class TensorBoardWriter:
     def __init__(self, logdir: str | os.PathLike):
         self._logdir = files.as_path(logdir)
         self._logdir.mkdir(parents=True, exist_ok=True)
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+        # The writer's number in this process: a run resumed in the same second by the same
+        # process (a notebook, a test) must not write over the file of the run before it.
+        number = next(_WRITERS_MADE)
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+            f".{number}"
+        )
         self.path = self._logdir / name
         self._buffer = io.BytesIO()
         self._records = RecordWriter(self._buffer)

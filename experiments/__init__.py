@@ -1,1 +1,0 @@
-"""Experiments: Flax models and the configs that train them (`--config=experiments/NAME.py`)."""

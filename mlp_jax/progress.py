@@ -1,0 +1,98 @@
+"""What a sweep shows while it runs: a live bar on a terminal or in a notebook, plain lines
+elsewhere; told between epochs, never from inside a compiled one."""
+
+import time
+
+import jax
+import rich.console
+import rich.progress
+
+
+class Progress:
+    """What a sweep shows while it runs, on process 0.
+
+    On a terminal or in a notebook: a live bar (rich) over all model-epochs, naming the
+    population (its index of the total, its shape, how many models), the epoch and the best
+    validation accuracy so far, with elapsed and remaining time. Elsewhere (CI, logs): one
+    plain line per finished population. Nothing is added inside the compiled epoch: it is
+    told between epochs.
+    """
+
+    def __init__(self, num_populations: int, model_epochs: int, live: bool | None = None):
+        self._console = rich.console.Console(stderr=True)
+        self._live = (
+            live if live is not None else (self._console.is_terminal or self._console.is_jupyter)
+        )
+        self._quiet = jax.process_index() != 0
+        self._num_populations, self._model_epochs = num_populations, model_epochs
+        self._done_model_epochs, self._best = 0, float("nan")
+        # Trained (not cached) model-epochs and their seconds: what the time left is judged by.
+        self._trained_model_epochs, self._trained_seconds = 0, 0.0
+        self._started = self._population_started = time.perf_counter()
+        self._bar = None
+        if self._live and not self._quiet:
+            self._bar = rich.progress.Progress(
+                rich.progress.TextColumn("{task.description}"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(),
+                rich.progress.TimeElapsedColumn(),
+                rich.progress.TimeRemainingColumn(),
+                console=self._console,
+            )
+            self._task = self._bar.add_task("", total=model_epochs)
+
+    def __enter__(self):
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+
+    def population_started(self, number: int, shape: str, size: int) -> None:
+        """A population begins: its index (from 1), its shape and its number of models."""
+        self._label = f"population {number}/{self._num_populations} ({shape}, {size} models)"
+        self._population_started = time.perf_counter()
+        self._show(epoch="")
+
+    def epoch_done(self, epoch: int, num_epochs: int, size: int, val_accs: list[float]) -> None:
+        """An epoch of the current population ended with these validation accuracies."""
+        self._done_model_epochs += size
+        self._note_best(val_accs)
+        self._show(epoch=f", epoch {epoch}/{num_epochs}")
+
+    def population_done(
+        self, num_epochs: int, size: int, cached: bool, val_accs: list[float]
+    ) -> None:
+        """The current population ended (or came from the cache) with these validation
+        accuracies, every epoch's of every member, so that a cached population's best is the
+        best its live run showed."""
+        seconds = time.perf_counter() - self._population_started
+        if cached:
+            self._done_model_epochs += num_epochs * size
+            self._note_best(val_accs)
+            self._show(epoch=", cached")
+        else:
+            self._trained_model_epochs += num_epochs * size
+            self._trained_seconds += seconds
+        if self._bar is None and not self._quiet:
+            elapsed = time.perf_counter() - self._started
+            left = self._model_epochs - self._done_model_epochs
+            remaining = self._trained_seconds / max(self._trained_model_epochs, 1) * left
+            took = "cached" if cached else f"{seconds:.1f} s"
+            print(
+                f"{self._label}: {num_epochs} epochs, {took}; best val_acc so far "
+                f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left",
+                flush=True,
+            )
+
+    def _note_best(self, val_accs: list[float]) -> None:
+        finite = [a for a in val_accs if a == a]  # NaN marks a diverged member.
+        if finite and not max(finite) <= self._best:
+            self._best = max(finite)
+
+    def _show(self, epoch: str) -> None:
+        if self._bar is not None:
+            description = f"{self._label}{epoch}, best val_acc {self._best:.4f}"
+            self._bar.update(self._task, completed=self._done_model_epochs, description=description)

@@ -1,0 +1,198 @@
+"""Searching over configs, as mechanisms the studies share: grids of configs and their
+summaries over seeds; candidates drawn at random from a space; successive halving over
+vmapped populations (`mlp_jax.sweep`), resumable from the record an earlier search wrote.
+
+Every search here chooses on validation images held out of the training split; none reads
+the test split.
+"""
+
+import itertools
+import json
+import math
+
+import ml_collections
+import numpy as np
+
+from mlp_jax import metrics, sweep
+from mlp_jax.errors import UserError
+
+
+def expand_grid(
+    train: ml_collections.ConfigDict, grid: dict
+) -> list[tuple[dict, ml_collections.ConfigDict]]:
+    """Every combination of the grid's values applied to a copy of `train`.
+
+    A grid key that names a train field sets it. Any other key is a set of named variants:
+    its values are dicts with a "name" and the fields to set (e.g. an initialiser and its
+    scale together).
+
+    Returns:
+      (label, config) pairs; the label maps each grid key to the value shown for it.
+    """
+    keys = list(grid)
+    members = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        member = ml_collections.ConfigDict(train.to_dict())
+        label = {}
+        for key, value in zip(keys, values, strict=True):
+            if key in member:
+                member[key] = label[key] = value
+            elif isinstance(value, dict) and "name" in value:
+                label[key] = value["name"]
+                for field, setting in value.items():
+                    if field != "name":
+                        member[field] = setting
+            else:
+                raise UserError(
+                    f"sweep key {key!r} is neither a train field nor a list of named variants"
+                )
+        members.append((label, member))
+    return members
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+def summarize(labels: list[dict], results: list[dict], point_keys: list[str]) -> list[dict]:
+    """Mean ± std over seeds for every grid point (the sweep's non-seed values)."""
+    points: dict[tuple, list[int]] = {}
+    for i, label in enumerate(labels):
+        points.setdefault(tuple(label[k] for k in point_keys), []).append(i)
+    rows = []
+    for point, indices in points.items():
+        runs = [results[i] for i in indices]
+        final = [r["history"][-1] for r in runs]
+        row = dict(zip(point_keys, point, strict=True))
+        row["seeds"] = len(runs)
+        row["diverged"] = sum(not np.isfinite(f["train_loss"]) for f in final)
+        for key, values in (
+            ("val_acc", [f["val_acc"] for f in final]),
+            ("test_acc", [r["test_acc"] for r in runs]),
+            ("train_loss", [f["train_loss"] for f in final]),
+        ):
+            row[key], row[f"{key}_std"] = _mean_std(values)
+        row["val_acc_by_epoch"] = [
+            _mean_std([r["history"][e]["val_acc"] for r in runs])[0]
+            for e in range(len(runs[0]["history"]))
+        ]
+        rows.append(row)
+    return rows
+
+
+def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_collections.ConfigDict]:
+    """`count` distinct configs, each field of `space` drawn uniformly from its choices."""
+    rng = np.random.default_rng(seed)
+    total = math.prod(len(v) for v in space.values())
+    if count > total:
+        raise UserError(f"num_candidates={count} exceeds the {total} points of the search space")
+    seen, candidates = set(), []
+    while len(candidates) < count:
+        choice = {key: values[rng.integers(len(values))] for key, values in space.items()}
+        signature = json.dumps(choice, sort_keys=True)
+        if signature in seen:
+            continue
+        seen.add(signature)
+        candidate = ml_collections.ConfigDict(train.to_dict())
+        candidate.update(choice)
+        candidates.append(candidate)
+    return candidates
+
+
+def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None, kept=None):
+    """Trains candidates on growing budgets, keeping the best 1/eta after each rung.
+
+    Args:
+      candidates: configs to search (their num_epochs is replaced by each rung's budget).
+      dataset: train and validation splits; its test split is never read.
+      rungs: epochs per rung, increasing.
+      eta: the fraction 1/eta survives each rung.
+      cache_dir: where finished populations are kept for reruns.
+      kept: scores an earlier search recorded, {(candidate, epochs): entry} (see
+        `recorded_scores`): those candidates are not trained again at those rungs.
+
+    Returns:
+      (history, seconds): one list per rung of {"candidate": index, "epochs", "val_acc",
+      "val_loss", "curve": the validation accuracy after each epoch, "seconds" of training},
+      best first; and the seconds of training, cached and kept scores included.
+    """
+    kept = kept or {}
+    alive = list(range(len(candidates)))
+    history = []
+    for rung, epochs in enumerate(rungs):
+        scored = [{**kept[i, epochs], "candidate": i} for i in alive if (i, epochs) in kept]
+        to_train = [i for i in alive if (i, epochs) not in kept]
+        configs = []
+        for i in to_train:
+            config = ml_collections.ConfigDict(candidates[i].to_dict())
+            config.num_epochs = epochs
+            configs.append(config)
+        results = (
+            sweep.train_population(configs, dataset, cache_dir=cache_dir, evaluate_test=False)
+            if configs
+            else []
+        )
+        for i, result in zip(to_train, results, strict=True):
+            last = result["history"][-1]
+            accuracy = last["val_acc"] if math.isfinite(last["train_loss"]) else 0.0
+            scored.append(
+                {
+                    "candidate": i,
+                    "epochs": epochs,
+                    "val_acc": accuracy,
+                    "val_loss": last["val_loss"],
+                    "curve": [row["val_acc"] for row in result["history"]],
+                    "seconds": result["train_seconds"],
+                }
+            )
+        scored.sort(key=lambda r: -r["val_acc"])
+        history.append(scored)
+        if rung < len(rungs) - 1:
+            alive = [r["candidate"] for r in scored[: max(1, math.ceil(len(scored) / eta))]]
+    seconds = sum(r["seconds"] for rung in history for r in rung)
+    return history, seconds
+
+
+def searched_config(train) -> dict:
+    """The base config a search trains from, as its record keeps it: without the data's
+    folder, which differs between machines and not between results."""
+    return {k: v for k, v in metrics.json_safe(train.to_dict()).items() if k != "data_dir"}
+
+
+def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict:
+    """The scores an earlier search's record holds for these candidates, {(index, epochs):
+    entry}, so that a rerun (on a fresh clone, or with more candidates) trains only the rest.
+
+    Only a record of the same base config and space counts; its candidates are matched to
+    these by their drawn values, not by their place in the list.
+    """
+    if not record or record.get("train") != searched_config(train):
+        return {}
+    if record.get("space") != metrics.json_safe(space):
+        return {}
+    index = {_choice_key(c, space): i for i, c in enumerate(candidates)}
+    kept = {}
+    for rung in record["history"]:
+        for entry in rung:
+            i = index.get(_choice_key(record["candidates"][entry["candidate"]], space))
+            if i is not None:
+                kept[i, entry["epochs"]] = {k: v for k, v in entry.items() if k != "candidate"}
+    return kept
+
+
+def _choice_key(candidate, space: dict) -> str:
+    return json.dumps({k: candidate[k] for k in space}, sort_keys=True)
+
+
+def draw_candidates(search, quick: bool) -> list[ml_collections.ConfigDict]:
+    """The search's candidates: `num_candidates` points drawn from its space, less the
+    points its `dropped` names (drawn, then left out for time; the record names them too)."""
+    prefix = "quick_" if quick else ""
+    space = search[f"{prefix}space"].to_dict()
+    drawn = sample_candidates(search.train, space, search[f"{prefix}num_candidates"], search.seed)
+    points = search.get(f"{prefix}dropped", ())
+    dropped = {json.dumps(dict(point), sort_keys=True) for point in points}
+    return [c for c in drawn if _choice_key(c, space) not in dropped]

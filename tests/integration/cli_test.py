@@ -1,0 +1,184 @@
+"""The command line end to end, and its one-line errors."""
+
+import gzip
+import json
+
+import pytest
+from helpers import (
+    FULL_SIZES,
+    SYNTHETIC_LABEL_NOISE,
+    TINY,
+    TRAINED_EPOCHS,
+    assert_one_line_error,
+    run_cli,
+)
+
+
+def test_train_then_eval_end_to_end(trained_workdir):
+    workdir, result = trained_workdir
+    assert TRAINED_EPOCHS == 2
+    epoch_lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(epoch_lines) == 2
+    for field in ("train_loss", "val_loss", "val_acc", "examples/s"):
+        assert field in epoch_lines[-1]
+
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_acc", "examples_per_sec"):
+        assert all(isinstance(r[key], float) for r in records)
+    # Learnt, but far from perfect: the synthetic labels are noisy (see conftest).
+    assert 0.5 < records[-1]["val_acc"] < 1 - SYNTHETIC_LABEL_NOISE + 0.02
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["num_hiddens"] == 32 and config["model"] == "experiments/mlp_concise.py:MLP"
+    assert (workdir / "curves.png").stat().st_size > 10_000
+    assert list(workdir.glob("events.out.tfevents.*"))
+    assert (workdir / "checkpoints" / "2").is_dir()
+
+    evaluated = run_cli("--mode=eval", f"--workdir={workdir}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    line = json.loads(evaluated.stdout.strip().splitlines()[-1])
+    assert line["epoch"] == 2 and line["step"] == 2 * -(-FULL_SIZES["train"] // 256) == 2 * 235
+    assert line["test_acc"] == pytest.approx(records[-1]["val_acc"], abs=1e-6)
+    assert line["test_loss"] == pytest.approx(records[-1]["val_loss"], rel=1e-5)
+    assert len(line["params_fingerprint"]) == 64
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--config.nonexistent_key=1"], ["nonexistent_key"]),
+        (["--config.num_hidden=5"], ["unknown config key 'num_hidden'", "'num_hiddens'"]),
+        (["--config.lr=0"], ["config.lr=0.0 is invalid"]),
+        (["--config.batch_size=0"], ["config.batch_size=0 is invalid"]),
+        (["--config.num_hiddens=0"], ["config.num_hiddens=0 is invalid"]),
+        (["--config.num_epochs=-1"], ["config.num_epochs=-1 is invalid"]),
+        (["--config.lr=abc"], ["lr"]),
+    ],
+)
+def test_bad_config_fails_in_one_line(tmp_path, args, fragments):
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", *args)
+    assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # Failed before anything ran.
+
+
+def test_missing_config_file_and_workdir(tmp_path):
+    assert_one_line_error(
+        run_cli("--config=experiments/nope.py", f"--workdir={tmp_path}"), "nope.py"
+    )
+    assert_one_line_error(run_cli(*TINY), "--workdir is required")
+    assert_one_line_error(run_cli("--mode=eval", f"--workdir={tmp_path}"), "config.json: missing")
+
+
+def _linked_copy(source, target):
+    """A folder of links to `source`'s files, whose entries a test may replace."""
+    target.mkdir()
+    for f in source.iterdir():
+        (target / f.name).symlink_to(f)
+    return target
+
+
+def test_missing_and_corrupt_data_fail_in_one_line(synthetic_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'a'}", f"--config.data_dir={empty}")
+    assert_one_line_error(result, "lacks the Fashion-MNIST IDX files")
+
+    corrupt = _linked_copy(synthetic_dir, tmp_path / "corrupt")
+    broken = corrupt / "train-labels-idx1-ubyte"
+    broken.unlink()
+    broken.write_bytes((synthetic_dir / broken.name).read_bytes()[:1000])
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'b'}", f"--config.data_dir={corrupt}")
+    assert_one_line_error(result, "train-labels-idx1-ubyte: truncated")
+
+
+def test_divergence_stops_with_the_epoch_and_saves_nothing_of_it(synthetic_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        *TINY,
+        f"--workdir={workdir}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.lr=1e30",
+        "--config.num_epochs=3",
+    )
+    assert_one_line_error(result, "training diverged", "in epoch 1", "lower --config.lr")
+    assert not list((workdir / "checkpoints").glob("[0-9]*"))
+
+
+def test_two_epoch_sweep_from_the_command_line(real_data_dir, tmp_path):
+    result = run_cli(
+        "--config=experiments/studies/exercises/width.py",
+        "--quick",
+        "--config.quick_num_epochs=2",
+        f"--results_dir={tmp_path / 'results'}",
+        f"--workdir={tmp_path / 'work'}",
+        module="experiments.studies.exercises.run",
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "results" / "width.json").read_text())
+    assert [len(run["history"]) for run in record["runs"]] == [2] * 6  # 3 widths x 2 seeds.
+    assert (tmp_path / "results" / "width.png").stat().st_size > 10_000
+
+
+def test_trace_epoch_writes_a_profile_of_that_epoch(synthetic_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        *TINY,
+        f"--workdir={workdir}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_epochs=2",
+        "--config.trace_epoch=2",
+    )
+    assert result.returncode == 0, result.stderr
+    (trace,) = (workdir / "plugins" / "profile").glob("*/*.xplane.pb")
+    assert trace.stat().st_size > 10_000
+
+
+def test_damaged_gzip_stream_fails_in_one_line(synthetic_dir, tmp_path):
+    damaged = _linked_copy(synthetic_dir, tmp_path / "damaged")
+    labels = damaged / "train-labels-idx1-ubyte"
+    packed = bytearray(gzip.compress(labels.read_bytes()))
+    packed[10] = 0xFF  # The first deflate block's header: a reserved block type (zlib.error).
+    labels.unlink()
+    (damaged / "train-labels-idx1-ubyte.gz").write_bytes(bytes(packed))
+    result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", f"--config.data_dir={damaged}")
+    assert_one_line_error(result, "train-labels-idx1-ubyte.gz: cannot read")
+
+
+def test_batch_that_does_not_split_over_the_devices_fails_in_one_line(synthetic_dir, tmp_path):
+    result = run_cli(
+        *TINY,
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.parallel=shard_map",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu"},
+    )
+    assert_one_line_error(result, "batch_size=256 does not split over 3 devices", "[1, 2]")
+
+
+def test_exercise_and_search_errors_are_one_line_too(tmp_path):
+    result = run_cli(
+        "--config=experiments/studies/exercises/width.py",
+        "--config.quick_num_epoch=2",
+        f"--results_dir={tmp_path}",
+        module="experiments.studies.exercises.run",
+    )
+    assert_one_line_error(result, "unknown config key 'quick_num_epoch'", "'quick_num_epochs'")
+    result = run_cli(
+        "--config=experiments/studies/search/joint_search.py",
+        "--config.quick_num_candidates=100000",
+        "--quick",
+        f"--results_dir={tmp_path}",
+        module="experiments.studies.search.run",
+    )
+    assert_one_line_error(result, "num_candidates=100000 exceeds")
+
+
+def test_model_too_large_for_memory_fails_in_one_line_before_allocating(synthetic_dir, tmp_path):
+    result = run_cli(
+        *TINY,
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_hiddens=100000000",  # 784 x 10^8 float32 weights alone: 314 GB.
+    )
+    assert_one_line_error(result, "out of memory", "318.0 GB", "config.num_hiddens=100000000")
+    assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))

@@ -1,0 +1,173 @@
+"""Data parallelism on 8 CPU devices (and on 2 processes): the results match one device."""
+
+import signal
+import socket
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+from helpers import PARALLEL_LR, ROOT, run_cli, start_cli
+
+from mlp_jax import checkpointing
+
+MULTIDEVICE_ENV = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+
+
+def _max_relative_difference(a_leaves, b_leaves) -> float:
+    return max(
+        float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+        for a, b in zip(a_leaves, b_leaves, strict=True)
+    )
+
+
+def _load(path):
+    """The parameters a run saved (multidevice_runs.py), as a list of arrays."""
+    with np.load(path) as f:
+        names = [k for k in f.files if k.startswith("arr_")]
+        return [f[k] for k in sorted(names, key=lambda k: int(k.split("_")[1]))]
+
+
+def _load_metrics(path):
+    """Its per-epoch (train_loss, train_acc, val_loss, val_acc)."""
+    with np.load(path) as f:
+        return f["metrics"]
+
+
+@pytest.fixture(scope="module")
+def multidevice_runs(synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multidevice")
+    result = run_cli(
+        str(synthetic_dir),
+        str(out),
+        module="multidevice_runs",
+        env={**MULTIDEVICE_ENV, "PYTHONPATH": str(ROOT / "tests" / "integration")},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
+@pytest.mark.parametrize("num_devices", [2, 4, 8])
+def test_data_parallel_matches_one_device(multidevice_runs, mode, num_devices):
+    reference = _load(multidevice_runs / "none_1.npz")
+    result = _load(multidevice_runs / f"{mode}_{num_devices}.npz")
+    assert _max_relative_difference(result, reference) < 1e-5
+    # The metrics too: each device's sums must be added up, in training and in evaluation.
+    np.testing.assert_allclose(
+        _load_metrics(multidevice_runs / f"{mode}_{num_devices}.npz"),
+        _load_metrics(multidevice_runs / "none_1.npz"),
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("order", ["pmap_then_shard_map", "shard_map_then_pmap"])
+def test_checkpoints_restore_across_modes(multidevice_runs, order):
+    reference = _load(multidevice_runs / "none_1.npz")
+    assert _max_relative_difference(_load(multidevice_runs / f"{order}.npz"), reference) < 1e-5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_process_args(data_dir, mode: str) -> list[str]:
+    return [
+        "--config=experiments/mlp_concise.py",
+        "--config.num_hiddens=32",
+        f"--config.num_epochs={TWO_PROCESS_EPOCHS}",
+        f"--config.data_dir={data_dir}",
+        f"--config.parallel={mode}",
+        f"--config.lr={PARALLEL_LR}",
+    ]
+
+
+TWO_PROCESS_EPOCHS = 3
+
+
+def _launch_two_processes(args: list[str]) -> list[subprocess.Popen]:
+    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together."""
+    port = _free_port()
+    return [
+        start_cli(
+            *args,
+            env={
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "JAX_PLATFORMS": "cpu",
+                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+        )
+        for i in range(2)
+    ]
+
+
+@pytest.fixture(scope="module")
+def one_process_four_devices(synthetic_full_dir, tmp_path_factory):
+    """Parameters of the 2-process runs' config trained by 1 process on 4 devices (on
+    full-size data, so that a notice can arrive mid-run)."""
+    workdir = tmp_path_factory.mktemp("one_process")
+    single = run_cli(
+        *_two_process_args(synthetic_full_dir, "shard_map"),
+        f"--workdir={workdir}",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
+    )
+    assert single.returncode == 0, single.stderr
+    return jax.tree.leaves(checkpointing.restore_workdir(workdir).state.params)
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_two_processes_match_one_process_with_four_devices(
+    synthetic_full_dir, tmp_path, one_process_four_devices, mode
+):
+    processes = _launch_two_processes(
+        [*_two_process_args(synthetic_full_dir, mode), f"--workdir={tmp_path}"]
+    )
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (_, stderr) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    # Only process 0 prints and writes the run's files.
+    assert f"epoch   {TWO_PROCESS_EPOCHS}/" in outputs[0][0] and "epoch" not in outputs[1][0]
+    assert f"4 device(s) (cpu, parallel={mode})" in outputs[0][0]
+    two = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
+    assert _max_relative_difference(two, one_process_four_devices) < 1e-5
+
+
+def test_preemption_notice_to_one_process_stops_both_after_the_same_epoch(
+    synthetic_full_dir, tmp_path, one_process_four_devices
+):
+    args = [*_two_process_args(synthetic_full_dir, "shard_map"), f"--workdir={tmp_path}"]
+    processes = _launch_two_processes(args)
+    try:
+        for line in processes[0].stdout:
+            if line.startswith("epoch   1/"):
+                processes[1].send_signal(signal.SIGTERM)  # Process 1 only, mid-run.
+                break
+        # Both must end soon after: a process left waiting for its stopped peer never does.
+        outputs = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    hints = []
+    for p, (_, stderr) in zip(processes, outputs, strict=True):
+        assert p.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+        (hint,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert "stopped by SIGTERM after epoch" in hint and "rerun the same command" in hint
+        hints.append(hint)
+    assert hints[0] == hints[1]  # The same epoch on both.
+    stopped_after = int(hints[0].split("after epoch ")[1].split("/")[0])
+    assert stopped_after < TWO_PROCESS_EPOCHS
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert max(saved) == stopped_after
+
+    rerun = _launch_two_processes(args)
+    outputs = [p.communicate(timeout=600) for p in rerun]
+    for p, (_, stderr) in zip(rerun, outputs, strict=True):
+        assert p.returncode == 0, stderr[-3000:]
+    assert f"resumed from the checkpoint of epoch {stopped_after}" in outputs[0][0]
+    resumed = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
+    assert _max_relative_difference(resumed, one_process_four_devices) < 1e-5

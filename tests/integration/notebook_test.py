@@ -1,0 +1,24 @@
+"""The chapter notebook runs top to bottom (1 epoch per model) without a cell error."""
+
+import nbformat
+from helpers import ROOT, without_tensorflow_env
+from nbclient import NotebookClient
+
+
+def test_notebook_executes(real_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_CHAPTER_EPOCHS", "1")
+    monkeypatch.setenv("MLP_CHAPTER_WORKDIR", str(tmp_path))
+    # The kernel runs without TensorFlow, TFDS, Keras and PyTorch, as on a machine without them.
+    monkeypatch.setenv("PYTHONPATH", without_tensorflow_env()["PYTHONPATH"])
+    notebook = nbformat.read(ROOT / "experiments" / "mlp_chapter.ipynb", as_version=4)
+    assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert "203,530" in outputs or "203530" in outputs
+    assert "mistakes in these 18 images" in outputs
+    assert (tmp_path / "scratch" / "checkpoints").is_dir()
+    assert list((tmp_path / "scratch").glob("events.out.tfevents.*"))

@@ -1,0 +1,78 @@
+"""The benchmarks' own arithmetic on tiny sizes: FLOP counts, the ceiling, the processor's
+flags, compile-time accounting, seed statistics. (The peers, the hardware tables and the
+device check as processes: tests/integration/benchmarks_cli_test.py.)"""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from helpers import experiment
+
+from benchmarks import ceiling, hardware, report, sweep_speed
+from mlp_jax import steps
+
+mlp_concise = experiment("mlp_concise")
+
+
+@pytest.mark.parametrize("hidden, layers", [(256, 1), (64, 3)])
+def test_flop_count_matches_what_xla_compiles(hidden, layers):
+    model = mlp_concise.MLP(num_hiddens=hidden, num_layers=layers)
+    state = steps.create_train_state(model, optax.sgd(0.1), 0)
+    batch = {
+        "images": jnp.zeros((256, 784), jnp.uint8),
+        "labels": jnp.zeros(256, jnp.int32),
+        "weights": jnp.ones(256),
+    }
+    compiled = jax.jit(steps.train_step).lower(state, batch, jax.random.key(0)).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    # XLA also counts the elementwise operations, a few per cent at most.
+    counted = 256 * ceiling.train_flops_per_example(hidden, layers)
+    assert counted <= analysis["flops"] <= 1.03 * counted
+
+
+def test_ceiling_measures_both_dtypes_and_names_the_processor():
+    rows = ceiling.run(quick=True)
+    assert [r["dtype"] for r in rows] == ["float32", "bfloat16"]
+    assert all(r["best"] >= r["jax"] > 0 for r in rows)
+    assert set(ceiling.chapter_ceiling(rows)) == {"float32", "bfloat16"}
+    assert "Processor: " in ceiling.markdown(rows)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "fma", "avx512f"}, False),
+        ({"avx512f", "avx512_bf16"}, True),
+        ({"amx_tile", "amx_bf16"}, True),
+        ({"fp", "asimd", "bf16"}, True),
+    ],
+)
+def test_bfloat16_units_are_told_from_the_cpu_flags(flags, expected):
+    assert report.has_bfloat16_units(frozenset(flags)) is expected
+
+
+def test_compile_seconds_count_compilation_only():
+    fn = jax.jit(lambda x: jnp.tanh(x) @ x.T)
+    x = jnp.ones((64, 64))
+    with sweep_speed.compile_seconds() as first:
+        jax.block_until_ready(fn(x))
+    with sweep_speed.compile_seconds() as cached:
+        jax.block_until_ready(fn(x))
+    assert first[0] > 0 and cached[0] == 0
+
+
+def test_seed_statistics():
+    summary = report.summarize([0.84, 0.85, 0.86])
+    assert summary["mean"] == pytest.approx(0.85) and summary["std"] == pytest.approx(0.01)
+    assert summary["se"] == pytest.approx(0.01 / 3**0.5)
+    other = report.summarize([0.83, 0.84, 0.85])
+    assert report.difference_in_standard_errors(summary, other) == pytest.approx(
+        0.01 / (0.01 * (2 / 3) ** 0.5)
+    )
+
+
+@pytest.mark.parametrize("n", [128, 129])
+def test_matmul_rows_are_consistent(n):
+    (row,) = hardware.matmul_table([n], dtypes=("float32",))
+    assert row["tflops"] == pytest.approx(2 * n**3 / row["seconds"] / 1e12)

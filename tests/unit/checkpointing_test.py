@@ -1,0 +1,235 @@
+"""Checkpoints in-process: exact resumption, corrupt or foreign checkpoints, read-only
+restore. (Kills, signals and a busy workdir, which need whole processes, are in
+tests/integration/checkpointing_cli_test.py.)
+
+The runs here use the tuned recipe's features (dropout, augmentation, label smoothing, AdamW
+with a cosine schedule), whose random streams and optimiser state are what a resumption most
+easily gets wrong.
+"""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from helpers import (
+    BEST_FEATURES,
+    RESUMABLE_EPOCHS,
+    largest_file,
+    resumable_config,
+    tiny_config,
+    tree_listing,
+)
+
+from mlp_jax import checkpointing, data, models, optim, steps, train
+from mlp_jax.errors import UserError
+
+EPOCHS = RESUMABLE_EPOCHS
+
+
+def _fingerprint(result) -> str:
+    return checkpointing.params_fingerprint(result.state.params)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_dir, tmp_path_factory):
+    """A run that nothing interrupts: the reference every resumption must equal."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    return workdir, train.train_and_evaluate(resumable_config(synthetic_dir), workdir)
+
+
+def test_resume_from_an_earlier_checkpoint_repeats_the_run_bit_for_bit(
+    synthetic_dir, tmp_path, uninterrupted
+):
+    reference_dir, reference = uninterrupted
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_dir, workdir)
+    for epoch in (2, 3):
+        shutil.rmtree(workdir / "checkpoints" / str(epoch))
+    # metrics.jsonl still holds epochs 2 and 3, as after a kill before their checkpoints were
+    # saved: spoil them, so that only a resumption that cuts them away passes.
+    log = workdir / "metrics.jsonl"
+    spoiled = [json.loads(line) for line in log.read_text().splitlines()]
+    for record in spoiled[1:]:
+        record["val_acc"] = -1.0
+    log.write_text("".join(json.dumps(r) + "\n" for r in spoiled))
+
+    resumed = train.train_and_evaluate(resumable_config(synthetic_dir), workdir)
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(reference.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["val_acc"] for r in records] == [r["val_acc"] for r in reference.history]
+
+
+@pytest.mark.slow
+def test_best_mlp_ingredients_resume_bit_for_bit(synthetic_dir, tmp_path):
+    # Erasing, MixUp or CutMix, the parameters' moving average, LayerNorm and skips: every
+    # draw depends on (seed, step) and the average lives in the optimiser state.
+    config = tiny_config(synthetic_dir, num_epochs=EPOCHS, **BEST_FEATURES)
+    reference = train.train_and_evaluate(config, tmp_path / "uninterrupted")
+    shutil.copytree(tmp_path / "uninterrupted", tmp_path / "resumed")
+    for epoch in (2, 3):
+        shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(epoch))
+    resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(reference.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history == [
+        {**r, "train_seconds": s["train_seconds"], "examples_per_sec": s["examples_per_sec"]}
+        for r, s in zip(reference.history, resumed.history, strict=True)
+    ]
+
+
+def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
+    with pytest.raises(UserError, match=r"trained with lr=0.1, not 0.2"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2, lr=0.2), tmp_path)
+
+
+def test_checkpoint_of_another_model_is_refused_not_set_aside(synthetic_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
+    before = tree_listing(tmp_path / "checkpoints")
+    other = tiny_config(synthetic_dir, num_hiddens=64)
+    model, tx = models.resolve_model(other), optim.make_optimizer(other, steps_per_epoch=235)
+    store = checkpointing.CheckpointStore(tmp_path, keep=3)
+    try:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        with pytest.raises(UserError, match="saved by a model of other shapes"):
+            store.restore_latest(checkpointing.abstract_train_state(model, tx, sharding))
+    finally:
+        store.close()
+    assert tree_listing(tmp_path / "checkpoints") == before
+    assert not (tmp_path / "checkpoints_unreadable").exists()
+
+
+def test_restored_workdir_continues_with_the_runs_own_schedule(synthetic_dir, tmp_path):
+    # Still warming up after 2 of 5 warm-up epochs: the learning rate depends on how many
+    # steps an epoch has, which the restored optimiser must know.
+    config = tiny_config(synthetic_dir, num_epochs=2, warmup_epochs=5)
+    result = train.train_and_evaluate(config, tmp_path)
+    restored = checkpointing.restore_workdir(tmp_path).state
+    ones = jax.tree.map(np.ones_like, result.state.params)
+    expected, _ = result.state.tx.update(ones, result.state.opt_state, result.state.params)
+    updates, _ = restored.tx.update(ones, restored.opt_state, restored.params)
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fingerprint_covers_every_part_of_the_state(uninterrupted):
+    _, reference = uninterrupted
+    state = reference.state
+    original = checkpointing.fingerprint(state)
+    leaves, treedef = jax.tree.flatten(state)
+    for i, leaf in enumerate(leaves):
+        changed = list(leaves)
+        changed[i] = np.asarray(leaf).copy()
+        changed[i].reshape(-1)[0] += 1
+        assert checkpointing.fingerprint(jax.tree.unflatten(treedef, changed)) != original, i
+
+
+def test_checkpoint_whose_state_does_not_match_its_fingerprint_is_not_used(synthetic_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    # The meta of epoch 2 now vouches for another RNG key: the parameters still match, so a
+    # fingerprint of the parameters alone would accept this state.
+    meta_file = tmp_path / "checkpoints" / "2" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    state = checkpointing.restore_workdir(tmp_path).state
+    meta["state_fingerprint"] = checkpointing.fingerprint(state.replace(rng=state.rng + 1))
+    meta_file.write_text(json.dumps(meta))
+    assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp_path, damage):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
+    newest = largest_file(tmp_path / "checkpoints" / "3" / "state")
+    raw = bytearray(newest.read_bytes())
+    if damage == "truncate":
+        newest.write_bytes(raw[: len(raw) // 2])
+    else:
+        raw[len(raw) // 2] ^= 0xFF
+        newest.write_bytes(bytes(raw))
+    # Reading (eval, notebooks) skips it and leaves it where it is.
+    assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 2
+    assert (tmp_path / "checkpoints" / "3").is_dir()
+    assert not (tmp_path / "checkpoints_unreadable").exists()
+    # Training again sets it aside, resumes from epoch 2 and writes a sound epoch 3.
+    again = train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
+    assert int(again.state.epoch) == 3
+    assert len(list((tmp_path / "checkpoints_unreadable").iterdir())) == 1
+
+
+def test_training_removes_the_folders_of_unfinished_saves(synthetic_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
+    unfinished = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1795888000"
+    unfinished.mkdir()
+    (unfinished / "partial").write_bytes(b"a save a kill interrupted")
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    assert not unfinished.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_no_readable_checkpoint_is_one_clear_error(synthetic_dir, tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1, keep_checkpoints=1), tmp_path)
+    for f in (tmp_path / "checkpoints" / "1" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")
+    with pytest.raises(UserError, match="no readable checkpoint.*start afresh"):
+        checkpointing.restore_workdir(tmp_path)
+
+
+def test_eval_mode_matches_the_last_val_acc(uninterrupted):
+    workdir, reference = uninterrupted
+    result = train.evaluate_workdir(workdir)
+    assert result["epoch"] == EPOCHS
+    assert result["test_acc"] == pytest.approx(reference.history[-1]["val_acc"], abs=1e-6)
+    assert result["params_fingerprint"] == _fingerprint(reference)
+
+
+def test_restore_workdir_predicts_what_evaluation_counted(uninterrupted, synthetic_dir):
+    workdir, reference = uninterrupted
+    model, state, config = checkpointing.restore_workdir(workdir)
+    assert config.num_hiddens == 32
+    _, test = data.load_fashion_mnist(str(synthetic_dir), use_tfds=False)
+    predicted = np.asarray(steps.predict(state, model.apply, test.images))
+    accuracy = float((predicted == test.labels).mean())
+    assert accuracy == pytest.approx(reference.history[-1]["val_acc"], abs=1e-6)
+    assert {data.CLASS_NAMES[i] for i in predicted} <= set(data.CLASS_NAMES)
+
+
+@pytest.mark.parametrize("part", ["rng", "step", "opt_state"])
+def test_checkpoint_whose_stored_state_was_changed_is_not_used(synthetic_dir, tmp_path, part):
+    # Epoch 2's state is replaced on disk by one whose parameters are the same but whose
+    # `part` differs, its meta left as saved: a fingerprint of the parameters alone would
+    # take this state for the one that was saved.
+    config = tiny_config(synthetic_dir, num_epochs=2, optimizer="momentum")
+    train.train_and_evaluate(config, tmp_path / "run")
+    state = checkpointing.restore_workdir(tmp_path / "run").state
+    changed = {
+        "rng": lambda s: s.replace(rng=s.rng + 1),
+        "step": lambda s: s.replace(step=s.step + 1),
+        "opt_state": lambda s: s.replace(opt_state=jax.tree.map(lambda x: x + 1, s.opt_state)),
+    }[part](state)
+    other = checkpointing.CheckpointStore(tmp_path / "other", keep=1)
+    other.save(changed, {"steps_per_epoch": 235})
+    other.close()
+    saved = tmp_path / "run" / "checkpoints" / "2" / "state"
+    shutil.rmtree(saved)
+    shutil.copytree(tmp_path / "other" / "checkpoints" / "2" / "state", saved)
+    assert int(checkpointing.restore_workdir(tmp_path / "run").state.epoch) == 1
+
+
+def test_resuming_a_schedule_with_another_length_is_refused(synthetic_dir, tmp_path):
+    # A cosine schedule spans num_epochs: more epochs would change the learning rate of the
+    # epochs already trained. A constant learning rate may be extended.
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1, schedule="cosine"), tmp_path)
+    with pytest.raises(UserError, match=r"trained with num_epochs=1, not 2"):
+        train.train_and_evaluate(
+            tiny_config(synthetic_dir, num_epochs=2, schedule="cosine"), tmp_path
+        )
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path / "constant")
+    extended = train.train_and_evaluate(
+        tiny_config(synthetic_dir, num_epochs=2), tmp_path / "constant"
+    )
+    assert [r["epoch"] for r in extended.history] == [1, 2]

@@ -1,0 +1,107 @@
+"""Config validation: every bad value fails before anything is compiled."""
+
+import dataclasses
+import re
+
+import pytest
+from helpers import ROOT, experiment
+
+from mlp_jax import config as config_lib
+from mlp_jax import models
+from mlp_jax.errors import UserError
+
+mlp_scratch, mlp_concise = experiment("mlp_scratch"), experiment("mlp_concise")
+# The experiments whose model fields docs/config.md lists (the Makefile's `docs` target).
+REFERENCE_EXPERIMENTS = ["experiments/mlp_scratch.py", "experiments/mlp_concise.py"]
+
+
+def _validate(config):
+    config_lib.validate(config, models.model_fields(models.model_class(config)))
+
+
+@pytest.mark.parametrize("module", [mlp_scratch, mlp_concise])
+def test_experiment_configs_are_valid_and_match_d2l(module):
+    config = module.get_config()
+    _validate(config)
+    assert (config.num_hiddens, config.lr, config.batch_size, config.num_epochs, config.seed) == (
+        256,
+        0.1,
+        256,
+        10,
+        0,
+    )
+    assert config.optimizer == "sgd" and config.schedule == "constant"
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("lr", 0.0, "config.lr=0.0 is invalid: must be > 0"),
+        ("lr", -1.0, "config.lr=-1.0 is invalid"),
+        ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
+        ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
+        ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
+        ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
+        ("parallel", "xmap", "config.parallel='xmap' is invalid"),
+        ("compute_dtype", "float16", "config.compute_dtype='float16' is invalid"),
+        ("augment_rotate", 200.0, "config.augment_rotate=200.0 is invalid: must be in [0, 180]"),
+        ("augment_scale", 1.0, "config.augment_scale=1.0 is invalid: must be in [0, 1)"),
+        ("augment_elastic", -1.0, "config.augment_elastic=-1.0 is invalid: must be >= 0"),
+        ("augment_erase", 1.5, "config.augment_erase=1.5 is invalid: must be in [0, 1]"),
+        ("mixup_alpha", -0.2, "config.mixup_alpha=-0.2 is invalid: must be >= 0"),
+        ("cutmix_alpha", -1.0, "config.cutmix_alpha=-1.0 is invalid: must be >= 0"),
+        ("ema_decay", 1.0, "config.ema_decay=1.0 is invalid: must be in [0, 1)"),
+        ("norm", "batch", "config.norm='batch' is invalid"),
+    ],
+)
+def test_bad_values_are_named(key, value, message):
+    config = mlp_concise.get_config()
+    config[key] = value
+    with pytest.raises(UserError, match=re.escape(message)):
+        _validate(config)
+
+
+def test_unknown_key_in_an_experiment_file_is_named():
+    config = mlp_scratch.get_config()
+    config.learning_rate = 0.1  # A typo of lr.
+    with pytest.raises(UserError, match="unknown config key 'learning_rate'"):
+        _validate(config)
+
+
+def test_model_field_of_another_model_is_unknown():
+    config = mlp_scratch.get_config()
+    config.dropout = 0.5  # MLPScratch has no dropout.
+    with pytest.raises(UserError, match="unknown config key 'dropout'"):
+        _validate(config)
+
+
+def test_epoch_options_are_config_fields_read_in_one_place():
+    base = config_lib.base_config()
+    fields = dataclasses.fields(config_lib.EpochOptions)
+    assert all(base[f.name] == f.default for f in fields)
+    config = mlp_concise.get_config()
+    config.augment_shift, config.mixup_alpha, config.compute_dtype = 2, 0.4, "bfloat16"
+    options = config_lib.EpochOptions.from_config(config)
+    assert (options.augment_shift, options.mixup_alpha, options.compute_dtype) == (
+        2,
+        0.4,
+        "bfloat16",
+    )
+    assert options == config_lib.EpochOptions.from_config(config)  # Equal and hashable: jit
+    assert len({options, config_lib.EpochOptions.from_config(config)}) == 1  # caches hit.
+
+
+def test_the_config_reference_page_is_what_the_comments_say():
+    # docs/config.md is generated (make docs); a field added without its page fails here.
+    page = (ROOT / "docs" / "config.md").read_text()
+    assert page == config_lib.reference_markdown(REFERENCE_EXPERIMENTS)
+    for field in config_lib.base_config():
+        assert f"| `{field}` |" in page
+    assert "| `trace_epoch` | `0` | run |" in page  # Populations never trace.
+
+
+def test_an_experiment_file_without_get_config_is_named(tmp_path):
+    path = tmp_path / "not_an_experiment.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(UserError, match=r"not_an_experiment.py: defines no get_config"):
+        config_lib.load_experiment(path)

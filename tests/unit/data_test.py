@@ -1,0 +1,135 @@
+"""IDX parsing and validation on files the tests write, and source selection."""
+
+import gzip
+
+import numpy as np
+import pytest
+from helpers import IMAGES_MAGIC, LABELS_MAGIC, SMALL_SIZES, write_idx
+
+from mlp_jax import data
+from mlp_jax.errors import UserError
+
+# Images per split the files below hold: the reader takes any number.
+COUNT = 1_000
+
+
+def _split_files(directory, split="test", gz=False, labels=None, count=COUNT):
+    images_stem, labels_stem = data._FILE_STEMS[split]
+    suffix = ".gz" if gz else ""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, count, dtype=np.uint8) if labels is None else labels
+    write_idx(directory / (images_stem + suffix), images, IMAGES_MAGIC)
+    write_idx(directory / (labels_stem + suffix), labels, LABELS_MAGIC)
+    return images, labels
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_reads_raw_and_gzip_idx(tmp_path, gz):
+    images, labels = _split_files(tmp_path, gz=gz)
+    split = data.read_idx_split(tmp_path, "test")
+    assert split.images.shape == (COUNT, 784) and split.images.dtype == np.uint8
+    assert split.labels.dtype == np.int32
+    np.testing.assert_array_equal(split.images, images.reshape(COUNT, 784))
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    _split_files(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte: truncated"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_truncated_gzip_stream_names_the_file(tmp_path):
+    _split_files(tmp_path, gz=True)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte.gz: cannot read"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_wrong_magic_is_refused(tmp_path):
+    _split_files(tmp_path)
+    # Labels written where images belong: a valid IDX file of the wrong kind.
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros(COUNT, np.uint8), LABELS_MAGIC)
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte: wrong magic number 0x00000801"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_wrong_count_is_refused(tmp_path):
+    _split_files(tmp_path)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(COUNT - 1, np.uint8), LABELS_MAGIC)
+    with pytest.raises(UserError, match=r"999 labels for the 1000 images of t10k-images"):
+        data.read_idx_split(tmp_path, "test")
+
+
+@pytest.mark.parametrize("count", [1, 60_000])
+def test_any_number_of_images_is_read(tmp_path, count):
+    images, labels = _split_files(tmp_path, split="train", count=count)
+    split = data.read_idx_split(tmp_path, "train")
+    assert split.images.shape == (count, 784)
+    np.testing.assert_array_equal(split.labels, labels)
+
+
+def test_a_split_without_images_is_refused(tmp_path):
+    _split_files(tmp_path, count=0)
+    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte: holds no images"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_label_out_of_range_is_refused(tmp_path):
+    labels = np.zeros(COUNT, np.uint8)
+    labels[123] = 10
+    _split_files(tmp_path, labels=labels)
+    with pytest.raises(UserError, match=r"label 10 outside 0-9"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_garbage_file_is_refused(tmp_path):
+    _split_files(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(gzip.compress(b"not an idx file"))
+    with pytest.raises(UserError, match=r"wrong magic number"):
+        data.read_idx_split(tmp_path, "test")
+
+
+def test_missing_everywhere_lists_sources(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
+    monkeypatch.setattr(data, "DEBIAN_DIR", str(tmp_path / "no-debian"))
+    with pytest.raises(UserError) as e:
+        data.load_fashion_mnist(use_tfds=False)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "$FASHION_MNIST_DIR" in message and "Debian package" in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_explicit_data_dir_without_files_is_an_error(tmp_path):
+    with pytest.raises(UserError, match=r"--config.data_dir=.* lacks the Fashion-MNIST IDX files"):
+        data.load_fashion_mnist(str(tmp_path), use_tfds=False)
+
+
+def test_carve_validation_is_a_seeded_partition(synthetic_dir):
+    train, _ = data.load_fashion_mnist(str(synthetic_dir), use_tfds=False)
+    rest, held = data.carve_validation(train, 1_000, seed=3)
+    assert len(rest.labels) == SMALL_SIZES["train"] - 1_000 and len(held.labels) == 1_000
+    # Same seed, same split; together they are the training set again.
+    _, again = data.carve_validation(train, 1_000, seed=3)
+    np.testing.assert_array_equal(held.images, again.images)
+    rows = np.concatenate([rest.images, held.images])
+    assert sorted(map(bytes, rows)) == sorted(map(bytes, train.images))
+
+
+def test_class_names():
+    assert len(data.CLASS_NAMES) == data.NUM_CLASSES == 10
+    assert data.CLASS_NAMES[0] == "t-shirt" and data.CLASS_NAMES[9] == "ankle boot"
+
+
+def test_split_seed_chooses_which_images_are_held_out(synthetic_dir):
+    datasets = [data.load_dataset(str(synthetic_dir), 1_000, split_seed) for split_seed in (0, 1)]
+    held_out = [{bytes(row) for row in d.validation.images} for d in datasets]
+    assert len(held_out[0]) == len(held_out[1]) == 1_000
+    assert len(held_out[0] & held_out[1]) < 500  # About 1,000 x 1,000 / 6,000 = 167 shared.
+    for dataset, validation in zip(datasets, held_out, strict=True):  # Partitions.
+        assert not validation & {bytes(row) for row in dataset.train.images}

@@ -1,0 +1,55 @@
+"""The in-memory run loop: the one loop `train_and_evaluate`, the benchmarks and the studies
+share."""
+
+import jax
+import numpy as np
+import pytest
+from helpers import small_dataset, tiny_config
+
+from mlp_jax import data, loop, train
+from mlp_jax.errors import UserError
+
+
+def _without_timings(history):
+    return [
+        {k: v for k, v in r.items() if k not in ("train_seconds", "examples_per_sec")}
+        for r in history
+    ]
+
+
+def test_fit_is_the_run_of_train_and_evaluate_without_its_files(synthetic_dir, tmp_path):
+    config = tiny_config(synthetic_dir, num_epochs=2, dropout=0.1, augment_shift=1)
+    on_disk = train.train_and_evaluate(config, tmp_path)
+    in_memory = loop.fit(config, data.load_dataset(str(synthetic_dir)))
+    for a, b in zip(jax.tree.leaves(in_memory.state), jax.tree.leaves(on_disk.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _without_timings(in_memory.history) == _without_timings(on_disk.history)
+    assert set(in_memory.phase_seconds) == {"state", "compile", "train", "eval"}
+    assert in_memory.phase_seconds["train"] == pytest.approx(
+        sum(r["train_seconds"] for r in in_memory.history)
+    )
+
+
+def test_fit_continues_from_a_state_as_one_longer_run():
+    dataset = small_dataset()
+    first = loop.fit(tiny_config("", num_epochs=1), dataset)
+    continued = loop.fit(tiny_config("", num_epochs=2), dataset, state=first.state)
+    whole = loop.fit(tiny_config("", num_epochs=2), dataset)
+    assert [r["epoch"] for r in continued.history] == [2]
+    for a, b in zip(jax.tree.leaves(continued.state), jax.tree.leaves(whole.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_fit_stops_with_one_line():
+    with pytest.raises(UserError, match=r"training diverged: .* in epoch 1; .*lower --config.lr"):
+        loop.fit(tiny_config("", lr=1e30, num_epochs=2), small_dataset())
+
+
+def test_the_runs_split_seed_chooses_its_validation_images(synthetic_dir, tmp_path):
+    runs = [
+        train.train_and_evaluate(
+            tiny_config(synthetic_dir, validation_size=1_000, split_seed=seed), tmp_path / str(seed)
+        )
+        for seed in (0, 1)
+    ]
+    assert runs[0].history[0]["val_loss"] != runs[1].history[0]["val_loss"]

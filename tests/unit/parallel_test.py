@@ -1,0 +1,35 @@
+"""The parallel modes' decisions: the batch split, "auto", and multi-process launches.
+(Training on several devices and processes: tests/integration/multidevice_test.py.)"""
+
+import pytest
+
+from mlp_jax import parallel
+from mlp_jax.errors import UserError
+
+
+def test_batch_that_does_not_split_names_the_working_counts():
+    with pytest.raises(UserError, match=r"batch_size=256 does not split over 3 devices.*\[1, 2\]"):
+        parallel.check_batch_divides(256, 3)
+
+
+def test_auto_mode():
+    assert parallel.resolve_mode("auto", 1) == "none"
+    assert parallel.resolve_mode("auto", 8) == "shard_map"
+    assert parallel.resolve_mode("pmap", 8) == "pmap"
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, False),
+        ({"MLP_JAX_DISTRIBUTED": "1"}, True),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+        ({"TPU_WORKER_HOSTNAMES": "localhost"}, False),
+        ({"TPU_WORKER_HOSTNAMES": "t1k-w-0,t1k-w-1"}, True),
+        ({"SLURM_NTASKS": "1"}, False),
+        ({"SLURM_NTASKS": "4"}, True),
+        ({"OMPI_COMM_WORLD_SIZE": "2"}, True),
+    ],
+)
+def test_multiprocess_launch_detection(env, expected):
+    assert parallel.is_multiprocess_launch(env) is expected

@@ -1,0 +1,104 @@
+"""The vmap sweep engine on small synthetic data: populations equal separate runs, groups by
+shape, a diverged member, the cache. (Several devices and processes, and the exercises on the
+real data: tests/integration/multidevice_sweep_test.py and studies_test.py.)"""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import BEST_FEATURES, TUNED_FEATURES, small_dataset, tiny_config
+
+from mlp_jax import loop, sweep
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return small_dataset()
+
+
+def _separate_run(config, dataset):
+    """One model trained alone by the run loop, no vmap: per epoch (train loss, val loss,
+    val acc)."""
+    history = loop.fit(config, dataset).history
+    return [(r["train_loss"], r["val_loss"], r["val_acc"]) for r in history]
+
+
+@pytest.mark.parametrize(
+    "experiment, features",
+    [
+        ("mlp_scratch", {}),
+        ("mlp_concise", TUNED_FEATURES),
+        ("mlp_concise", {**TUNED_FEATURES, "compute_dtype": "bfloat16"}),
+        pytest.param("mlp_concise", BEST_FEATURES, marks=pytest.mark.slow),
+    ],
+    ids=["scratch_sgd", "concise_tuned_features", "concise_tuned_bfloat16", "concise_best"],
+)
+def test_population_equals_separate_runs(synthetic_dir, dataset, experiment, features):
+    configs = [
+        tiny_config(
+            synthetic_dir,
+            experiment,
+            num_epochs=2,
+            batch_size=128,
+            **{**features, "seed": s, "lr": lr},
+        )
+        for s, lr in ((0, 0.1), (1, 0.1), (0, 0.5))
+    ]
+    configs[2].weight_init, configs[2].init_scale = "he", 0.0
+    assert len(sweep.group_configs(configs)) == 1
+    population = sweep.train_population(configs, dataset)
+    for config, result in zip(configs, population, strict=True):
+        alone = _separate_run(config, dataset)
+        for record, (train_loss, val_loss, val_acc) in zip(result["history"], alone, strict=True):
+            assert record["train_loss"] == pytest.approx(train_loss, rel=1e-6)
+            assert record["val_loss"] == pytest.approx(val_loss, rel=1e-6)
+            assert abs(record["val_acc"] - val_acc) <= 2 / 500
+    # Different seeds and learning rates really gave different models.
+    assert len({r["history"][-1]["train_loss"] for r in population}) == 3
+
+
+@pytest.mark.slow
+def test_population_of_one_trains_exactly_as_its_own_run(synthetic_dir, dataset):
+    # A search's candidate is a population of one: not vmapped, it is its own run, bit for bit.
+    config = tiny_config(synthetic_dir, num_epochs=2, batch_size=128, **BEST_FEATURES)
+    (result,) = sweep.train_population([config], dataset)
+    history = [(r["train_loss"], r["val_loss"], r["val_acc"]) for r in result["history"]]
+    assert history == _separate_run(config, dataset)
+
+
+def test_shapes_form_separate_groups_and_keep_their_order(synthetic_dir, dataset):
+    configs = [
+        tiny_config(synthetic_dir, num_hiddens=h, seed=s, num_epochs=1)
+        for h, s in ((8, 0), (16, 0), (8, 1))
+    ]
+    assert sweep.group_configs(configs) == [[0, 2], [1]]
+    results = sweep.train_population(configs, dataset, max_population=1)
+    assert [len(r["history"]) for r in results] == [1, 1, 1]
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in results)
+
+
+def test_diverged_member_does_not_spoil_the_others(synthetic_dir, dataset):
+    configs = [tiny_config(synthetic_dir, lr=lr, num_epochs=2) for lr in (0.1, 1e30)]
+    good, bad = sweep.train_population(configs, dataset)
+    (alone,) = sweep.train_population(configs[:1], dataset)
+    for record, reference in zip(good["history"], alone["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            assert np.isfinite(record[key]) and record[key] == pytest.approx(reference[key], 1e-5)
+    assert good["test_acc"] == pytest.approx(alone["test_acc"], abs=1e-6)
+    assert not np.isfinite(bad["history"][-1]["train_loss"])
+
+
+def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, dataset, tmp_path, capsys):
+    # A learning rate high enough that an earlier epoch beats the last (0.224 against 0.168).
+    configs = [tiny_config(synthetic_dir, seed=s, num_epochs=4, lr=0.3) for s in (0, 1)]
+    first = sweep.train_population(configs, dataset, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    live = capsys.readouterr().out
+    again = sweep.train_population(configs, dataset, cache_dir=tmp_path, progress=False)
+    assert again == json.loads(json.dumps(first))
+    assert all(r["train_seconds"] > 0 for r in again)
+    # A rerun's progress line reports the best the live run showed (any epoch), not "nan".
+    best = max(row["val_acc"] for r in first for row in r["history"])
+    assert best > max(r["history"][-1]["val_acc"] for r in first)  # Else the check is blind.
+    assert f"best val_acc so far {best:.4f}" in live
+    assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
