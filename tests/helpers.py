@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_jax import checkpointing, data, launch, train
 from mlp_jax import config as config_lib
-from mlp_jax import data, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 # A folder whose sitecustomize hides TensorFlow, TFDS, Keras and PyTorch from a subprocess.
@@ -133,6 +133,17 @@ RESUMABLE_EPOCHS = 3
 def resumable_config(data_dir: Path, **overrides):
     """The tiny config with the tuned recipe's features, for RESUMABLE_EPOCHS epochs."""
     return tiny_config(data_dir, num_epochs=RESUMABLE_EPOCHS, **{**TUNED_FEATURES, **overrides})
+
+
+def train_uninterrupted(data_dir: Path, workdir: Path):
+    """(workdir, result) of `resumable_config` trained with nothing interrupting it: the
+    reference every resumption must equal."""
+    return workdir, train.train_and_evaluate(resumable_config(data_dir), workdir)
+
+
+def params_fingerprint(result) -> str:
+    """The fingerprint of a finished run's parameters (what --mode=eval prints)."""
+    return checkpointing.params_fingerprint(result.state.params)
 
 
 def tree_listing(folder: Path) -> dict[str, str]:

@@ -16,24 +16,20 @@ from helpers import (
     TUNED_FEATURES,
     config_overrides,
     largest_file,
+    params_fingerprint,
     resumable_config,
     run_cli,
     start_cli,
+    train_uninterrupted,
     tree_listing,
 )
 
-from mlp_jax import checkpointing, train
-
-
-def _fingerprint(result) -> str:
-    return checkpointing.params_fingerprint(result.state.params)
+from mlp_jax import train
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(synthetic_full_dir, tmp_path_factory):
-    """A run that nothing interrupts: the reference every resumption must equal."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    return workdir, train.train_and_evaluate(resumable_config(synthetic_full_dir), workdir)
+    return train_uninterrupted(synthetic_full_dir, tmp_path_factory.mktemp("uninterrupted"))
 
 
 def test_shape_change_on_rerun_is_refused_and_moves_nothing(
@@ -108,9 +104,9 @@ def test_sigkill_mid_run_then_rerun_reaches_the_same_parameters(
     _, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     evaluated = run_cli("--mode=eval", f"--workdir={tmp_path}")
-    assert json.loads(evaluated.stdout.splitlines()[-1])["params_fingerprint"] == _fingerprint(
-        reference
-    )
+    assert json.loads(evaluated.stdout.splitlines()[-1])[
+        "params_fingerprint"
+    ] == params_fingerprint(reference)
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
@@ -132,7 +128,7 @@ def test_stop_signal_saves_a_resumable_checkpoint(
     stopped_at = int(lines[0].split("after epoch ")[1].split("/")[0])
     assert (tmp_path / "checkpoints" / str(stopped_at)).is_dir()
     resumed = train.train_and_evaluate(resumable_config(synthetic_full_dir), tmp_path)
-    assert _fingerprint(resumed) == _fingerprint(reference)
+    assert params_fingerprint(resumed) == params_fingerprint(reference)
 
 
 def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):

@@ -17,8 +17,10 @@ from helpers import (
     BEST_FEATURES,
     RESUMABLE_EPOCHS,
     largest_file,
+    params_fingerprint,
     resumable_config,
     tiny_config,
+    train_uninterrupted,
     tree_listing,
 )
 
@@ -28,15 +30,9 @@ from mlp_jax.errors import UserError
 EPOCHS = RESUMABLE_EPOCHS
 
 
-def _fingerprint(result) -> str:
-    return checkpointing.params_fingerprint(result.state.params)
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(synthetic_dir, tmp_path_factory):
-    """A run that nothing interrupts: the reference every resumption must equal."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    return workdir, train.train_and_evaluate(resumable_config(synthetic_dir), workdir)
+    return train_uninterrupted(synthetic_dir, tmp_path_factory.mktemp("uninterrupted"))
 
 
 def test_resume_from_an_earlier_checkpoint_repeats_the_run_bit_for_bit(
@@ -184,7 +180,7 @@ def test_eval_mode_matches_the_last_val_acc(uninterrupted):
     result = train.evaluate_workdir(workdir)
     assert result["epoch"] == EPOCHS
     assert result["test_acc"] == pytest.approx(reference.history[-1]["val_acc"], abs=1e-6)
-    assert result["params_fingerprint"] == _fingerprint(reference)
+    assert result["params_fingerprint"] == params_fingerprint(reference)
 
 
 def test_restore_workdir_predicts_what_evaluation_counted(uninterrupted, synthetic_dir):
