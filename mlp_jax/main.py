@@ -62,13 +62,13 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         errors.fail("--workdir is required")
     # Imported here so that flag errors are reported before JAX starts.
-    from mlp_jax import parallel, train  # noqa: PLC0415
+    from mlp_jax import parallel, progress, train  # noqa: PLC0415
 
     with errors.one_line_errors():
         _enable_compilation_cache()
         parallel.maybe_initialize_distributed()
         if FLAGS.mode == "eval":
-            print(json.dumps(train.evaluate_workdir(FLAGS.workdir)), flush=True)
+            progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir)))
             return
         train.train_and_evaluate(_loaded_config(), FLAGS.workdir)
 

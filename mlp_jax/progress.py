@@ -1,11 +1,35 @@
-"""What a sweep shows while it runs: a live bar on a terminal or in a notebook, plain lines
-elsewhere; told between epochs, never from inside a compiled one."""
+"""What a run shows while it runs: its lines on stdout (`show`), and a sweep's live bar on a
+terminal or in a notebook, plain lines elsewhere; told between epochs, never from inside a
+compiled one."""
 
+import os
+import sys
 import time
 
 import jax
 import rich.console
 import rich.progress
+
+_stdout_gone = False
+
+
+def show(*parts) -> None:
+    """Prints one line for the user on stdout. A stream that closed or broke (the command
+    piped into `head`, a terminal gone) must not stop a run or lose a save: that line and
+    every later one are dropped, and the run goes on."""
+    global _stdout_gone
+    if _stdout_gone:
+        return
+    try:
+        print(*parts, flush=True)
+    except (OSError, ValueError):  # A broken pipe, a dead terminal, a closed stream.
+        _stdout_gone = True
+        # What is still buffered goes nowhere, so the interpreter's last flush cannot fail.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 class Progress:
@@ -81,10 +105,9 @@ class Progress:
             left = self._model_epochs - self._done_model_epochs
             remaining = self._trained_seconds / max(self._trained_model_epochs, 1) * left
             took = "cached" if cached else f"{seconds:.1f} s"
-            print(
+            show(
                 f"{self._label}: {num_epochs} epochs, {took}; best val_acc so far "
-                f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left",
-                flush=True,
+                f"{self._best:.4f}; {elapsed:.0f} s elapsed, about {remaining:.0f} s left"
             )
 
     def _note_best(self, val_accs: list[float]) -> None:

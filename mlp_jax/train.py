@@ -24,6 +24,7 @@ from mlp_jax import (
     models,
     parallel,
     plots,
+    progress,
     steps,
     writers,
 )
@@ -127,7 +128,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> Non
 
 def _print(*args) -> None:
     if jax.process_index() == 0:
-        print(*args, flush=True)
+        progress.show(*args)
 
 
 def train_and_evaluate(
@@ -160,11 +161,13 @@ def train_and_evaluate(
     with contextlib.ExitStack() as cleanup:
         if is_main_process:  # Before anything in the workdir is touched.
             cleanup.enter_context(files.workdir_lock(workdir))
+        # Entered before the store, so left after its last save is written: a signal while
+        # it is written (a second Ctrl-C) is one more stop request, not an exception.
+        stop = cleanup.enter_context(_StopRequests())
         store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
         cleanup.callback(store.close)
         if store.saved_epochs():
             _refuse_changed_config(config, workdir)
-        stop = cleanup.enter_context(_StopRequests())
 
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)

@@ -26,7 +26,6 @@ from tensorboard.util import tensor_util
 
 from mlp_jax import files
 
-
 _WRITERS_MADE = itertools.count()
 
 

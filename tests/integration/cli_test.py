@@ -11,6 +11,7 @@ from helpers import (
     TRAINED_EPOCHS,
     assert_one_line_error,
     run_cli,
+    start_cli,
 )
 
 
@@ -182,3 +183,23 @@ def test_model_too_large_for_memory_fails_in_one_line_before_allocating(syntheti
     )
     assert_one_line_error(result, "out of memory", "318.0 GB", "config.num_hiddens=100000000")
     assert not list((tmp_path / "run" / "checkpoints").glob("[0-9]*"))
+
+
+def test_a_closed_output_stream_does_not_stop_the_run(synthetic_dir, tmp_path):
+    # `python -m mlp_jax.main ... | head -2`: the progress lines are for the user; once no one
+    # reads them, the run trains to its last epoch and saves it, silently.
+    process = start_cli(
+        *TINY,
+        f"--workdir={tmp_path}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_epochs=4",
+    )
+    read = [process.stdout.readline() for _ in range(2)]
+    process.stdout.close()  # As head does after its lines.
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 0, stderr
+    assert "compiled in" in read[0] and read[1].startswith("epoch   1/4")
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert (tmp_path / "checkpoints" / "4").is_dir()

@@ -8,7 +8,9 @@ easily gets wrong.
 """
 
 import json
+import os
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -229,3 +231,26 @@ def test_resuming_a_schedule_with_another_length_is_refused(synthetic_dir, tmp_p
         tiny_config(synthetic_dir, num_epochs=2), tmp_path / "constant"
     )
     assert [r["epoch"] for r in extended.history] == [1, 2]
+
+
+def test_a_signal_while_the_last_checkpoint_is_written_loses_nothing(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # A second Ctrl-C during the final save: the stop handler still holds, so it is one more
+    # stop request, and the save completes.
+    close = checkpointing.CheckpointStore.close
+
+    def interrupted_close(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        close(self)
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "close", interrupted_close)
+    try:
+        result = train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    except KeyboardInterrupt:
+        pytest.fail("the signal during the last save interrupted it")
+    monkeypatch.undo()
+    assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 2
+    assert params_fingerprint(result) == checkpointing.params_fingerprint(
+        checkpointing.restore_workdir(tmp_path).state.params
+    )
