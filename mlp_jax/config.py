@@ -13,6 +13,7 @@ hashable object built from the config by `EpochOptions.from_config`.
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 import ml_collections
+from ml_collections import config_flags
 
 from mlp_jax import files
 from mlp_jax.errors import UserError, closest
@@ -148,7 +150,11 @@ def load_module(path: str | os.PathLike) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, resolved)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # Dataclasses (Flax modules) look their module up there.
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]  # A file that failed is loaded afresh next time.
+            raise
         _LOADED_FILES[resolved] = module
     return _LOADED_FILES[resolved]
 
@@ -164,6 +170,77 @@ def load_experiment(path: str | os.PathLike) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise UserError(f"{module.__file__}: defines no get_config(); an experiment file must")
     return module.get_config()
+
+
+def check_base_fields(config, source: str = "the config") -> None:
+    """Refuses what is not an experiment config: not a ConfigDict, or one without the fields
+    of `base_config()` (a `get_config` that built its own from scratch).
+
+    Args:
+      config: what a get_config() returned.
+      source: where it came from, for the message (e.g. its file).
+
+    Raises:
+      UserError: naming the source, what is wrong and the fix.
+    """
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(
+            f"{source} is a {type(config).__name__}, not an ml_collections.ConfigDict; "
+            "get_config() must return mlp_jax.config.base_config() with its fields set"
+        )
+    missing = sorted(set(base_config().keys()) - set(config.keys()))
+    if missing:
+        raise UserError(
+            f"{source} lacks the field {missing[0]!r}"
+            f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} of "
+            "mlp_jax.config.base_config(); start get_config() from base_config()"
+        )
+
+
+def require_fields(config, fields: tuple[str, ...], kind: str, source: str) -> None:
+    """Refuses a config that lacks the fields a command needs (an exercise's, a search's),
+    naming the first missing one and the kind of file expected."""
+    missing = [
+        f for f in fields if not isinstance(config, ml_collections.ConfigDict) or f not in config
+    ]
+    if missing:
+        raise UserError(f"{source} is not {kind}: it lacks the field {missing[0]!r}")
+
+
+def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()):
+    """The config a `--config=FILE` flag loaded, refused in one line when it cannot serve:
+    the flag missing, the file unreadable, or not of the kind the command needs.
+
+    Args:
+      flag: the flag's holder, e.g. `absl.flags.FLAGS["config"]`.
+      example: a file of the right kind, for the messages.
+      kind: what the command needs (e.g. "an exercise file"); with `fields` empty, an
+        experiment config (the base fields) is needed.
+      fields: the fields that kind of file has.
+
+    Raises:
+      UserError: naming the flag or the file, and the fix.
+    """
+    if not flag.present:
+        raise UserError(f"--config is required, e.g. --config={example}")
+    path = config_flags.get_config_filename(flag)
+    config = flag.value
+    try:
+        config.get("model")  # ml_collections defers some load errors to first use.
+    except OSError as e:
+        reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+        raise UserError(f"--config={path} could not be loaded: {reason}") from None
+    except AttributeError:  # Not a mapping at all: the checks below name what it is.
+        pass
+    if fields:
+        require_fields(config, fields, f"{kind} (e.g. {example})", path)
+    else:
+        check_base_fields(config, f"{path}: its get_config()")
+    return config
+
+
+# Seeds become JAX keys (uint32 words) and numpy generators: whole numbers in this range.
+MAX_SEED = 2**32 - 1
 
 
 def _check(condition: bool, key: str, value, requirement: str) -> None:
@@ -182,12 +259,23 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
     Raises:
       UserError: naming the first bad or unknown key and what it must be.
     """
+    check_base_fields(config)
     known = set(base_config().keys()) | model_fields
     unknown = sorted(set(config.keys()) - known)
     if unknown:
         raise UserError(
             f"unknown config key {unknown[0]!r}{closest(unknown[0], known)} (known: "
             f"{', '.join(sorted(known))}); fix the experiment file or the --config.KEY override"
+        )
+    for key, value in config.items():  # NaN and infinity pass every comparison below.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config.{key}={value} is invalid: must be a finite number")
+    for key in ("seed", "split_seed"):
+        _check(
+            isinstance(config[key], int) and 0 <= config[key] <= MAX_SEED,
+            key,
+            config[key],
+            f"must be a whole number in 0..{MAX_SEED}",
         )
     _check(config.lr > 0, "lr", config.lr, "must be > 0")
     _check(config.batch_size >= 1, "batch_size", config.batch_size, "must be >= 1")

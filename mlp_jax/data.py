@@ -211,8 +211,11 @@ def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split
     for label, directory in candidate_dirs(data_dir):
         if has_idx_files(directory):
             return read_idx_split(directory, "train"), read_idx_split(directory, "test")
-        if label == "--config.data_dir":
-            raise UserError(f"--config.data_dir={directory} lacks the Fashion-MNIST IDX files")
+        if label in ("--config.data_dir", f"${ENV_VAR}"):  # The user asked for that folder.
+            raise UserError(
+                f"{label}={directory} lacks the Fashion-MNIST IDX files; point it at a folder "
+                f"that holds them{' or unset it' if label.startswith('$') else ''}"
+            )
         tried.append(f"{label} ({directory})")
     if use_tfds:
         try:

@@ -8,11 +8,12 @@ traceback.
 
 import contextlib
 import difflib
+import errno
 import sys
 from collections.abc import Iterable
 from typing import NoReturn
 
-from absl import flags
+from absl import flags, logging
 
 
 class UserError(Exception):
@@ -47,41 +48,95 @@ def closest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
+# What is wrong with a path, and the fix, for the errors of the file system a user can fix.
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "the device holding it is full; free space there or use another --workdir",
+    errno.EDQUOT: "the disk quota is used up; free space or use another --workdir",
+    errno.EACCES: "not allowed for this user; fix its permissions or use another --workdir",
+    errno.EPERM: "not allowed for this user; fix its permissions or use another --workdir",
+    errno.EROFS: "the file system is read-only; use a --workdir on a writable one",
+    errno.ENOTDIR: "a file stands where a folder is needed; move it away or use another path",
+    errno.EISDIR: "a folder stands where a file is needed; move it away or use another path",
+    errno.EEXIST: "something of that name is in the way; move it away or use another path",
+    errno.ENAMETOOLONG: "a name in it is too long for the file system; use a shorter path",
+    errno.ENOENT: "no such file or folder; check the path",
+}
+# Substrings of the messages of libraries that report a full disk without an errno
+# (TensorStore, Orbax): a full disk is not an out-of-memory error.
+_DISK_FULL_SIGNS = ("No space left on device", "ENOSPC", "Disk quota exceeded")
+
+
+def os_error_line(error: OSError) -> str | None:
+    """One line for a file-system error a user can fix (the path, what is wrong, the fix),
+    or None for one that is not of that kind."""
+    fix = _OS_ERROR_FIXES.get(error.errno)
+    if fix is None:
+        return None
+    where = error.filename or "a file"
+    other = f" -> {error.filename2}" if error.filename2 else ""
+    return f"{where}{other}: {error.strerror or 'failed'}: {fix}"
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether `error` is XLA's (or the host's) failure to allocate memory."""
-    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
+    text = str(error)
+    if any(sign in text for sign in _DISK_FULL_SIGNS):
+        return False
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text
 
 
 @contextlib.contextmanager
 def one_line_errors():
-    """Ends the program with one line for a UserError or an out-of-memory error."""
+    """Ends the program with one line for a UserError, a file-system error a user can fix
+    (a full disk, a read-only or misplaced path), or an out-of-memory error. Anything else is
+    a bug and keeps its traceback."""
     try:
         yield
     except UserError as e:
         fail(str(e), e.exit_code)
+    except OSError as e:
+        line = os_error_line(e)
+        if line is None:
+            raise
+        fail(line)
     except Exception as e:
+        text = str(e)
+        if any(sign in text for sign in _DISK_FULL_SIGNS):
+            fail(
+                f"the disk is full ({text.splitlines()[0][:160]}); free space on the device "
+                "holding the workdir, or use another --workdir"
+            )
         if not is_out_of_memory(e):
             raise
         fail(
-            f"out of memory ({str(e).splitlines()[0][:160]}); lower the sizes that set it: "
+            f"out of memory ({text.splitlines()[0][:160]}); lower the sizes that set it: "
             f"config.{', config.'.join(MEMORY_KEYS)}"
         )
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser with every flag or config error reported as one line; for
-    `app.run(main, flags_parser=parse_flags)`."""
+    `app.run(main, flags_parser=parse_flags)`. (What ml_collections logs while it loads a
+    config file, a `get_config()` returning None, say, is said by that one line instead.)"""
+    previous = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f"{str(e).splitlines()[0]} (see --helpshort)")
     except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
         fail(_config_error(e, argv))
+    finally:
+        if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
+            logging.set_verbosity(previous)
 
 
 def _config_error(error: Exception, argv: list[str]) -> str:
     """One line for an error raised while a --config file was loaded or overridden."""
     overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    path = _config_path(argv)
+    if isinstance(error, AttributeError) and "get_config" in str(error) and path:
+        return f"{path}: defines no get_config(); an experiment file must (see experiments/)"
     if isinstance(error, AttributeError | KeyError):
         cause = error  # ml_collections wraps a KeyError (whose str is a repr) in AttributeError.
         while cause.args and isinstance(cause.args[0], BaseException):
@@ -98,9 +153,14 @@ def _config_error(error: Exception, argv: list[str]) -> str:
     return f"--config: {type(error).__name__}: {reason}"
 
 
+def _config_path(argv: list[str]) -> str | None:
+    """The file `--config=PATH` names in `argv`, if any."""
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+
+
 def _known_keys(argv: list[str]) -> list[str]:
     """The top-level keys of the --config file named in `argv` (none if it cannot load)."""
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    path = _config_path(argv)
     if path is None:
         return []
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from etils import epath
 
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, os_error_line
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
@@ -96,6 +96,47 @@ def read_record(path: epath.Path):
             f"{path}: not valid JSON ({e}); restore it (git checkout -- {path.name} in its "
             "folder) or delete it to measure again"
         ) from None
+
+
+def prepare_folder(
+    folder: epath.Path,
+    what: str = "--workdir",
+    folders: tuple[str, ...] = (),
+    regular_files: tuple[str, ...] = (),
+) -> None:
+    """Makes sure a command can write into `folder` before it starts its work: a folder (made
+    if missing) that this process can write a file into, in which each of `folders` is a
+    folder and each of `regular_files` a file where they exist.
+
+    Args:
+      folder: the folder (local or remote).
+      what: how the user named it, for the message (e.g. "--workdir").
+      folders, regular_files: names inside it that must be of that kind.
+
+    Raises:
+      UserError: naming the path, what is wrong and the fix.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what}={folder} is a file, not a folder; move it away or use another")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_probe.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{what}={folder} cannot be written: {os_error_line(e) or e}") from None
+    for name in folders:
+        if (folder / name).exists() and not (folder / name).is_dir():
+            raise UserError(
+                f"{folder / name} is a file where the run keeps a folder; move it away or use "
+                f"another {what}"
+            )
+    for name in regular_files:
+        if (folder / name).is_dir():
+            raise UserError(
+                f"{folder / name} is a folder where the run keeps a file; move it away or use "
+                f"another {what}"
+            )
 
 
 LOCK_FILE = ".lock"

@@ -13,6 +13,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mlp_jax import config as config_lib
 from mlp_jax import errors
 
 FLAGS = flags.FLAGS
@@ -39,19 +40,6 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _loaded_config():
-    """FLAGS.config, with the load errors ml_collections defers to first use made one line."""
-    config = FLAGS.config
-    if config is None:
-        errors.fail("--config is required to train, e.g. --config=experiments/mlp_scratch.py")
-    try:
-        config.get("model")
-    except OSError as e:
-        reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-        errors.fail(f"--config could not be loaded: {reason}")
-    return config
-
-
 def main(argv: list[str]) -> None:
     """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
     if len(argv) > 1:
@@ -65,12 +53,15 @@ def main(argv: list[str]) -> None:
     from mlp_jax import parallel, progress, train  # noqa: PLC0415
 
     with errors.one_line_errors():
+        config = None
+        if FLAGS.mode == "train":
+            config = config_lib.flag_config(FLAGS["config"], "experiments/mlp_scratch.py")
         _enable_compilation_cache()
         parallel.maybe_initialize_distributed()
         if FLAGS.mode == "eval":
             progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir)))
             return
-        train.train_and_evaluate(_loaded_config(), FLAGS.workdir)
+        train.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

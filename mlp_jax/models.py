@@ -6,13 +6,16 @@ file (or an importable module), so the library imports no experiment.
 """
 
 import dataclasses
+import functools
 import importlib
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from mlp_jax import config as config_lib
+from mlp_jax.data import NUM_CLASSES, NUM_PIXELS
 from mlp_jax.errors import UserError
 
 ACTIVATIONS = {
@@ -62,13 +65,21 @@ def model_class(config: ml_collections.ConfigDict) -> type[nn.Module]:
             module = config_lib.load_module(location)
         else:
             module = importlib.import_module(location)
-        cls = getattr(module, class_name)
-    except (ImportError, AttributeError, ValueError, UserError) as e:
+    except UserError as e:
+        raise UserError(f"config.model={config.model!r} cannot be loaded ({e})") from None
+    except Exception as e:  # noqa: BLE001  (the model's file runs; it may raise anything)
         raise UserError(
-            f"config.model={config.model!r} cannot be loaded ({e}); give it as "
-            "'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
-            "'experiments/mlp_scratch.py:MLPScratch'"
+            f"config.model={config.model!r} cannot be loaded: {location} raised "
+            f"{_one_line(e)}; fix that file"
         ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise UserError(
+            f"config.model={config.model!r} cannot be loaded: {location} defines no "
+            f"{class_name!r}; give the "
+            "model as 'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
+            "'experiments/mlp_scratch.py:MLPScratch'"
+        )
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise UserError(f"config.model={config.model!r} is not a flax.linen.Module class")
     return cls
@@ -81,13 +92,66 @@ def model_fields(cls: type[nn.Module]) -> frozenset[str]:
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Instantiates the config's model, taking each hyperparameter from the config field of
-    the same name (fields the config lacks keep the class default)."""
+    the same name (fields the config lacks keep the class default).
+
+    Raises:
+      UserError: the class needs a field the config does not give.
+    """
     cls = model_class(config)
     kwargs = {name: config[name] for name in model_fields(cls) if name in config}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # A field without a default that the config does not set.
+        raise UserError(
+            f"config.model={config.model!r} cannot be built from the config ({_one_line(e)}); "
+            "set each field it needs in the experiment file"
+        ) from None
+
+
+@functools.cache
+def _logits_of(model: nn.Module) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of a model's output for 2 images, traced, never computed."""
+    images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
+    return jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], images)
+
+
+def check_logits(model: nn.Module, config: ml_collections.ConfigDict) -> None:
+    """Refuses, before anything compiles, a model that does not map a batch of flattened
+    images (B, 784) to float logits (B, 10), the model's contract.
+
+    Raises:
+      UserError: naming the model, what it gives or raises, and the fix.
+    """
+    try:
+        logits = _logits_of(model)
+    except Exception as e:  # noqa: BLE001  (the model's own code runs; it may raise anything)
+        raise UserError(
+            f"config.model={config.model!r} fails on a batch of images ({_one_line(e)}); fix "
+            "the model or the config fields it reads"
+        ) from None
+    shape, dtype = getattr(logits, "shape", None), getattr(logits, "dtype", None)
+    if shape == (2, NUM_CLASSES) and dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+        return
+    given = f"{dtype} logits of shape {shape}" if shape is not None else type(logits).__name__
+    fix = "make it return one float logit per class"
+    if config.get("num_outputs", NUM_CLASSES) != NUM_CLASSES:
+        fix = f"set config.num_outputs={NUM_CLASSES} (it is {config.num_outputs})"
+    raise UserError(
+        f"config.model={config.model!r} gives {given} for 2 images, where Fashion-MNIST's "
+        f"{NUM_CLASSES} classes need float logits of shape (2, {NUM_CLASSES}); {fix}"
+    )
 
 
 def resolve_model(config: ml_collections.ConfigDict) -> nn.Module:
-    """Validates the config against the library's and the model's fields; builds the model."""
+    """Validates the config against the library's and the model's fields; builds the model
+    and checks its contract (`check_logits`)."""
+    config_lib.check_base_fields(config)
     config_lib.validate(config, model_fields(model_class(config)))
-    return build_model(config)
+    model = build_model(config)
+    check_logits(model, config)
+    return model
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__

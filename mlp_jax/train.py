@@ -155,7 +155,9 @@ def train_and_evaluate(
     model = models.resolve_model(config)
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     workdir = files.as_path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    files.prepare_folder(
+        workdir, folders=(checkpointing.CHECKPOINT_DIR,), regular_files=(files.LOCK_FILE,)
+    )
     is_main_process = jax.process_index() == 0
     clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:

@@ -203,3 +203,50 @@ def test_a_closed_output_stream_does_not_stop_the_run(synthetic_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert (tmp_path / "checkpoints" / "4").is_dir()
+
+
+CONFIG_FILES = {
+    "no_get_config": "x = 1\n",
+    "a_dict": "def get_config():\n    return {'lr': 0.1}\n",
+    "none": "def get_config():\n    return None\n",
+    "no_base_fields": (
+        "import ml_collections\n\n\ndef get_config():\n"
+        "    config = ml_collections.ConfigDict()\n    config.lr = 0.1\n    return config\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "module, source, fragments",
+    [
+        ("mlp_jax.main", "no_get_config", ["no_get_config.py: defines no get_config()"]),
+        ("mlp_jax.main", "a_dict", ["a_dict.py: its get_config() is a dict, not an"]),
+        ("mlp_jax.main", "none", ["none.py: its get_config() is a NoneType"]),
+        ("mlp_jax.main", "no_base_fields", ["no_base_fields.py: its get_config() lacks the"]),
+        ("experiments.studies.exercises.run", None, ["--config is required, e.g."]),
+        ("experiments.studies.search.run", None, ["--config is required, e.g."]),
+        (
+            "experiments.studies.exercises.run",
+            "experiments/mlp_scratch.py",
+            ["is not an exercise file", "lacks the field 'name'"],
+        ),
+        (
+            "experiments.studies.search.run",
+            "experiments/studies/exercises/width.py",
+            ["is not a search file", "lacks the field 'title'"],
+        ),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module, source, fragments):
+    args = [f"--results_dir={tmp_path / 'results'}"] if module != "mlp_jax.main" else []
+    if source in CONFIG_FILES:
+        (tmp_path / f"{source}.py").write_text(CONFIG_FILES[source])
+        args.append(f"--config={tmp_path / source}.py")
+    elif source is not None:
+        args.append(f"--config={source}")
+    workdir = tmp_path / "run"
+    result = run_cli(*args, f"--workdir={workdir}", module=module)
+    assert_one_line_error(result, *fragments)
+    assert not workdir.exists()  # Refused before anything was made.
+    assert not (tmp_path / "results").exists()

@@ -95,14 +95,25 @@ def test_garbage_file_is_refused(tmp_path):
 
 
 def test_missing_everywhere_lists_sources(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "DEBIAN_DIR", str(tmp_path / "no-debian"))
     with pytest.raises(UserError) as e:
         data.load_fashion_mnist(use_tfds=False)
     message = str(e.value)
     assert "\n" not in message
-    assert "$FASHION_MNIST_DIR" in message and "Debian package" in message
+    assert "Debian package" in message
     assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_a_data_folder_named_by_the_environment_must_hold_the_files(tmp_path, monkeypatch):
+    # The user asked for that folder: it is not silently passed over for the system's copy.
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as e:
+        data.load_fashion_mnist(use_tfds=False)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"$FASHION_MNIST_DIR={tmp_path / 'nowhere'} lacks the")
+    assert "or unset it" in message
 
 
 def test_explicit_data_dir_without_files_is_an_error(tmp_path):

@@ -23,9 +23,22 @@ from matplotlib.figure import Figure
 from ml_collections import config_flags
 
 from benchmarks import report
+from mlp_jax import config as config_lib
 from mlp_jax import data, errors, files, metrics, models, plots, search, sweep
 
 FLAGS = flags.FLAGS
+# What an exercise file holds (see the module's docstring), and one of them.
+EXERCISE_FIELDS = (
+    "name",
+    "question",
+    "train",
+    "sweep",
+    "quick_sweep",
+    "quick_num_epochs",
+    "x",
+    "plot",
+)
+EXAMPLE = "experiments/studies/exercises/width.py"
 
 
 def _define_flags() -> None:
@@ -151,8 +164,11 @@ def main(argv) -> None:
     """Runs the exercise the flags name; user errors become one line."""
     del argv
     with errors.one_line_errors():
-        run_exercise(FLAGS.config, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
-    print((files.as_path(FLAGS.results_dir) / f"{FLAGS.config.name}.md").read_text())
+        exercise = config_lib.flag_config(
+            FLAGS["config"], EXAMPLE, "an exercise file", EXERCISE_FIELDS
+        )
+        run_exercise(exercise, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
+    print((files.as_path(FLAGS.results_dir) / f"{exercise.name}.md").read_text())
 
 
 if __name__ == "__main__":

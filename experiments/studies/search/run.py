@@ -23,10 +23,23 @@ from absl import app, flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
+from mlp_jax import config as config_lib
 from mlp_jax import data, errors, files, metrics, models, plots, search
 from mlp_jax.config import base_config
 
 FLAGS = flags.FLAGS
+# What a search file holds (see joint_search.py), and one of them.
+SEARCH_FIELDS = (
+    "title",
+    "train",
+    "space",
+    "num_candidates",
+    "rungs",
+    "eta",
+    "final_epochs",
+    "seed",
+)
+EXAMPLE = "experiments/studies/search/joint_search.py"
 
 
 def _define_flags() -> None:
@@ -143,6 +156,9 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     candidates = search.draw_candidates(search_config, quick)
     for candidate in candidates:
         models.resolve_model(candidate)  # Validates every candidate before anything trains.
+    # And where the results go, so that a search of hours cannot fail at its last line.
+    files.prepare_folder(files.as_path(results_dir), "--results_dir")
+    files.prepare_folder(files.as_path(tuned_config).parent, "--tuned_config's folder")
     train = search_config.train
     dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir = files.as_path(results_dir)
@@ -154,7 +170,6 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     )
     winner = ml_collections.ConfigDict(candidates[history[-1][0]["candidate"]].to_dict())
     winner.num_epochs = search_config[f"{prefix}final_epochs"]
-    results_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "quick": quick,
         "train": search.searched_config(train),
@@ -186,8 +201,11 @@ def main(argv) -> None:
     """Runs the search the flags name; user errors become one line."""
     del argv
     with errors.one_line_errors():
+        search_config = config_lib.flag_config(
+            FLAGS["config"], EXAMPLE, "a search file", SEARCH_FIELDS
+        )
         record = run_search(
-            FLAGS.config,
+            search_config,
             FLAGS.results_dir,
             FLAGS.workdir,
             FLAGS.tuned_config,

@@ -1,0 +1,232 @@
+"""The fault trial, in-process: faults a user can make in the config, the model, the data and
+the workdir, each row run against a workdir that holds a good run, asserting one line that
+names the key or the file, and the workdir's checkpoints byte for byte unchanged.
+
+(Faults that need a whole process, signals, streams and flags, are in
+tests/integration/cli_test.py and checkpointing_cli_test.py.)
+"""
+
+import errno
+import math
+import shutil
+
+import pytest
+from helpers import TRAINED_EPOCHS, tiny_config, tree_listing
+
+from mlp_jax import files, train
+from mlp_jax.errors import UserError, os_error_line
+
+# (config field, bad value, what the one line says). Each row changes one field of the tiny
+# config that trained the workdir.
+CONFIG_FAULTS = [
+    ("lr", math.nan, "config.lr=nan is invalid: must be a finite number"),
+    ("lr", math.inf, "config.lr=inf is invalid: must be a finite number"),
+    ("lr", -math.inf, "config.lr=-inf is invalid: must be a finite number"),
+    ("lr", 0.0, "config.lr=0.0 is invalid: must be > 0"),
+    ("lr", -0.1, "config.lr=-0.1 is invalid: must be > 0"),
+    ("momentum", math.nan, "config.momentum=nan is invalid: must be a finite number"),
+    ("weight_decay", math.inf, "config.weight_decay=inf is invalid: must be a finite number"),
+    ("weight_decay", -0.1, "config.weight_decay=-0.1 is invalid: must be >= 0"),
+    ("label_smoothing", math.nan, "config.label_smoothing=nan is invalid: must be a finite number"),
+    ("label_smoothing", 1.0, "config.label_smoothing=1.0 is invalid: must be in [0, 1)"),
+    ("ema_decay", math.nan, "config.ema_decay=nan is invalid: must be a finite number"),
+    ("ema_decay", 1.0, "config.ema_decay=1.0 is invalid: must be in [0, 1)"),
+    ("init_scale", math.nan, "config.init_scale=nan is invalid: must be a finite number"),
+    ("dropout", math.nan, "config.dropout=nan is invalid: must be a finite number"),
+    ("dropout", 1.0, "config.dropout=1.0 is invalid: must be in [0, 1)"),
+    ("augment_rotate", math.inf, "config.augment_rotate=inf is invalid: must be a finite number"),
+    ("augment_rotate", 200.0, "config.augment_rotate=200.0 is invalid"),
+    ("augment_scale", math.nan, "config.augment_scale=nan is invalid: must be a finite number"),
+    ("augment_scale", 1.0, "config.augment_scale=1.0 is invalid: must be in [0, 1)"),
+    ("augment_elastic", -1.0, "config.augment_elastic=-1.0 is invalid: must be >= 0"),
+    ("augment_erase", 1.5, "config.augment_erase=1.5 is invalid: must be in [0, 1]"),
+    ("augment_shift", 9, "config.augment_shift=9 is invalid: must be in 0..8"),
+    ("mixup_alpha", math.nan, "config.mixup_alpha=nan is invalid: must be a finite number"),
+    ("mixup_alpha", -0.2, "config.mixup_alpha=-0.2 is invalid: must be >= 0"),
+    ("cutmix_alpha", -1.0, "config.cutmix_alpha=-1.0 is invalid: must be >= 0"),
+    ("seed", -1, "config.seed=-1 is invalid: must be a whole number in 0..4294967295"),
+    ("seed", 2**32, "config.seed=4294967296 is invalid"),
+    ("split_seed", -1, "config.split_seed=-1 is invalid"),
+    ("split_seed", 2**40, "config.split_seed=1099511627776 is invalid"),
+    ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
+    ("eval_batch_size", 0, "config.eval_batch_size=0 is invalid: must be >= 1"),
+    ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
+    ("validation_size", -1, "config.validation_size=-1 is invalid: must be >= 0"),
+    ("warmup_epochs", -1, "config.warmup_epochs=-1 is invalid: must be >= 0"),
+    ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
+    ("num_layers", 0, "config.num_layers=0 is invalid: must be >= 1"),
+    ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
+    ("schedule", "linear", "config.schedule='linear' is invalid"),
+    ("parallel", "xmap", "config.parallel='xmap' is invalid"),
+    ("compute_dtype", "float16", "config.compute_dtype='float16' is invalid"),
+    ("norm", "batch", "config.norm='batch' is invalid"),
+    ("checkpoint_every_epochs", 0, "config.checkpoint_every_epochs=0 is invalid"),
+    ("keep_checkpoints", 0, "config.keep_checkpoints=0 is invalid: must be >= 1"),
+    ("num_devices", -1, "config.num_devices=-1 is invalid: must be >= 0"),
+    ("num_devices", 64, "config.num_devices=64, but only 1 devices exist"),
+    ("trace_epoch", -1, "config.trace_epoch=-1 is invalid: must be >= 0"),
+    ("activation", "swish2", "config.activation='swish2' is unknown"),
+    ("weight_init", "orthogonal", "config.weight_init='orthogonal' is unknown"),
+    ("num_outputs", 5, "gives float32 logits of shape (2, 5) for 2 images"),
+    ("num_outputs", 5, "set config.num_outputs=10 (it is 5)"),
+    ("model", "experiments/nope.py:MLP", "experiments/nope.py: no such file"),
+    ("model", "experiments/mlp_concise.py:NoSuchModel", "defines no 'NoSuchModel'"),
+    ("model", "no_such_package.models:MLP", "cannot be loaded"),
+    ("model", "mlp_jax.models:ACTIVATIONS", "is not a flax.linen.Module class"),
+    ("validation_size", 10**6, "trained with validation_size=0, not 1000000"),
+    ("lr", 0.2, "trained with lr=0.1, not 0.2; resume with the same config"),
+]
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_dir, tmp_path_factory):
+    """A workdir holding a good run of the tiny config; no row may change its checkpoints."""
+    workdir = tmp_path_factory.mktemp("good") / "run"
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=TRAINED_EPOCHS), workdir)
+    return workdir
+
+
+def _assert_refused_in_one_line(run, fragment: str) -> str:
+    with pytest.raises(UserError) as raised:
+        run()
+    line = str(raised.value)
+    assert "\n" not in line and fragment in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    CONFIG_FAULTS,
+    ids=lambda v: repr(v)[:40],
+)
+def test_a_bad_config_field_is_one_line_and_touches_no_checkpoint(
+    trained, synthetic_dir, key, value, fragment
+):
+    config = tiny_config(synthetic_dir, num_epochs=TRAINED_EPOCHS + 1)
+    config[key] = value
+    before = tree_listing(trained / "checkpoints")
+    _assert_refused_in_one_line(lambda: train.train_and_evaluate(config, trained), fragment)
+    assert tree_listing(trained / "checkpoints") == before
+
+
+class _Linear:
+    """Sources of models that break the contract, each a file of its own."""
+
+    RAISES_AT_IMPORT = "raise RuntimeError('this file is broken')\n"
+    NEEDS_A_FIELD = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n    width: int\n\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        return nn.Dense(10)(x)\n"
+    )
+    RAISES_AT_INIT = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        raise ValueError('no logits today')\n"
+    )
+    INTEGER_LOGITS = (
+        "import flax.linen as nn\nimport jax.numpy as jnp\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        return jnp.round(nn.Dense(10)(x)).astype(jnp.int32)\n"
+    )
+    ONE_LOGIT_AN_IMAGE = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        return nn.Dense(1)(x)[:, 0]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        (_Linear.RAISES_AT_IMPORT, "raised RuntimeError: this file is broken; fix that file"),
+        (_Linear.NEEDS_A_FIELD, "cannot be built from the config (TypeError:"),
+        (_Linear.RAISES_AT_INIT, "fails on a batch of images (ValueError: no logits today)"),
+        (_Linear.INTEGER_LOGITS, "gives int32 logits of shape (2, 10)"),
+        (_Linear.ONE_LOGIT_AN_IMAGE, "gives float32 logits of shape (2,) for 2 images"),
+    ],
+    ids=["import", "field", "init", "dtype", "shape"],
+)
+def test_a_model_that_breaks_the_contract_is_one_line_before_anything_compiles(
+    trained, synthetic_dir, tmp_path, source, fragment
+):
+    path = tmp_path / f"model_{abs(hash(source))}.py"
+    path.write_text(source)
+    config = tiny_config(synthetic_dir)
+    for key in ("num_hiddens", "num_outputs", "num_layers", "activation", "weight_init"):
+        del config[key]
+    for key in ("init_scale", "dropout", "norm", "residual"):
+        del config[key]
+    config.model = f"{path}:Model"
+    _assert_refused_in_one_line(lambda: train.train_and_evaluate(config, tmp_path / "w"), fragment)
+    assert not (tmp_path / "w").exists()  # Refused before the workdir was made.
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("workdir_is_a_file", "is a file, not a folder"),
+        ("checkpoints_is_a_file", "checkpoints is a file where the run keeps a folder"),
+        ("lock_is_a_folder", ".lock is a folder where the run keeps a file"),
+        ("name_too_long", "too long for the file system"),
+        ("not_writable", "cannot be written"),
+        ("data_dir_empty", "lacks the Fashion-MNIST IDX files"),
+        ("data_file_truncated", "train-labels-idx1-ubyte: truncated"),
+    ],
+)
+def test_a_bad_path_is_one_line_naming_it(
+    trained, synthetic_dir, tmp_path, monkeypatch, damage, fragment
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    config = tiny_config(synthetic_dir, num_epochs=TRAINED_EPOCHS + 1)
+    if damage == "workdir_is_a_file":
+        workdir = tmp_path / "a_file"
+        workdir.write_text("")
+    elif damage == "checkpoints_is_a_file":
+        workdir = tmp_path / "fresh"
+        workdir.mkdir()
+        (workdir / "checkpoints").write_text("")
+    elif damage == "lock_is_a_folder":
+        (workdir / ".lock").unlink()
+        (workdir / ".lock").mkdir()
+    elif damage == "name_too_long":
+        workdir = tmp_path / ("x" * 300)
+    elif damage == "not_writable":  # As a read-only mount would (the tests run as root).
+
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self))
+
+        monkeypatch.setattr(type(files.as_path(tmp_path)), "write_text", refuse)
+    elif damage == "data_dir_empty":
+        (tmp_path / "empty").mkdir()
+        config.data_dir = str(tmp_path / "empty")
+    elif damage == "data_file_truncated":
+        broken = tmp_path / "broken"
+        shutil.copytree(synthetic_dir, broken)
+        labels = broken / "train-labels-idx1-ubyte"
+        labels.write_bytes(labels.read_bytes()[:1000])
+        config.data_dir = str(broken)
+    on_the_copy = damage in ("lock_is_a_folder", "not_writable") or damage.startswith("data")
+    copied = tree_listing(tmp_path / "run" / "checkpoints") if on_the_copy else None
+    _assert_refused_in_one_line(lambda: train.train_and_evaluate(config, workdir), fragment)
+    monkeypatch.undo()
+    if copied is not None:  # Its checkpoints as they were.
+        assert tree_listing(tmp_path / "run" / "checkpoints") == copied
+
+
+@pytest.mark.parametrize(
+    "code, fix",
+    [
+        (errno.ENOSPC, "the device holding it is full"),
+        (errno.EDQUOT, "the disk quota is used up"),
+        (errno.EACCES, "fix its permissions"),
+        (errno.EROFS, "read-only"),
+        (errno.ENOTDIR, "a file stands where a folder is needed"),
+        (errno.EISDIR, "a folder stands where a file is needed"),
+        (errno.ENAMETOOLONG, "too long"),
+    ],
+)
+def test_a_file_system_error_a_user_can_fix_is_one_line_naming_the_path(code, fix):
+    line = os_error_line(OSError(code, "what the system says", "/some/path"))
+    assert line.startswith("/some/path: what the system says: ") and fix in line
+    assert os_error_line(OSError(errno.EIO, "I/O error", "/disk")) is None  # Not the user's.
