@@ -63,7 +63,8 @@ test-all: install
 # The config reference (docs/config.md), from the comments of mlp_jax/config.py and the
 # chapter's two experiments; tests/unit/config_test.py fails when it is out of date.
 docs: install
-	$(PY) -m mlp_jax.config experiments/mlp_scratch.py experiments/mlp_concise.py > docs/config.md
+	$(PY) -m mlp_jax.config experiments/mlp_scratch.py experiments/mlp_concise.py > docs/.config.md
+	mv docs/.config.md docs/config.md
 
 lint: install
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

@@ -59,9 +59,7 @@ POPULATIONS = (1, 64, 256, 1024)
 
 def _cli(*args: str) -> tuple[launch.Finished, float]:
     """`python -m mlp_jax.main ARGS` from the repository root, and its wall seconds."""
-    result = launch.run(*args, cwd=ROOT, timeout=600)
-    if result.returncode:
-        raise RuntimeError(f"mlp_jax.main {' '.join(args)} failed: {result.stderr[-2000:]}")
+    result = launch.run(*args, cwd=ROOT, timeout=600, check=True)
     return result, result.seconds
 
 

@@ -7,8 +7,8 @@ figures show the cost of the parallel machinery, not a speed-up.
 
 import argparse
 import os
-import subprocess
-import sys
+
+from mlp_jax import launch
 
 _CHILD = "--child"
 
@@ -35,14 +35,9 @@ def run(counts: str = "1,2,4,8") -> str:
     env = {**os.environ}
     if "cuda" not in env.get("JAX_PLATFORMS", "") and "XLA_FLAGS" not in env:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={max(numbers)}"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.parallel_speed", _CHILD, f"--counts={counts}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
+    return launch.run(
+        _CHILD, f"--counts={counts}", module="benchmarks.parallel_speed", env=env, check=True
+    ).stdout
 
 
 def main() -> None:

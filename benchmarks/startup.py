@@ -22,9 +22,8 @@ def timed_run(workdir: Path, cache: Path, epochs: int) -> dict:
         f"--workdir={workdir}",
         cwd=ROOT,
         env={**os.environ, "MLP_JAX_COMPILATION_CACHE": str(cache)},
+        check=True,
     )
-    if result.returncode:
-        raise RuntimeError(f"the run failed: {result.stderr[-2000:]}")
     whole = result.seconds
     line = next(x for x in result.stdout.splitlines() if x.startswith("phases (s): "))
     phases = {k: float(v) for k, v in (item.split() for item in line[12:].split(", "))}

@@ -15,13 +15,11 @@ import contextlib
 import functools
 import io
 import os
-import subprocess
-import sys
 import time
 
 import jax
 
-from mlp_jax import data, sweep
+from mlp_jax import data, launch, sweep
 from mlp_jax.config import load_experiment
 
 _DEVICES_CHILD = "--devices-child"
@@ -81,15 +79,14 @@ def devices_table(sizes: str = "64,256", epochs: int = 1, fake_devices: int = 8)
     env = {**os.environ}
     if "XLA_FLAGS" not in env:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={fake_devices}"
-    child = [sys.executable, "-m", "benchmarks.sweep_speed", _DEVICES_CHILD]
-    result = subprocess.run(
-        [*child, f"--sizes={sizes}", f"--epochs={epochs}"],
+    return launch.run(
+        _DEVICES_CHILD,
+        f"--sizes={sizes}",
+        f"--epochs={epochs}",
+        module="benchmarks.sweep_speed",
         env=env,
-        capture_output=True,
-        text=True,
         check=True,
-    )
-    return result.stdout
+    ).stdout
 
 
 def _devices_rows(sizes: list[int], epochs: int) -> str:

@@ -228,7 +228,7 @@ def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split
 
 
 def load_training_split(data_dir: str = "") -> Split:
-    """The 60,000 training images alone, from IDX files: for searches that must not read the
+    """The training images alone, from IDX files: for searches that must not read the
     test split at all."""
     directory = find_idx_dir(data_dir)
     if directory is None:

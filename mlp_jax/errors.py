@@ -1,6 +1,6 @@
 """Errors a user can fix, and the one place where they become one line on stderr.
 
-Every command (`mlp_jax.main`, `mlp_jax.exercises`, `mlp_jax.tune`) parses its flags with
+Every command (`mlp_jax.main`, the studies' `experiments.studies.*.run`) parses its flags with
 `parse_flags` and runs with `one_line_errors`, so a bad flag, a bad config, bad data or an
 out-of-memory model ends the program with `error: ...` on one line, a non-zero exit and no
 traceback.

@@ -57,18 +57,26 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
     timeout: float | None = None,
+    check: bool = False,
 ) -> Finished:
     """Runs `python -m MODULE ARGS` to its end (see `start`), timed from outside.
 
     Raises:
       subprocess.TimeoutExpired: it ran past `timeout` seconds (it is killed).
+      RuntimeError: with `check`, it failed; the message ends with its stderr.
     """
     t0 = time.perf_counter()
     process = start(*args, module=module, env=env, cwd=cwd)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # A timeout, a Ctrl-C: no child outlives its caller.
         process.kill()
         process.communicate()
         raise
-    return Finished(process.returncode, stdout, stderr, time.perf_counter() - t0)
+    finished = Finished(process.returncode, stdout, stderr, time.perf_counter() - t0)
+    if check and finished.returncode:
+        raise RuntimeError(
+            f"python -m {module} {' '.join(args)} failed ({finished.returncode}): "
+            f"{finished.stderr[-2000:]}"
+        )
+    return finished

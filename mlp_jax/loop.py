@@ -23,6 +23,10 @@ from mlp_jax.config import EpochOptions
 from mlp_jax.errors import UserError
 
 
+class Diverged(UserError):
+    """The loss or the parameters stopped being finite after an epoch."""
+
+
 class Run(NamedTuple):
     """What stays fixed while a model trains.
 
@@ -130,7 +134,7 @@ def epochs(
         without it).
 
     Raises:
-      UserError: the loss or the parameters are not finite after an epoch (it is not
+      Diverged: the loss or the parameters are not finite after an epoch (it is not
         yielded, so nothing of it is saved).
     """
     config, runner = run.config, run.runner
@@ -155,7 +159,7 @@ def epochs(
         eval_seconds = time.perf_counter() - t0 - seconds
         params_finite = bool(_all_finite(runner.unreplicate(state.params)))
         if not (math.isfinite(record["train_loss"]) and params_finite):
-            raise UserError(
+            raise Diverged(
                 f"training diverged: the loss is {record['train_loss']} in epoch {epoch}; "
                 f"nothing of it was saved; lower --config.lr (now {config.lr})"
             )
@@ -173,12 +177,17 @@ def fit(
     Args:
       config: a resolved experiment config.
       dataset: the splits (its test split is not read).
-      state: a single-copy state to continue from; default a fresh one from `config.seed`.
+      state: a single-copy state to continue from, default a fresh one from `config.seed`;
+        its buffers are donated to the first epoch, so the caller's copy is used up.
 
     Returns:
       The final state (one copy), the epochs' records, and the seconds spent making the
-      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds)
-      and validating ("eval").
+      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds),
+      validating ("eval"), and in the whole epoch loop ("loop": wall time, checks and
+      host work between epochs included, as a peer's loop is timed).
+
+    Raises:
+      Diverged: as `epochs` does.
     """
     t0 = time.perf_counter()
     model = models.resolve_model(config)
@@ -199,5 +208,6 @@ def fit(
         "compile": t2 - t1,
         "train": sum(record["train_seconds"] for record in history),
         "eval": eval_seconds,
+        "loop": time.perf_counter() - t2,
     }
     return Result(run.runner.unreplicate(state), history, seconds)

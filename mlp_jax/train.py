@@ -28,21 +28,13 @@ from mlp_jax import (
     steps,
     writers,
 )
+from mlp_jax.config import SINGLE_RUN_FIELDS
 from mlp_jax.errors import UserError
 
-# Config keys that may change between a run and its resumption without changing results.
-_RESUME_NEUTRAL_KEYS = frozenset(
-    {
-        "num_epochs",
-        "data_dir",
-        "parallel",
-        "num_devices",
-        "checkpoint_every_epochs",
-        "keep_checkpoints",
-        "eval_batch_size",
-        "trace_epoch",
-    }
-)
+# Config keys that may change between a run and its resumption without changing results:
+# what only a single run reads (devices, checkpoints, traces), where the data lie, the
+# evaluation chunk, and how many epochs (unless a schedule spans them).
+_RESUME_NEUTRAL_KEYS = SINGLE_RUN_FIELDS | {"num_epochs", "data_dir", "eval_batch_size"}
 
 
 class Interrupted(UserError):

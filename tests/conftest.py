@@ -22,9 +22,7 @@ def pytest_configure(config):
     path = tempfile.mkdtemp(prefix="mlp_jax_test_xla_cache_")
     config.stash[_CACHE] = path
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update(
-        "jax_persistent_cache_min_compile_time_secs", float(os.environ.get("MINCT", "0"))
-    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     os.environ["MLP_JAX_COMPILATION_CACHE"] = path
 

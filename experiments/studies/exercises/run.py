@@ -42,7 +42,8 @@ EXAMPLE = "experiments/studies/exercises/width.py"
 
 
 def _define_flags() -> None:
-    """The command line's flags (defined on demand: the library may import this module)."""
+    """The command line's flags (defined on demand: the tests import this module, and absl
+    allows a flag name once)."""
     flags.DEFINE_string("results_dir", "results", "Where <name>.json/.md/.png go.")
     flags.DEFINE_string("workdir", "runs/exercises", "Per-group result files, reused on reruns.")
     flags.DEFINE_bool("quick", False, "Run the reduced grid (quick_sweep, quick_num_epochs).")
@@ -78,10 +79,16 @@ def markdown(exercise, rows: list[dict], point_keys: list[str], seconds: float) 
             lines.append(f"| {budget} | {best[exercise.x]} | {max(scores):.4f} |")
     lines += [
         "",
-        f"{len(rows)} points; {seconds:.0f} s on {report.describe_processor()}, "
-        f"{time.strftime('%Y-%m-%d')}.",
+        f"{len(rows)} points; {seconds:.0f} s on {_machine()}, {time.strftime('%Y-%m-%d')}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    """The processor and how many devices the populations were spread over."""
+    import jax  # noqa: PLC0415
+
+    return f"{report.describe_processor()}, {jax.device_count()} device(s)"
 
 
 def plot(exercise, rows: list[dict], path: str | os.PathLike) -> None:
@@ -147,7 +154,7 @@ def run_exercise(
         "question": exercise.question,
         "quick": quick,
         "seconds": seconds,
-        "machine": report.describe_processor(),
+        "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
         "grid": grid,
         "train": train.to_dict(),

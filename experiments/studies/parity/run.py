@@ -30,7 +30,7 @@ _SEEDS_VARIABLE = "PARITY_SEEDS"
 
 def mlp_jax_accuracies(model: str, seeds: int, dataset=None) -> list[float]:
     """Test accuracies of the chapter's run of `model` for seeds 0..seeds-1 (one vmapped
-    population, equal to separate runs: tests/sweep_test.py)."""
+    population, equal to separate runs: tests/unit/sweep_test.py)."""
     configs = []
     for seed in range(seeds):
         config = load_experiment(MODELS[model])

@@ -43,7 +43,8 @@ EXAMPLE = "experiments/studies/search/joint_search.py"
 
 
 def _define_flags() -> None:
-    """The command line's flags (defined on demand: the library may import this module)."""
+    """The command line's flags (defined on demand: the tests import this module, and absl
+    allows a flag name once)."""
     flags.DEFINE_string("results_dir", "results", "Where tune.json and tune.png go.")
     flags.DEFINE_string("workdir", "runs/tune", "Per-population results, reused on reruns.")
     flags.DEFINE_string(

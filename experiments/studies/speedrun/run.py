@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks import report, train_speed
-from mlp_jax import data, files, launch, loop, optim, plots, search
+from mlp_jax import data, errors, files, launch, loop, optim, plots, search
 from mlp_jax.config import load_experiment
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,7 +66,11 @@ def train_recipe(config: ml_collections.ConfigDict, dataset: data.Dataset) -> di
       seconds so far, validation accuracy) per epoch]}.
     """
     one_device = ml_collections.ConfigDict({**config.to_dict(), "parallel": "none"})
-    result = loop.fit(one_device, dataset)
+    try:
+        result = loop.fit(one_device, dataset)
+    except loop.Diverged:  # A candidate of the search may; it is a row, not the end.
+        nan = float("nan")
+        return {"seconds": nan, "compile": nan, "eval": nan, "val_acc": nan, "curve": []}
     seconds = np.cumsum([record["train_seconds"] for record in result.history])
     curve = [(float(s), r["val_acc"]) for s, r in zip(seconds, result.history, strict=True)]
     phases = result.phase_seconds
@@ -98,10 +102,8 @@ def whole_process(target: float, overrides: tuple[str, ...] = ()) -> dict:
     `overrides`: wall seconds and the last epoch's line."""
     with tempfile.TemporaryDirectory() as workdir:
         result = launch.run(
-            f"--config={RECIPES[target]}", f"--workdir={workdir}", *overrides, cwd=ROOT
+            f"--config={RECIPES[target]}", f"--workdir={workdir}", *overrides, cwd=ROOT, check=True
         )
-    if result.returncode:
-        raise RuntimeError(f"the {target} recipe's run failed: {result.stderr[-2000:]}")
     final = next(line for line in reversed(result.stdout.splitlines()) if "val_acc" in line)
     return {"seconds": result.seconds, "line": final.strip()}
 
@@ -460,6 +462,12 @@ def main() -> None:
     if args.peer:
         train_speed.peer_main(globals()[f"run_{args.peer}"], args.epochs)
         return
+    with errors.one_line_errors():
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The search (--search) or the measurement and its report."""
     if args.search:
         print("sorted by training seconds:")
         for row in choose_recipe(args.search):
