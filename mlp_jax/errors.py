@@ -77,12 +77,17 @@ def os_error_line(error: OSError) -> str | None:
     return f"{where}{other}: {error.strerror or 'failed'}: {fix}"
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says a disk is full (TensorStore and Orbax say so in words)."""
+    return any(sign in str(error) for sign in _DISK_FULL_SIGNS)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is XLA's (or the host's) failure to allocate memory."""
-    text = str(error)
-    if any(sign in text for sign in _DISK_FULL_SIGNS):
+    """Whether `error` is XLA's (or the host's) failure to allocate memory (a full disk, which
+    TensorStore reports as RESOURCE_EXHAUSTED too, is not)."""
+    if is_disk_full(error):
         return False
-    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
 
 
 @contextlib.contextmanager
@@ -101,7 +106,7 @@ def one_line_errors():
         fail(line)
     except Exception as e:
         text = str(e)
-        if any(sign in text for sign in _DISK_FULL_SIGNS):
+        if is_disk_full(e):
             fail(
                 f"the disk is full ({text.splitlines()[0][:160]}); free space on the device "
                 "holding the workdir, or use another --workdir"
