@@ -178,11 +178,17 @@ def _hide_gpus_from_tensorflow() -> None:
     tf.config.set_visible_devices([], "GPU")
 
 
-def candidate_dirs(data_dir: str = "") -> list[tuple[str, epath.Path]]:
+# Where a data_dir came from, as a message names it, and how to mend it when it lacks the files.
+FROM_CONFIG = ("--config.data_dir", "point it at a folder that holds them")
+
+
+def candidate_dirs(
+    data_dir: str = "", source: tuple[str, str] = FROM_CONFIG
+) -> list[tuple[str, epath.Path]]:
     """The IDX folders to try, in order, each with a label saying where it came from."""
     candidates = []
     if data_dir:
-        candidates.append(("--config.data_dir", files.as_path(data_dir)))
+        candidates.append((source[0], files.as_path(data_dir)))
     if os.environ.get(ENV_VAR):
         candidates.append((f"${ENV_VAR}", files.as_path(os.environ[ENV_VAR])))
     candidates.append(("Debian package dataset-fashion-mnist", files.as_path(DEBIAN_DIR)))
@@ -197,24 +203,29 @@ def find_idx_dir(data_dir: str = "") -> epath.Path | None:
     return None
 
 
-def load_fashion_mnist(data_dir: str = "", use_tfds: bool = True) -> tuple[Split, Split]:
+def load_fashion_mnist(
+    data_dir: str = "", use_tfds: bool = True, source: tuple[str, str] = FROM_CONFIG
+) -> tuple[Split, Split]:
     """Loads the training and test splits from the first source that has them.
 
     Sources, in order: `data_dir`; the FASHION_MNIST_DIR environment variable; the Debian
     package's folder; TFDS `fashion_mnist` (if `use_tfds` and it is installed).
     An explicit `data_dir` that lacks the files is an error: the user asked for that folder.
+    `source` names where `data_dir` came from and how to mend it, for that error.
 
     Returns:
       (train, test) splits.
     """
     tried = []
-    for label, directory in candidate_dirs(data_dir):
+    for label, directory in candidate_dirs(data_dir, source):
         if has_idx_files(directory):
             return read_idx_split(directory, "train"), read_idx_split(directory, "test")
-        if label in ("--config.data_dir", f"${ENV_VAR}"):  # The user asked for that folder.
+        if label == source[0]:  # The user asked for that folder.
+            raise UserError(f"{label}={directory} lacks the Fashion-MNIST IDX files; {source[1]}")
+        if label == f"${ENV_VAR}":
             raise UserError(
                 f"{label}={directory} lacks the Fashion-MNIST IDX files; point it at a folder "
-                f"that holds them{' or unset it' if label.startswith('$') else ''}"
+                "that holds them or unset it"
             )
         tried.append(f"{label} ({directory})")
     if use_tfds:

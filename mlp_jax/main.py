@@ -2,7 +2,7 @@
 
   python -m mlp_jax.main --config=experiments/mlp_scratch.py --workdir=runs/scratch \
       [--config.lr=0.05 ...]
-  python -m mlp_jax.main --mode=eval --workdir=runs/scratch
+  python -m mlp_jax.main --mode=eval --workdir=runs/scratch [--data_dir=FOLDER]
 
 This file is intentionally kept short: all logic is importable from mlp_jax.train.
 """
@@ -20,6 +20,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
 flags.DEFINE_enum(
     "mode", "train", ["train", "eval"], "train: train (or resume); eval: test a workdir."
+)
+flags.DEFINE_string(
+    "data_dir", None, "eval: the IDX folder, if not the one the run was trained from."
 )
 config_flags.DEFINE_config_file(
     "config", None, "Experiment file, e.g. experiments/mlp_scratch.py.", lock_config=True
@@ -49,6 +52,8 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     if not FLAGS.workdir:
         errors.fail("--workdir is required")
+    if FLAGS.data_dir and FLAGS.mode != "eval":
+        errors.fail("--data_dir is for --mode=eval; a training run takes --config.data_dir")
     # Imported here so that flag errors are reported before JAX starts.
     from mlp_jax import parallel, progress, train  # noqa: PLC0415
 
@@ -57,9 +62,9 @@ def main(argv: list[str]) -> None:
         if FLAGS.mode == "train":
             config = config_lib.flag_config(FLAGS["config"], "experiments/mlp_scratch.py")
         _enable_compilation_cache()
-        parallel.maybe_initialize_distributed()
+        parallel.start_runtime()
         if FLAGS.mode == "eval":
-            progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir)))
+            progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
             return
         train.train_and_evaluate(config, FLAGS.workdir)
 

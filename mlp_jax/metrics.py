@@ -12,6 +12,7 @@ import flax
 from clu import metrics as clu_metrics
 
 from mlp_jax import files
+from mlp_jax.errors import UserError
 
 
 @flax.struct.dataclass
@@ -55,10 +56,33 @@ class JsonlLog:
         self.path = files.as_path(path)
 
     def read(self) -> list[dict]:
-        """All records, or [] when the file does not exist."""
+        """All records, or [] when the file does not exist.
+
+        Raises:
+          UserError: a line is not a record (a JSON object with a whole "epoch"), naming the
+            file and the line; nothing is written then.
+        """
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            if line.strip():
+                records.append(self._parse(line, number))
+        return records
+
+    def _parse(self, line: str, number: int) -> dict:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON ({e})"
+        else:
+            if isinstance(record, dict) and type(record.get("epoch")) is int:
+                return record
+            problem = 'not a record (a JSON object with a whole "epoch")'
+        raise UserError(
+            f"{self.path} line {number}: {problem}; mend or delete that line (the "
+            "checkpoints hold the state, the file only its history)"
+        )
 
     def write(self, records: list[dict]) -> None:
         """Replaces the file's records with `records`."""

@@ -79,6 +79,30 @@ def maybe_initialize_distributed() -> None:
     )
 
 
+# The environment's settings that choose and shape JAX's devices: what a user sets, and can
+# unset, when the devices do not start.
+_DEVICE_SETTINGS = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "JAX_NUM_CPU_DEVICES")
+
+
+def start_runtime() -> None:
+    """Starts the distributed runtime (for a multi-process launch) and the devices, before
+    anything else uses them, so that devices the environment's settings cannot give (a
+    JAX_PLATFORMS naming a platform this machine lacks, a device count XLA refuses) are one
+    line naming the settings. With none of them set, a failure is JAX's own, and shown whole.
+    """
+    maybe_initialize_distributed()
+    try:
+        jax.devices()
+    except RuntimeError as e:
+        settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
+        if not settings:
+            raise
+        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise UserError(
+            f"JAX cannot start the devices ({reason}); check or unset {', '.join(settings)}"
+        ) from None
+
+
 def device_memory_bytes(device) -> int:
     """What one device can hold: its allocator's limit, or the host's memory for a CPU."""
     stats = device.memory_stats() or {}

@@ -234,15 +234,27 @@ def _plot(workdir: epath.Path, history: list[dict], config) -> None:
         plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
 
 
-def evaluate_workdir(workdir: str | os.PathLike) -> dict:
+def evaluate_workdir(workdir: str | os.PathLike, data_dir: str | None = None) -> dict:
     """Restores a workdir's latest checkpoint and evaluates it on the test split.
+
+    Args:
+      workdir: a training workdir.
+      data_dir: the IDX folder; by default the one the run was trained from.
 
     Returns:
       {"step", "epoch", "test_loss", "test_acc", "params_fingerprint"}.
     """
     model, state, config = checkpointing.restore_workdir(workdir)
     del model
-    _, test = data.load_fashion_mnist(config.data_dir)
+    source = (
+        ("--data_dir", "point it at a folder that holds them")
+        if data_dir
+        else (
+            f"the data_dir in {files.as_path(workdir) / checkpointing.CONFIG_FILE}",
+            "if the files moved, pass --data_dir=FOLDER where they are now",
+        )
+    )
+    _, test = data.load_fashion_mnist(data_dir or config.data_dir, source=source)
     evaluate = jax.jit(
         functools.partial(
             steps.evaluate,

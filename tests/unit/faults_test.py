@@ -6,10 +6,13 @@ names the key or the file, and the workdir's checkpoints byte for byte unchanged
 tests/integration/cli_test.py and checkpointing_cli_test.py.)
 """
 
+import contextlib
 import errno
+import json
 import math
 import shutil
 
+import jax
 import pytest
 from helpers import TRAINED_EPOCHS, tiny_config, tree_listing
 
@@ -230,3 +233,66 @@ def test_a_file_system_error_a_user_can_fix_is_one_line_naming_the_path(code, fi
     line = os_error_line(OSError(code, "what the system says", "/some/path"))
     assert line.startswith("/some/path: what the system says: ") and fix in line
     assert os_error_line(OSError(errno.EIO, "I/O error", "/disk")) is None  # Not the user's.
+
+
+def _damage_the_workdir(workdir, damage, monkeypatch):
+    """Changes a copy of the good workdir (or the process around it) as `damage` says."""
+    if damage == "x64":  # A rerun under JAX_ENABLE_X64=1: the step counter is built int64.
+        return jax.enable_x64(True)
+    log = workdir / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    if damage == "metrics_line_not_json":
+        log.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
+    elif damage == "metrics_line_a_list":
+        log.write_text("[1, 2]\n" + "\n".join(lines[1:]) + "\n")
+    elif damage == "metrics_line_without_epoch":
+        log.write_text(lines[0].replace('"epoch"', '"epoch_"') + "\n" + lines[1] + "\n")
+    elif damage == "checkpoint_folder_renamed":
+        (workdir / "checkpoints" / "2").rename(workdir / "checkpoints" / "7")
+    elif damage == "disk_full":
+        usage = shutil.disk_usage(workdir)
+        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+    return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("x64", "saved with step as int32, this process builds int64 (JAX_ENABLE_X64"),
+        ("metrics_line_not_json", "metrics.jsonl line 2: not valid JSON"),
+        ("metrics_line_a_list", "metrics.jsonl line 1: not a record"),
+        ("metrics_line_without_epoch", "metrics.jsonl line 1: not a record"),
+        ("checkpoint_folder_renamed", "checkpoints/7: holds the state after epoch 2, not 7"),
+        ("disk_full", "MB free, and the checkpoint of epoch 3 needs about"),
+    ],
+)
+def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_checkpoint(
+    trained, synthetic_dir, tmp_path, monkeypatch, damage, fragment
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    config = tiny_config(synthetic_dir, num_epochs=TRAINED_EPOCHS + 1)
+    with _damage_the_workdir(workdir, damage, monkeypatch):
+        before = tree_listing(workdir / "checkpoints")
+        _assert_refused_in_one_line(lambda: train.train_and_evaluate(config, workdir), fragment)
+    monkeypatch.undo()
+    assert tree_listing(workdir / "checkpoints") == before
+    assert not (workdir / "checkpoints_unreadable").exists()
+
+
+def test_eval_of_a_workdir_whose_data_moved_names_the_flag_that_moves_it(
+    trained, synthetic_dir, tmp_path
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    (workdir / "config.json").write_text(json.dumps({**saved, "data_dir": str(tmp_path / "gone")}))
+    before = tree_listing(workdir)
+    _assert_refused_in_one_line(
+        lambda: train.evaluate_workdir(workdir), "if the files moved, pass --data_dir=FOLDER"
+    )
+    _assert_refused_in_one_line(
+        lambda: train.evaluate_workdir(workdir, str(tmp_path)), f"--data_dir={tmp_path} lacks"
+    )
+    assert train.evaluate_workdir(workdir, str(synthetic_dir))["epoch"] == TRAINED_EPOCHS
+    assert tree_listing(workdir) == before
