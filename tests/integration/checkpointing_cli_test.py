@@ -13,7 +13,9 @@ import time
 import pytest
 from helpers import (
     TINY,
+    TRAINED_EPOCHS,
     TUNED_FEATURES,
+    assert_one_line_error,
     config_overrides,
     largest_file,
     params_fingerprint,
@@ -145,3 +147,20 @@ def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):
     assert first.returncode == 0, first_stderr
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 31))
+
+
+def test_a_rerun_under_another_jax_enable_x64_is_refused_then_the_ordinary_one_resumes(
+    trained_workdir, synthetic_full_dir, tmp_path
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_workdir[0], workdir)
+    before = tree_listing(workdir / "checkpoints")
+    more = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={workdir}"]
+    more.append(f"--config.num_epochs={TRAINED_EPOCHS + 1}")
+    refused = run_cli(*more, env={"JAX_ENABLE_X64": "1"})
+    assert_one_line_error(refused, "this process builds int64 (JAX_ENABLE_X64", "nothing was moved")
+    assert tree_listing(workdir / "checkpoints") == before
+    assert not (workdir / "checkpoints_unreadable").exists()
+    resumed = run_cli(*more)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from the checkpoint of epoch {TRAINED_EPOCHS}" in resumed.stdout

@@ -250,3 +250,24 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
     assert_one_line_error(result, *fragments)
     assert not workdir.exists()  # Refused before anything was made.
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "env, args, fragments",
+    [
+        ({"JAX_PLATFORMS": "gpu"}, [], ["JAX cannot start the devices", "JAX_PLATFORMS='gpu'"]),
+        ({"JAX_PLATFORMS": "tpuu"}, [], ["Unable to initialize backend 'tpuu'", "or unset"]),
+        (
+            {"XLA_FLAGS": "--xla_force_host_platform_device_count=-3"},
+            [],
+            ["JAX cannot start the devices", "XLA_FLAGS='--xla_force_host_platform_device_count"],
+        ),
+        ({}, ["--data_dir=/tmp"], ["--data_dir is for --mode=eval", "--config.data_dir"]),
+    ],
+    ids=["platform_missing", "platform_unknown", "device_count", "eval_flag_in_training"],
+)
+def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env, args, fragments):
+    workdir = tmp_path / "run"
+    result = run_cli(*TINY, f"--workdir={workdir}", *args, env=env)
+    assert_one_line_error(result, *fragments)
+    assert not workdir.exists()  # Refused before anything was made.
