@@ -2,17 +2,25 @@
 activation functions and initialisers the experiments choose among by name.
 
 The model classes themselves live in `experiments/`; the config names one by the path of its
-file (or an importable module), so the library imports no experiment.
+file (or an importable module), so the library imports no experiment. A model is a Flax linen
+module or a Flax NNX one: an NNX class is brought to the same contract through Flax's bridge
+(`nnx.bridge.ToLinen`, which splits the NNX module into its graph and its parameters), so the
+train step, populations, data parallelism and checkpoints see one pure function of the
+parameters, whichever API wrote the model.
 """
 
 import dataclasses
 import functools
 import importlib
+import inspect
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
+from flax.core import FrozenDict
+from flax.nnx import bridge
 
 from mlp_jax import config as config_lib
 from mlp_jax.data import NUM_CLASSES, NUM_PIXELS
@@ -56,9 +64,10 @@ def weight_initializer(name: str, scale: float):
     return INITIALIZERS[name](scale)
 
 
-def model_class(config: ml_collections.ConfigDict) -> type[nn.Module]:
-    """The Flax module class `config.model` names: "PATH.py:ClassName" (a file, looked up from
-    the current folder upwards) or "package.module:ClassName" (an importable module)."""
+def model_class(config: ml_collections.ConfigDict) -> type[nn.Module] | type[nnx.Module]:
+    """The Flax module class (linen or NNX) `config.model` names: "PATH.py:ClassName" (a file,
+    looked up from the current folder upwards) or "package.module:ClassName" (an importable
+    module)."""
     location, _, class_name = config.model.partition(":")
     try:
         if location.endswith(".py"):
@@ -80,19 +89,39 @@ def model_class(config: ml_collections.ConfigDict) -> type[nn.Module]:
             "model as 'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
             "'experiments/mlp_scratch.py:MLPScratch'"
         )
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise UserError(f"config.model={config.model!r} is not a flax.linen.Module class")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module | nnx.Module)):
+        raise UserError(
+            f"config.model={config.model!r} is not a Flax module class (flax.linen.Module "
+            "or flax.nnx.Module)"
+        )
     return cls
 
 
-def model_fields(cls: type[nn.Module]) -> frozenset[str]:
-    """The hyperparameter names of a model class: its dataclass fields."""
+def is_nnx(cls: type) -> bool:
+    """Whether a model class is written with Flax NNX (else linen)."""
+    return issubclass(cls, nnx.Module)
+
+
+def _nnx_parameters(cls: type[nnx.Module]) -> list[inspect.Parameter]:
+    """The named parameters of an NNX class's constructor, less the `rngs` it is given."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return [p for p in parameters if p.kind in kinds and p.name != "rngs"]
+
+
+def model_fields(cls: type[nn.Module] | type[nnx.Module]) -> frozenset[str]:
+    """The hyperparameter names of a model class: a linen module's dataclass fields, an NNX
+    module's constructor arguments (less `rngs`)."""
+    if is_nnx(cls):
+        return frozenset(p.name for p in _nnx_parameters(cls))
     return frozenset(f.name for f in dataclasses.fields(cls)) - _FLAX_FIELDS
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     """Instantiates the config's model, taking each hyperparameter from the config field of
-    the same name (fields the config lacks keep the class default).
+    the same name (fields the config lacks keep the class default). An NNX class comes back
+    wrapped as a linen module (`nnx.bridge.ToLinen`) whose parameters are the NNX module's
+    `nnx.Param`s, by their attribute paths.
 
     Raises:
       UserError: the class needs a field the config does not give.
@@ -100,6 +129,10 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     cls = model_class(config)
     kwargs = {name: config[name] for name in model_fields(cls) if name in config}
     try:
+        if is_nnx(cls):
+            # Bound now, so a missing field is named here rather than at the first trace.
+            inspect.signature(cls).bind(**kwargs, rngs=None)
+            return bridge.ToLinen(cls, kwargs=FrozenDict(kwargs))
         return cls(**kwargs)
     except TypeError as e:  # A field without a default that the config does not set.
         raise UserError(

@@ -75,7 +75,7 @@ CONFIG_FAULTS = [
     ("model", "experiments/nope.py:MLP", "experiments/nope.py: no such file"),
     ("model", "experiments/mlp_concise.py:NoSuchModel", "defines no 'NoSuchModel'"),
     ("model", "no_such_package.models:MLP", "cannot be loaded"),
-    ("model", "mlp_jax.models:ACTIVATIONS", "is not a flax.linen.Module class"),
+    ("model", "mlp_jax.models:ACTIVATIONS", "is not a Flax module class"),
     ("validation_size", 10**6, "trained with validation_size=0, not 1000000"),
     ("lr", 0.2, "trained with lr=0.1, not 0.2; resume with the same config"),
 ]

@@ -27,11 +27,20 @@ def _separate_run(config, dataset):
     "experiment, features",
     [
         ("mlp_scratch", {}),
+        ("mlp_scratch_nnx", {}),
         ("mlp_concise", TUNED_FEATURES),
+        ("mlp_concise_nnx", TUNED_FEATURES),
         ("mlp_concise", {**TUNED_FEATURES, "compute_dtype": "bfloat16"}),
         pytest.param("mlp_concise", BEST_FEATURES, marks=pytest.mark.slow),
     ],
-    ids=["scratch_sgd", "concise_tuned_features", "concise_tuned_bfloat16", "concise_best"],
+    ids=[
+        "scratch_sgd",
+        "scratch_nnx_sgd",
+        "concise_tuned_features",
+        "concise_nnx_tuned_features",
+        "concise_tuned_bfloat16",
+        "concise_best",
+    ],
 )
 def test_population_equals_separate_runs(synthetic_dir, dataset, experiment, features):
     configs = [
