@@ -37,7 +37,10 @@ class MLP(nnx.Module):
         w_init = weight_initializer(weight_init, init_scale)
         widths = [num_inputs] + [num_hiddens] * num_layers
         self.hidden = nnx.List(
-            [nnx.Linear(a, b, kernel_init=w_init, rngs=rngs) for a, b in zip(widths, widths[1:])]
+            [
+                nnx.Linear(a, b, kernel_init=w_init, rngs=rngs)
+                for a, b in zip(widths[:-1], widths[1:], strict=True)
+            ]
         )
         self.norms = nnx.List(
             [
