@@ -19,7 +19,7 @@ import time
 
 import jax
 
-from mlp_jax import data, launch, sweep
+from mlp_jax import data, launch, parallel, sweep
 from mlp_jax.config import load_experiment
 
 _DEVICES_CHILD = "--devices-child"
@@ -90,7 +90,6 @@ def devices_table(sizes: str = "64,256", epochs: int = 1, fake_devices: int = 8)
 
 
 def _devices_rows(sizes: list[int], epochs: int) -> str:
-    from jax.sharding import Mesh  # noqa: PLC0415
 
     dataset = data.load_dataset()
     device = jax.devices()[0]
@@ -103,7 +102,7 @@ def _devices_rows(sizes: list[int], epochs: int) -> str:
     ]
     for size in sizes:
         for count in sorted({1, jax.device_count()}):
-            mesh = Mesh(jax.devices()[:count], (sweep.POPULATION_AXIS,))
+            mesh = parallel.make_mesh(jax.devices()[:count], sweep.POPULATION_AXIS)
             _, per_model_epoch = time_population(size, epochs, dataset, mesh)
             lines.append(f"| {size} | {count} | {1000 * per_model_epoch:.2f} |")
     return "\n".join(lines) + "\n"

@@ -1,14 +1,17 @@
-"""Command line: train an experiment, or evaluate a trained workdir.
+"""Command line: train an experiment; evaluate, use or export a trained workdir.
 
   python -m mlp_jax.main --config=experiments/mlp_scratch.py --workdir=runs/scratch \
       [--config.lr=0.05 ...]
   python -m mlp_jax.main --mode=eval --workdir=runs/scratch [--data_dir=FOLDER]
+  python -m mlp_jax.main --mode=predict --workdir=runs/scratch shirt.png bag.jpg batch.npy
+  python -m mlp_jax.main --mode=export --workdir=runs/scratch [--export_dir=FOLDER]
 
 This file is intentionally kept short: all logic is importable from mlp_jax.train.
 """
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -19,8 +22,13 @@ from mlp_jax import errors
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
 flags.DEFINE_enum(
-    "mode", "train", ["train", "eval"], "train: train (or resume); eval: test a workdir."
+    "mode",
+    "train",
+    ["train", "eval", "predict", "export"],
+    "train: train (or resume); eval: test a workdir; predict: classify the image files given "
+    "after the flags; export: write the model as a jax.export artifact.",
 )
+flags.DEFINE_string("export_dir", None, "export: where to write; default WORKDIR/export.")
 flags.DEFINE_string(
     "data_dir", None, "eval: the IDX folder, if not the one the run was trained from."
 )
@@ -45,7 +53,7 @@ def _enable_compilation_cache() -> None:
 
 def main(argv: list[str]) -> None:
     """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
-    if len(argv) > 1:
+    if len(argv) > 1 and FLAGS.mode != "predict":
         errors.fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE")
     if not FLAGS["verbosity"].present:
         # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
@@ -54,8 +62,10 @@ def main(argv: list[str]) -> None:
         errors.fail("--workdir is required")
     if FLAGS.data_dir and FLAGS.mode != "eval":
         errors.fail("--data_dir is for --mode=eval; a training run takes --config.data_dir")
+    if FLAGS.export_dir and FLAGS.mode != "export":
+        errors.fail("--export_dir is for --mode=export")
     # Imported here so that flag errors are reported before JAX starts.
-    from mlp_jax import parallel, progress, train  # noqa: PLC0415
+    from mlp_jax import export, parallel, predict, progress, train  # noqa: PLC0415
 
     with errors.one_line_errors():
         config = None
@@ -65,6 +75,18 @@ def main(argv: list[str]) -> None:
         parallel.start_runtime()
         if FLAGS.mode == "eval":
             progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
+            return
+        if FLAGS.mode == "predict":
+            lines, unreadable = predict.classify(FLAGS.workdir, argv[1:])
+            for line in lines:
+                progress.show(line)
+            for line in unreadable:
+                print(f"error: {line}", file=sys.stderr, flush=True)
+            if unreadable:
+                sys.exit(1)
+            return
+        if FLAGS.mode == "export":
+            progress.show(f"exported to {export.export_workdir(FLAGS.workdir, FLAGS.export_dir)}")
             return
         train.train_and_evaluate(config, FLAGS.workdir)
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mlp_jax import steps
@@ -82,6 +82,16 @@ def maybe_initialize_distributed() -> None:
 # The environment's settings that choose and shape JAX's devices: what a user sets, and can
 # unset, when the devices do not start.
 _DEVICE_SETTINGS = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "JAX_NUM_CPU_DEVICES")
+
+
+def make_mesh(devices, axis_name: str) -> Mesh:
+    """A one-axis mesh over `devices` (`jax.make_mesh`). Its axis is Auto, not the Explicit
+    that make_mesh now defaults to: the programs place their data by shardings given at
+    their boundaries and leave the rest to XLA, where explicit axes would type every array
+    inside with its sharding."""
+    return jax.make_mesh(
+        (len(devices),), (axis_name,), axis_types=(AxisType.Auto,), devices=list(devices)
+    )
 
 
 def start_runtime() -> None:
@@ -238,7 +248,7 @@ def make_runner(
             lambda tree: tree,
             jax.sharding.SingleDeviceSharding(device),
         )
-    mesh = Mesh(np.array(devices), (AXIS,))
+    mesh = make_mesh(devices, AXIS)
     if mode == "pmap":
         # pmap takes and returns global arrays whose leading axis runs over the devices, so
         # one layout serves one process and several (where per-process arrays do not meet

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
@@ -123,7 +122,7 @@ def _per_member(collection, prefix: str, size: int) -> list[dict[str, float]]:
 
 def population_mesh() -> Mesh:
     """Every device, along the population axis: K models train as K / N per device."""
-    return Mesh(np.array(jax.devices()), (POPULATION_AXIS,))
+    return parallel.make_mesh(jax.devices(), POPULATION_AXIS)
 
 
 def describe(config: ml_collections.ConfigDict) -> str:

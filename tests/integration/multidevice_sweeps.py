@@ -14,7 +14,6 @@ import sys
 
 import jax
 from helpers import PARALLEL_LR, small_dataset, tiny_config
-from jax.sharding import Mesh
 
 from mlp_jax import parallel, sweep
 
@@ -44,7 +43,7 @@ def main(data_dir: str, out: str, sizes: str) -> None:
         spread.clear()
         entry = {"all": sweep.train_group(configs, dataset), "devices": max(spread)}
         if jax.process_count() == 1:
-            one_device = Mesh(jax.devices()[:1], (sweep.POPULATION_AXIS,))
+            one_device = parallel.make_mesh(jax.devices()[:1], sweep.POPULATION_AXIS)
             entry["one"] = sweep.train_group(configs, dataset, mesh=one_device)
         results[str(size)] = entry
     if jax.process_index() == 0:

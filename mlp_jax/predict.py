@@ -1,0 +1,119 @@
+"""Classifying images with a trained workdir: `python -m mlp_jax.main --mode=predict`.
+
+Images are PNG or JPEG files of any size, made 28x28 grayscale as Fashion-MNIST's are, or
+`.npy` batches; a file that cannot be read is one line of its own, and the others are still
+classified. The model is the workdir's latest readable checkpoint, read-only.
+"""
+
+import io
+import os
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from mlp_jax import checkpointing, data, files, steps
+from mlp_jax.errors import UserError
+
+
+class Images(NamedTuple):
+    """Images read for classification.
+
+    Attributes:
+      names: one per image: its file, or `FILE[i]` for the i-th image of a batch.
+      pixels: uint8 (N, 784), as the model is fed.
+      errors: one line per file that could not be read.
+    """
+
+    names: list[str]
+    pixels: np.ndarray
+    errors: list[str]
+
+
+def _image_file(path: str) -> np.ndarray:
+    """A PNG or JPEG as 28x28 uint8 grayscale, shaped (1, 784)."""
+    from PIL import Image  # noqa: PLC0415  (only classification reads images)
+
+    with Image.open(io.BytesIO(files.as_path(path).read_bytes())) as image:
+        gray = image.convert("L").resize(data.IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
+        return np.asarray(gray, np.uint8).reshape(1, data.NUM_PIXELS)
+
+
+def _npy_file(path: str) -> np.ndarray:
+    """A `.npy` batch, (N, 28, 28) or (N, 784), of uint8 pixels or floats in [0, 1]."""
+    array = np.load(io.BytesIO(files.as_path(path).read_bytes()), allow_pickle=False)
+    if array.ndim not in (2, 3) or array.shape[1:] not in ((data.NUM_PIXELS,), data.IMAGE_SHAPE):
+        raise ValueError(f"an array of shape {array.shape}, not (N, 28, 28) or (N, 784)")
+    array = array.reshape(len(array), data.NUM_PIXELS)
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating) and np.all((array >= 0) & (array <= 1)):
+        return np.round(array * 255).astype(np.uint8)
+    raise ValueError(f"{array.dtype} values; give uint8 pixels or floats in [0, 1]")
+
+
+def read_images(paths: list[str]) -> Images:
+    """Reads every file it can; each one it cannot is a line in `errors`."""
+    names, batches, errors = [], [], []
+    for path in paths:
+        try:
+            batch = _npy_file(path) if path.endswith(".npy") else _image_file(path)
+        except FileNotFoundError:
+            errors.append(f"{path}: no such file")
+            continue
+        except Exception as e:  # noqa: BLE001  (a bad file is the user's, whatever PIL raises)
+            errors.append(f"{path}: cannot be classified ({_reason(e)})")
+            continue
+        names += [f"{path}[{i}]" for i in range(len(batch))] if path.endswith(".npy") else [path]
+        batches.append(batch)
+    pixels = np.concatenate(batches) if batches else np.zeros((0, data.NUM_PIXELS), np.uint8)
+    return Images(names, pixels, errors)
+
+
+def _reason(error: Exception) -> str:
+    if type(error).__name__ == "UnidentifiedImageError":  # PIL's message names a buffer.
+        return "not an image PIL can read; give a PNG, a JPEG or a .npy batch"
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+
+def probabilities_fn(restored: checkpointing.Restored):
+    """The trained model as a pure function from uint8 pixels (B, 784) to class
+    probabilities (B, 10), its parameters (the moving average, where the run kept one)
+    closed over: what `--mode=predict` runs and `--mode=export` serializes."""
+    params = steps.evaluation_params(restored.state)
+    apply_fn, compute_dtype = restored.model.apply, restored.config.compute_dtype
+
+    def probabilities(pixels_Bx784):
+        logits = steps.model_logits(apply_fn, params, pixels_Bx784, compute_dtype)
+        return jax.nn.softmax(logits, axis=-1)
+
+    return probabilities
+
+
+def top_classes_lines(names: list[str], probabilities: np.ndarray, k: int = 3) -> list[str]:
+    """One line per image: its name, the likeliest class and its probability, then the next
+    `k - 1` classes."""
+    lines = []
+    for name, row in zip(names, probabilities, strict=True):
+        first, *rest = (f"{data.CLASS_NAMES[c]} {row[c]:.3f}" for c in np.argsort(-row)[:k])
+        lines.append(f"{name}: {first} (then {', '.join(rest)})")
+    return lines
+
+
+def classify(workdir: str | os.PathLike, paths: list[str]) -> tuple[list[str], list[str]]:
+    """Classifies the images in `paths` with the workdir's latest readable checkpoint.
+
+    Returns:
+      (one line per image, one line per file that could not be read).
+
+    Raises:
+      UserError: no files given, or the workdir has no readable checkpoint.
+    """
+    if not paths:
+        raise UserError("--mode=predict needs image files (PNG, JPEG or .npy) after the flags")
+    restored = checkpointing.restore_workdir(workdir)
+    images = read_images(paths)
+    if not images.names:
+        return [], images.errors
+    probabilities = np.asarray(jax.jit(probabilities_fn(restored))(images.pixels))
+    return top_classes_lines(images.names, probabilities), images.errors
