@@ -11,20 +11,17 @@ from mlp_jax import files
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     """Writes `fig` as a PNG to `path`, local or remote (gs://...)."""
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    files.write_atomically(files.as_path(path), png.getvalue())
+    files.write_atomically(files.as_path(path), png_bytes(fig))
 
 
 CURVES = (("train_loss", "-"), ("val_loss", "--"), ("val_acc", "-."))
 
 
-def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
-    """Plots train loss, val loss and val acc against epoch into `path` (a PNG).
+def curves_figure(history: list[dict], title: str = "") -> Figure:
+    """Train loss, val loss and val acc against epoch, as d2l's ProgressBoard draws them.
 
     Args:
       history: per-epoch records with the keys "epoch" and those in CURVES.
-      path: output file.
       title: optional figure title (e.g. the experiment).
     """
     # Figure, not pyplot: no global state, no GUI backend, safe beside other threads.
@@ -40,4 +37,16 @@ def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """`fig` as PNG bytes."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return png.getvalue()
+
+
+def plot_curves(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Writes `curves_figure(history, title)` into `path` (a PNG)."""
+    save_figure(curves_figure(history, title), path)

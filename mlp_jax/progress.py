@@ -1,6 +1,6 @@
-"""What a run shows while it runs: its lines on stdout (`show`), and a sweep's live bar on a
-terminal or in a notebook, plain lines elsewhere; told between epochs, never from inside a
-compiled one."""
+"""What a run shows while it runs: its lines on stdout (`show`); in a notebook, a live board of
+its curves (`EpochBoard`); a sweep's live bar on a terminal or in a notebook, plain lines
+elsewhere. All told between epochs, never from inside a compiled one."""
 
 import os
 import sys
@@ -30,6 +30,36 @@ def show(*parts) -> None:
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError):
             pass
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel, where figures can be shown."""
+    return rich.console.Console().is_jupyter
+
+
+class EpochBoard:
+    """d2l's ProgressBoard for one run: in a notebook, one figure of the train loss, val loss
+    and val acc, redrawn in place after every epoch; elsewhere (a terminal, CI) nothing, the
+    epoch lines say it. Process 0 only."""
+
+    def __init__(self, title: str = "", live: bool | None = None):
+        self._title = title
+        self._live = (in_notebook() if live is None else live) and jax.process_index() == 0
+        self._handle = None
+
+    def update(self, history: list[dict]) -> None:
+        """Draws the curves of `history` (the run's records so far) over the last drawing."""
+        if not self._live or not history:
+            return
+        from IPython import display  # noqa: PLC0415  (only a notebook draws)
+
+        from mlp_jax import plots  # noqa: PLC0415  (matplotlib, only when drawn)
+
+        image = display.Image(plots.png_bytes(plots.curves_figure(history, self._title)))
+        if self._handle is None:
+            self._handle = display.display(image, display_id=True)
+        else:
+            self._handle.update(image)
 
 
 class Progress:

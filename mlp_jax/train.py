@@ -196,6 +196,8 @@ def train_and_evaluate(
         )
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
+        board = progress.EpochBoard(title=config.model.split(":")[-1])
+        board.update(history)
         for finished in loop.epochs(run, compiled, state, trace_dir=workdir):
             state, record = finished.state, finished.record
             epoch = record["epoch"]
@@ -203,6 +205,7 @@ def train_and_evaluate(
             if is_main_process:
                 log.write(history)
                 writer.write_scalars(epoch, {k: v for k, v in record.items() if k != "epoch"})
+            board.update(history)
             _print(
                 f"epoch {epoch:3d}/{config.num_epochs}  train_loss {record['train_loss']:.4f}  "
                 f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "

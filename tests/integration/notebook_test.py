@@ -1,4 +1,5 @@
-"""The chapter notebook runs top to bottom (1 epoch per model) without a cell error."""
+"""The chapter notebook runs top to bottom (2 epochs per model) without a cell error, its
+training drawn live."""
 
 import nbformat
 from helpers import ROOT, without_tensorflow_env
@@ -6,7 +7,7 @@ from nbclient import NotebookClient
 
 
 def test_notebook_executes(real_data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLP_CHAPTER_EPOCHS", "1")
+    monkeypatch.setenv("MLP_CHAPTER_EPOCHS", "2")
     monkeypatch.setenv("MLP_CHAPTER_WORKDIR", str(tmp_path))
     # The kernel runs without TensorFlow, TFDS, Keras and PyTorch, as on a machine without them.
     monkeypatch.setenv("PYTHONPATH", without_tensorflow_env()["PYTHONPATH"])
@@ -21,4 +22,10 @@ def test_notebook_executes(real_data_dir, tmp_path, monkeypatch):
     assert "203,530" in outputs or "203530" in outputs
     assert "mistakes in these 18 images" in outputs
     assert (tmp_path / "scratch" / "checkpoints").is_dir()
+    # The live board: each of the two runs drew one figure (kept under its display id, and
+    # redrawn in place after each epoch), with no other figure in that cell.
+    (training,) = [c for c in notebook.cells if "train.train_and_evaluate(" in c.source]
+    boards = [o for o in training.outputs if "image/png" in o.get("data", {})]
+    assert len(boards) == 2, [o.get("output_type") for o in training.outputs]
+    assert all(o.output_type == "display_data" for o in boards)
     assert list((tmp_path / "scratch").glob("events.out.tfevents.*"))

@@ -2,16 +2,15 @@
 what is installed here, where the suite runs (so a bound cannot drift above what passed)."""
 
 import importlib.metadata
-import tomllib
 
 import pytest
+import tomllib
 from helpers import ROOT
 from packaging.requirements import Requirement
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 REQUIREMENTS = [
-    Requirement(line)
-    for line in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["test"]
+    Requirement(line) for line in PROJECT["dependencies"] + PROJECT["optional-dependencies"]["test"]
 ]
 
 
