@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.export_dir and FLAGS.mode != "export":
         errors.fail("--export_dir is for --mode=export")
     # Imported here so that flag errors are reported before JAX starts.
-    from mlp_jax import export, parallel, predict, progress, train  # noqa: PLC0415
+    from mlp_jax import parallel, progress, train  # noqa: PLC0415
 
     with errors.one_line_errors():
         config = None
@@ -77,6 +77,8 @@ def main(argv: list[str]) -> None:
             progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
             return
         if FLAGS.mode == "predict":
+            from mlp_jax import predict  # noqa: PLC0415
+
             lines, unreadable = predict.classify(FLAGS.workdir, argv[1:])
             for line in lines:
                 progress.show(line)
@@ -86,6 +88,8 @@ def main(argv: list[str]) -> None:
                 sys.exit(1)
             return
         if FLAGS.mode == "export":
+            from mlp_jax import export  # noqa: PLC0415
+
             progress.show(f"exported to {export.export_workdir(FLAGS.workdir, FLAGS.export_dir)}")
             return
         train.train_and_evaluate(config, FLAGS.workdir)

@@ -13,14 +13,13 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 from flax.core import FrozenDict
-from flax.nnx import bridge
 
 from mlp_jax import config as config_lib
 from mlp_jax.data import NUM_CLASSES, NUM_PIXELS
@@ -64,7 +63,7 @@ def weight_initializer(name: str, scale: float):
     return INITIALIZERS[name](scale)
 
 
-def model_class(config: ml_collections.ConfigDict) -> type[nn.Module] | type[nnx.Module]:
+def model_class(config: ml_collections.ConfigDict) -> type:
     """The Flax module class (linen or NNX) `config.model` names: "PATH.py:ClassName" (a file,
     looked up from the current folder upwards) or "package.module:ClassName" (an importable
     module)."""
@@ -89,7 +88,7 @@ def model_class(config: ml_collections.ConfigDict) -> type[nn.Module] | type[nnx
             "model as 'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
             "'experiments/mlp_scratch.py:MLPScratch'"
         )
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module | nnx.Module)):
+    if not (isinstance(cls, type) and (issubclass(cls, nn.Module) or is_nnx(cls))):
         raise UserError(
             f"config.model={config.model!r} is not a Flax module class (flax.linen.Module "
             "or flax.nnx.Module)"
@@ -98,18 +97,20 @@ def model_class(config: ml_collections.ConfigDict) -> type[nn.Module] | type[nnx
 
 
 def is_nnx(cls: type) -> bool:
-    """Whether a model class is written with Flax NNX (else linen)."""
-    return issubclass(cls, nnx.Module)
+    """Whether a model class is written with Flax NNX (else linen). NNX is not imported for
+    this (a tenth of a second at every start): an NNX class's file has imported it."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and issubclass(cls, nnx.Module)
 
 
-def _nnx_parameters(cls: type[nnx.Module]) -> list[inspect.Parameter]:
+def _nnx_parameters(cls: type) -> list[inspect.Parameter]:
     """The named parameters of an NNX class's constructor, less the `rngs` it is given."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     return [p for p in parameters if p.kind in kinds and p.name != "rngs"]
 
 
-def model_fields(cls: type[nn.Module] | type[nnx.Module]) -> frozenset[str]:
+def model_fields(cls: type) -> frozenset[str]:
     """The hyperparameter names of a model class: a linen module's dataclass fields, an NNX
     module's constructor arguments (less `rngs`)."""
     if is_nnx(cls):
@@ -130,6 +131,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
     kwargs = {name: config[name] for name in model_fields(cls) if name in config}
     try:
         if is_nnx(cls):
+            from flax.nnx import bridge  # noqa: PLC0415  (NNX models only)
+
             # Bound now, so a missing field is named here rather than at the first trace.
             inspect.signature(cls).bind(**kwargs, rngs=None)
             return bridge.ToLinen(cls, kwargs=FrozenDict(kwargs))

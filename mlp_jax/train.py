@@ -6,9 +6,11 @@ This is the only module that sequences a run; `mlp_jax.main` only parses flags.
 
 import contextlib
 import functools
+import importlib
 import json
 import os
 import signal
+import threading
 import time
 
 import jax
@@ -23,7 +25,6 @@ from mlp_jax import (
     metrics,
     models,
     parallel,
-    plots,
     progress,
     steps,
     writers,
@@ -196,6 +197,9 @@ def train_and_evaluate(
         )
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
+        # matplotlib (a third of a second to import) is first needed for the last plot: it is
+        # imported meanwhile, while the compiled epochs hold the devices, not the interpreter.
+        threading.Thread(target=importlib.import_module, args=(_PLOTS,), daemon=True).start()
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
         for finished in loop.epochs(run, compiled, state, trace_dir=workdir):
@@ -232,8 +236,12 @@ def train_and_evaluate(
     return loop.Result(runner.unreplicate(state), history, clock.seconds)
 
 
+_PLOTS = "mlp_jax.plots"
+
+
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
+        plots = importlib.import_module(_PLOTS)
         plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
 
 
