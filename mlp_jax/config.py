@@ -67,6 +67,9 @@ class EpochOptions:
     # the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch
     # takes one of the two at random.
     cutmix_alpha: float = 0.0
+    # Steps of the epoch's `lax.scan` unrolled into each loop iteration: fewer loop
+    # iterations (and launches, on a GPU) for a larger program; the same arithmetic per step.
+    scan_unroll: int = 1
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "EpochOptions":
@@ -279,6 +282,7 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         )
     _check(config.lr > 0, "lr", config.lr, "must be > 0")
     _check(config.batch_size >= 1, "batch_size", config.batch_size, "must be >= 1")
+    _check(config.scan_unroll >= 1, "scan_unroll", config.scan_unroll, "must be >= 1")
     _check(config.eval_batch_size >= 1, "eval_batch_size", config.eval_batch_size, "must be >= 1")
     _check(config.num_epochs >= 0, "num_epochs", config.num_epochs, "must be >= 0")
     _check(config.validation_size >= 0, "validation_size", config.validation_size, "must be >= 0")

@@ -242,7 +242,7 @@ def train_epoch(
         step_key = jax.random.fold_in(dropout_key, state.step)
         return train_step(state, batch, step_key, options=options, axis_name=axis_name)
 
-    state, stacked = jax.lax.scan(body, state, (indices, weights))
+    state, stacked = jax.lax.scan(body, state, (indices, weights), unroll=options.scan_unroll)
     state = state.replace(epoch=state.epoch + 1)
     return state, _sum_over_devices(_sum_steps(stacked), axis_name)
 

@@ -52,6 +52,7 @@ CONFIG_FAULTS = [
     ("split_seed", -1, "config.split_seed=-1 is invalid"),
     ("split_seed", 2**40, "config.split_seed=1099511627776 is invalid"),
     ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
+    ("scan_unroll", 0, "config.scan_unroll=0 is invalid: must be >= 1"),
     ("eval_batch_size", 0, "config.eval_batch_size=0 is invalid: must be >= 1"),
     ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
     ("validation_size", -1, "config.validation_size=-1 is invalid: must be >= 0"),

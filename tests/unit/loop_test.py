@@ -54,3 +54,14 @@ def test_the_runs_split_seed_chooses_its_validation_images(synthetic_dir, tmp_pa
         for seed in (0, 1)
     ]
     assert runs[0].history[0]["val_loss"] != runs[1].history[0]["val_loss"]
+
+
+@pytest.mark.parametrize("unroll", [4, 5])  # 5 does not divide the epoch's 24 steps.
+def test_an_unrolled_epoch_trains_bit_for_bit_as_the_rolled_one(unroll):
+    dataset = small_dataset()
+    features = {"num_epochs": 2, "dropout": 0.1, "augment_shift": 1, "momentum": 0.9}
+    rolled = loop.fit(tiny_config("", **features), dataset)
+    unrolled = loop.fit(tiny_config("", scan_unroll=unroll, **features), dataset)
+    for a, b in zip(jax.tree.leaves(unrolled.state), jax.tree.leaves(rolled.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _without_timings(unrolled.history) == _without_timings(rolled.history)
