@@ -58,3 +58,15 @@ def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
     assert report.count("| ok |") == 2  # Resumption and evaluation both checked.
     for mode in ("none", "pmap", "shard_map"):
         assert f"| {mode} | 1 |" in report
+
+
+def test_cpu_bfloat16_table_on_tiny_sizes(real_data_dir):
+    result = run_cli("--quick", module="benchmarks.cpu_bfloat16", timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| (none)", "| `--xla_cpu_use_onednn=true`"]
+    for row in rows:  # Rates and seconds measured, and the speed-up their ratio.
+        cells = row.strip("| ").split(" | ")
+        float32, bfloat16 = float(cells[3]), float(cells[4])
+        assert float32 > 0 and bfloat16 > 0
+        assert abs(float(cells[5][:-1]) - float32 / bfloat16) < 0.02  # Of the unrounded.
