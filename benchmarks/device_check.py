@@ -8,6 +8,9 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 
 - the command line's chapter runs of both models (compile seconds, the epochs' seconds, test
   accuracy, the whole process), then resumption of one of them and `--mode=eval`;
+- the scratch model under scan_unroll 1, 4 and 16 in float32 and bfloat16 (each checked to
+  give unroll 1's parameters), and the export served on the device by a process with JAX
+  alone, against --mode=predict;
 - the device's ceiling for the chapter's matrix products in float32 and bfloat16, and the
   peers on the same device as fractions of it: mlp_jax in both dtypes, the flax-style Python
   loop, speed-minded PyTorch (float32 and bfloat16 autocast) and d2l-style PyTorch (skipped
@@ -23,6 +26,8 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks import (  # noqa: E402
     ceiling,
@@ -119,6 +125,75 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
     return rows
 
 
+UNROLLS = (1, 4, 16)
+
+# Serves an export on this process's default device with JAX alone, printing the classes.
+_SERVE = (
+    "import sys, jax, numpy as np; "
+    "e = jax.export.deserialize(open(sys.argv[1], 'rb').read()); "
+    "print(np.asarray(e.call(np.load(sys.argv[2]))).argmax(-1).tolist())"
+)
+
+
+def variant_rows(epochs: int, workdir: Path, quick: bool) -> list[dict]:
+    """The chapter's scratch model under each `scan_unroll` in both dtypes: the knob's
+    seconds, and whether its parameters are those of unroll 1 (the same arithmetic)."""
+    rows, fingerprints = [], {}
+    for dtype in ("float32", "bfloat16"):
+        for unroll in UNROLLS[:2] if quick else UNROLLS:
+            run_dir = workdir / f"unroll{unroll}_{dtype}"
+            result, whole = _cli(
+                "--config=experiments/mlp_scratch.py",
+                f"--workdir={run_dir}",
+                f"--config.num_epochs={epochs}",
+                f"--config.scan_unroll={unroll}",
+                f"--config.compute_dtype={dtype}",
+            )
+            evaluated, _ = _cli("--mode=eval", f"--workdir={run_dir}")
+            fingerprint = json.loads(evaluated.stdout.splitlines()[-1])["params_fingerprint"]
+            fingerprints.setdefault(dtype, fingerprint)
+            records = metrics.JsonlLog(run_dir / "metrics.jsonl").read()
+            rows.append(
+                {
+                    "run": f"scan_unroll={unroll}, {dtype}",
+                    "compile": _compile_seconds(result.stdout),
+                    "epochs": sum(r["train_seconds"] for r in records),
+                    "test_acc": records[-1]["val_acc"],
+                    "whole": whole,
+                    "ok": fingerprint == fingerprints[dtype],
+                }
+            )
+    return rows
+
+
+def export_served(workdir: Path, dataset) -> dict:
+    """`--mode=export` of a trained workdir, served on this device by a process with JAX
+    alone, against `--mode=predict`'s classes for the same 64 test images."""
+    batch = workdir / "batch.npy"
+    np.save(batch, dataset.test.images[:64])
+    _, export_whole = _cli("--mode=export", f"--workdir={workdir}")
+    # A plain interpreter, not `python -m`, so that nothing of mlp_jax is imported.
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE, str(workdir / "export" / "model.jaxexport"), str(batch)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    predicted, _ = _cli("--mode=predict", f"--workdir={workdir}", str(batch))
+    classes = [
+        data.CLASS_NAMES.index(line.split(": ")[1].rsplit(" (then")[0].rsplit(" ", 1)[0])
+        for line in predicted.stdout.strip().splitlines()
+    ]
+    return {
+        "run": f"--mode=export, served on {jax.devices()[0].platform} without mlp_jax",
+        "test_acc": float(np.mean(np.array(classes) == dataset.test.labels[:64])),
+        "whole": export_whole,
+        "ok": json.loads(served.stdout.strip().splitlines()[-1]) == classes,
+    }
+
+
 def chapter_table(rows: list[dict], epochs: int) -> str:
     """The command line's runs as Markdown."""
     lines = [
@@ -204,9 +279,18 @@ def main() -> None:
         files.write_atomically(out, "\n".join(sections))
         print(new_sections[-1], flush=True)
 
+    dataset = data.load_dataset()
     with tempfile.TemporaryDirectory() as tmp:
         chapter = chapter_runs(epochs, Path(tmp))
-    add("## The chapter through the command line\n", chapter_table(chapter, epochs))
+        add("## The chapter through the command line\n", chapter_table(chapter, epochs))
+        served = export_served(Path(tmp) / CHAPTER_MODELS[0], dataset)
+        variants = [*variant_rows(epochs, Path(tmp), args.quick), served]
+    add(
+        "## Variants: scan unroll and dtype; the export served on the device\n",
+        "check: the parameters those of scan_unroll=1 in the same dtype; the export's "
+        "classes those of --mode=predict (test acc: of its 64 images).\n\n"
+        + chapter_table(variants, epochs),
+    )
 
     ceiling_rows = ceiling.run(args.quick)
     peer_names = PEERS[:3] if args.quick else PEERS
@@ -219,7 +303,6 @@ def main() -> None:
     )
 
     sizes = (1, 2) if args.quick else POPULATIONS
-    dataset = data.load_dataset()
     population_ms = {}
     lines = ["| models | compile (s) | ms per model-epoch |", "|---:|---:|---:|"]
     for size in sizes:

@@ -51,11 +51,14 @@ def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
         "Memory bandwidth",
         "Parallel modes",
         "Speedrun recipes",
+        "Variants: scan unroll and dtype; the export served on the device",
     ):
         assert f"## {heading}" in report or f"### {heading}" in report, heading
     assert "| mlp_scratch resumed for epoch 2 |" in report and "FAILED" not in report
     assert "| mlp_jax_bf16 | bfloat16 |" in report
-    assert report.count("| ok |") == 2  # Resumption and evaluation both checked.
+    # Resumption and evaluation; 2 unrolls in 2 dtypes against unroll 1; the export served.
+    assert report.count("| ok |") == 2 + 4 + 1
+    assert "| scan_unroll=4, bfloat16 |" in report and "served on cpu without mlp_jax" in report
     for mode in ("none", "pmap", "shard_map"):
         assert f"| {mode} | 1 |" in report
 
