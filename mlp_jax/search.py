@@ -13,6 +13,7 @@ import math
 import ml_collections
 import numpy as np
 
+from mlp_jax import config as config_lib
 from mlp_jax import metrics, sweep
 from mlp_jax.errors import UserError
 
@@ -169,7 +170,7 @@ def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict
     Only a record of the same base config and space counts; its candidates are matched to
     these by their drawn values, not by their place in the list.
     """
-    if not record or record.get("train") != searched_config(train):
+    if not record or not _same_base(record.get("train"), train):
         return {}
     if record.get("space") != metrics.json_safe(space):
         return {}
@@ -181,6 +182,16 @@ def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict
             if i is not None:
                 kept[i, entry["epochs"]] = {k: v for k, v in entry.items() if k != "candidate"}
     return kept
+
+
+def _same_base(recorded: dict | None, train) -> bool:
+    """Whether a record's base config is `train`'s. A library field added since the record
+    was written takes its default, which is the behaviour the search had (as a workdir's
+    config.json is read)."""
+    if recorded is None:
+        return False
+    defaults = searched_config(config_lib.base_config())
+    return {**defaults, **recorded} == searched_config(train)
 
 
 def _choice_key(candidate, space: dict) -> str:
