@@ -30,7 +30,7 @@ from absl import logging
 from etils import epath
 from flax import linen as nn
 
-from mlp_jax import files, models, optim, steps
+from mlp_jax import files, models, optim, parallel, steps
 from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
@@ -174,22 +174,31 @@ class CheckpointStore:
     def _check_free_space(self, state, epoch: int) -> None:
         """Refuses a save the disk cannot hold (with one still being written, room for both),
         before any of it is written: a save that fills the disk fails in Orbax's threads,
-        which log hundreds of lines first. Remote workdirs are not measured."""
+        which log hundreds of lines first. Every process refuses if any is short, so none is
+        left waiting in the save for the others. Remote workdirs are not measured."""
         try:
             free = shutil.disk_usage(os.fspath(self.workdir)).free
         except (OSError, TypeError, ValueError):
-            return
+            free = None
         pending = 2 if self.manager.is_saving_in_progress() else 1
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
         needed = pending * state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
-        if free < needed:
-            saved = self.saved_epochs()
-            raise UserError(
-                f"{self.workdir}: the device holding it has {free / 2**20:.1f} MB free, and the "
-                f"checkpoint of epoch {epoch} needs about {needed / 2**20:.1f} MB; it was not "
-                f"saved ({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); "
-                "free space or lower config.keep_checkpoints, then rerun to resume"
-            )
+        short = free is not None and free < needed
+        if not parallel.max_over_processes(int(short)):
+            return
+        saved = self.saved_epochs()
+        detail = (
+            f"the device holding it has {free / 2**20:.1f} MB free, and the checkpoint of "
+            f"epoch {epoch} needs about {needed / 2**20:.1f} MB"
+            if short
+            else f"another process's disk cannot hold the checkpoint of epoch {epoch}"
+        )
+        raise UserError(
+            f"{self.workdir}: {detail}; it was not saved "
+            f"({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); free space "
+            f"there (older folders of {self.workdir / CHECKPOINT_DIR} may go, the newest "
+            "kept), then rerun to resume"
+        )
 
     def _restore(self, epoch: int, abstract_state):
         restored = self.manager.restore(

@@ -34,7 +34,7 @@ def export_workdir(
     """
     restored = checkpointing.restore_workdir(workdir)
     folder = files.as_path(export_dir) if export_dir else files.as_path(workdir) / EXPORT_DIR
-    files.prepare_folder(folder, what="--export_dir")
+    files.prepare_folder(folder, what="--export_dir" if export_dir else "the export folder")
     (batch,) = jax.export.symbolic_shape("batch")
     pixels = jax.ShapeDtypeStruct((batch, data.NUM_PIXELS), jnp.uint8)
     # Every platform JAX can lower to here, so that an artifact made on a CPU serves on a GPU.
@@ -49,10 +49,12 @@ def export_workdir(
             "layout": "28x28 grayscale images, row by row, 0 the background (as Fashion-MNIST)",
         },
         "output": {"shape": ["batch", data.NUM_CLASSES], "dtype": "float32"},
+        "batch": "any size from 1",
         "platforms": list(exported.platforms),
         "epoch": int(restored.state.epoch),
         "params_fingerprint": checkpointing.params_fingerprint(restored.state.params),
     }
-    files.write_atomically(folder / MODEL_FILE, bytes(exported.serialize()))
-    files.write_atomically(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
+    if jax.process_index() == 0:  # One writer: every process holds the same model.
+        files.write_atomically(folder / MODEL_FILE, bytes(exported.serialize()))
+        files.write_atomically(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
     return folder

@@ -61,7 +61,10 @@ def main(argv: list[str]) -> None:
     if not FLAGS.workdir:
         errors.fail("--workdir is required")
     if FLAGS.data_dir and FLAGS.mode != "eval":
-        errors.fail("--data_dir is for --mode=eval; a training run takes --config.data_dir")
+        errors.fail(
+            f"--data_dir is for --mode=eval, not --mode={FLAGS.mode}"
+            + ("; a training run takes --config.data_dir" if FLAGS.mode == "train" else "")
+        )
     if FLAGS.export_dir and FLAGS.mode != "export":
         errors.fail("--export_dir is for --mode=export")
     # Imported here so that flag errors are reported before JAX starts.

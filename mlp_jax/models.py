@@ -134,7 +134,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
             from flax.nnx import bridge  # noqa: PLC0415  (NNX models only)
 
             # Bound now, so a missing field is named here rather than at the first trace.
-            inspect.signature(cls).bind(**kwargs, rngs=None)
+            inspect.signature(cls.__init__).bind(None, **kwargs, rngs=None)
             return bridge.ToLinen(cls, kwargs=FrozenDict(kwargs))
         return cls(**kwargs)
     except TypeError as e:  # A field without a default that the config does not set.

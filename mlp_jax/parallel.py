@@ -85,12 +85,16 @@ _DEVICE_SETTINGS = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "JAX_N
 
 
 def make_mesh(devices, axis_name: str) -> Mesh:
-    """A one-axis mesh over `devices` (`jax.make_mesh`). Its axis is Auto, not the Explicit
-    that make_mesh now defaults to: the programs place their data by shardings given at
-    their boundaries and leave the rest to XLA, where explicit axes would type every array
-    inside with its sharding."""
+    """A one-axis mesh over `devices`: `jax.make_mesh` over every device (in the order it
+    finds best for the interconnect), a plain Mesh over a subset. Its axis is Auto, not the
+    Explicit that make_mesh now defaults to: the programs place their data by shardings
+    given at their boundaries and leave the rest to XLA, where explicit axes would type
+    every array inside with its sharding."""
+    devices = list(devices)
+    if len(devices) < jax.device_count():  # A subset, in its order: make_mesh may refuse one.
+        return Mesh(np.asarray(devices), (axis_name,), axis_types=(AxisType.Auto,))
     return jax.make_mesh(
-        (len(devices),), (axis_name,), axis_types=(AxisType.Auto,), devices=list(devices)
+        (len(devices),), (axis_name,), axis_types=(AxisType.Auto,), devices=devices
     )
 
 
@@ -98,14 +102,15 @@ def start_runtime() -> None:
     """Starts the distributed runtime (for a multi-process launch) and the devices, before
     anything else uses them, so that devices the environment's settings cannot give (a
     JAX_PLATFORMS naming a platform this machine lacks, a device count XLA refuses) are one
-    line naming the settings. With none of them set, a failure is JAX's own, and shown whole.
+    line naming the settings. With none of them set, or another failure (a driver's), the
+    error is JAX's own, and shown whole.
     """
     maybe_initialize_distributed()
     try:
         jax.devices()
     except RuntimeError as e:
         settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
-        if not settings:
+        if not settings or "Unable to initialize backend" not in str(e):
             raise
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise UserError(
@@ -249,6 +254,7 @@ def make_runner(
             jax.sharding.SingleDeviceSharding(device),
         )
     mesh = make_mesh(devices, AXIS)
+    mesh_devices = list(mesh.devices.flat)
     if mode == "pmap":
         # pmap takes and returns global arrays whose leading axis runs over the devices, so
         # one layout serves one process and several (where per-process arrays do not meet
@@ -265,8 +271,10 @@ def make_runner(
         return Runner(
             mode,
             num_devices,
-            jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=devices),
-            jax.pmap(eval_fn, axis_name=AXIS, devices=devices),
+            # In the mesh's order, which jax.make_mesh may choose, so that the state laid out
+            # over the mesh is where pmap expects it.
+            jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices),
+            jax.pmap(eval_fn, axis_name=AXIS, devices=mesh_devices),
             lambda tree: stack(_replicate_over_mesh(tree, mesh)),
             first_copy,
             everywhere,

@@ -44,6 +44,8 @@ def _npy_file(path: str) -> np.ndarray:
     array = np.load(io.BytesIO(files.as_path(path).read_bytes()), allow_pickle=False)
     if array.ndim not in (2, 3) or array.shape[1:] not in ((data.NUM_PIXELS,), data.IMAGE_SHAPE):
         raise ValueError(f"an array of shape {array.shape}, not (N, 28, 28) or (N, 784)")
+    if not len(array):
+        raise ValueError("a batch of no images")
     array = array.reshape(len(array), data.NUM_PIXELS)
     if array.dtype == np.uint8:
         return array

@@ -35,7 +35,12 @@ from mlp_jax.errors import UserError
 # Config keys that may change between a run and its resumption without changing results:
 # what only a single run reads (devices, checkpoints, traces), where the data lie, the
 # evaluation chunk, and how many epochs (unless a schedule spans them).
-_RESUME_NEUTRAL_KEYS = SINGLE_RUN_FIELDS | {"num_epochs", "data_dir", "eval_batch_size"}
+_RESUME_NEUTRAL_KEYS = SINGLE_RUN_FIELDS | {
+    "num_epochs",
+    "data_dir",
+    "eval_batch_size",
+    "scan_unroll",  # The same arithmetic per step (tests/unit/loop_test.py).
+}
 
 
 class Interrupted(UserError):
@@ -197,9 +202,13 @@ def train_and_evaluate(
         )
 
         # ---- Train: one compiled program per epoch; host work only between epochs.
-        # matplotlib (a third of a second to import) is first needed for the last plot: it is
-        # imported meanwhile, while the compiled epochs hold the devices, not the interpreter.
-        threading.Thread(target=importlib.import_module, args=(_PLOTS,), daemon=True).start()
+        if is_main_process:
+            # matplotlib (a third of a second to import) is first needed for the last plot
+            # (in a terminal): it is imported meanwhile, while the compiled epochs hold the
+            # devices, not the interpreter. A failure there is the plot's own, raised by it.
+            warming = threading.Thread(target=_import_quietly, args=(_PLOTS,))
+            warming.start()
+            cleanup.callback(warming.join)
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
         for finished in loop.epochs(run, compiled, state, trace_dir=workdir):
@@ -239,6 +248,11 @@ def train_and_evaluate(
 _PLOTS = "mlp_jax.plots"
 
 
+def _import_quietly(name: str) -> None:
+    with contextlib.suppress(Exception):
+        importlib.import_module(name)
+
+
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
         plots = importlib.import_module(_PLOTS)
@@ -258,7 +272,7 @@ def evaluate_workdir(workdir: str | os.PathLike, data_dir: str | None = None) ->
     model, state, config = checkpointing.restore_workdir(workdir)
     del model
     source = (
-        ("--data_dir", "point it at a folder that holds them")
+        ("--data_dir", data.FROM_CONFIG[1])
         if data_dir
         else (
             f"the data_dir in {files.as_path(workdir) / checkpointing.CONFIG_FILE}",

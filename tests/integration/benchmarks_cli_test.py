@@ -56,8 +56,8 @@ def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
         assert f"## {heading}" in report or f"### {heading}" in report, heading
     assert "| mlp_scratch resumed for epoch 2 |" in report and "FAILED" not in report
     assert "| mlp_jax_bf16 | bfloat16 |" in report
-    # Resumption and evaluation; 2 unrolls in 2 dtypes against unroll 1; the export served.
-    assert report.count("| ok |") == 2 + 4 + 1
+    # Resumption and evaluation; unroll 4 in 2 dtypes against unroll 1; the export served.
+    assert report.count("| ok |") == 2 + 2 + 1
     assert "| scan_unroll=4, bfloat16 |" in report and "served on cpu without mlp_jax" in report
     for mode in ("none", "pmap", "shard_map"):
         assert f"| {mode} | 1 |" in report
@@ -72,4 +72,5 @@ def test_cpu_bfloat16_table_on_tiny_sizes(real_data_dir):
         cells = row.strip("| ").split(" | ")
         float32, bfloat16 = float(cells[3]), float(cells[4])
         assert float32 > 0 and bfloat16 > 0
-        assert abs(float(cells[5][:-1]) - float32 / bfloat16) < 0.02  # Of the unrounded.
+        # Of the unrounded seconds, which are rounded to 0.01 s of about 0.5 s.
+        assert abs(float(cells[5][:-1]) - float32 / bfloat16) < 0.06

@@ -132,6 +132,12 @@ class _Linear:
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
         "        return jnp.round(nn.Dense(10)(x)).astype(jnp.int32)\n"
     )
+    NNX_NEEDS_A_FIELD = (
+        "from flax import nnx\n\n\nclass Model(nnx.Module):\n"
+        "    def __init__(self, width: int, *, rngs: nnx.Rngs):\n"
+        "        self.out = nnx.Linear(784, 10, rngs=rngs)\n\n"
+        "    def __call__(self, x, train=False):\n        return self.out(x)\n"
+    )
     ONE_LOGIT_AN_IMAGE = (
         "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
@@ -144,11 +150,12 @@ class _Linear:
     [
         (_Linear.RAISES_AT_IMPORT, "raised RuntimeError: this file is broken; fix that file"),
         (_Linear.NEEDS_A_FIELD, "cannot be built from the config (TypeError:"),
+        (_Linear.NNX_NEEDS_A_FIELD, "cannot be built from the config (TypeError: missing"),
         (_Linear.RAISES_AT_INIT, "fails on a batch of images (ValueError: no logits today)"),
         (_Linear.INTEGER_LOGITS, "gives int32 logits of shape (2, 10)"),
         (_Linear.ONE_LOGIT_AN_IMAGE, "gives float32 logits of shape (2,) for 2 images"),
     ],
-    ids=["import", "field", "init", "dtype", "shape"],
+    ids=["import", "field", "nnx_field", "init", "dtype", "shape"],
 )
 def test_a_model_that_breaks_the_contract_is_one_line_before_anything_compiles(
     trained, synthetic_dir, tmp_path, source, fragment
