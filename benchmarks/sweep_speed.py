@@ -1,10 +1,14 @@
-r"""Seconds per model-epoch for vmapped populations of 1, 8 and 64 models (256 on a GPU).
+r"""Seconds per model-epoch for vmapped populations of 1, 8 and 64 models (256 on a GPU),
+each with separate data orders (one seed per member) and with one shared order.
 
   python -m benchmarks.sweep_speed [--sizes=1,8,64] [--epochs=2]
   python -m benchmarks.sweep_speed --devices [--sizes=64,256] [--epochs=1]   # 1 vs all devices
 
 Each population trains the chapter's scratch MLP (784-256-10, SGD 0.1, batch 256) on
-Fashion-MNIST with validation after every epoch, through `mlp_jax.sweep`; compilation is
+Fashion-MNIST with validation after every epoch, through `mlp_jax.sweep`: members of seeds
+0..N-1 (each its own data order), or, with a shared order, of seed 0 and N learning rates
+around 0.1 (each batch gathered once, one wide product per layer: `config.share_data_order`).
+Compilation is
 timed apart, as the seconds JAX itself reports spending on tracing, lowering and compiling
 (`jax.monitoring` events), so it cannot come out negative. The last column is the cost per
 model-epoch relative to a population of 1.
@@ -52,14 +56,22 @@ def compile_seconds():
         spent[0] = _compile_seconds[0] - start
 
 
-def time_population(size: int, epochs: int, dataset, mesh=None) -> tuple[float, float]:
+def time_population(
+    size: int, epochs: int, dataset, mesh=None, shared_order: bool = False
+) -> tuple[float, float]:
     """(compile seconds, steady seconds per model-epoch) for a population of `size`, spread
-    over `mesh` (default: every device); the steady time is that of a second, compiled run."""
+    over `mesh` (default: every device), of separate data orders or one shared order; the
+    steady time is that of a second, compiled run."""
     configs = []
-    for seed in range(size):
+    for i in range(size):
         config = load_experiment("experiments/mlp_scratch.py")
-        config.seed, config.num_epochs = seed, epochs
+        config.num_epochs = epochs
+        if shared_order:
+            config.lr = 0.1 * 1.01**i
+        else:
+            config.seed = i
         configs.append(config)
+    assert sweep.shares_order(configs) == shared_order
     run = functools.partial(
         sweep.train_population, configs, dataset, max_population=size, progress=False, mesh=mesh
     )
@@ -120,17 +132,20 @@ def run(sizes: str, epochs: int) -> str:
     lines = [
         f"{device.platform} ({device.device_kind}), {epochs} epochs per population.",
         "",
-        "| models | compile (s) | ms per model-epoch | vs 1 model |",
-        "|---:|---:|---:|---:|",
+        "| models | data order | compile (s) | ms per model-epoch | vs 1 model |",
+        "|---:|---|---:|---:|---:|",
     ]
     base = None
     for size in (int(s) for s in sizes.split(",")):
-        compile_seconds, per_model_epoch = time_population(size, epochs, dataset)
-        base = base or per_model_epoch
-        ratio = per_model_epoch / base
-        lines.append(
-            f"| {size} | {compile_seconds:.2f} | {1000 * per_model_epoch:.1f} | {ratio:.2f}x |"
-        )
+        for shared_order in (False, True) if size > 1 else (False,):
+            compile_seconds, per_model_epoch = time_population(
+                size, epochs, dataset, shared_order=shared_order
+            )
+            base = base or per_model_epoch
+            lines.append(
+                f"| {size} | {'shared' if shared_order else 'separate'} | {compile_seconds:.2f} "
+                f"| {1000 * per_model_epoch:.1f} | {per_model_epoch / base:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

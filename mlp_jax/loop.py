@@ -10,7 +10,7 @@ saving, deciding to stop) between epochs and never inside one; `fit` runs it all
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Sequence
 from typing import NamedTuple
 
 import jax
@@ -49,17 +49,26 @@ class Run(NamedTuple):
 
 
 class Compiled(NamedTuple):
-    """A run's epoch and evaluation, compiled ahead of time for its state and data."""
+    """A run's programs, compiled ahead of time for its state and data.
+
+    Attributes:
+      train_epoch, evaluate: one epoch, and validation after it (programs of one epoch).
+      train_epochs: {K: the program of K epochs with their validation} for each K > 1 that
+        the run's plan holds.
+    """
 
     train_epoch: jax.stages.Compiled
     evaluate: jax.stages.Compiled
+    train_epochs: dict[int, jax.stages.Compiled]
 
 
 class Epoch(NamedTuple):
-    """One finished epoch: the state after it (in the runner's layout), its record (a line
-    of metrics.jsonl) and the seconds its validation took."""
+    """One finished epoch: its record (a line of metrics.jsonl), the seconds its validation
+    took apart from training (0 inside a program of several epochs), and the state after it
+    (in the runner's layout) where the host has it: at the end of each program, None
+    inside one."""
 
-    state: steps.TrainState
+    state: steps.TrainState | None
     record: dict
     eval_seconds: float
 
@@ -102,12 +111,37 @@ def prepare(
     )
 
 
-def compile_run(run: Run, state: steps.TrainState) -> Compiled:
-    """Compiles the epoch and the evaluation once, ahead of time, so that no epoch's time
-    includes compilation."""
+def program_plan(
+    config: ml_collections.ConfigDict, first_epoch: int, host_epochs: Container[int] = ()
+) -> list[int]:
+    """How many epochs each compiled program runs, from `first_epoch` to the last: at most
+    `config.epochs_per_program`, ending after every epoch in `host_epochs` (where the host
+    must act: a checkpoint) and around `config.trace_epoch` (traced alone).
+
+    E.g. epochs 1..10, 4 per program, host epochs {5}: [4, 1, 4, 1].
+    """
+    stops = set(host_epochs) | {config.trace_epoch - 1, config.trace_epoch}
+    plan, length = [], 0
+    for epoch in range(first_epoch, config.num_epochs + 1):
+        length += 1
+        if length == config.epochs_per_program or epoch in stops or epoch == config.num_epochs:
+            plan.append(length)
+            length = 0
+    return plan
+
+
+def compile_run(run: Run, state: steps.TrainState, plan: Sequence[int] = ()) -> Compiled:
+    """Compiles the epoch, the evaluation and each program of several epochs that `plan`
+    (see `program_plan`) holds, once, ahead of time, so that no epoch's time includes
+    compilation."""
+    runner = run.runner
     return Compiled(
-        run.runner.train_epoch.lower(state, run.train_data).compile(),
-        run.runner.evaluate.lower(state, run.val_data).compile(),
+        runner.train_epoch.lower(state, run.train_data).compile(),
+        runner.evaluate.lower(state, run.val_data).compile(),
+        {
+            k: runner.train_epochs(k).lower(state, run.train_data, run.val_data).compile()
+            for k in sorted(set(plan) - {1})
+        },
     )
 
 
@@ -120,50 +154,82 @@ def epochs(
     run: Run,
     compiled: Compiled,
     state: steps.TrainState,
+    plan: Sequence[int],
     trace_dir: str | os.PathLike | None = None,
 ) -> Iterator[Epoch]:
-    """Trains from the epoch after `state`'s to `config.num_epochs`, yielding each epoch.
+    """Trains from the epoch after `state`'s, one program of `plan` after another (see
+    `program_plan`), yielding each epoch.
 
-    The state is donated to the next epoch: a caller keeps what it needs of one (a
-    checkpoint's save copies it) before asking for the next.
+    The state is donated to the next program: a caller keeps what it needs of one (a
+    checkpoint's save copies it) before asking for the next epoch.
 
     Args:
-      run, compiled: what `prepare` and `compile_run` made.
+      run, compiled: what `prepare` and `compile_run` (with this plan) made.
       state: the state to continue from (fresh, or restored), in the runner's layout.
+      plan: the epochs of each program, from the epoch after `state`'s.
       trace_dir: where a `jax.profiler` trace of epoch `config.trace_epoch` goes (none
         without it).
 
     Raises:
-      Diverged: the loss or the parameters are not finite after an epoch (it is not
-        yielded, so nothing of it is saved).
+      Diverged: the loss or the parameters are not finite after an epoch; nothing of its
+        program is yielded, so nothing of it is saved.
     """
     config, runner = run.config, run.runner
-    for epoch in range(int(runner.unreplicate(state).epoch) + 1, config.num_epochs + 1):
-        tracing = trace_dir is not None and epoch == config.trace_epoch
+    epoch = int(runner.unreplicate(state).epoch)
+    for length in plan:
+        tracing = trace_dir is not None and epoch < config.trace_epoch <= epoch + length
         if tracing:
             jax.profiler.start_trace(os.fspath(trace_dir))
         t0 = time.perf_counter()
+        state, per_epoch, seconds = _run_program(run, compiled, state, length)
+        if tracing:
+            jax.profiler.stop_trace()
+        records = [
+            {
+                "epoch": epoch + i,
+                **metrics.to_floats(train_metrics, "train_"),
+                **metrics.to_floats(val_metrics, "val_"),
+                "train_seconds": seconds,
+                "examples_per_sec": run.num_train / seconds,
+            }
+            for i, (train_metrics, val_metrics) in enumerate(per_epoch, start=1)
+        ]
+        eval_seconds = time.perf_counter() - t0 - seconds * length
+        _check_finite(records, runner.unreplicate(state.params), config.lr)
+        for record in records[:-1]:
+            yield Epoch(None, record, 0.0)
+        yield Epoch(state, records[-1], eval_seconds)
+        epoch += length
+
+
+def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: int):
+    """One program of `length` epochs: (the state after it, each epoch's (TrainMetrics,
+    EvalMetrics) in one copy, and each epoch's seconds: of its training alone in a program
+    of one, its share of the whole program, validation included, in one of several)."""
+    runner = run.runner
+    t0 = time.perf_counter()
+    if length == 1:
         state, train_metrics = compiled.train_epoch(state, run.train_data)
         train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
         seconds = time.perf_counter() - t0
-        if tracing:
-            jax.profiler.stop_trace()
         val_metrics = runner.unreplicate(compiled.evaluate(state, run.val_data))
-        record = {
-            "epoch": epoch,
-            **metrics.to_floats(train_metrics, "train_"),
-            **metrics.to_floats(val_metrics, "val_"),
-            "train_seconds": seconds,
-            "examples_per_sec": run.num_train / seconds,
-        }
-        eval_seconds = time.perf_counter() - t0 - seconds
-        params_finite = bool(_all_finite(runner.unreplicate(state.params)))
-        if not (math.isfinite(record["train_loss"]) and params_finite):
+        return state, [(train_metrics, val_metrics)], seconds
+    state, stacked = compiled.train_epochs[length](state, run.train_data, run.val_data)
+    stacked = jax.block_until_ready(runner.unreplicate(stacked))
+    seconds = (time.perf_counter() - t0) / length
+    return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(length)], seconds
+
+
+def _check_finite(records: list[dict], params, lr: float) -> None:
+    """Raises Diverged for the first of a program's epochs whose loss is not finite, or
+    for its last when the parameters it ends with are not."""
+    params_finite = bool(_all_finite(params))
+    for record in records:
+        if not math.isfinite(record["train_loss"]) or (record is records[-1] and not params_finite):
             raise Diverged(
-                f"training diverged: the loss is {record['train_loss']} in epoch {epoch}; "
-                f"nothing of it was saved; lower --config.lr (now {config.lr})"
+                f"training diverged: the loss is {record['train_loss']} in epoch "
+                f"{record['epoch']}; nothing of it was saved; lower --config.lr (now {lr})"
             )
-        yield Epoch(state, record, eval_seconds)
 
 
 def fit(
@@ -172,7 +238,8 @@ def fit(
     state: steps.TrainState | None = None,
 ) -> Result:
     """Trains the config's model on `dataset` in memory (no workdir, no checkpoints),
-    validating on its validation split after every epoch.
+    validating on its validation split after every epoch, `config.epochs_per_program`
+    epochs per compiled program.
 
     Args:
       config: a resolved experiment config.
@@ -182,9 +249,10 @@ def fit(
 
     Returns:
       The final state (one copy), the epochs' records, and the seconds spent making the
-      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds),
-      validating ("eval"), and in the whole epoch loop ("loop": wall time, checks and
-      host work between epochs included, as a peer's loop is timed).
+      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds;
+      in programs of several epochs, their validation included), validating apart
+      ("eval"), and in the whole epoch loop ("loop": wall time, checks and host work
+      between epochs included, as a peer's loop is timed).
 
     Raises:
       Diverged: as `epochs` does.
@@ -196,11 +264,12 @@ def fit(
         state = steps.create_train_state(model, run.tx, config.seed)
     state = run.runner.replicate(state)
     t1 = time.perf_counter()
-    compiled = compile_run(run, state)
+    plan = program_plan(config, int(state.epoch) + 1)
+    compiled = compile_run(run, state, plan)
     t2 = time.perf_counter()
     history, eval_seconds = [], 0.0
-    for epoch in epochs(run, compiled, state):
-        state = epoch.state
+    for epoch in epochs(run, compiled, state, plan):
+        state = state if epoch.state is None else epoch.state
         history.append(epoch.record)
         eval_seconds += epoch.eval_seconds
     seconds = {

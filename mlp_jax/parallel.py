@@ -34,6 +34,9 @@ class Runner(NamedTuple):
       num_devices: devices the global batch is split over.
       train_epoch: (state, data) -> (state, TrainMetrics), the state donated.
       evaluate: (state, data) -> EvalMetrics.
+      train_epochs: K -> the program of K epochs each with its validation (see
+        `mlp_jax.steps.train_epochs`): (state, train data, validation data) -> (state,
+        (TrainMetrics, EvalMetrics) stacked K deep), the state donated; made once per K.
       replicate: puts a single-copy tree (state or data) into the layout of this mode.
       unreplicate: one copy of a tree in this mode's layout (what checkpoints hold).
       copy_sharding: where one copy lives; checkpoints are restored there.
@@ -43,6 +46,7 @@ class Runner(NamedTuple):
     num_devices: int
     train_epoch: Callable
     evaluate: Callable
+    train_epochs: Callable[[int], Callable]
     replicate: Callable[[Any], Any]
     unreplicate: Callable[[Any], Any]
     copy_sharding: jax.sharding.Sharding
@@ -242,6 +246,20 @@ def make_runner(
         axis_name=axis_name,
     )
 
+    def several_epochs(wrap: Callable[[Callable], Callable]) -> Callable[[int], Callable]:
+        """K -> `steps.train_epochs` of K epochs, wrapped as this mode wraps the epoch."""
+        return functools.cache(
+            lambda num_epochs: wrap(
+                functools.partial(
+                    steps.train_epochs,
+                    num_epochs=num_epochs,
+                    options=options,
+                    eval_batch_size=eval_batch_size,
+                    axis_name=axis_name,
+                )
+            )
+        )
+
     if mode == "none":
         device = jax.local_devices()[0]
         return Runner(
@@ -249,6 +267,7 @@ def make_runner(
             1,
             jax.jit(epoch_fn, donate_argnums=0),
             jax.jit(eval_fn),
+            several_epochs(lambda fn: jax.jit(fn, donate_argnums=0)),
             lambda tree: jax.device_put(tree, device),
             lambda tree: tree,
             jax.sharding.SingleDeviceSharding(device),
@@ -275,6 +294,9 @@ def make_runner(
             # over the mesh is where pmap expects it.
             jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices),
             jax.pmap(eval_fn, axis_name=AXIS, devices=mesh_devices),
+            several_epochs(
+                lambda fn: jax.pmap(fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices)
+            ),
             lambda tree: stack(_replicate_over_mesh(tree, mesh)),
             first_copy,
             everywhere,
@@ -292,6 +314,7 @@ def make_runner(
             num_devices,
             jax.jit(wrap(epoch_fn), donate_argnums=0),
             jax.jit(wrap(eval_fn)),
+            several_epochs(lambda fn: jax.jit(wrap(fn), donate_argnums=0)),
             functools.partial(_replicate_over_mesh, mesh=mesh),
             lambda tree: tree,
             NamedSharding(mesh, P()),

@@ -10,6 +10,8 @@ dividing by the global number of real examples. That is the exact global-batch g
 even for the padded last batch, where a mean of per-device means would not be.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -210,7 +212,12 @@ def _sum_steps(stacked_metrics):
 
 
 def train_epoch(
-    state: TrainState, data: Split, *, options: EpochOptions = EpochOptions(), axis_name=None
+    state: TrainState,
+    data: Split,
+    *,
+    options: EpochOptions = EpochOptions(),
+    axis_name=None,
+    shared_order: bool = False,
 ):
     """One pass over `data` in a fresh random order, as one compiled `lax.scan`.
 
@@ -219,11 +226,28 @@ def train_epoch(
     training image is augmented afresh each step as `options` ask (see
     `mlp_jax.augment.augment_images`); MixUp and CutMix happen in `train_step`.
 
+    Args:
+      state: the train state; with `shared_order`, a population of them stacked along a
+        leading axis, every member from the same seed at the same step.
+      data: the split to train on.
+      options: the epoch's options.
+      axis_name: the device axis when data-parallel, else None.
+      shared_order: the members of the population `state` share one order, and so every
+        random draw of the epoch: it is drawn once (from the first member's key), each batch
+        is gathered and augmented once, and the step is vmapped over the members with the
+        batch unbatched, so that a layer's product with the batch is one wide product for
+        all of them. Each member trains as it would alone (to float rounding).
+
     Returns:
-      (state after the epoch, TrainMetrics summed over the epoch and all devices).
+      (state after the epoch, TrainMetrics summed over the epoch and all devices; with
+      `shared_order`, one per member).
     """
-    root = jax.random.wrap_key_data(state.rng)
-    epoch_key = jax.random.fold_in(jax.random.fold_in(root, DATA_STREAM), state.epoch)
+    first = (lambda x: x[0]) if shared_order else (lambda x: x)
+    step = functools.partial(train_step, options=options, axis_name=axis_name)
+    if shared_order:
+        step = jax.vmap(step, in_axes=(0, None, None))
+    root = jax.random.wrap_key_data(first(state.rng))
+    epoch_key = jax.random.fold_in(jax.random.fold_in(root, DATA_STREAM), first(state.epoch))
     dropout_key = jax.random.fold_in(root, DROPOUT_STREAM)
     augment_key = jax.random.fold_in(root, AUGMENT_STREAM)
     if axis_name is not None:
@@ -233,16 +257,20 @@ def train_epoch(
     order = jax.random.permutation(epoch_key, data.labels.shape[0])
     layout = batch_layout(order, options.batch_size)
     indices, weights = (_local_columns(x, axis_name) for x in layout)
+    # The step number of each batch, known before the scan: read from the state inside it,
+    # a population spread over devices would fetch its first member's at every step.
+    step_numbers = first(state.step) + jnp.arange(indices.shape[0], dtype=jnp.int32)
 
-    def body(state, batch_indices_and_weights):
-        idx_B, weights_B = batch_indices_and_weights
-        step_augment_key = jax.random.fold_in(augment_key, state.step)
+    def body(state, batch_layout_and_step):
+        idx_B, weights_B, step_number = batch_layout_and_step
+        step_augment_key = jax.random.fold_in(augment_key, step_number)
         images = augment.augment_images(data.images[idx_B], step_augment_key, options)
         batch = {"images": images, "labels": data.labels[idx_B], "weights": weights_B}
-        step_key = jax.random.fold_in(dropout_key, state.step)
-        return train_step(state, batch, step_key, options=options, axis_name=axis_name)
+        return step(state, batch, jax.random.fold_in(dropout_key, step_number))
 
-    state, stacked = jax.lax.scan(body, state, (indices, weights), unroll=options.scan_unroll)
+    state, stacked = jax.lax.scan(
+        body, state, (indices, weights, step_numbers), unroll=options.scan_unroll
+    )
     state = state.replace(epoch=state.epoch + 1)
     return state, _sum_over_devices(_sum_steps(stacked), axis_name)
 
@@ -282,6 +310,38 @@ def evaluate(
 
     _, stacked = jax.lax.scan(body, None, (indices, weights))
     return _sum_over_devices(_sum_steps(stacked), axis_name)
+
+
+def train_epochs(
+    state: TrainState,
+    train_data: Split,
+    val_data: Split,
+    *,
+    num_epochs: int,
+    options: EpochOptions = EpochOptions(),
+    eval_batch_size: int,
+    axis_name=None,
+):
+    """`num_epochs` epochs, each followed by its exact validation, as one program: the same
+    `train_epoch` and `evaluate`, with no return to the host between epochs.
+
+    Returns:
+      (state after the last epoch, TrainMetrics and EvalMetrics of each epoch, stacked along
+      a leading axis of `num_epochs`).
+    """
+
+    def one_epoch(state, _):
+        state, train_metrics = train_epoch(state, train_data, options=options, axis_name=axis_name)
+        val_metrics = evaluate(
+            state,
+            val_data,
+            batch_size=eval_batch_size,
+            compute_dtype=options.compute_dtype,
+            axis_name=axis_name,
+        )
+        return state, (train_metrics, val_metrics)
+
+    return jax.lax.scan(one_epoch, state, length=num_epochs)
 
 
 def predict(state_or_params, apply_fn, images_u8, compute_dtype: str = "float32"):

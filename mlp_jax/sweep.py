@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
 from mlp_jax import data, files, metrics, models, optim, parallel, steps
-from mlp_jax.config import SINGLE_RUN_FIELDS, EpochOptions
+from mlp_jax.config import POPULATION_FIELDS, SINGLE_RUN_FIELDS, EpochOptions
 from mlp_jax.progress import Progress
 
 # Fields that only change numbers inside the train state, never the compiled program.
@@ -37,8 +37,9 @@ DESCRIBED_FIELDS = ("num_hiddens", "num_layers", "activation", "batch_size")
 
 def group_key(config: ml_collections.ConfigDict) -> str:
     """What must be equal for two configs to train in one population (the fields a single
-    run alone reads, `config.SINGLE_RUN_FIELDS`, never matter here)."""
-    ignored = VALUE_FIELDS | SINGLE_RUN_FIELDS
+    run alone reads, `config.SINGLE_RUN_FIELDS`, never matter here, nor how a population
+    runs, `config.POPULATION_FIELDS`)."""
+    ignored = VALUE_FIELDS | SINGLE_RUN_FIELDS | POPULATION_FIELDS
     shape = {k: v for k, v in config.to_dict().items() if k not in ignored}
     return json.dumps(shape, sort_keys=True)
 
@@ -94,7 +95,9 @@ def _one_model_of_population(fn):
 
 
 @functools.cache
-def _compiled_population_fns(options: EpochOptions, eval_batch_size: int, one_model: bool):
+def _compiled_population_fns(
+    options: EpochOptions, eval_batch_size: int, one_model: bool, shared_order: bool
+):
     """The vmapped epoch and evaluation, made once per setting so jit's cache is reused.
 
     Args:
@@ -104,13 +107,31 @@ def _compiled_population_fns(options: EpochOptions, eval_batch_size: int, one_mo
         `make train`, not vmapped (vmap over an axis of 1 made XLA:CPU compute transposed
         weight gradients and transpose them back every step, about 20 % of an epoch of
         3 x 1024), so a search's candidate trains as fast as, and equal to, its own run.
+      shared_order: the members share one seed, so one data order: each batch is gathered
+        once and enters the vmapped step unbatched (see `steps.train_epoch`).
     """
     epoch = functools.partial(steps.train_epoch, options=options)
     evaluate = functools.partial(
         steps.evaluate, batch_size=eval_batch_size, compute_dtype=options.compute_dtype
     )
-    batched = _one_model_of_population if one_model else lambda fn: jax.vmap(fn, (0, None))
-    return jax.jit(batched(epoch), donate_argnums=0), jax.jit(batched(evaluate))
+    if one_model:
+        batched_epoch, batched_evaluate = (_one_model_of_population(f) for f in (epoch, evaluate))
+    elif shared_order:  # The epoch vmaps its step itself, over the batch it gathers once.
+        batched_epoch = functools.partial(epoch, shared_order=True)
+        batched_evaluate = jax.vmap(evaluate, (0, None))
+    else:
+        batched_epoch, batched_evaluate = (jax.vmap(f, (0, None)) for f in (epoch, evaluate))
+    return jax.jit(batched_epoch, donate_argnums=0), jax.jit(batched_evaluate)
+
+
+def shares_order(configs: Sequence[ml_collections.ConfigDict]) -> bool:
+    """Whether a population trains with one data order for all (`config.share_data_order`):
+    several members, all of one seed, asking for it."""
+    return (
+        len(configs) > 1
+        and len({c.seed for c in configs}) == 1
+        and all(c.share_data_order for c in configs)
+    )
 
 
 def _per_member(collection, prefix: str, size: int) -> list[dict[str, float]]:
@@ -157,7 +178,10 @@ def train_group(
     mesh = mesh or population_mesh()
     padded = [*configs, *[first] * (-size % mesh.size)]
     train_epoch, evaluate = _compiled_population_fns(
-        EpochOptions.from_config(first), first.eval_batch_size, len(padded) == 1
+        EpochOptions.from_config(first),
+        first.eval_batch_size,
+        len(padded) == 1,
+        shares_order(padded),
     )
     state = parallel.place(
         stack_states(padded, len(dataset.train.labels)), NamedSharding(mesh, P(POPULATION_AXIS))

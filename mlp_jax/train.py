@@ -29,18 +29,23 @@ from mlp_jax import (
     steps,
     writers,
 )
-from mlp_jax.config import SINGLE_RUN_FIELDS
+from mlp_jax.config import POPULATION_FIELDS, SINGLE_RUN_FIELDS
 from mlp_jax.errors import UserError
 
 # Config keys that may change between a run and its resumption without changing results:
-# what only a single run reads (devices, checkpoints, traces), where the data lie, the
-# evaluation chunk, and how many epochs (unless a schedule spans them).
-_RESUME_NEUTRAL_KEYS = SINGLE_RUN_FIELDS | {
-    "num_epochs",
-    "data_dir",
-    "eval_batch_size",
-    "scan_unroll",  # The same arithmetic per step (tests/unit/loop_test.py).
-}
+# what only a single run reads (devices, epochs per program, checkpoints, traces), what only
+# populations read, where the data lie, the evaluation chunk, and how many epochs (unless a
+# schedule spans them).
+_RESUME_NEUTRAL_KEYS = (
+    SINGLE_RUN_FIELDS
+    | POPULATION_FIELDS
+    | {
+        "num_epochs",
+        "data_dir",
+        "eval_batch_size",
+        "scan_unroll",  # The same arithmetic per step (tests/unit/loop_test.py).
+    }
+)
 
 
 class Interrupted(UserError):
@@ -193,8 +198,13 @@ def train_and_evaluate(
             cleanup.callback(writer.close)
         clock.lap("state")
 
-        # ---- Compile once, ahead of time, so that epoch timings exclude compilation.
-        compiled = loop.compile_run(run, state)
+        # ---- Compile once, ahead of time, so that epoch timings exclude compilation. A
+        # program ends wherever a checkpoint is due, so the host holds every saved state.
+        checkpoint_epochs = range(
+            config.checkpoint_every_epochs, config.num_epochs + 1, config.checkpoint_every_epochs
+        )
+        plan = loop.program_plan(config, start_epoch + 1, checkpoint_epochs)
+        compiled = loop.compile_run(run, state, plan)
         _print(
             f"{config.model}: {run.num_train} training images, {runner.num_devices} device(s) "
             f"({jax.devices()[0].platform}, parallel={runner.mode}), "
@@ -211,8 +221,8 @@ def train_and_evaluate(
             cleanup.callback(warming.join)
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
-        for finished in loop.epochs(run, compiled, state, trace_dir=workdir):
-            state, record = finished.state, finished.record
+        for finished in loop.epochs(run, compiled, state, plan, trace_dir=workdir):
+            record = finished.record
             epoch = record["epoch"]
             history.append(record)
             if is_main_process:
@@ -224,6 +234,9 @@ def train_and_evaluate(
                 f"val_loss {record['val_loss']:.4f}  val_acc {record['val_acc']:.4f}  "
                 f"examples/s {record['examples_per_sec']:,.0f}"
             )
+            if finished.state is None:  # Inside a program: the host acts at its end.
+                continue
+            state = finished.state
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
             if last or stop_signal or epoch % config.checkpoint_every_epochs == 0:

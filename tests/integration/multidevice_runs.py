@@ -25,12 +25,24 @@ def _save(path: Path, result) -> None:
 
 
 def run_all(data_dir: Path, out: Path) -> None:
-    """Every mode on 1, 2, 4, 8 devices for 2 epochs, and checkpoints restored across modes."""
+    """Every mode on 1, 2, 4, 8 devices for 2 epochs, both epochs in one program on 4, and
+    checkpoints restored across modes."""
     assert jax.device_count() == 8, jax.devices()
     runs = [("none", 1)] + [(m, n) for m in ("pmap", "shard_map") for n in (2, 4, 8)]
     for mode, n in runs:
         config = tiny_config(data_dir, num_epochs=2, parallel=mode, num_devices=n, lr=PARALLEL_LR)
         _save(out / f"{mode}_{n}.npz", train.train_and_evaluate(config, out / f"work_{mode}_{n}"))
+    for mode in ("pmap", "shard_map"):
+        config = tiny_config(
+            data_dir,
+            num_epochs=2,
+            parallel=mode,
+            num_devices=4,
+            lr=PARALLEL_LR,
+            epochs_per_program=2,
+            checkpoint_every_epochs=2,
+        )
+        _save(out / f"{mode}_4_fused.npz", train.train_and_evaluate(config, out / f"fused_{mode}"))
     # One epoch in one mode, the second resumed from its checkpoint in the other.
     for first, second in (("pmap", "shard_map"), ("shard_map", "pmap")):
         workdir = out / f"work_{first}_then_{second}"

@@ -62,6 +62,14 @@ def test_data_parallel_matches_one_device(multidevice_runs, mode, num_devices):
     )
 
 
+@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
+def test_two_epochs_in_one_data_parallel_program_equal_one_program_each(multidevice_runs, mode):
+    fused, alone = (multidevice_runs / f"{mode}_4{suffix}.npz" for suffix in ("_fused", ""))
+    for a, b in zip(_load(fused), _load(alone), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(_load_metrics(fused), _load_metrics(alone))
+
+
 @pytest.mark.parametrize("order", ["pmap_then_shard_map", "shard_map_then_pmap"])
 def test_checkpoints_restore_across_modes(multidevice_runs, order):
     reference = _load(multidevice_runs / "none_1.npz")

@@ -65,3 +65,49 @@ def test_an_unrolled_epoch_trains_bit_for_bit_as_the_rolled_one(unroll):
     for a, b in zip(jax.tree.leaves(unrolled.state), jax.tree.leaves(rolled.state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _without_timings(unrolled.history) == _without_timings(rolled.history)
+
+
+def test_a_program_ends_at_its_length_at_every_host_epoch_around_the_trace_and_at_the_end():
+    config = tiny_config("", num_epochs=10, epochs_per_program=4)
+    assert loop.program_plan(config, 1) == [4, 4, 2]
+    assert loop.program_plan(config, 1, host_epochs={5}) == [4, 1, 4, 1]
+    assert loop.program_plan(config, 7) == [4]
+    config.trace_epoch = 3
+    assert loop.program_plan(config, 1) == [2, 1, 4, 3]
+    assert loop.program_plan(tiny_config("", num_epochs=3), 1) == [1, 1, 1]
+
+
+@pytest.mark.parametrize("per_program", [2, 3])  # Programs of [2, 1] epochs, and one of 3.
+def test_several_epochs_in_one_program_train_bit_for_bit_as_one_each(per_program):
+    dataset = small_dataset()
+    features = {"num_epochs": 3, "dropout": 0.1, "augment_shift": 1, "momentum": 0.9}
+    alone = loop.fit(tiny_config("", **features), dataset)
+    fused = loop.fit(tiny_config("", epochs_per_program=per_program, **features), dataset)
+    for a, b in zip(jax.tree.leaves(fused.state), jax.tree.leaves(alone.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _without_timings(fused.history) == _without_timings(alone.history)
+
+
+def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resumes(
+    synthetic_dir, tmp_path
+):
+    features = {"num_epochs": 5, "checkpoint_every_epochs": 2, "keep_checkpoints": 5}
+    config = tiny_config(synthetic_dir, epochs_per_program=4, **features)
+    fused = train.train_and_evaluate(config, tmp_path / "fused")
+    saved = sorted(int(p.name) for p in (tmp_path / "fused" / "checkpoints").iterdir())
+    assert saved == [2, 4, 5]
+    config.num_epochs = 7  # Resumed from epoch 5, in a program of 2.
+    resumed = train.train_and_evaluate(config, tmp_path / "fused")
+    alone = loop.fit(
+        tiny_config(synthetic_dir, **{**features, "num_epochs": 7}),
+        data.load_dataset(str(synthetic_dir)),
+    )
+    assert [r["epoch"] for r in fused.history] == [1, 2, 3, 4, 5]
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(alone.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _without_timings(resumed.history) == _without_timings(alone.history)
+
+
+def test_a_program_of_several_epochs_that_diverges_names_its_first_diverged_epoch():
+    with pytest.raises(UserError, match=r"training diverged: .* in epoch 1; .*lower --config.lr"):
+        loop.fit(tiny_config("", lr=1e30, num_epochs=3, epochs_per_program=3), small_dataset())

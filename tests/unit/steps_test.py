@@ -296,12 +296,14 @@ def test_each_epoch_trains_on_a_new_order():
         np.testing.assert_array_equal(a, b)  # And the same epoch number repeats exactly.
 
 
-def test_dropout_draws_a_new_key_at_every_step_of_an_epoch():
+@pytest.mark.parametrize("first_step", [0, 8])  # 8: an epoch after the first's 8 steps.
+def test_dropout_draws_a_new_key_at_every_step_of_an_epoch(first_step):
     # The compiled epoch derives each step's dropout key from (seed, step); run one by one
     # with those keys, the steps give the epoch's parameters, and one key for every step
     # does not (a mask repeated at every step is another, worse, training).
     data = _as_device(synthetic_split(1000, seed=0))
     state = _state(model=mlp_concise.MLP(num_hiddens=32, dropout=0.5))
+    state = state.replace(step=jnp.asarray(first_step, jnp.int32))
     trained, _ = jax.jit(
         functools.partial(steps.train_epoch, options=EpochOptions(batch_size=128))
     )(state, data)

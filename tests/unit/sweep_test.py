@@ -4,11 +4,13 @@ real data: tests/integration/multidevice_sweep_test.py and studies_test.py.)"""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from helpers import BEST_FEATURES, TUNED_FEATURES, small_dataset, tiny_config
 
 from mlp_jax import loop, sweep
+from mlp_jax.config import EpochOptions
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,46 @@ def test_population_equals_separate_runs(synthetic_dir, dataset, experiment, fea
             assert abs(record["val_acc"] - val_acc) <= 2 / 500
     # Different seeds and learning rates really gave different models.
     assert len({r["history"][-1]["train_loss"] for r in population}) == 3
+
+
+def _one_seed_population(synthetic_dir, **features):
+    """Three models of one seed (so one data order) that differ in lr and initialiser."""
+    configs = [
+        tiny_config(synthetic_dir, num_epochs=2, batch_size=128, **{**features, "lr": lr})
+        for lr in (0.1, 0.3, 0.05)
+    ]
+    configs[2].weight_init, configs[2].init_scale = "he", 0.0
+    return configs
+
+
+@pytest.mark.parametrize(
+    "features", [{}, TUNED_FEATURES, {**TUNED_FEATURES, "mixup_alpha": 0.4}], ids=str
+)
+def test_population_of_one_seed_shares_its_batches_and_equals_separate_runs(
+    synthetic_dir, dataset, features
+):
+    configs = _one_seed_population(synthetic_dir, **features)
+    assert sweep.shares_order(configs)
+    population = sweep.train_population(configs, dataset)
+    for config, result in zip(configs, population, strict=True):
+        alone = _separate_run(config, dataset)
+        for record, (train_loss, val_loss, val_acc) in zip(result["history"], alone, strict=True):
+            assert record["train_loss"] == pytest.approx(train_loss, rel=1e-6)
+            assert record["val_loss"] == pytest.approx(val_loss, rel=1e-6)
+            assert abs(record["val_acc"] - val_acc) <= 2 / 500
+    assert len({r["history"][-1]["train_loss"] for r in population}) == 3
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_shared_order_gathers_each_batch_once_for_every_member(synthetic_dir, dataset, share):
+    configs = _one_seed_population(synthetic_dir, share_data_order=share)
+    options = EpochOptions.from_config(configs[0])
+    epoch, _ = sweep._compiled_population_fns(options, 2000, False, sweep.shares_order(configs))
+    state = sweep.stack_states(configs, len(dataset.train.labels))
+    program = str(jax.make_jaxpr(epoch)(state, dataset.train))
+    # The batch of pixels: one (128, 784) for all three members, or one per member.
+    assert ("u8[3,128,784]" not in program) == share
+    assert ("u8[128,784]" in program) == share
 
 
 @pytest.mark.slow
