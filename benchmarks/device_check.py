@@ -8,14 +8,17 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 
 - the command line's chapter runs of both models (compile seconds, the epochs' seconds, test
   accuracy, the whole process), then resumption of one of them and `--mode=eval`;
-- the scratch model under scan_unroll 1, 4 and 16 in float32 and bfloat16 (each checked to
-  give unroll 1's parameters), and the export served on the device by a process with JAX
-  alone, against --mode=predict;
+- the launch knobs (`benchmarks.knobs`): the scratch model's 10 epochs under scan_unroll 1,
+  4 and 16 and 1 or 10 epochs per program, in float32 and bfloat16, each checked to give
+  the parameters of unroll 1 with one epoch per program;
+- the whole `make train` process with a warm compilation cache (`benchmarks.startup`);
+- the export served on the device by a process with JAX alone, against --mode=predict;
 - the device's ceiling for the chapter's matrix products in float32 and bfloat16, and the
   peers on the same device as fractions of it: mlp_jax in both dtypes, the flax-style Python
   loop, speed-minded PyTorch (float32 and bfloat16 autocast) and d2l-style PyTorch (skipped
   where PyTorch is missing);
-- vmapped populations of 1, 64, 256 and 1024 models (ms per model-epoch);
+- vmapped populations of 1, 64, 256 and 1024 models, with separate data orders and with one
+  shared order (ms per model-epoch);
 - float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
 - none / pmap / shard_map on the devices there are;
 - the speedrun recipes (experiments/studies/speedrun/recipe_085.py, recipe_090.py) over 3
@@ -42,8 +45,10 @@ import numpy as np  # noqa: E402
 from benchmarks import (  # noqa: E402
     ceiling,
     hardware,
+    knobs,
     parallel_speed,
     report,
+    startup,
     sweep_speed,
     train_speed,
 )
@@ -52,9 +57,11 @@ from mlp_jax import data, files, launch, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
-# Goals of issue 11 for an H200: the chapter's 10 epochs (s), the factor over the d2l and
-# flax-style loops, and ms per model-epoch of a 256-model population.
+# Goals of issues 11 and 29 for an H200: the chapter's 10 epochs (s), the factor over the d2l
+# and flax-style loops, ms per model-epoch of a 256-model population, and the whole process
+# of `make train` with a warm compilation cache (s).
 GOAL_EPOCHS_SECONDS, GOAL_PEER_FACTOR, GOAL_POPULATION_MS = 0.08, 50.0, 0.6
+GOAL_PROCESS_SECONDS = 5.0
 # Goals of issue 14 for an H200: training seconds to each target.
 GOAL_SPEEDRUN_SECONDS = {0.85: 0.020, 0.90: 0.5}
 SPEEDRUN_SEEDS = 3
@@ -127,44 +134,21 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
 
 UNROLLS = (1, 4, 16)
 
+
+def knob_rows(dataset, epochs: int, quick: bool) -> list[dict]:
+    """`benchmarks.knobs` on this device: every unroll and epochs per program in both
+    dtypes (unroll 1 and 4, 1 and 2 epochs per program of 2 epochs, with `quick`)."""
+    if quick:
+        return knobs.measure(dataset, 2, UNROLLS[:2], (1, 2))
+    return knobs.measure(dataset, epochs, UNROLLS, (1, epochs))
+
+
 # Serves an export on this process's default device with JAX alone, printing the classes.
 _SERVE = (
     "import sys, jax, numpy as np; "
     "e = jax.export.deserialize(open(sys.argv[1], 'rb').read()); "
     "print(np.asarray(e.call(np.load(sys.argv[2]))).argmax(-1).tolist())"
 )
-
-
-def variant_rows(epochs: int, workdir: Path, quick: bool) -> list[dict]:
-    """The chapter's scratch model under each `scan_unroll` in both dtypes: the knob's
-    seconds, and whether its parameters are those of unroll 1 (the same arithmetic)."""
-    rows, fingerprints = [], {}
-    for dtype in ("float32", "bfloat16"):
-        for unroll in UNROLLS[:2] if quick else UNROLLS:
-            run_dir = workdir / f"unroll{unroll}_{dtype}"
-            result, whole = _cli(
-                "--config=experiments/mlp_scratch.py",
-                f"--workdir={run_dir}",
-                f"--config.num_epochs={epochs}",
-                f"--config.scan_unroll={unroll}",
-                f"--config.compute_dtype={dtype}",
-            )
-            evaluated, _ = _cli("--mode=eval", f"--workdir={run_dir}")
-            fingerprint = json.loads(evaluated.stdout.splitlines()[-1])["params_fingerprint"]
-            fingerprints.setdefault(dtype, fingerprint)
-            records = metrics.JsonlLog(run_dir / "metrics.jsonl").read()
-            rows.append(
-                {
-                    "run": f"scan_unroll={unroll}, {dtype}",
-                    "compile": _compile_seconds(result.stdout),
-                    "epochs": sum(r["train_seconds"] for r in records),
-                    "test_acc": records[-1]["val_acc"],
-                    "whole": whole,
-                    # Unroll 1 is the reference; each other unroll is checked against it.
-                    "ok": fingerprint == fingerprints[dtype] if unroll != 1 else None,
-                }
-            )
-    return rows
 
 
 def export_served(workdir: Path, dataset) -> dict:
@@ -215,14 +199,29 @@ def chapter_table(rows: list[dict], epochs: int) -> str:
     )
 
 
-def goals(chapter: list[dict], peers: list[dict], population_ms: dict[int, float]) -> str:
+def _goal_row(goal: str, measured: float, unit: str, met: bool) -> str:
+    return f"| {goal} | {measured:.3f} {unit} | {'yes' if met else 'no'} |"
+
+
+def goals(
+    chapter: list[dict],
+    knob: list[dict],
+    peers: list[dict],
+    population_ms: dict[tuple[int, bool], float],
+    warm_process: float,
+) -> str:
     """Each H200 goal with the measured value and whether it is met."""
     lines = ["| goal | measured | met |", "|---|---:|---|"]
     best = min(r["epochs"] for r in chapter if r["run"] in CHAPTER_MODELS)
-    lines.append(
-        f"| chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s | {best:.3f} s | "
-        f"{'yes' if best <= GOAL_EPOCHS_SECONDS else 'no'} |"
+    goal = f"chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s (default config, training only)"
+    lines.append(_goal_row(goal, best, "s", best <= GOAL_EPOCHS_SECONDS))
+    fastest = min(knob, key=lambda r: r["loop"])
+    goal = (
+        f"chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s, fastest knobs (scan_unroll="
+        f"{fastest['scan_unroll']}, epochs_per_program={fastest['epochs_per_program']}, "
+        f"{fastest['dtype']}; the whole loop, validation included)"
     )
+    lines.append(_goal_row(goal, fastest["loop"], "s", fastest["loop"] <= GOAL_EPOCHS_SECONDS))
     ours = next((p for p in peers if p["peer"] == "mlp_jax" and "seconds" in p), None)
     for peer in ("torch_d2l", "flax_loop"):
         theirs = next((p for p in peers if p["peer"] == peer), None)
@@ -232,12 +231,13 @@ def goals(chapter: list[dict], peers: list[dict], population_ms: dict[int, float
         factor = theirs["seconds"] / ours["seconds"]
         met = "yes" if factor >= GOAL_PEER_FACTOR else "no"
         lines.append(f"| >= {GOAL_PEER_FACTOR:.0f}x faster than {peer} | {factor:.1f}x | {met} |")
-    if 256 in population_ms:
-        ms = population_ms[256]
-        met = "yes" if ms <= GOAL_POPULATION_MS else "no"
-        lines.append(
-            f"| 256 models <= {GOAL_POPULATION_MS} ms per model-epoch | {ms:.3f} ms | {met} |"
-        )
+    for (size, shared), ms in sorted(population_ms.items()):
+        if size == 256:
+            order = "one shared data order" if shared else "separate data orders"
+            goal = f"256 models ({order}) <= {GOAL_POPULATION_MS} ms per model-epoch"
+            lines.append(_goal_row(goal, ms, "ms", ms <= GOAL_POPULATION_MS))
+    goal = f"whole `make train` process, warm compilation cache <= {GOAL_PROCESS_SECONDS} s"
+    lines.append(_goal_row(goal, warm_process, "s", warm_process <= GOAL_PROCESS_SECONDS))
     return "\n".join(lines) + "\n"
 
 
@@ -283,14 +283,22 @@ def main() -> None:
     dataset = data.load_dataset()
     with tempfile.TemporaryDirectory() as tmp:
         chapter = chapter_runs(epochs, Path(tmp))
-        add("## The chapter through the command line\n", chapter_table(chapter, epochs))
         served = export_served(Path(tmp) / CHAPTER_MODELS[0], dataset)
-        variants = [*variant_rows(epochs, Path(tmp), args.quick), served]
+        add(
+            "## The chapter through the command line\n",
+            chapter_table(chapter, epochs),
+            "The export served on the device: its classes those of --mode=predict (test acc: "
+            "of its 64 images).\n\n" + chapter_table([served], epochs),
+        )
+    first_run, warm_run = startup.timed_runs(epochs)
     add(
-        "## Variants: scan unroll and dtype; the export served on the device\n",
-        "check: the parameters those of scan_unroll=1 in the same dtype; the export's "
-        "classes those of --mode=predict (test acc: of its 64 images).\n\n"
-        + chapter_table(variants, epochs),
+        "## The whole process, first with a fresh compilation cache, then warm\n",
+        startup.markdown(first_run, warm_run),
+    )
+    knob = knob_rows(dataset, epochs, args.quick)
+    add(
+        "## Knobs: scan unroll, epochs per program, dtype\n",
+        knobs.markdown(knob, 2 if args.quick else epochs),
     )
 
     ceiling_rows = ceiling.run(args.quick)
@@ -305,13 +313,20 @@ def main() -> None:
 
     sizes = (1, 2) if args.quick else POPULATIONS
     population_ms = {}
-    lines = ["| models | compile (s) | ms per model-epoch |", "|---:|---:|---:|"]
+    lines = [
+        "| models | data order | compile (s) | ms per model-epoch |",
+        "|---:|---|---:|---:|",
+    ]
     for size in sizes:
-        compile_seconds, per_model_epoch = sweep_speed.time_population(
-            size, 1 if args.quick else 2, dataset
-        )
-        population_ms[size] = 1000 * per_model_epoch
-        lines.append(f"| {size} | {compile_seconds:.2f} | {population_ms[size]:.3f} |")
+        for shared in (False, True) if size > 1 else (False,):
+            compile_seconds, per_model_epoch = sweep_speed.time_population(
+                size, 1 if args.quick else 2, dataset, shared_order=shared
+            )
+            population_ms[size, shared] = 1000 * per_model_epoch
+            lines.append(
+                f"| {size} | {'shared' if shared else 'separate'} | {compile_seconds:.2f} | "
+                f"{population_ms[size, shared]:.3f} |"
+            )
     add("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
 
     matmul_sizes = hardware.QUICK_MATMUL_SIZES if args.quick else DEVICE_MATMUL_SIZES
@@ -325,7 +340,10 @@ def main() -> None:
 
     add("## Speedrun recipes\n", speedrun_table(dataset, args.quick))
     if not args.quick:  # The goals are for the full sizes.
-        add("## Goals (for an H200)\n", goals(chapter, peers, population_ms))
+        add(
+            "## Goals (for an H200)\n",
+            goals(chapter, knob, peers, population_ms, warm_run["whole"]),
+        )
     add(f"Whole check: {time.perf_counter() - started:.0f} s.\n")
 
 

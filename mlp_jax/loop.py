@@ -262,9 +262,9 @@ def fit(
     run = prepare(config, dataset)
     if state is None:
         state = steps.create_train_state(model, run.tx, config.seed)
+    plan = program_plan(config, int(state.epoch) + 1)
     state = run.runner.replicate(state)
     t1 = time.perf_counter()
-    plan = program_plan(config, int(state.epoch) + 1)
     compiled = compile_run(run, state, plan)
     t2 = time.perf_counter()
     history, eval_seconds = [], 0.0

@@ -51,14 +51,19 @@ def test_device_check_on_tiny_sizes_without_tensorflow(real_data_dir, tmp_path):
         "Memory bandwidth",
         "Parallel modes",
         "Speedrun recipes",
-        "Variants: scan unroll and dtype; the export served on the device",
+        "The whole process, first with a fresh compilation cache, then warm",
+        "Knobs: scan unroll, epochs per program, dtype",
     ):
         assert f"## {heading}" in report or f"### {heading}" in report, heading
     assert "| mlp_scratch resumed for epoch 2 |" in report and "FAILED" not in report
     assert "| mlp_jax_bf16 | bfloat16 |" in report
-    # Resumption and evaluation; unroll 4 in 2 dtypes against unroll 1; the export served.
-    assert report.count("| ok |") == 2 + 2 + 1
-    assert "| scan_unroll=4, bfloat16 |" in report and "served on cpu without mlp_jax" in report
+    # Resumption and evaluation; the export served.
+    assert report.count("| ok |") == 2 + 1 and "served on cpu without mlp_jax" in report
+    # In each dtype, unroll 1 and 4 by 1 and 2 epochs per program: each variant's parameters
+    # those of the first.
+    assert report.count("| reference |") == 2 and report.count("| same |") == 6
+    assert "| bfloat16 | 4 | 2 |" in report
+    assert "| 2 | shared |" in report and "| 2 | separate |" in report
     for mode in ("none", "pmap", "shard_map"):
         assert f"| {mode} | 1 |" in report
 

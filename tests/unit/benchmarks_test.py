@@ -76,3 +76,33 @@ def test_seed_statistics():
 def test_matmul_rows_are_consistent(n):
     (row,) = hardware.matmul_table([n], dtypes=("float32",))
     assert row["tflops"] == pytest.approx(2 * n**3 / row["seconds"] / 1e12)
+
+
+def test_device_check_goals_mark_each_goal_met_or_not():
+    from benchmarks import device_check
+
+    chapter = [{"run": "mlp_scratch", "epochs": 0.12}, {"run": "mlp_concise", "epochs": 0.10}]
+    knob = [
+        {"dtype": "float32", "scan_unroll": 1, "epochs_per_program": 1, "loop": 0.11},
+        {"dtype": "bfloat16", "scan_unroll": 4, "epochs_per_program": 10, "loop": 0.07},
+    ]
+    peers = [
+        {"peer": "mlp_jax", "seconds": 0.2},
+        {"peer": "torch_d2l", "seconds": 12.0},
+        {"peer": "flax_loop", "skipped": "missing"},
+    ]
+    populations = {(1, False): 20.0, (256, False): 1.7, (256, True): 0.5}
+    table = device_check.goals(chapter, knob, peers, populations, warm_process=6.2)
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    assert rows["chapter's 10 epochs <= 0.08 s (default config, training only)"].endswith(
+        "| 0.100 s | no |"
+    )
+    fastest = next(k for k in rows if "fastest knobs" in k)
+    assert "scan_unroll=4, epochs_per_program=10, bfloat16" in fastest
+    assert rows[fastest].endswith("| 0.070 s | yes |")
+    assert rows[">= 50x faster than torch_d2l"].endswith("| 60.0x | yes |")
+    assert rows[">= 50x faster than flax_loop"].endswith("| not measured | no |")
+    assert rows["256 models (separate data orders) <= 0.6 ms per model-epoch"].endswith("| no |")
+    assert rows["256 models (one shared data order) <= 0.6 ms per model-epoch"].endswith("| yes |")
+    warm = "whole `make train` process, warm compilation cache <= 5.0 s"
+    assert rows[warm].endswith("| 6.200 s | no |")

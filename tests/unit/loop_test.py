@@ -111,3 +111,16 @@ def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resu
 def test_a_program_of_several_epochs_that_diverges_names_its_first_diverged_epoch():
     with pytest.raises(UserError, match=r"training diverged: .* in epoch 1; .*lower --config.lr"):
         loop.fit(tiny_config("", lr=1e30, num_epochs=3, epochs_per_program=3), small_dataset())
+
+
+@pytest.mark.parametrize("per_program", [1, 2])
+@pytest.mark.parametrize("mode", ["pmap", "shard_map"])
+def test_fit_in_a_parallel_mode_on_one_device_equals_fit_without_one(mode, per_program):
+    # Several devices: tests/integration/multidevice_test.py; here the layouts of one.
+    dataset = small_dataset()
+    plain = loop.fit(tiny_config("", num_epochs=2, parallel="none"), dataset)
+    config = tiny_config("", num_epochs=2, parallel=mode, epochs_per_program=per_program)
+    wrapped = loop.fit(config, dataset)
+    for a, b in zip(jax.tree.leaves(wrapped.state), jax.tree.leaves(plain.state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert [r["epoch"] for r in wrapped.history] == [1, 2]
