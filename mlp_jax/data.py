@@ -5,10 +5,14 @@ This module knows files and arrays, nothing of models or training. Images stay u
 step scales them to [0, 1].
 """
 
+import contextlib
 import gzip
+import hashlib
 import os
 import struct
+import tempfile
 import zlib
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -72,12 +76,65 @@ class Dataset(NamedTuple):
     test: Split
 
 
+# Where gzip-compressed IDX files are kept decompressed, so that a run reads 55 MB rather than
+# inflating 30 MB (a third of a second on a CPU core at every start); "" keeps none.
+CACHE_ENV_VAR = "MLP_JAX_DATA_CACHE"
+_DEFAULT_CACHE = "~/.cache/mlp_jax/idx"
+
+
+def _cache_path(path: epath.Path) -> Path | None:
+    """Where the decompressed copy of the local .gz file `path` is kept: named by the file's
+    absolute path, size and modification time, so that a changed file is inflated afresh.
+    None without a cache or for a remote file."""
+    folder = os.environ.get(CACHE_ENV_VAR, _DEFAULT_CACHE)
+    try:
+        stat = os.stat(os.fspath(path))
+    except (OSError, TypeError):  # Remote (gs://): read as it is.
+        return None
+    if not folder:
+        return None
+    key = f"{os.path.abspath(os.fspath(path))}:{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(folder).expanduser() / f"{path.name.removesuffix('.gz')}.{digest}"
+
+
+def _inflate(path: epath.Path) -> bytes:
+    """The decompressed bytes of the .gz file `path`: its cached copy where a whole one is
+    kept (its length that the gzip trailer records), else inflated and kept for next time.
+    The cache is an optimisation: any failure to read or write it falls back to the file."""
+    compressed = path.read_bytes()
+    cached = _cache_path(path)
+    expected_size = struct.unpack("<I", compressed[-4:])[0] if len(compressed) >= 4 else -1
+    if cached is not None:
+        with contextlib.suppress(OSError):
+            raw = cached.read_bytes()
+            if len(raw) % 2**32 == expected_size:
+                return raw
+    raw = gzip.decompress(compressed)
+    if cached is not None:
+        _keep(cached, raw)
+    return raw
+
+
+def _keep(cached: Path, raw: bytes) -> None:
+    """Writes a cache file whole or not at all (a full disk, a read-only home: skipped)."""
+    tmp = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as f:
+            tmp = f.name
+            f.write(raw)
+        os.replace(tmp, cached)  # Whole or absent, whoever reads it meanwhile.
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def _read_idx(path: epath.Path, magic: int, expected_dims: tuple[int | None, ...]) -> np.ndarray:
     """Reads one IDX file (raw or gzip) and checks its magic number and size."""
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+        raw = _inflate(path) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: cannot read ({e}); delete it and fetch the file again") from None
     header_size = 4 + 4 * len(expected_dims)

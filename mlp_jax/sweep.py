@@ -62,15 +62,10 @@ def stack_states(configs: Sequence[ml_collections.ConfigDict], num_train: int) -
     shared_model, tx = _shared_model_and_optimizer(group_key(configs[0]), num_train)
     members = []
     for config in configs:
-        state = _create_train_state(models.resolve_model(config), tx, config.seed)
+        state = steps.create_train_state(models.resolve_model(config), tx, config.seed)
         opt_state = optax_tree.tree_set(state.opt_state, step_size=jnp.float32(-config.lr))
         members.append(state.replace(apply_fn=shared_model.apply, opt_state=opt_state))
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
-
-
-# One compiled program per model and optimiser: a population of 1,024 members then costs
-# 1,024 dispatches, not 1,024 times the dozens of operations of an initialisation.
-_create_train_state = jax.jit(steps.create_train_state, static_argnums=(0, 1))
 
 
 @functools.cache

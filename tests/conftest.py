@@ -1,5 +1,6 @@
 """Fixtures both tiers share: synthetic IDX folders, the real dataset, and one compilation
-cache for the session (helpers live in tests/helpers.py)."""
+cache and one cache of inflated IDX files for the session (helpers live in
+tests/helpers.py)."""
 
 import os
 import shutil
@@ -25,6 +26,8 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     os.environ["MLP_JAX_COMPILATION_CACHE"] = path
+    # The inflated IDX files too, in the same folder: nothing of the user's cache is read.
+    os.environ[data.CACHE_ENV_VAR] = os.path.join(path, "idx")
 
 
 def pytest_unconfigure(config):

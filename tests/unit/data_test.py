@@ -1,6 +1,7 @@
 """IDX parsing and validation on files the tests write, and source selection."""
 
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -32,6 +33,70 @@ def test_reads_raw_and_gzip_idx(tmp_path, gz):
     assert split.labels.dtype == np.int32
     np.testing.assert_array_equal(split.images, images.reshape(COUNT, 784))
     np.testing.assert_array_equal(split.labels, labels)
+
+
+@pytest.fixture
+def idx_cache(tmp_path, monkeypatch):
+    """A fresh cache of inflated IDX files for this test."""
+    folder = tmp_path / "idx_cache"
+    monkeypatch.setenv(data.CACHE_ENV_VAR, str(folder))
+    return folder
+
+
+def test_a_gzip_file_is_inflated_once_then_read_from_the_cache(tmp_path, idx_cache, monkeypatch):
+    (tmp_path / "files").mkdir()
+    images, labels = _split_files(tmp_path / "files", gz=True)
+    first = data.read_idx_split(tmp_path / "files", "test")
+    assert len(list(idx_cache.iterdir())) == 2
+
+    def no_inflating(_):
+        raise AssertionError("inflated again")
+
+    monkeypatch.setattr(data.gzip, "decompress", no_inflating)
+    again = data.read_idx_split(tmp_path / "files", "test")
+    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.images, images.reshape(COUNT, 784))
+    np.testing.assert_array_equal(again.labels, labels)
+
+
+def test_a_changed_gzip_file_is_not_read_from_the_cache(tmp_path, idx_cache):
+    _split_files(tmp_path, gz=True)
+    data.read_idx_split(tmp_path, "test")
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    size = path.stat().st_size
+    # Other labels in a file of the same size, so that only its modification time tells.
+    for seed in range(1, 1000):
+        changed = np.random.default_rng(seed).integers(0, 10, COUNT, dtype=np.uint8)
+        if len(write_idx(path, changed, LABELS_MAGIC).read_bytes()) == size:
+            break
+    assert path.stat().st_size == size
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    np.testing.assert_array_equal(data.read_idx_split(tmp_path, "test").labels, changed)
+
+
+def test_a_damaged_cache_file_is_inflated_afresh_and_replaced(tmp_path, idx_cache):
+    images, _ = _split_files(tmp_path, gz=True)
+    data.read_idx_split(tmp_path, "test")
+    (cached,) = idx_cache.glob("t10k-images-idx3-ubyte.*")
+    whole = cached.read_bytes()
+    cached.write_bytes(whole[:-100])
+    np.testing.assert_array_equal(
+        data.read_idx_split(tmp_path, "test").images, images.reshape(COUNT, 784)
+    )
+    assert cached.read_bytes() == whole
+
+
+@pytest.mark.parametrize("setting", ["under_a_file", "off"])
+def test_a_cache_that_cannot_be_written_or_is_off_reads_the_files(tmp_path, monkeypatch, setting):
+    (tmp_path / "a_file").write_text("")
+    folder = str(tmp_path / "a_file" / "cache") if setting == "under_a_file" else ""
+    monkeypatch.setenv(data.CACHE_ENV_VAR, folder)
+    (tmp_path / "files").mkdir()
+    images, _ = _split_files(tmp_path / "files", gz=True)
+    split = data.read_idx_split(tmp_path / "files", "test")
+    np.testing.assert_array_equal(split.images, images.reshape(COUNT, 784))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "files"]
 
 
 def test_truncated_file_names_the_file(tmp_path):
