@@ -215,7 +215,8 @@ def goals(
     best = min(r["epochs"] for r in chapter if r["run"] in CHAPTER_MODELS)
     goal = f"chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s (default config, training only)"
     lines.append(_goal_row(goal, best, "s", best <= GOAL_EPOCHS_SECONDS))
-    fastest = min(knob, key=lambda r: r["loop"])
+    # Only a variant that trains the plain path's parameters counts.
+    fastest = min((r for r in knob if r["same_params"] is not False), key=lambda r: r["loop"])
     goal = (
         f"chapter's 10 epochs <= {GOAL_EPOCHS_SECONDS} s, fastest knobs (scan_unroll="
         f"{fastest['scan_unroll']}, epochs_per_program={fastest['epochs_per_program']}, "

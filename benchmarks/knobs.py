@@ -1,6 +1,6 @@
 r"""The knobs that cut launches, side by side in one run: `scan_unroll` and
-`epochs_per_program` in float32 and bfloat16, each checked to train the reference's
-parameters (unroll 1, one epoch per program, the same dtype).
+`epochs_per_program` in float32 and bfloat16, each checked to train the parameters of its
+dtype's first variant (by default unroll 1 with one epoch per program: the plain path).
 
   python -m benchmarks.knobs [--epochs=10] [--unrolls=1,4,16] [--per_program=1,10] [--repeats=3]
 

@@ -82,10 +82,11 @@ CACHE_ENV_VAR = "MLP_JAX_DATA_CACHE"
 _DEFAULT_CACHE = "~/.cache/mlp_jax/idx"
 
 
-def _cache_path(path: epath.Path) -> Path | None:
-    """Where the decompressed copy of the local .gz file `path` is kept: named by the file's
-    absolute path, size and modification time, so that a changed file is inflated afresh.
-    None without a cache or for a remote file."""
+def _cache_path(path: epath.Path, trailer: bytes) -> Path | None:
+    """Where the inflated copy of the local .gz file `path` is kept, or None (no cache, or
+    a remote file): named by the file's absolute path, then by its size, modification time
+    and gzip trailer (the CRC-32 and length of its content), so that a changed file is
+    inflated afresh and its older copy replaced."""
     folder = os.environ.get(CACHE_ENV_VAR, _DEFAULT_CACHE)
     try:
         stat = os.stat(os.fspath(path))
@@ -93,22 +94,27 @@ def _cache_path(path: epath.Path) -> Path | None:
         return None
     if not folder:
         return None
-    key = f"{os.path.abspath(os.fspath(path))}:{stat.st_size}:{stat.st_mtime_ns}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(folder).expanduser() / f"{path.name.removesuffix('.gz')}.{digest}"
+    where = _digest(os.path.abspath(os.fspath(path)))
+    version = _digest(f"{stat.st_size}:{stat.st_mtime_ns}:{trailer.hex()}")
+    return Path(folder).expanduser() / f"{path.name.removesuffix('.gz')}.{where}.{version}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _inflate(path: epath.Path) -> bytes:
-    """The decompressed bytes of the .gz file `path`: its cached copy where a whole one is
-    kept (its length that the gzip trailer records), else inflated and kept for next time.
-    The cache is an optimisation: any failure to read or write it falls back to the file."""
+    """The decompressed bytes of the .gz file `path`: its cached copy where one is kept
+    whose length and CRC-32 are those the gzip trailer records, else inflated and kept for
+    next time. The cache is an optimisation: any failure to read or write it falls back to
+    the file."""
     compressed = path.read_bytes()
-    cached = _cache_path(path)
-    expected_size = struct.unpack("<I", compressed[-4:])[0] if len(compressed) >= 4 else -1
+    trailer = compressed[-8:]
+    cached = _cache_path(path, trailer) if len(trailer) == 8 else None
     if cached is not None:
         with contextlib.suppress(OSError):
             raw = cached.read_bytes()
-            if len(raw) % 2**32 == expected_size:
+            if struct.pack("<II", zlib.crc32(raw), len(raw) % 2**32) == trailer:
                 return raw
     raw = gzip.decompress(compressed)
     if cached is not None:
@@ -117,7 +123,8 @@ def _inflate(path: epath.Path) -> bytes:
 
 
 def _keep(cached: Path, raw: bytes) -> None:
-    """Writes a cache file whole or not at all (a full disk, a read-only home: skipped)."""
+    """Writes a cache file whole or not at all (a full disk, a read-only home, an interrupt:
+    nothing is left), and removes the older copies of the same file."""
     tmp = None
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +132,13 @@ def _keep(cached: Path, raw: bytes) -> None:
             tmp = f.name
             f.write(raw)
         os.replace(tmp, cached)  # Whole or absent, whoever reads it meanwhile.
+        tmp = None
+        for older in cached.parent.glob(f"{cached.name.rsplit('.', 1)[0]}.*"):
+            if older != cached:
+                older.unlink(missing_ok=True)
     except OSError:
+        pass
+    finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -1,16 +1,18 @@
 """The in-memory run loop: one model trained epoch by epoch on data that stay on the devices,
-each epoch one compiled program, with exact validation after it.
+each epoch (or each `config.epochs_per_program` epochs) one compiled program, with exact
+validation after every epoch.
 
 Every single-model run goes through it: the command line (`mlp_jax.train`, which puts the
 workdir's files, checkpoints and signals around it), the speed benchmarks, the speedrun and
-the tests. `epochs` yields after each epoch, so the caller does its host work (logging,
-saving, deciding to stop) between epochs and never inside one; `fit` runs it all in memory.
+the tests. `epochs` yields each epoch once its program has run, with the state after it at
+the end of each program, so the caller does its host work (logging between epochs, saving
+and deciding to stop between programs) never inside one; `fit` runs it all in memory.
 """
 
 import math
 import os
 import time
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import jax
@@ -52,21 +54,22 @@ class Compiled(NamedTuple):
     """A run's programs, compiled ahead of time for its state and data.
 
     Attributes:
-      train_epoch, evaluate: one epoch, and validation after it (programs of one epoch).
-      train_epochs: {K: the program of K epochs with their validation} for each K > 1 that
+      train_epoch, evaluate: an epoch, and its validation after it, as two programs: what a
+        run of one epoch per program (`config.epochs_per_program=1`) runs; else None.
+      train_epochs: else {K: the program of K epochs, each with its validation} for each K
         the run's plan holds.
     """
 
-    train_epoch: jax.stages.Compiled
-    evaluate: jax.stages.Compiled
+    train_epoch: jax.stages.Compiled | None
+    evaluate: jax.stages.Compiled | None
     train_epochs: dict[int, jax.stages.Compiled]
 
 
 class Epoch(NamedTuple):
-    """One finished epoch: its record (a line of metrics.jsonl), the seconds its validation
-    took apart from training (0 inside a program of several epochs), and the state after it
-    (in the runner's layout) where the host has it: at the end of each program, None
-    inside one."""
+    """One finished epoch: the state after it (in the runner's layout) where the host has
+    it, at the end of each program (None inside one); its record (a line of
+    metrics.jsonl); and the host's seconds after its training: its validation with one epoch
+    per program, only the reading of its metrics with several (validation is inside them)."""
 
     state: steps.TrainState | None
     record: dict
@@ -112,7 +115,7 @@ def prepare(
 
 
 def program_plan(
-    config: ml_collections.ConfigDict, first_epoch: int, host_epochs: Container[int] = ()
+    config: ml_collections.ConfigDict, first_epoch: int, host_epochs: Iterable[int] = ()
 ) -> list[int]:
     """How many epochs each compiled program runs, from `first_epoch` to the last: at most
     `config.epochs_per_program`, ending after every epoch in `host_epochs` (where the host
@@ -131,18 +134,21 @@ def program_plan(
 
 
 def compile_run(run: Run, state: steps.TrainState, plan: Sequence[int] = ()) -> Compiled:
-    """Compiles the epoch, the evaluation and each program of several epochs that `plan`
-    (see `program_plan`) holds, once, ahead of time, so that no epoch's time includes
-    compilation."""
+    """Compiles what the run's plan (see `program_plan`) runs, once, ahead of time, so that
+    no epoch's time includes compilation: the epoch and the evaluation, or each length of
+    program of several epochs."""
     runner = run.runner
-    return Compiled(
-        runner.train_epoch.lower(state, run.train_data).compile(),
-        runner.evaluate.lower(state, run.val_data).compile(),
-        {
-            k: runner.train_epochs(k).lower(state, run.train_data, run.val_data).compile()
-            for k in sorted(set(plan) - {1})
-        },
-    )
+    if run.config.epochs_per_program == 1:
+        return Compiled(
+            runner.train_epoch.lower(state, run.train_data).compile(),
+            runner.evaluate.lower(state, run.val_data).compile(),
+            {},
+        )
+    programs = {
+        k: runner.train_epochs(k).lower(state, run.train_data, run.val_data).compile()
+        for k in sorted(set(plan))
+    }
+    return Compiled(None, None, programs)
 
 
 @jax.jit
@@ -204,11 +210,11 @@ def epochs(
 
 def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: int):
     """One program of `length` epochs: (the state after it, each epoch's (TrainMetrics,
-    EvalMetrics) in one copy, and each epoch's seconds: of its training alone in a program
-    of one, its share of the whole program, validation included, in one of several)."""
+    EvalMetrics) in one copy, and each epoch's seconds: of its training alone with one epoch
+    per program, its share of its program, validation included, with several)."""
     runner = run.runner
     t0 = time.perf_counter()
-    if length == 1:
+    if compiled.train_epoch is not None:
         state, train_metrics = compiled.train_epoch(state, run.train_data)
         train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
         seconds = time.perf_counter() - t0

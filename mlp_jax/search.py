@@ -187,11 +187,16 @@ def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict
 def _same_base(recorded: dict | None, train) -> bool:
     """Whether a record's base config is `train`'s. A library field added since the record
     was written takes its default, which is the behaviour the search had (as a workdir's
-    config.json is read)."""
+    config.json is read). How populations run (`config.POPULATION_FIELDS`, e.g. a shared
+    data order) does not count: it changes the scores only to float rounding."""
     if recorded is None:
         return False
+
+    def counted(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in config_lib.POPULATION_FIELDS}
+
     defaults = searched_config(config_lib.base_config())
-    return {**defaults, **recorded} == searched_config(train)
+    return counted({**defaults, **recorded}) == counted(searched_config(train))
 
 
 def _choice_key(candidate, space: dict) -> str:

@@ -15,6 +15,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -42,14 +43,20 @@ class TrainState(train_state.TrainState):
     epoch: jax.Array
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
 def create_train_state(
     model: nn.Module, tx: optax.GradientTransformation, seed: int | jax.Array
 ) -> TrainState:
-    """Initialises parameters and optimiser state from `seed`, as one compiled program per
-    model and optimiser (which the persistent compilation cache keeps), not the dozens of
-    operations of an initialisation one by one: a quarter of a second off a run's start
-    on a CPU, and a population of 1,024 members costs 1,024 dispatches."""
+    """Initialises parameters and optimiser state from `seed` (0..2**32 - 1), as one
+    compiled program per model and optimiser (which the persistent compilation cache keeps),
+    not the dozens of operations of an initialisation one by one: a quarter of a second off
+    a run's start on a CPU, and a population of 1,024 members costs 1,024 dispatches."""
+    # As uint32: a Python int would enter the program as int32 and overflow from 2**31.
+    is_number = isinstance(seed, int | np.integer)
+    return _create_train_state(model, tx, np.uint32(seed) if is_number else seed)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _create_train_state(model, tx, seed) -> TrainState:
     root = jax.random.key(seed)
     params = model.init(jax.random.fold_in(root, INIT_STREAM), jnp.zeros((1, NUM_PIXELS)))
     return TrainState.create(

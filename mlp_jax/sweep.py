@@ -278,5 +278,7 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress):
 
 
 def _digest(configs, evaluate_test: bool) -> str:
-    payload = json.dumps([[c.to_dict() for c in configs], evaluate_test, 2], sort_keys=True)
+    """The cache key of a population: its configs less what populations never read."""
+    read = [{k: v for k, v in c.to_dict().items() if k not in SINGLE_RUN_FIELDS} for c in configs]
+    payload = json.dumps([read, evaluate_test, 2], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -70,7 +70,8 @@ class _PhaseClock:
 
 class _StopRequests:
     """Turns SIGTERM (a preemption notice on TPU VMs) and SIGINT into a flag read between
-    epochs, so an epoch in flight finishes and its state is saved before exiting.
+    compiled programs (each an epoch, or `config.epochs_per_program` of them), so the
+    program in flight finishes and its state is saved before exiting.
 
     On several hosts a notice may reach some processes only: `agreed_signal` is a collective
     decision, so every process stops after the same epoch and saves it together.
@@ -211,7 +212,8 @@ def train_and_evaluate(
             f"compiled in {clock.lap('compile'):.2f} s"
         )
 
-        # ---- Train: one compiled program per epoch; host work only between epochs.
+        # ---- Train: one compiled program per epoch (or per several: config.epochs_per_program);
+        # host work only between epochs, saving and stopping only between programs.
         if is_main_process:
             # matplotlib (a third of a second to import) is first needed for the last plot
             # (in a terminal): it is imported meanwhile, while the compiled epochs hold the

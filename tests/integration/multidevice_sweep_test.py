@@ -33,15 +33,18 @@ def _assert_same_results(results, reference, tolerance=1e-5):
 def test_population_spread_over_eight_devices_equals_one_device(synthetic_dir, tmp_path):
     out = tmp_path / "sweeps.json"
     process = _run_multidevice_sweeps(
-        synthetic_dir, out, "8,10", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+        synthetic_dir, out, "8,10,5s", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     )
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     results = json.loads(out.read_text())
-    for size in ("8", "10"):  # 10 models on 8 devices: padded to 16, 6 inert members dropped.
+    # 10 models on 8 devices: padded to 16, 6 inert members dropped; 5 of one seed, sharing
+    # each batch: padded to 8.
+    for size in ("8", "10", "5s"):
         assert results[size]["devices"] == 8
-        assert len(results[size]["all"]) == int(size)
+        assert len(results[size]["all"]) == int(size.removesuffix("s"))
         _assert_same_results(results[size]["all"], results[size]["one"])
+    assert len({m["history"][-1]["train_loss"] for m in results["5s"]["all"]}) == 5
     # The members really differ, so equality above is member by member.
     assert len({m["history"][-1]["train_loss"] for m in results["10"]["all"]}) == 10
 
@@ -77,7 +80,7 @@ def test_population_over_two_processes_equals_one_process(synthetic_dir, tmp_pat
         assert p.returncode == 0, stderr[-3000:]
     distributed = json.loads(out.read_text())["6"]
     assert distributed["devices"] == 4
-    alone = sweep.train_group(population(str(synthetic_dir), 6), small_dataset())
+    alone = sweep.train_group(population(str(synthetic_dir), "6"), small_dataset())
     _assert_same_results(distributed["all"], alone)
 
 

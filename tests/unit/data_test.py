@@ -73,14 +73,22 @@ def test_a_changed_gzip_file_is_not_read_from_the_cache(tmp_path, idx_cache):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     np.testing.assert_array_equal(data.read_idx_split(tmp_path, "test").labels, changed)
+    # The older copy was replaced: one copy of each file.
+    assert len(list(idx_cache.glob("t10k-labels-idx1-ubyte.*"))) == 1
 
 
-def test_a_damaged_cache_file_is_inflated_afresh_and_replaced(tmp_path, idx_cache):
+@pytest.mark.parametrize("damage", ["truncated", "a byte changed"])
+def test_a_damaged_cache_file_is_inflated_afresh_and_replaced(tmp_path, idx_cache, damage):
     images, _ = _split_files(tmp_path, gz=True)
     data.read_idx_split(tmp_path, "test")
     (cached,) = idx_cache.glob("t10k-images-idx3-ubyte.*")
     whole = cached.read_bytes()
-    cached.write_bytes(whole[:-100])
+    middle = len(whole) // 2
+    damaged = {
+        "truncated": whole[:-100],
+        "a byte changed": whole[:middle] + bytes([whole[middle] ^ 1]) + whole[middle + 1 :],
+    }[damage]
+    cached.write_bytes(damaged)
     np.testing.assert_array_equal(
         data.read_idx_split(tmp_path, "test").images, images.reshape(COUNT, 784)
     )

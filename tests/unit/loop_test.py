@@ -96,10 +96,11 @@ def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resu
     fused = train.train_and_evaluate(config, tmp_path / "fused")
     saved = sorted(int(p.name) for p in (tmp_path / "fused" / "checkpoints").iterdir())
     assert saved == [2, 4, 5]
-    config.num_epochs = 7  # Resumed from epoch 5, in a program of 2.
+    config.num_epochs = 8  # Resumed from epoch 5: epoch 6 (a checkpoint's), then 7 and 8.
+    assert loop.program_plan(config, 6, [6, 8]) == [1, 2]
     resumed = train.train_and_evaluate(config, tmp_path / "fused")
     alone = loop.fit(
-        tiny_config(synthetic_dir, **{**features, "num_epochs": 7}),
+        tiny_config(synthetic_dir, **{**features, "num_epochs": 8}),
         data.load_dataset(str(synthetic_dir)),
     )
     assert [r["epoch"] for r in fused.history] == [1, 2, 3, 4, 5]

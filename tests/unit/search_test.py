@@ -97,6 +97,9 @@ def test_recorded_scores_of_another_base_config_or_space_are_not_kept(synthetic_
     elsewhere = ml_collections.ConfigDict(base.to_dict())
     elsewhere.data_dir = "/another/machine"  # Where the data lies does not change the scores.
     assert search.recorded_scores(record, elsewhere, space, candidates)
+    separate = ml_collections.ConfigDict(base.to_dict())
+    separate.share_data_order = False  # How a population runs: scores equal to rounding.
+    assert search.recorded_scores(record, separate, space, candidates)
     other = ml_collections.ConfigDict(base.to_dict())
     other.dropout = 0.5
     assert search.recorded_scores(record, other, space, candidates) == {}

@@ -342,3 +342,9 @@ def test_label_smoothing_is_in_the_plain_loss():
     _, plain = steps.train_step(state, batch, jax.random.key(0))
     np.testing.assert_allclose(smoothed.loss.total, expected.sum(), rtol=1e-5)
     assert float(smoothed.loss.total) > float(plain.loss.total)  # Smoothing raises the loss.
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**31, 2**32 - 1])  # config.MAX_SEED is 2**32 - 1.
+def test_every_valid_seed_initialises_the_key_an_eager_key_would_be(seed):
+    state = steps.create_train_state(mlp_concise.MLP(num_hiddens=8), optax.sgd(0.1), seed)
+    np.testing.assert_array_equal(state.rng, jax.random.key_data(jax.random.key(seed)))
