@@ -79,7 +79,7 @@ def _one_seed_population(synthetic_dir, **features):
 
 
 @pytest.mark.parametrize(
-    "features", [{}, TUNED_FEATURES, {**TUNED_FEATURES, "mixup_alpha": 0.4}], ids=str
+    "features", [{}, {**TUNED_FEATURES, "mixup_alpha": 0.4}], ids=["plain", "tuned_mixup"]
 )
 def test_population_of_one_seed_shares_its_batches_and_equals_separate_runs(
     synthetic_dir, dataset, features
