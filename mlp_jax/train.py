@@ -241,7 +241,7 @@ def train_and_evaluate(
             state = finished.state
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
-            if last or stop_signal or epoch % config.checkpoint_every_epochs == 0:
+            if last or stop_signal or epoch in checkpoint_epochs:
                 meta = {"val_acc": record["val_acc"], "steps_per_epoch": run.steps_per_epoch}
                 store.save(runner.unreplicate(state), meta)
             if stop_signal and not last:
