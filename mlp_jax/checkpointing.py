@@ -17,7 +17,6 @@ Every path goes through etils.epath, so a workdir may be remote (gs://...).
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import NamedTuple
 
@@ -29,8 +28,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
-from mlp_jax import files, models, optim, parallel, steps
+from mlp_jax import errors, files, models, optim, parallel, steps
 from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
@@ -39,12 +39,28 @@ UNREADABLE_DIR = "checkpoints_unreadable"
 CONFIG_FILE = "config.json"
 
 
+def _whole(leaf) -> np.ndarray:
+    """A host copy of an array, gathered from every process where it is sharded over them
+    (a population's state on several hosts)."""
+    if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
+        leaf = multihost_utils.process_allgather(leaf, tiled=True)
+    return np.asarray(leaf)
+
+
+def first_value(leaf) -> int:
+    """The first element of a counter (a run's epoch; a population's, one per member, all
+    equal), read from this process's own shard."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_shards[0].data
+    return int(np.asarray(leaf).reshape(-1)[0])
+
+
 def fingerprint(tree) -> str:
     """sha256 over the bytes, shapes and dtypes of a tree's arrays, in tree order: equal iff
     the trees are bit-identical."""
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(tree):
-        array = np.ascontiguousarray(np.asarray(leaf))
+        array = np.ascontiguousarray(_whole(leaf))
         digest.update(f"{array.dtype}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
@@ -60,9 +76,80 @@ def params_fingerprint(params) -> str:
 # catches these first; the signs hold where a checkpoint's metadata cannot be read.)
 _MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Missing key")
 
+
+class Damaged(ValueError):
+    """A checkpoint's bytes were read and are not those it was saved with."""
+
+
+# What Orbax and TensorStore say of a checkpoint's own bytes when they are damaged: a file
+# cut short (OUT_OF_RANGE), bytes failing their checksum or format (DATA_LOSS, "Error
+# decoding"), a file its manifest lists but that is missing (NOT_FOUND).
+_DAMAGE_SIGNS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Error decoding")
+# Errors of the same meaning raised by Python while the checkpoint's JSON files are parsed.
+_DAMAGE_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)
+
+
+def damage_evidence(error: BaseException) -> str | None:
+    """What in `error` (or the errors it was raised from) proves that a checkpoint's own
+    bytes are damaged, in a few words; None when nothing does (the environment, a library or
+    a bug failed, and the checkpoint may be whole)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, _DAMAGE_ERRORS):
+            return _first_line(error)
+        text = str(error)
+        if any(sign in text for sign in _DAMAGE_SIGNS):
+            return _first_line(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _check_entries(folder: epath.Path) -> None:
+    """Checks, before Orbax reads a checkpoint, that this process can: every entry is a file
+    it can open or a folder it can list. A pipe, a socket or a device (which TensorStore
+    would open and wait on) or a permission denied is not damage of its bytes, so nothing is
+    moved; and refused here, it is one line rather than Orbax's tasks failing one by one.
+    (An object store holds objects only, and answers permissions per bucket.)
+
+    Raises:
+      UserError: naming the entry and what is wrong.
+    """
+    if files.is_remote(folder):
+        return
+
+    def refuse(error: OSError):
+        line = errors.os_error_line(error) or f"{error.filename}: {error}"
+        raise UserError(
+            f"checkpoint {folder} cannot be read by this process ({line}); "
+            "nothing was moved; mend that and rerun"
+        )
+
+    for root, folders, names in os.walk(os.fspath(folder), onerror=refuse):
+        for name in folders + names:
+            entry = epath.Path(root) / name
+            found = files.kind(entry)
+            if found not in ("a file", "a folder"):
+                raise UserError(
+                    f"{entry} is {found}, where a checkpoint holds files and folders only; "
+                    "nothing was moved; move it away and rerun"
+                )
+            if found == "a file":
+                try:
+                    os.close(os.open(os.fspath(entry), os.O_RDONLY))
+                except OSError as e:
+                    refuse(e)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+
+
 # What a checkpoint holds beyond its arrays' bytes (Orbax's metadata, the meta JSON, file
 # system blocks), with room: measured under 3% and 20 KB for the chapter's model.
 _SAVE_OVERHEAD_FRACTION, _SAVE_OVERHEAD_BYTES = 0.1, 2**16
+# Files and folders a checkpoint makes (counted: 24 for the chapter's model), with room.
+_SAVE_FILES = 64
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
 
@@ -151,9 +238,9 @@ class CheckpointStore:
             unit) is required, so that `restore_workdir` rebuilds the run's optimiser.
         """
         assert not self.read_only, "a read-only store never saves"
-        epoch = int(state.epoch)
+        epoch = first_value(state.epoch)
         self._check_free_space(state, epoch)
-        meta = {"epoch": epoch, "step": int(state.step), **extra_meta}
+        meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
         self.manager.save(
             epoch,
@@ -172,32 +259,43 @@ class CheckpointStore:
             return None
 
     def _check_free_space(self, state, epoch: int) -> None:
-        """Refuses a save the disk cannot hold (with one still being written, room for both),
-        before any of it is written: a save that fills the disk fails in Orbax's threads,
-        which log hundreds of lines first. Every process refuses if any is short, so none is
-        left waiting in the save for the others. Remote workdirs are not measured."""
-        try:
-            free = shutil.disk_usage(os.fspath(self.workdir)).free
-        except (OSError, TypeError, ValueError):
-            free = None
+        """Refuses a save the file system holding checkpoints/ cannot take, in bytes or in
+        files (with one save still being written, room for both), before any of it is
+        written: a save that fills the disk fails in Orbax's threads, which log hundreds of
+        lines first. Every process refuses if any is short, so none is left waiting in the
+        save for the others. Remote workdirs are not measured."""
         pending = 2 if self.manager.is_saving_in_progress() else 1
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
         needed = pending * state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
-        short = free is not None and free < needed
-        if not parallel.max_over_processes(int(short)):
+        needed_files = pending * _SAVE_FILES
+        shortage = None
+        folder = self.workdir / CHECKPOINT_DIR
+        try:
+            stats = os.statvfs(os.fspath(folder))
+        except (OSError, TypeError, ValueError):  # Remote, or not made yet: not measured.
+            stats = None
+        if stats is not None and stats.f_bavail * stats.f_frsize < needed:
+            shortage = (
+                f"has {stats.f_bavail * stats.f_frsize / 2**20:.1f} MB free, and the checkpoint "
+                f"of epoch {epoch} needs about {needed / 2**20:.1f} MB"
+            )
+        elif stats is not None and stats.f_files and stats.f_favail < needed_files:
+            shortage = (
+                f"can hold {stats.f_favail} more files, and the checkpoint of epoch {epoch} "
+                f"needs about {needed_files}"
+            )
+        if not parallel.max_over_processes(int(shortage is not None)):
             return
         saved = self.saved_epochs()
         detail = (
-            f"the device holding it has {free / 2**20:.1f} MB free, and the checkpoint of "
-            f"epoch {epoch} needs about {needed / 2**20:.1f} MB"
-            if short
+            f"the file system holding it {shortage}"
+            if shortage
             else f"another process's disk cannot hold the checkpoint of epoch {epoch}"
         )
         raise UserError(
-            f"{self.workdir}: {detail}; it was not saved "
+            f"{folder}: {detail}; it was not saved "
             f"({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); free space "
-            f"there (older folders of {self.workdir / CHECKPOINT_DIR} may go, the newest "
-            "kept), then rerun to resume"
+            f"there (older folders of {folder} may go, the newest kept), then rerun to resume"
         )
 
     def _restore(self, epoch: int, abstract_state):
@@ -209,11 +307,30 @@ class CheckpointStore:
         )
         state, meta = restored["state"], restored["meta"]
         if fingerprint(state) != meta["state_fingerprint"]:
-            raise ValueError("the state does not match the fingerprint saved with it")
+            raise Damaged("the state does not match the fingerprint saved with it")
         return state, meta
 
+    def _check_readable(self, epoch: int) -> None:
+        """Proves that this process can read every file of a checkpoint that failed to load
+        (so that its failure is its bytes', not the environment's: permissions, a limit on
+        open files, a failing disk).
+
+        Raises:
+          UserError: a file cannot be read; nothing was moved.
+        """
+        folder = self.workdir / CHECKPOINT_DIR / str(epoch)
+        try:
+            for path in files.walk_files(folder):
+                files.read_bytes(path)
+        except OSError as e:
+            line = errors.os_error_line(e) or f"{e.filename or folder}: {e}"
+            raise UserError(
+                f"checkpoint {folder} cannot be read by this process ({line}); nothing was "
+                "moved; mend that and rerun"
+            ) from None
+
     def _set_aside(self, epoch: int) -> epath.Path:
-        """Moves an unreadable checkpoint out of Orbax's way, keeping it for inspection."""
+        """Moves a damaged checkpoint out of Orbax's way, keeping it for inspection."""
         source = self.workdir / CHECKPOINT_DIR / str(epoch)
         target = self.workdir / UNREADABLE_DIR / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0 and source.exists():
@@ -222,52 +339,65 @@ class CheckpointStore:
         self.manager.reload()
         return target
 
+    def set_aside_epochs(self) -> list[str]:
+        """The checkpoints set aside as damaged (folders of WORKDIR/checkpoints_unreadable)."""
+        folder = self.workdir / UNREADABLE_DIR
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
     def restore_latest(self, abstract_state) -> tuple[steps.TrainState, dict] | None:
         """The newest readable checkpoint's state and meta, or None when there is none.
 
-        Unreadable checkpoints (truncated, half-written, tampered: their bytes fail to load
-        or to match their fingerprint) are moved to WORKDIR/checkpoints_unreadable with a
-        warning (skipped, when read-only), and the next older one is tried.
+        A checkpoint is set aside (moved to WORKDIR/checkpoints_unreadable, with a warning;
+        skipped when read-only) only when its own bytes are proven damaged: they were read
+        and fail their fingerprint, or Orbax or TensorStore found them truncated, undecodable
+        or missing (`damage_evidence`), while this process can read every one of its files.
+        Then the next older one is tried. Any other failure (the environment, a library, a
+        bug) ends the restore with nothing moved.
 
         Args:
           abstract_state: a TrainState of jax.ShapeDtypeStruct leaves (with shardings).
 
         Raises:
           UserError: a checkpoint holds arrays of other shapes or dtypes than
-            `abstract_state` (nothing is moved), or
-            checkpoints exist but none is readable.
+            `abstract_state`, or cannot be read by this process (nothing is moved), or
+            checkpoints exist but every one is damaged (each set aside).
         """
         epochs = self.saved_epochs()[::-1]
         wanted = layout(abstract_state)
         for epoch in epochs:
+            folder = self.workdir / CHECKPOINT_DIR / str(epoch)
+            _check_entries(folder)
             saved = self._saved_layout(epoch)
             mismatch = saved is not None and layout_mismatch(saved, wanted)
             if mismatch:
                 raise UserError(
-                    f"{self.workdir / CHECKPOINT_DIR / str(epoch)}: {mismatch}; nothing was "
-                    "moved; run it as it was trained (the same config and environment) or use a "
-                    "new --workdir"
+                    f"{folder}: {mismatch}; nothing was moved; run it as it was trained (the "
+                    "same config and environment) or use a new --workdir"
                 )
             try:
                 state, meta = self._restore(epoch, abstract_state)
             except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-                reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                reason = _first_line(e)
                 if any(sign in str(e) for sign in _MISMATCH_SIGNS):
                     raise UserError(
-                        f"{self.workdir / CHECKPOINT_DIR / str(epoch)}: saved by a model of "
-                        f"other shapes ({reason}); use the config that trained it or a new "
-                        "--workdir"
+                        f"{folder}: saved by a model of other shapes ({reason}); use the "
+                        "config that trained it or a new --workdir"
                     ) from None
+                self._check_readable(epoch)  # The environment's failure is one line.
+                evidence = damage_evidence(e)
+                if evidence is None:
+                    e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
+                    raise
                 if self.read_only:
-                    logging.warning("checkpoint %s is unreadable (%s); skipped", epoch, reason)
+                    logging.warning("checkpoint %s is damaged (%s); skipped", epoch, evidence)
                     continue
                 target = self._set_aside(epoch)
                 logging.warning(
-                    "checkpoint %s is unreadable (%s); moved to %s", epoch, reason, target
+                    "checkpoint %s is damaged (%s); moved to %s", epoch, evidence, target
                 )
                 continue
-            if int(state.epoch) != epoch:
-                folder, held = self.workdir / CHECKPOINT_DIR, int(state.epoch)
+            if first_value(state.epoch) != epoch:
+                folder, held = self.workdir / CHECKPOINT_DIR, first_value(state.epoch)
                 raise UserError(
                     f"{folder / str(epoch)}: holds the state after epoch {held}, not {epoch} "
                     f"(was the folder renamed?); rename it to {folder / str(held)} or move it "
@@ -275,9 +405,11 @@ class CheckpointStore:
                 )
             return state, meta
         if epochs:
+            where = "skipped" if self.read_only else f"set aside in {self.workdir / UNREADABLE_DIR}"
             raise UserError(
-                f"{self.workdir / CHECKPOINT_DIR}: no readable checkpoint (tried epochs {epochs}); "
-                "start afresh with a new --workdir or delete that folder"
+                f"{self.workdir / CHECKPOINT_DIR}: no readable checkpoint, every one is damaged "
+                f"(epochs {epochs}, {where}); a training rerun will start afresh, or use a new "
+                "--workdir"
             )
         return None
 
@@ -299,7 +431,7 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     path = files.as_path(workdir) / CONFIG_FILE
     try:
         return ml_collections.ConfigDict(
-            {**base_config().to_dict(), **json.loads(path.read_text())}
+            {**base_config().to_dict(), **json.loads(files.read_text(path))}
         )
     except FileNotFoundError:
         raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None

@@ -352,7 +352,12 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
     _check(
         config.keep_checkpoints >= 1, "keep_checkpoints", config.keep_checkpoints, "must be >= 1"
     )
-    _check(config.trace_epoch >= 0, "trace_epoch", config.trace_epoch, "must be >= 0")
+    _check(
+        0 <= config.trace_epoch <= config.num_epochs,
+        "trace_epoch",
+        config.trace_epoch,
+        f"must be in 0..num_epochs ({config.num_epochs}); 0 traces nothing",
+    )
     _check(
         config.epochs_per_program >= 1,
         "epochs_per_program",

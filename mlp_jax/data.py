@@ -108,7 +108,7 @@ def _inflate(path: epath.Path) -> bytes:
     whose length and CRC-32 are those the gzip trailer records, else inflated and kept for
     next time. The cache is an optimisation: any failure to read or write it falls back to
     the file."""
-    compressed = path.read_bytes()
+    compressed = files.read_bytes(path)
     trailer = compressed[-8:]
     cached = _cache_path(path, trailer) if len(trailer) == 8 else None
     if cached is not None:
@@ -147,9 +147,9 @@ def _keep(cached: Path, raw: bytes) -> None:
 def _read_idx(path: epath.Path, magic: int, expected_dims: tuple[int | None, ...]) -> np.ndarray:
     """Reads one IDX file (raw or gzip) and checks its magic number and size."""
     try:
-        raw = _inflate(path) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserError(f"{path}: cannot read ({e}); delete it and fetch the file again") from None
+        raw = _inflate(path) if path.suffix == ".gz" else files.read_bytes(path)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # Its bytes are damaged.
+        raise UserError(f"{path}: cannot read ({e}); fetch the file again") from None
     header_size = 4 + 4 * len(expected_dims)
     if len(raw) < header_size:
         raise UserError(f"{path}: truncated header ({len(raw)} bytes); fetch the file again")

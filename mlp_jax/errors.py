@@ -1,16 +1,21 @@
 """Errors a user can fix, and the one place where they become one line on stderr.
 
 Every command (`mlp_jax.main`, the studies' `experiments.studies.*.run`) parses its flags with
-`parse_flags` and runs with `one_line_errors`, so a bad flag, a bad config, bad data or an
-out-of-memory model ends the program with `error: ...` on one line, a non-zero exit and no
-traceback.
+`parse_flags` and runs through `command`, so a bad flag, a bad config, bad data, a file system
+a user can mend, an out-of-memory model or a signal ends the program with `error: ...` on one
+line, a non-zero exit and no traceback, and the process ends however its threads stand. The
+error names the path and the flag that moves it (`name_path`, `os_error_line`).
 """
 
 import contextlib
 import difflib
 import errno
+import functools
+import os
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from absl import flags, logging
@@ -48,33 +53,88 @@ def closest(key: str, known: Iterable[str]) -> str:
     return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
-# What is wrong with a path, and the fix, for the errors of the file system a user can fix.
+# What is wrong with a path, and the fix, for the errors of the file system a user can fix:
+# by errno, and by class for the errors raised without one (etils raises IsADirectoryError
+# with only a message).
 _OS_ERROR_FIXES = {
-    errno.ENOSPC: "the device holding it is full; free space there or use another --workdir",
-    errno.EDQUOT: "the disk quota is used up; free space or use another --workdir",
-    errno.EACCES: "not allowed for this user; fix its permissions or use another --workdir",
-    errno.EPERM: "not allowed for this user; fix its permissions or use another --workdir",
-    errno.EROFS: "the file system is read-only; use a --workdir on a writable one",
-    errno.ENOTDIR: "a file stands where a folder is needed; move it away or use another path",
-    errno.EISDIR: "a folder stands where a file is needed; move it away or use another path",
-    errno.EEXIST: "something of that name is in the way; move it away or use another path",
-    errno.ENAMETOOLONG: "a name in it is too long for the file system; use a shorter path",
-    errno.ENOENT: "no such file or folder; check the path",
+    errno.ENOSPC: "the device holding it is full; free space there or use another {flag}",
+    errno.EDQUOT: "the disk quota is used up; free space or use another {flag}",
+    errno.EACCES: "not allowed for this user; fix its permissions or use another {flag}",
+    errno.EPERM: "not allowed for this user; fix its permissions or use another {flag}",
+    errno.EROFS: "the file system is read-only; use a {flag} on a writable one",
+    errno.ENOTDIR: "a file stands where a folder is needed; move it away or use another {flag}",
+    errno.EISDIR: "a folder stands where a file is needed; move it away or use another {flag}",
+    errno.EEXIST: "something of that name is in the way; move it away or use another {flag}",
+    errno.ENAMETOOLONG: "a name in it is too long for the file system; use a shorter {flag}",
+    errno.ENOENT: "no such file or folder; check the {flag}",
+    errno.EMFILE: "this process may open no more files; raise `ulimit -n` and rerun",
+    errno.ENFILE: "the system may open no more files; close other programs and rerun",
+    errno.ELOOP: "a symbolic link in it points in a loop; fix the link or use another {flag}",
+    errno.EFBIG: "larger than this process may write (`ulimit -f`); raise the limit and rerun",
+    errno.ETXTBSY: "busy (another program is using it); wait for it or use another {flag}",
+}
+_OS_ERROR_CLASSES = {
+    FileNotFoundError: errno.ENOENT,
+    IsADirectoryError: errno.EISDIR,
+    NotADirectoryError: errno.ENOTDIR,
+    FileExistsError: errno.EEXIST,
+    PermissionError: errno.EACCES,
 }
 # Substrings of the messages of libraries that report a full disk without an errno
 # (TensorStore, Orbax): a full disk is not an out-of-memory error.
 _DISK_FULL_SIGNS = ("No space left on device", "ENOSPC", "Disk quota exceeded")
 
+# The flag that names each path a command was given (its workdir, data, export folder...),
+# registered by the command, so that an error about a file under it names the flag that
+# moves it.
+_PATH_FLAGS: dict[str, str] = {}
 
-def os_error_line(error: OSError) -> str | None:
-    """One line for a file-system error a user can fix (the path, what is wrong, the fix),
-    or None for one that is not of that kind."""
-    fix = _OS_ERROR_FIXES.get(error.errno)
-    if fix is None:
+
+def name_path(path, flag: str) -> None:
+    """Records that `path` (a folder or file the user gave) is set by `flag`, e.g.
+    name_path(workdir, "--workdir"): errors about anything under it name that flag."""
+    _PATH_FLAGS[os.fspath(path).rstrip("/")] = flag
+
+
+def flag_for(path) -> str:
+    """The flag that moves `path`: that of the nearest named folder holding it, else "path"."""
+    text = os.fspath(path)
+    holders = [p for p in _PATH_FLAGS if text == p or text.startswith(p + "/")]
+    return _PATH_FLAGS[max(holders, key=len)] if holders else "path"
+
+
+def _errno_of(error: OSError) -> int | None:
+    if error.errno in _OS_ERROR_FIXES:
+        return error.errno
+    for cls, number in _OS_ERROR_CLASSES.items():
+        if isinstance(error, cls):
+            return number
+    if is_disk_full(error):
+        return errno.ENOSPC
+    return None
+
+
+def os_error_line(error: OSError, path=None, flag: str | None = None) -> str | None:
+    """One line for a file-system error a user can fix (the path, what is wrong, the fix
+    naming the flag that moves the path), or None for one that is not of that kind (a
+    failing disk, EIO, is not).
+
+    Args:
+      error: the error.
+      path: the path the operation was on, where the error does not name one.
+      flag: the flag that moves the path (default: the one registered by `name_path`).
+    """
+    number = _errno_of(error)
+    if number is None:
         return None
-    where = error.filename or "a file"
+    where = error.filename or path
+    if where is None:
+        where = "a file"
+        flag = flag or "path"
+    flag = flag or flag_for(where)
     other = f" -> {error.filename2}" if error.filename2 else ""
-    return f"{where}{other}: {error.strerror or 'failed'}: {fix}"
+    what = error.strerror or os.strerror(number)
+    return f"{where}{other}: {what}: {_OS_ERROR_FIXES[number].format(flag=flag)}"
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -93,12 +153,19 @@ def is_out_of_memory(error: BaseException) -> bool:
 @contextlib.contextmanager
 def one_line_errors():
     """Ends the program with one line for a UserError, a file-system error a user can fix
-    (a full disk, a read-only or misplaced path), or an out-of-memory error. Anything else is
-    a bug and keeps its traceback."""
+    (a full disk, a read-only or misplaced path), an out-of-memory error, or a signal that
+    stopped it (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
     try:
         yield
     except UserError as e:
         fail(str(e), e.exit_code)
+    except KeyboardInterrupt as e:  # Ctrl-C, or any signal `signals.exit_on_signals` took.
+        number = getattr(e, "signal_number", signal.SIGINT)
+        fail(
+            f"stopped by {signal.Signals(number).name}; what was saved before it is kept; "
+            "rerun the same command to go on",
+            128 + number,
+        )
     except OSError as e:
         line = os_error_line(e)
         if line is None:
@@ -119,10 +186,66 @@ def one_line_errors():
         )
 
 
+# Seconds a command's process may take to end once its work is done or has failed: time for
+# the interpreter's own shutdown, not for a thread (Orbax's, after a failed save) that would
+# wait for ever.
+EXIT_GRACE_SECONDS = 30.0
+
+
+def command(main: Callable[..., None]) -> Callable[..., None]:
+    """A command's `main`, run as every mlp_jax command runs: a terminating signal stops it
+    in one line (`mlp_jax.signals.exit_on_signals`), a user's error is one line
+    (`one_line_errors`), and however it ends, the process ends within EXIT_GRACE_SECONDS of
+    it, with the status it chose, whatever threads are left.
+
+    For absl, `app.run(errors.command(main), flags_parser=errors.parse_flags)`; for argparse
+    commands, `errors.command(main)()`.
+    """
+
+    @functools.wraps(main)
+    def run(*args):
+        from mlp_jax import files, signals  # noqa: PLC0415  (both import this module)
+
+        signals.exit_on_signals()
+        code = 1
+        try:
+            with one_line_errors():
+                files.raise_open_file_limit()
+                main(*args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            raise
+        finally:
+            _end_within(EXIT_GRACE_SECONDS, code)
+
+    return run
+
+
+def _end_within(seconds: float, code: int) -> None:
+    """Ends the process with `code` after `seconds`, unless it has ended by then: a daemon
+    timer, so it keeps nothing alive itself."""
+
+    def force_exit():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, force_exit)
+    timer.daemon = True
+    timer.start()
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser with every flag or config error reported as one line; for
     `app.run(main, flags_parser=parse_flags)`. (What ml_collections logs while it loads a
     config file, a `get_config()` returning None, say, is said by that one line instead.)"""
+    path = _config_path(argv)
+    if path and os.path.exists(path) and not os.path.isfile(path):  # Never open a pipe.
+        from mlp_jax import files  # noqa: PLC0415  (files imports this module)
+
+        fail(f"--config={path} is {files.kind(files.as_path(path))}, not an experiment file")
     previous = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
     try:
@@ -140,6 +263,8 @@ def _config_error(error: Exception, argv: list[str]) -> str:
     """One line for an error raised while a --config file was loaded or overridden."""
     overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     path = _config_path(argv)
+    if path and not os.path.exists(path):
+        return f"--config={path}: no such file; give one, e.g. experiments/mlp_scratch.py"
     if isinstance(error, AttributeError) and "get_config" in str(error) and path:
         return f"{path}: defines no get_config(); an experiment file must (see experiments/)"
     if isinstance(error, AttributeError | KeyError):

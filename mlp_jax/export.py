@@ -34,7 +34,7 @@ def export_workdir(
     """
     restored = checkpointing.restore_workdir(workdir)
     folder = files.as_path(export_dir) if export_dir else files.as_path(workdir) / EXPORT_DIR
-    files.prepare_folder(folder, what="--export_dir" if export_dir else "the export folder")
+    files.prepare_folder(folder, what="--export_dir")
     (batch,) = jax.export.symbolic_shape("batch")
     pixels = jax.ShapeDtypeStruct((batch, data.NUM_PIXELS), jnp.uint8)
     # Every platform JAX can lower to here, so that an artifact made on a CPU serves on a GPU.

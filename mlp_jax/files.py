@@ -7,24 +7,43 @@ on a local disk is atomic and on an object store leaves either the old or the ne
 """
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import resource
 import socket
+import stat
 import time
 from pathlib import Path
 
 from etils import epath
 
-from mlp_jax.errors import UserError, os_error_line
+from mlp_jax.errors import UserError, flag_for, name_path, os_error_line
 
 
 def as_path(path: str | os.PathLike) -> epath.Path:
-    """`path` as an epath.Path: a URI stays as it is, a local path becomes absolute."""
+    """`path` as an epath.Path: a URI stays as it is, a local path becomes absolute.
+
+    Raises:
+      UserError: a local path whose name this process cannot pass on as UTF-8 (TensorStore,
+        which writes the checkpoints, takes no other): a name that is not ASCII under a
+        locale without UTF-8 (LANG=C).
+    """
     path = epath.Path(path)
     if is_remote(path):
         return path
-    return path.expanduser().absolute()
+    path = path.expanduser().absolute()
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: this name is not "
+            f"valid in this process's locale (LANG={os.environ.get('LANG', '')!r}, "
+            f"LC_ALL={os.environ.get('LC_ALL', '')!r}), so its files cannot be named to "
+            "TensorStore; run with PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"
+        ) from None
+    return path
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -64,14 +83,126 @@ def find_file(path: str | os.PathLike) -> Path:
     )
 
 
+# What each kind of file system entry is called in an error.
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFREG: "a file",
+}
+
+
+def kind(path: epath.Path) -> str | None:
+    """What stands at `path`: "a file", "a folder", "a named pipe (FIFO)", ... or None for
+    nothing. Asked before a path is opened, since opening a pipe waits for a writer."""
+    if is_remote(path):
+        return "a folder" if path.is_dir() else "a file" if path.exists() else None
+    try:
+        mode = os.stat(os.fspath(path)).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(os.fspath(path)) else None
+    except OSError as e:
+        raise _with_path(e, path) from None
+    return _KINDS.get(stat.S_IFMT(mode), "not a file")
+
+
+def require_kind(path: epath.Path, wanted: str, missing_ok: bool = True) -> bool:
+    """Refuses `path` when something other than `wanted` ("a file" or "a folder") stands
+    there; returns whether it exists.
+
+    Raises:
+      UserError: naming the path, what it is, and the flag that moves it.
+    """
+    found = kind(path)
+    if found is None and missing_ok:
+        return False
+    if found != wanted:
+        what = "nothing" if found is None else found
+        raise UserError(
+            f"{path} is {what} where {wanted} is needed; move it away or use another "
+            f"{flag_for(path)}"
+        )
+    return True
+
+
+def _with_path(error: OSError, path) -> OSError:
+    """`error` naming `path` where it names no file (etils and fsspec raise some without)."""
+    if error.filename is None:
+        error.filename = os.fspath(path)
+    return error
+
+
+def walk_files(folder: epath.Path):
+    """Every regular file under `folder`, at any depth (local or remote: epath's rglob
+    refuses `**` on GCS)."""
+    for entry in folder.iterdir():
+        found = kind(entry)
+        if found == "a folder":
+            yield from walk_files(entry)
+        elif found == "a file":
+            yield entry
+
+
+def read_bytes(path: epath.Path) -> bytes:
+    """The bytes of the regular file at `path` (never a pipe or a device, which could block
+    or never end).
+
+    Raises:
+      UserError: something other than a file stands there.
+      FileNotFoundError, and other OSErrors, naming the path.
+    """
+    if not require_kind(path, "a file"):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(path))
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise _with_path(e, path) from None
+
+
+def read_text(path: epath.Path) -> str:
+    """`read_bytes` decoded as UTF-8.
+
+    Raises:
+      UserError: as `read_bytes`, or the bytes are not UTF-8 text.
+    """
+    try:
+        return read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def write_atomically(path: epath.Path, content: str | bytes) -> None:
-    """Replaces the file at `path` with `content`; a reader sees the old file or the new one."""
+    """Replaces the file at `path` with `content`; a reader sees the old file or the new one.
+
+    On a local disk it is written to a temporary name beside it, then renamed over it; an
+    object store (gs://) writes an object whole or not at all, so it is written in place
+    (a rename there is a copy and a delete).
+
+    Raises:
+      UserError: a folder, a pipe or a device stands at `path`.
+      OSError: the write failed (a full disk, a read-only folder), naming the path; the
+        temporary file is removed.
+    """
+    require_kind(path, "a file")
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    if is_remote(path):
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            raise _with_path(e, path) from None
+        return
     tmp = path.parent / f".{path.name}.tmp"
-    if isinstance(content, bytes):
-        tmp.write_bytes(content)
-    else:
-        tmp.write_text(content)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _with_path(e, path) from None
+        raise
 
 
 def write_record(path: epath.Path, record) -> None:
@@ -85,12 +216,12 @@ def read_record(path: epath.Path):
 
     Raises:
       UserError: the file is not valid JSON (edited by hand, or written by a version that
-        did not write atomically).
+        did not write atomically), or is not a file.
     """
-    if not path.exists():
+    if not require_kind(path, "a file"):
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(
             f"{path}: not valid JSON ({e}); restore it (git checkout -- {path.name} in its "
@@ -106,37 +237,64 @@ def prepare_folder(
 ) -> None:
     """Makes sure a command can write into `folder` before it starts its work: a folder (made
     if missing) that this process can write a file into, in which each of `folders` is a
-    folder and each of `regular_files` a file where they exist.
+    folder this process can write into and each of `regular_files` a regular file, where
+    they exist.
 
     Args:
       folder: the folder (local or remote).
-      what: how the user named it, for the message (e.g. "--workdir").
+      what: the flag that names it, for the message (e.g. "--workdir").
       folders, regular_files: names inside it that must be of that kind.
 
     Raises:
       UserError: naming the path, what is wrong and the fix.
     """
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{what}={folder} is a file, not a folder; move it away or use another")
+    if flag_for(folder) == "path":  # A folder no command named: its errors name `what`.
+        name_path(folder, what)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_probe.{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        found = kind(folder)
+        if found not in (None, "a folder"):
+            raise UserError(
+                f"{what}={folder} is {found}, not a folder; move it away or use another"
+            )
+        for name in regular_files:
+            require_kind(folder / name, "a file")
+        for name in folders:
+            require_kind(folder / name, "a folder")
+        writable = [folder, *(folder / name for name in folders if (folder / name).exists())]
+        for place in writable:
+            place.mkdir(parents=True, exist_ok=True)
+            probe = place / f".write_probe.{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
     except OSError as e:
-        raise UserError(f"{what}={folder} cannot be written: {os_error_line(e) or e}") from None
-    for name in folders:
-        if (folder / name).exists() and not (folder / name).is_dir():
-            raise UserError(
-                f"{folder / name} is a file where the run keeps a folder; move it away or use "
-                f"another {what}"
-            )
-    for name in regular_files:
-        if (folder / name).is_dir():
-            raise UserError(
-                f"{folder / name} is a folder where the run keeps a file; move it away or use "
-                f"another {what}"
-            )
+        line = os_error_line(_with_path(e, folder), flag=what) or f"{folder}: {e}"
+        raise UserError(f"{what}={folder} cannot be written: {line}") from None
+
+
+# Files a run may hold open at once: TensorStore writes a checkpoint's files in parallel
+# (a save failed under 16 and passed under 24 for the chapter's model), with room.
+MIN_OPEN_FILES = 64
+# What a command raises its own limit to, where the system allows.
+WANTED_OPEN_FILES = 4096
+
+
+def raise_open_file_limit() -> None:
+    """Raises this process's limit on open files towards WANTED_OPEN_FILES, as far as its
+    hard limit allows, so that a low `ulimit -n` does not fail a checkpoint's save in
+    Orbax's threads midway.
+
+    Raises:
+      UserError: the hard limit is below MIN_OPEN_FILES.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if ceiling < MIN_OPEN_FILES:
+        raise UserError(
+            f"this process may open {ceiling} files at most (`ulimit -n`), and saving a "
+            f"checkpoint needs about {MIN_OPEN_FILES}; raise the limit (ulimit -n 1024) and rerun"
+        )
 
 
 LOCK_FILE = ".lock"

@@ -32,6 +32,7 @@ def start(
     module: str = "mlp_jax.main",
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """Starts `python -m MODULE ARGS` (default: the training command) and returns at once.
 
@@ -40,9 +41,10 @@ def start(
       module: the module to run.
       env: its whole environment (default: this process's).
       cwd: its working folder (default: this process's).
+      wrapper: a command that runs it, e.g. ("nohup",).
     """
     return subprocess.Popen(
-        command(*args, module=module),
+        [*wrapper, *command(*args, module=module)],
         cwd=cwd,
         env=None if env is None else dict(env),
         stdout=subprocess.PIPE,

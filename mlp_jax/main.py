@@ -68,35 +68,37 @@ def main(argv: list[str]) -> None:
     if FLAGS.export_dir and FLAGS.mode != "export":
         errors.fail("--export_dir is for --mode=export")
     # Imported here so that flag errors are reported before JAX starts.
-    from mlp_jax import parallel, progress, train  # noqa: PLC0415
+    from mlp_jax import files, parallel, progress, train  # noqa: PLC0415
 
-    with errors.one_line_errors():
-        config = None
-        if FLAGS.mode == "train":
-            config = config_lib.flag_config(FLAGS["config"], "experiments/mlp_scratch.py")
-        _enable_compilation_cache()
-        parallel.start_runtime()
-        if FLAGS.mode == "eval":
-            progress.show(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
-            return
-        if FLAGS.mode == "predict":
-            from mlp_jax import predict  # noqa: PLC0415
+    config = None
+    if FLAGS.mode == "train":
+        config = config_lib.flag_config(FLAGS["config"], "experiments/mlp_scratch.py")
+    for flag in ("workdir", "export_dir", "data_dir"):
+        if FLAGS[flag].value:
+            errors.name_path(files.as_path(FLAGS[flag].value), f"--{flag}")
+    if config is not None and config.data_dir:
+        errors.name_path(files.as_path(config.data_dir), "--config.data_dir")
+    _enable_compilation_cache()
+    parallel.start_runtime()
+    if FLAGS.mode == "eval":
+        progress.emit(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
+    elif FLAGS.mode == "predict":
+        from mlp_jax import predict  # noqa: PLC0415
 
-            lines, unreadable = predict.classify(FLAGS.workdir, argv[1:])
-            for line in lines:
-                progress.show(line)
-            for line in unreadable:
-                print(f"error: {line}", file=sys.stderr, flush=True)
-            if unreadable:
-                sys.exit(1)
-            return
-        if FLAGS.mode == "export":
-            from mlp_jax import export  # noqa: PLC0415
+        lines, unreadable = predict.classify(FLAGS.workdir, argv[1:])
+        for line in lines:
+            progress.emit(line)
+        for line in unreadable:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        if unreadable:
+            sys.exit(1)
+    elif FLAGS.mode == "export":
+        from mlp_jax import export  # noqa: PLC0415
 
-            progress.show(f"exported to {export.export_workdir(FLAGS.workdir, FLAGS.export_dir)}")
-            return
+        progress.emit(f"exported to {export.export_workdir(FLAGS.workdir, FLAGS.export_dir)}")
+    else:
         train.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.parse_flags)
+    app.run(errors.command(main), flags_parser=errors.parse_flags)

@@ -45,6 +45,9 @@ def to_floats(collection: clu_metrics.Collection, prefix: str) -> dict[str, floa
     return record_values(collection.compute(), prefix)
 
 
+JSONL_FILE = "metrics.jsonl"
+
+
 class JsonlLog:
     """metrics.jsonl: one JSON object per epoch, kept consistent with the checkpoints.
 
@@ -62,10 +65,10 @@ class JsonlLog:
           UserError: a line is not a record (a JSON object with a whole "epoch"), naming the
             file and the line; nothing is written then.
         """
-        if not self.path.exists():
+        if not files.require_kind(self.path, "a file"):
             return []
         records = []
-        for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+        for number, line in enumerate(files.read_text(self.path).splitlines(), start=1):
             if line.strip():
                 records.append(self._parse(line, number))
         return records

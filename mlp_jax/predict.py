@@ -1,7 +1,8 @@
 """Classifying images with a trained workdir: `python -m mlp_jax.main --mode=predict`.
 
-Images are PNG or JPEG files of any size, made 28x28 grayscale as Fashion-MNIST's are, or
-`.npy` batches; a file that cannot be read is one line of its own, and the others are still
+Images are PNG or JPEG files of any size and bit depth, made 28x28 grayscale as
+Fashion-MNIST's are (a transparent background read as the dataset's black), or `.npy`
+batches; a file that cannot be read is one line of its own, and the others are still
 classified. The model is the workdir's latest readable checkpoint, read-only.
 """
 
@@ -31,17 +32,48 @@ class Images(NamedTuple):
 
 
 def _image_file(path: str) -> np.ndarray:
-    """A PNG or JPEG as 28x28 uint8 grayscale, shaped (1, 784)."""
+    """A PNG or JPEG as 28x28 uint8 grayscale, shaped (1, 784): read at its own bit depth
+    and with its transparency (see `_intensity`), resized in floating point, rounded once."""
     from PIL import Image  # noqa: PLC0415  (only classification reads images)
 
-    with Image.open(io.BytesIO(files.as_path(path).read_bytes())) as image:
-        gray = image.convert("L").resize(data.IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
-        return np.asarray(gray, np.uint8).reshape(1, data.NUM_PIXELS)
+    with Image.open(io.BytesIO(files.read_bytes(files.as_path(path)))) as image:
+        image.load()
+        intensity = Image.fromarray(_intensity(image), mode="F")
+    small = intensity.resize(data.IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
+    pixels = np.clip(np.round(np.asarray(small, np.float32) * 255), 0, 255)
+    return pixels.astype(np.uint8).reshape(1, data.NUM_PIXELS)
+
+
+# Pillow's modes of one channel of more than 8 bits, and the largest value of each.
+_DEEP_MODES = {"I;16": 2**16 - 1, "I;16B": 2**16 - 1, "I;16L": 2**16 - 1, "I;16N": 2**16 - 1}
+
+
+def _intensity(image) -> np.ndarray:
+    """The image's gray level in [0, 1] (float32, HxW), as what it is: a 16-bit image scaled
+    by its own range, not clipped at 255; a transparent pixel as the dataset's background
+    (0), a partly transparent one in proportion, as if composed over black."""
+    if image.mode in _DEEP_MODES:
+        return np.asarray(image, np.float32) / _DEEP_MODES[image.mode]
+    if image.mode == "I":  # 32-bit integers: PNG and TIFF hold 16 bits at most there.
+        values = np.asarray(image, np.float32)
+        if values.min() < 0 or values.max() > 2**16 - 1:
+            raise ValueError("32-bit integer pixels outside 0..65535; give 8 or 16 bits")
+        return values / (2**16 - 1)
+    if image.mode == "F":
+        values = np.asarray(image, np.float32)
+        if not (np.all(np.isfinite(values)) and values.min() >= 0 and values.max() <= 1):
+            raise ValueError("floating-point pixels outside [0, 1]")
+        return values
+    has_alpha = image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), np.float32) / 255
+    gray, alpha = (np.asarray(band, np.float32) / 255 for band in image.convert("LA").split())
+    return gray * alpha
 
 
 def _npy_file(path: str) -> np.ndarray:
     """A `.npy` batch, (N, 28, 28) or (N, 784), of uint8 pixels or floats in [0, 1]."""
-    array = np.load(io.BytesIO(files.as_path(path).read_bytes()), allow_pickle=False)
+    array = np.load(io.BytesIO(files.read_bytes(files.as_path(path))), allow_pickle=False)
     if array.ndim not in (2, 3) or array.shape[1:] not in ((data.NUM_PIXELS,), data.IMAGE_SHAPE):
         raise ValueError(f"an array of shape {array.shape}, not (N, 28, 28) or (N, 784)")
     if not len(array):

@@ -2,6 +2,7 @@
 its curves (`EpochBoard`); a sweep's live bar on a terminal or in a notebook, plain lines
 elsewhere. All told between epochs, never from inside a compiled one."""
 
+import contextlib
 import os
 import sys
 import time
@@ -9,6 +10,8 @@ import time
 import jax
 import rich.console
 import rich.progress
+
+from mlp_jax.errors import UserError
 
 _stdout_gone = False
 
@@ -25,11 +28,31 @@ def show(*parts) -> None:
     except (OSError, ValueError):  # A broken pipe, a dead terminal, a closed stream.
         _stdout_gone = True
         # What is still buffered goes nowhere, so the interpreter's last flush cannot fail.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def emit(line: str) -> None:
+    """Prints one line of a command's product (eval's JSON, predict's classes, export's
+    folder) on stdout: unlike `show`, a line that cannot be written (a full disk, a closed
+    pipe, /dev/full) fails the command, since a script reading it could not tell an empty
+    answer from success.
+
+    Raises:
+      UserError: naming standard output and what went wrong.
+    """
+    global _stdout_gone
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError) as e:
+        _stdout_gone = True
+        with contextlib.suppress(OSError, ValueError):  # Nothing more can reach it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise UserError(
+            f"standard output: the result could not be written ({reason}); write it where "
+            "there is room and the reader is still there"
+        ) from None
 
 
 def in_notebook() -> bool:

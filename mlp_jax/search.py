@@ -29,7 +29,11 @@ def expand_grid(
 
     Returns:
       (label, config) pairs; the label maps each grid key to the value shown for it.
+
+    Raises:
+      UserError: a key has no values, or names neither a field nor named variants.
     """
+    check_choices(grid, "sweep")
     keys = list(grid)
     members = []
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -49,6 +53,37 @@ def expand_grid(
                 )
         members.append((label, member))
     return members
+
+
+def check_choices(choices: dict, what: str) -> None:
+    """Refuses a grid or a search space with a key whose choices are not a non-empty list
+    (an empty list would train nothing, silently).
+
+    Raises:
+      UserError: naming the key.
+    """
+    if not choices:
+        raise UserError(f"the {what} is empty; give at least one key and its values")
+    for key, values in choices.items():
+        if not isinstance(values, list | tuple) or not values:
+            raise UserError(
+                f"{what} key {key!r} has {values!r} for its values; give a non-empty list"
+            )
+
+
+def check_halving(rungs, eta) -> None:
+    """Refuses a halving schedule that cannot run: rungs must be increasing whole numbers
+    of epochs from 1, and eta a whole number from 2 (the fraction 1/eta kept).
+
+    Raises:
+      UserError: naming the setting.
+    """
+    rungs = list(rungs)
+    whole = all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rungs)
+    if not rungs or not whole or rungs != sorted(set(rungs)):
+        raise UserError(f"rungs={rungs} is invalid: give increasing whole numbers of epochs >= 1")
+    if not isinstance(eta, int) or isinstance(eta, bool) or eta < 2:
+        raise UserError(f"eta={eta!r} is invalid: give a whole number >= 2 (1/eta is kept)")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -85,7 +120,14 @@ def summarize(labels: list[dict], results: list[dict], point_keys: list[str]) ->
 
 
 def sample_candidates(train, space: dict, count: int, seed: int) -> list[ml_collections.ConfigDict]:
-    """`count` distinct configs, each field of `space` drawn uniformly from its choices."""
+    """`count` distinct configs, each field of `space` drawn uniformly from its choices.
+
+    Raises:
+      UserError: an empty space or choice, or a count outside 1..the points of the space.
+    """
+    check_choices(space, "search space")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise UserError(f"num_candidates={count!r} is invalid: give a whole number >= 1")
     rng = np.random.default_rng(seed)
     total = math.prod(len(v) for v in space.values())
     if count > total:
@@ -119,7 +161,11 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None, kep
       (history, seconds): one list per rung of {"candidate": index, "epochs", "val_acc",
       "val_loss", "curve": the validation accuracy after each epoch, "seconds" of training},
       best first; and the seconds of training, cached and kept scores included.
+
+    Raises:
+      UserError: the rungs or eta cannot run (`check_halving`), before anything trains.
     """
+    check_halving(rungs, eta)
     kept = kept or {}
     alive = list(range(len(candidates)))
     history = []

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
-from mlp_jax import data, files, metrics, models, optim, parallel, steps
+from mlp_jax import checkpointing, data, files, metrics, models, optim, parallel, signals, steps
 from mlp_jax.config import POPULATION_FIELDS, SINGLE_RUN_FIELDS, EpochOptions
 from mlp_jax.progress import Progress
 
@@ -154,6 +154,8 @@ def train_group(
     *,
     mesh: Mesh | None = None,
     progress: Progress | None = None,
+    saved: checkpointing.CheckpointStore | None = None,
+    stop: signals.StopRequests | None = None,
 ) -> list[dict]:
     """Trains configs of one group as a vmapped population, split over the devices.
 
@@ -162,11 +164,22 @@ def train_group(
     the models in the same compiled epoch. A population the device count does not divide is
     padded with copies of its first member, whose results are dropped.
 
+    Args:
+      configs, dataset, evaluate_test: what to train (see `train_population`).
+      mesh, progress: where it trains and what it shows.
+      saved: where the population's state is saved when a stop is requested, and resumed
+        from; without it a stop ends the population unsaved.
+      stop: the stop requests read after every epoch (none are without it).
+
     Returns:
       One result per config: {"history": [per-epoch train/val records], "test_loss",
       "test_acc"}; the test split is evaluated once, after the last epoch, and not at all
       without `evaluate_test` (a search must not see it). A member that diverges keeps NaN
       in its records; the others are unaffected.
+
+    Raises:
+      signals.Interrupted: a stop was requested; the epoch in flight finished (and was
+        saved in `saved`).
     """
     assert len(group_configs(configs)) == 1, "configs of different shapes"
     first, size = configs[0], len(configs)
@@ -178,13 +191,15 @@ def train_group(
         len(padded) == 1,
         shares_order(padded),
     )
-    state = parallel.place(
-        stack_states(padded, len(dataset.train.labels)), NamedSharding(mesh, P(POPULATION_AXIS))
-    )
+    num_train = len(dataset.train.labels)
+    state = parallel.place(stack_states(padded, num_train), NamedSharding(mesh, P(POPULATION_AXIS)))
+    histories = [[] for _ in configs]
+    resumed = None if saved is None else saved.restore_latest(jax.tree.map(_abstract, state))
+    if resumed is not None:
+        state, histories = resumed[0], resumed[1]["histories"]
     replicated = NamedSharding(mesh, P())
     train_split, val_split = (parallel.place(s, replicated) for s in dataset[:2])
-    histories = [[] for _ in configs]
-    for epoch in range(1, first.num_epochs + 1):
+    for epoch in range(len(histories[0]) + 1, first.num_epochs + 1):
         state, train_metrics = train_epoch(state, train_split)
         val_metrics = evaluate(state, val_split)
         train_rows = _per_member(train_metrics, "train_", size)
@@ -193,12 +208,32 @@ def train_group(
             history.append({"epoch": epoch, **train_row, **val_row})
         if progress is not None:
             progress.epoch_done(epoch, first.num_epochs, size, [r["val_acc"] for r in val_rows])
+        stop_signal = stop.agreed_signal() if stop is not None else 0
+        if stop_signal and epoch < first.num_epochs:
+            _stop(state, histories, saved, stop_signal, f"{epoch}/{first.num_epochs}")
     if not evaluate_test:
         return [{"history": h} for h in histories]
     test_rows = _per_member(
         evaluate(state, parallel.place(dataset.test, replicated)), "test_", size
     )
     return [{"history": h, **t} for h, t in zip(histories, test_rows, strict=True)]
+
+
+def _abstract(x: jax.Array) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
+def _stop(state, histories, saved, stop_signal: int, epochs: str):
+    """Saves a population stopped after an epoch (where it has a place) and ends it."""
+    where = "nothing of it was kept (a population without a cache_dir is not saved)"
+    if saved is not None:
+        saved.save(state, {"histories": histories})
+        saved.close()  # Written before the population ends.
+        where = f"it is saved in {saved.workdir}; rerun the same command to resume"
+    raise signals.Interrupted(
+        f"stopped by {signals.name(stop_signal)} after epoch {epochs} of a population; {where}",
+        128 + stop_signal,
+    )
 
 
 def train_population(
@@ -228,6 +263,11 @@ def train_population(
 
     Returns:
       `train_group`'s result for each config, in the order given, with "train_seconds".
+
+    Raises:
+      signals.Interrupted: a terminating signal (Ctrl-C, SIGTERM, SIGHUP...) arrived; the
+        population's epoch in flight finished, and with `cache_dir` it was saved there, so
+        that a rerun resumes it.
     """
     mesh = mesh or population_mesh()
     dataset = parallel.place(dataset, NamedSharding(mesh, P()))  # Once, not per population.
@@ -240,12 +280,12 @@ def train_population(
     model_epochs = sum(len(chunk) * configs[chunk[0]].num_epochs for chunk in chunks)
     shown = Progress(len(chunks), model_epochs, live=progress)
     results: list[dict | None] = [None] * len(configs)
-    with shown:
+    with shown, signals.StopRequests() as stop:
         for number, chunk in enumerate(chunks, start=1):
             members = [configs[i] for i in chunk]
             shown.population_started(number, describe(members[0]), len(members))
             chunk_results, cached = _train_chunk(
-                members, dataset, cache_dir, evaluate_test, mesh, shown
+                members, dataset, cache_dir, evaluate_test, mesh, shown, stop
             )
             shown.population_done(
                 members[0].num_epochs,
@@ -258,23 +298,39 @@ def train_population(
     return results
 
 
-def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress):
+def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, stop):
     """One population, from the cache when it holds it: (results, whether cached). Each
     result carries its share of the population's training seconds ("train_seconds"), so
-    totals survive a cached rerun."""
-    path = None
-    if cache_dir is not None:
-        path = files.as_path(cache_dir) / f"{_digest(members, evaluate_test)}.json"
-        if path.exists():
-            return json.loads(path.read_text()), True
-    t0 = time.perf_counter()
-    chunk_results = train_group(members, dataset, evaluate_test, mesh=mesh, progress=progress)
-    share = (time.perf_counter() - t0) / len(members)
-    chunk_results = [{**result, "train_seconds": share} for result in chunk_results]
-    if path is not None and jax.process_index() == 0:
+    totals survive a cached rerun. A population stopped mid-way is saved beside its results
+    (CACHE_DIR/DIGEST.partial), resumed from there, and that state removed once its results
+    are written."""
+    if cache_dir is None:
+        results = _timed(train_group, members, dataset, evaluate_test, mesh, progress, None, stop)
+        return results, False
+    stem = files.as_path(cache_dir) / _digest(members, evaluate_test)
+    path, partial = stem.with_suffix(".json"), stem.with_suffix(".partial")
+    cached = files.read_record(path)
+    if cached is not None:
+        return cached, True
+    saved = checkpointing.CheckpointStore(partial, keep=1)
+    try:
+        results = _timed(train_group, members, dataset, evaluate_test, mesh, progress, saved, stop)
+    finally:
+        saved.close()
+    if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
-        files.write_atomically(path, json.dumps(chunk_results))
-    return chunk_results, False
+        files.write_atomically(path, json.dumps(results))
+        partial.rmtree(missing_ok=True)  # Its results are written: the state is spent.
+    return results, False
+
+
+def _timed(train, members, dataset, evaluate_test, mesh, progress, saved, stop) -> list[dict]:
+    t0 = time.perf_counter()
+    results = train(
+        members, dataset, evaluate_test, mesh=mesh, progress=progress, saved=saved, stop=stop
+    )
+    share = (time.perf_counter() - t0) / len(members)
+    return [{**result, "train_seconds": share} for result in results]
 
 
 def _digest(configs, evaluate_test: bool) -> str:

@@ -9,7 +9,6 @@ import functools
 import importlib
 import json
 import os
-import signal
 import threading
 import time
 
@@ -26,6 +25,7 @@ from mlp_jax import (
     models,
     parallel,
     progress,
+    signals,
     steps,
     writers,
 )
@@ -48,9 +48,10 @@ _RESUME_NEUTRAL_KEYS = (
 )
 
 
-class Interrupted(UserError):
-    """Training stopped on SIGTERM or SIGINT after saving its last completed epoch; its
-    exit code is 128 + the signal's number."""
+# What a run keeps in its workdir, checked to be of the right kind before anything opens them
+# (a pipe where a file is expected would block the run).
+_RUN_FOLDERS = (checkpointing.CHECKPOINT_DIR, checkpointing.UNREADABLE_DIR, "plugins")
+_RUN_FILES = (files.LOCK_FILE, checkpointing.CONFIG_FILE, metrics.JSONL_FILE, "curves.png")
 
 
 class _PhaseClock:
@@ -66,36 +67,6 @@ class _PhaseClock:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
         self._last = now
         return self.seconds[phase]
-
-
-class _StopRequests:
-    """Turns SIGTERM (a preemption notice on TPU VMs) and SIGINT into a flag read between
-    compiled programs (each an epoch, or `config.epochs_per_program` of them), so the
-    program in flight finishes and its state is saved before exiting.
-
-    On several hosts a notice may reach some processes only: `agreed_signal` is a collective
-    decision, so every process stops after the same epoch and saves it together.
-    """
-
-    def __init__(self):
-        self.signal_number = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._request)
-        return self
-
-    def _request(self, signal_number, _frame):
-        self.signal_number = signal_number
-
-    def agreed_signal(self) -> int:
-        """The signal any process received (0 if none); the same on every process."""
-        return parallel.max_over_processes(self.signal_number or 0)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
@@ -118,6 +89,17 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
             f"{workdir / checkpointing.CONFIG_FILE}: this workdir was trained with "
             f"{key}={saved.get(key)!r}, not {current.get(key)!r}; resume with the same config "
             "or use a new --workdir"
+        )
+
+
+def _refuse_fewer_epochs(config: ml_collections.ConfigDict, workdir: epath.Path, saved: int):
+    """Refuses a rerun asking for fewer epochs than the workdir has trained: it would train
+    nothing and record a config the checkpoints do not match."""
+    if config.num_epochs < saved:
+        raise UserError(
+            f"{workdir / checkpointing.CHECKPOINT_DIR}: holds epoch {saved}, more than "
+            f"config.num_epochs={config.num_epochs}; evaluate it with --mode=eval, extend it "
+            f"with --config.num_epochs={saved + 1} or more, or use a new --workdir"
         )
 
 
@@ -153,15 +135,14 @@ def train_and_evaluate(
       (data, state, compile, epochs, finish).
 
     Raises:
-      UserError: bad config or data, divergence; Interrupted on SIGTERM/SIGINT.
+      UserError: bad config or data, divergence; signals.Interrupted on a terminating
+        signal (SIGTERM, SIGINT, SIGHUP, ...), after the epoch in flight was saved.
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
     model = models.resolve_model(config)
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     workdir = files.as_path(workdir)
-    files.prepare_folder(
-        workdir, folders=(checkpointing.CHECKPOINT_DIR,), regular_files=(files.LOCK_FILE,)
-    )
+    files.prepare_folder(workdir, folders=_RUN_FOLDERS, regular_files=_RUN_FILES)
     is_main_process = jax.process_index() == 0
     clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:
@@ -169,7 +150,7 @@ def train_and_evaluate(
             cleanup.enter_context(files.workdir_lock(workdir))
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
-        stop = cleanup.enter_context(_StopRequests())
+        stop = cleanup.enter_context(signals.StopRequests())
         store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
         cleanup.callback(store.close)
         if store.saved_epochs():
@@ -186,12 +167,18 @@ def train_and_evaluate(
         restored = store.restore_latest(abstract_state)
         resuming = restored is not None
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
+        _refuse_fewer_epochs(config, workdir, int(state.epoch))
         _write_config(config, workdir)
         start_epoch = int(state.epoch)
-        log = metrics.JsonlLog(workdir / "metrics.jsonl")
+        log = metrics.JsonlLog(workdir / metrics.JSONL_FILE)
         history = log.truncate_after(start_epoch) if is_main_process else []
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
+        elif store.set_aside_epochs():
+            _print(
+                f"no readable checkpoint in {workdir}: starting afresh at epoch 1 (the damaged "
+                f"ones set aside earlier are in {workdir / checkpointing.UNREADABLE_DIR})"
+            )
         state = runner.replicate(state)
         writer = None
         if is_main_process:
@@ -247,8 +234,8 @@ def train_and_evaluate(
             if stop_signal and not last:
                 _plot(workdir, history, config)
                 checkpoints = workdir / checkpointing.CHECKPOINT_DIR
-                raise Interrupted(
-                    f"stopped by {signal.Signals(stop_signal).name} after epoch {epoch}/"
+                raise signals.Interrupted(
+                    f"stopped by {signals.name(stop_signal)} after epoch {epoch}/"
                     f"{config.num_epochs}; its checkpoint is in {checkpoints}; rerun the same "
                     "command to resume",
                     128 + stop_signal,

@@ -116,14 +116,15 @@ PARALLEL_LR = 0.02
 
 
 def kill_mid_write(monkeypatch):
-    """Makes every text write stop halfway through, as a kill would."""
+    """Makes every file write (text or bytes) stop halfway through, as a kill would."""
 
-    def half_then_killed(self, text, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write(text[: len(text) // 2])
+    def half_then_killed(self, content, *args, **kwargs):
+        with open(self, "w" if isinstance(content, str) else "wb") as f:
+            f.write(content[: len(content) // 2])
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Path, "write_text", half_then_killed)
+    monkeypatch.setattr(Path, "write_bytes", half_then_killed)
 
 
 # Epochs of the runs that resumption tests interrupt and compare.
@@ -205,10 +206,12 @@ def run_cli(
     )
 
 
-def start_cli(*args: str, env: dict | None = None, module: str = "mlp_jax.main"):
-    """Starts `python -m MODULE ARGS` from the repository root, without TensorFlow; returns
-    the running process."""
-    return launch.start(*args, module=module, env=without_tensorflow_env(env), cwd=ROOT)
+def start_cli(*args: str, env: dict | None = None, module: str = "mlp_jax.main", wrapper=()):
+    """Starts `python -m MODULE ARGS` from the repository root, without TensorFlow, run by
+    `wrapper` (e.g. ("nohup",)); returns the running process."""
+    return launch.start(
+        *args, module=module, env=without_tensorflow_env(env), cwd=ROOT, wrapper=wrapper
+    )
 
 
 def assert_one_line_error(result, *fragments) -> str:

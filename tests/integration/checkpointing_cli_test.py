@@ -68,7 +68,7 @@ def test_eval_is_read_only(trained_workdir, tmp_path):
     assert tree_listing(workdir) == before  # Nothing written, deleted or moved.
 
 
-def _start_training(workdir, data_dir, epochs=None):
+def _start_training(workdir, data_dir, epochs=None, wrapper=()):
     config = resumable_config(data_dir)
     return start_cli(
         *TINY,
@@ -76,6 +76,7 @@ def _start_training(workdir, data_dir, epochs=None):
             data_dir=data_dir, num_epochs=epochs or config.num_epochs, **TUNED_FEATURES
         ),
         f"--workdir={workdir}",
+        wrapper=wrapper,
     )
 
 
@@ -111,7 +112,13 @@ def test_sigkill_mid_run_then_rerun_reaches_the_same_parameters(
     ] == params_fingerprint(reference)
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+# Every signal whose default ends a process (mlp_jax.signals.TERMINATING): a preemption
+# notice, Ctrl-C, a dropped ssh session or closed terminal, Ctrl-\\, a batch system's.
+@pytest.mark.parametrize(
+    "signal_number",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGXCPU],
+    ids=lambda number: signal.Signals(number).name,
+)
 def test_stop_signal_saves_a_resumable_checkpoint(
     synthetic_full_dir, tmp_path, uninterrupted, signal_number
 ):
@@ -133,6 +140,17 @@ def test_stop_signal_saves_a_resumable_checkpoint(
     assert params_fingerprint(resumed) == params_fingerprint(reference)
 
 
+def test_a_run_started_ignoring_sighup_goes_on_through_it(synthetic_full_dir, tmp_path):
+    # `nohup make train` on a TPU VM: the dropped session's SIGHUP must not stop the run.
+    process = _start_training(tmp_path, synthetic_full_dir, wrapper=("nohup",))
+    _wait_for_epochs(tmp_path, 1, process)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    records = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == resumable_config(synthetic_full_dir).num_epochs
+
+
 def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):
     first = _start_training(tmp_path, synthetic_full_dir, epochs=30)  # Outlasts the second.
     _wait_for_epochs(tmp_path, 1, first)
@@ -147,6 +165,24 @@ def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):
     assert first.returncode == 0, first_stderr
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 31))
+
+
+def test_a_rerun_under_a_locale_without_utf8_is_refused_then_the_ordinary_one_resumes(
+    trained_workdir, synthetic_full_dir, tmp_path
+):
+    # TensorStore takes UTF-8 names only; under LANG=C this workdir's name cannot be passed.
+    workdir = tmp_path / "uni ü"
+    shutil.copytree(trained_workdir[0], workdir)
+    before = tree_listing(workdir / "checkpoints")
+    more = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={workdir}"]
+    more.append(f"--config.num_epochs={TRAINED_EPOCHS + 1}")
+    refused = run_cli(*more, env={"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"})
+    assert_one_line_error(refused, "not valid in this process's locale", "PYTHONUTF8=1")
+    assert tree_listing(workdir / "checkpoints") == before
+    assert not (workdir / "checkpoints_unreadable").exists()
+    resumed = run_cli(*more)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from the checkpoint of epoch {TRAINED_EPOCHS}" in resumed.stdout
 
 
 def test_a_rerun_under_another_jax_enable_x64_is_refused_then_the_ordinary_one_resumes(

@@ -3,9 +3,11 @@ runs as whole `make train` processes and the report built on them."""
 
 import json
 import shutil
+import signal
+import time
 
 import pytest
-from helpers import kill_mid_write, run_cli, study
+from helpers import kill_mid_write, run_cli, start_cli, study
 
 from experiments.studies.best import run as best
 from experiments.studies.exercises import run as exercises
@@ -219,3 +221,66 @@ def test_an_ablation_of_another_recipe_is_not_reported(finals, tmp_path):
     assert f"({', '.join(removals[1:])}) for 100 epochs" in text
     best.plot(record["runs"], None, tmp_path / "best.png")
     assert (tmp_path / "best.png").stat().st_size > 10_000
+
+
+STOPPABLE_EXERCISE = """
+import ml_collections
+from mlp_jax.config import load_experiment
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.name = "stoppable"
+    config.question = "does a stopped population resume where it stopped?"
+    config.train = load_experiment("experiments/mlp_concise.py")
+    config.train.data_dir = {data_dir!r}
+    config.train.num_hiddens = 512
+    config.train.num_epochs = 8
+    config.sweep = {{"lr": [0.05, 0.1], "seed": [0]}}
+    config.quick_sweep = config.sweep
+    config.quick_num_epochs = 8
+    config.x = "lr"
+    config.plot = "line"
+    return config
+"""
+
+
+def test_ctrl_c_in_a_study_saves_the_population_and_the_rerun_resumes_it(
+    synthetic_full_dir, tmp_path
+):
+    path = tmp_path / "stoppable.py"
+    path.write_text(STOPPABLE_EXERCISE.format(data_dir=str(synthetic_full_dir)))
+    args = [f"--config={path}", f"--results_dir={tmp_path / 'results'}"]
+    work = tmp_path / "work"
+    process = start_cli(*args, f"--workdir={work}", module="experiments.studies.exercises.run")
+    deadline = time.monotonic() + 120
+    while not list((work / "stoppable").glob("*.partial")):  # The population has started.
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert len(lines) == 1 and "stopped by SIGINT after epoch" in lines[0], stderr
+    assert "of a population; it is saved in" in lines[0] and "Traceback" not in stderr
+    stopped_at = int(lines[0].split("after epoch ")[1].split("/")[0])
+    assert 1 <= stopped_at < 8
+    assert not (tmp_path / "results" / "stoppable.json").exists()
+
+    resumed = run_cli(*args, f"--workdir={work}", module="experiments.studies.exercises.run")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not list((work / "stoppable").glob("*.partial"))  # Spent once its results are in.
+    uninterrupted = run_cli(
+        *args[:1],
+        f"--results_dir={tmp_path / 'reference'}",
+        f"--workdir={tmp_path / 'reference_work'}",
+        module="experiments.studies.exercises.run",
+    )
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    def histories(folder):
+        runs = json.loads((folder / "stoppable.json").read_text())["runs"]
+        return [run["history"] for run in runs]
+
+    assert histories(tmp_path / "results") == histories(tmp_path / "reference")

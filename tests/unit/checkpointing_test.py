@@ -177,6 +177,81 @@ def test_no_readable_checkpoint_is_one_clear_error(synthetic_dir, tmp_path):
         checkpointing.restore_workdir(tmp_path)
 
 
+# Failures of a restore that say nothing of the checkpoint's own bytes: a library's or the
+# runtime's error, the environment's (a limit on open files, a lost mount), a user's
+# interrupt. None of them may move a checkpoint.
+NOT_DAMAGE = {
+    "a_library_error": RuntimeError("Unable to cast Python instance of type <class 'str'>"),
+    "out_of_open_files": OSError(24, "Too many open files"),
+    "a_lost_mount": OSError(5, "Input/output error"),
+    "out_of_memory": MemoryError(),
+    "a_type_error_of_a_bug": TypeError("unsupported operand"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(NOT_DAMAGE))
+def test_a_restore_failure_that_proves_no_damage_moves_nothing(
+    synthetic_dir, tmp_path, monkeypatch, failure
+):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    before = tree_listing(tmp_path / "checkpoints")
+
+    def fail(self, epoch, abstract_state):
+        raise NOT_DAMAGE[failure]
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", fail)
+    with pytest.raises(type(NOT_DAMAGE[failure])):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
+    monkeypatch.undo()
+    assert tree_listing(tmp_path / "checkpoints") == before
+    assert not (tmp_path / "checkpoints_unreadable").exists()
+    assert (
+        int(
+            train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path).state.epoch
+        )
+        == 3
+    )  # The ordinary rerun resumes from epoch 2.
+
+
+def test_a_checkpoint_this_process_cannot_read_is_one_line_and_moves_nothing(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    before = tree_listing(tmp_path / "checkpoints")
+    newest = largest_file(tmp_path / "checkpoints" / "2" / "state")
+    read_bytes = checkpointing.files.read_bytes
+
+    def denied(path):
+        if path == newest:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    def fail(self, epoch, abstract_state):  # As TensorStore fails on a file it cannot open.
+        raise ValueError(f"DATA_LOSS: Error reading {newest}")
+
+    monkeypatch.setattr(checkpointing.files, "read_bytes", denied)
+    monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", fail)
+    with pytest.raises(UserError, match="cannot be read by this process.*nothing was moved"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
+    monkeypatch.undo()
+    assert tree_listing(tmp_path / "checkpoints") == before
+    assert not (tmp_path / "checkpoints_unreadable").exists()
+
+
+def test_a_run_starting_afresh_beside_set_aside_checkpoints_says_so(
+    synthetic_dir, tmp_path, capsys
+):
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1, keep_checkpoints=1), tmp_path)
+    newest = largest_file(tmp_path / "checkpoints" / "1" / "state")
+    newest.write_bytes(newest.read_bytes()[:10])
+    with pytest.raises(UserError, match="every one is damaged.*a training rerun will start"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    assert len(list((tmp_path / "checkpoints_unreadable").iterdir())) == 1
+    capsys.readouterr()
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    assert "starting afresh at epoch 1" in capsys.readouterr().out
+
+
 def test_eval_mode_matches_the_last_val_acc(uninterrupted):
     workdir, reference = uninterrupted
     result = train.evaluate_workdir(workdir)

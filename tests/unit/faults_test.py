@@ -10,7 +10,9 @@ import contextlib
 import errno
 import json
 import math
+import os
 import shutil
+import types
 
 import jax
 import pytest
@@ -68,7 +70,7 @@ CONFIG_FAULTS = [
     ("keep_checkpoints", 0, "config.keep_checkpoints=0 is invalid: must be >= 1"),
     ("num_devices", -1, "config.num_devices=-1 is invalid: must be >= 0"),
     ("num_devices", 64, "config.num_devices=64, but only 1 devices exist"),
-    ("trace_epoch", -1, "config.trace_epoch=-1 is invalid: must be >= 0"),
+    ("trace_epoch", -1, "config.trace_epoch=-1 is invalid: must be in 0..num_epochs (3)"),
     ("activation", "swish2", "config.activation='swish2' is unknown"),
     ("weight_init", "orthogonal", "config.weight_init='orthogonal' is unknown"),
     ("num_outputs", 5, "gives float32 logits of shape (2, 5) for 2 images"),
@@ -176,8 +178,8 @@ def test_a_model_that_breaks_the_contract_is_one_line_before_anything_compiles(
     "damage, fragment",
     [
         ("workdir_is_a_file", "is a file, not a folder"),
-        ("checkpoints_is_a_file", "checkpoints is a file where the run keeps a folder"),
-        ("lock_is_a_folder", ".lock is a folder where the run keeps a file"),
+        ("checkpoints_is_a_file", "checkpoints is a file where a folder is needed"),
+        ("lock_is_a_folder", ".lock is a folder where a file is needed"),
         ("name_too_long", "too long for the file system"),
         ("not_writable", "cannot be written"),
         ("data_dir_empty", "lacks the Fashion-MNIST IDX files"),
@@ -258,8 +260,10 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
     elif damage == "checkpoint_folder_renamed":
         (workdir / "checkpoints" / "2").rename(workdir / "checkpoints" / "7")
     elif damage == "disk_full":
-        usage = shutil.disk_usage(workdir)
-        monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=10_000))
+        real = os.statvfs(workdir)
+        fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
+        full = types.SimpleNamespace(**{**fields, "f_bavail": 10_000 // real.f_frsize})
+        monkeypatch.setattr(os, "statvfs", lambda _: full)
     return contextlib.nullcontext()
 
 

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from benchmarks import report
-from mlp_jax import data, errors, files, plots, sweep
+from mlp_jax import data, errors, files, plots, progress, sweep
 from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError
 
@@ -130,7 +130,7 @@ def run_ablation(
                 "processor": report.describe_processor(),
                 "date": time.strftime("%Y-%m-%d"),
             }
-            print(f"ablation: {name}: val acc {rows[name]['val_acc']:.4f}", flush=True)
+            progress.show(f"ablation: {name}: val acc {rows[name]['val_acc']:.4f}")
         if record_path is not None:
             files.write_record(record_path, record)
     return record
@@ -229,9 +229,8 @@ def run_finals(
         if seed in done:
             continue
         run = train_final(seed, runs_dir / f"mlp_best_seed{seed}", extra_args)
-        print(
-            f"final: seed {seed}: test acc {run['test_acc']:.4f} in {run['wall_seconds']:.0f} s",
-            flush=True,
+        progress.show(
+            f"final: seed {seed}: test acc {run['test_acc']:.4f} in {run['wall_seconds']:.0f} s"
         )
         record["runs"].append(run)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -428,9 +427,7 @@ def main() -> None:
     parser.add_argument("--results_dir", default="results/best")
     parser.add_argument("--runs_dir", default="runs")
     parser.add_argument("--search_workdir", default="runs/best_search")
-    args = parser.parse_args()
-    with errors.one_line_errors():
-        _run_stages(args)
+    _run_stages(parser.parse_args())
 
 
 def _run_stages(args: argparse.Namespace) -> None:
@@ -460,8 +457,8 @@ def _run_stages(args: argparse.Namespace) -> None:
     text = markdown(recipe, finals, ablation, search_record)
     files.write_atomically(results_dir.parent / "best.md", text)
     plot(finals["runs"], ablation, results_dir.parent / "best.png")
-    print(text)
+    progress.show(text)
 
 
 if __name__ == "__main__":
-    main()
+    errors.command(main)()

@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from benchmarks import report
 from mlp_jax import config as config_lib
-from mlp_jax import data, errors, files, metrics, models, plots, search, sweep
+from mlp_jax import data, errors, files, metrics, models, plots, progress, search, sweep
 
 FLAGS = flags.FLAGS
 # What an exercise file holds (see the module's docstring), and one of them.
@@ -125,6 +125,22 @@ def plot(exercise, rows: list[dict], path: str | os.PathLike) -> None:
     plots.save_figure(fig, path)
 
 
+PLOTS = ("line", "bars", "curves")
+
+
+def check_exercise(exercise, grid: dict) -> None:
+    """Refuses an exercise whose plot cannot be drawn from its grid, before anything trains.
+
+    Raises:
+      UserError: naming the field and what it must be.
+    """
+    if exercise.plot not in PLOTS:
+        raise errors.UserError(f"plot={exercise.plot!r} is invalid: one of {PLOTS}")
+    if exercise.x not in grid or exercise.x == "seed":
+        keys = [k for k in grid if k != "seed"]
+        raise errors.UserError(f"x={exercise.x!r} is invalid: one of the grid's keys {keys}")
+
+
 def run_exercise(
     exercise, results_dir: str | os.PathLike, workdir: str | os.PathLike, quick: bool = False
 ) -> list[dict]:
@@ -135,15 +151,19 @@ def run_exercise(
       The summary rows (one per grid point).
     """
     grid = (exercise.quick_sweep if quick else exercise.sweep).to_dict()
+    check_exercise(exercise, grid)
     train = ml_collections.ConfigDict(exercise.train.to_dict())
     if quick:
         train.num_epochs = exercise.quick_num_epochs
     labels, members = zip(*search.expand_grid(train, grid), strict=True)
     for member in members:
         models.resolve_model(member)  # Validates every member before anything trains.
-    dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir, workdir = files.as_path(results_dir), files.as_path(workdir)
-    results_dir.mkdir(parents=True, exist_ok=True)
+    # Where the results go, before anything trains.
+    outputs = tuple(f"{exercise.name}{suffix}" for suffix in (".json", ".md", ".png"))
+    files.prepare_folder(results_dir, "--results_dir", regular_files=outputs)
+    files.prepare_folder(workdir / exercise.name, "--workdir")
+    dataset = data.load_dataset(train.data_dir, train.validation_size, train.split_seed)
     results = sweep.train_population(members, dataset, cache_dir=workdir / exercise.name)
     seconds = sum(r["train_seconds"] for r in results)
     point_keys = [k for k in grid if k != "seed"]
@@ -170,14 +190,11 @@ def run_exercise(
 def main(argv) -> None:
     """Runs the exercise the flags name; user errors become one line."""
     del argv
-    with errors.one_line_errors():
-        exercise = config_lib.flag_config(
-            FLAGS["config"], EXAMPLE, "an exercise file", EXERCISE_FIELDS
-        )
-        run_exercise(exercise, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
-    print((files.as_path(FLAGS.results_dir) / f"{exercise.name}.md").read_text())
+    exercise = config_lib.flag_config(FLAGS["config"], EXAMPLE, "an exercise file", EXERCISE_FIELDS)
+    run_exercise(exercise, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
+    progress.show(files.read_text(files.as_path(FLAGS.results_dir) / f"{exercise.name}.md"))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main, flags_parser=errors.parse_flags)
+    app.run(errors.command(main), flags_parser=errors.parse_flags)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from benchmarks import report, train_speed
-from mlp_jax import data, files, sweep
+from mlp_jax import data, errors, files, progress, sweep
 from mlp_jax.config import load_experiment
 
 MODELS = {"scratch": "experiments/mlp_scratch.py", "concise": "experiments/mlp_concise.py"}
@@ -158,8 +158,8 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomically(out, text)
-    print(text)
+    progress.show(text)
 
 
 if __name__ == "__main__":
-    main()
+    errors.command(main)()

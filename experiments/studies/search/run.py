@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from ml_collections import config_flags
 
 from mlp_jax import config as config_lib
-from mlp_jax import data, errors, files, metrics, models, plots, search
+from mlp_jax import data, errors, files, metrics, models, plots, progress, search
 from mlp_jax.config import base_config
 
 FLAGS = flags.FLAGS
@@ -154,6 +154,7 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     prefix = "quick_" if quick else ""
     space = search_config[f"{prefix}space"].to_dict()
     rungs, eta = list(search_config[f"{prefix}rungs"]), search_config.eta
+    search.check_halving(rungs, eta)
     candidates = search.draw_candidates(search_config, quick)
     for candidate in candidates:
         models.resolve_model(candidate)  # Validates every candidate before anything trains.
@@ -201,20 +202,13 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
 def main(argv) -> None:
     """Runs the search the flags name; user errors become one line."""
     del argv
-    with errors.one_line_errors():
-        search_config = config_lib.flag_config(
-            FLAGS["config"], EXAMPLE, "a search file", SEARCH_FIELDS
-        )
-        record = run_search(
-            search_config,
-            FLAGS.results_dir,
-            FLAGS.workdir,
-            FLAGS.tuned_config,
-            FLAGS.quick,
-        )
-    print(json.dumps({"winner": record["winner"], "minutes": record["seconds"] / 60}))
+    search_config = config_lib.flag_config(FLAGS["config"], EXAMPLE, "a search file", SEARCH_FIELDS)
+    record = run_search(
+        search_config, FLAGS.results_dir, FLAGS.workdir, FLAGS.tuned_config, FLAGS.quick
+    )
+    progress.show(json.dumps({"winner": record["winner"], "minutes": record["seconds"] / 60}))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main, flags_parser=errors.parse_flags)
+    app.run(errors.command(main), flags_parser=errors.parse_flags)

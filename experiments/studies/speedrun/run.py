@@ -32,7 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks import report, train_speed
-from mlp_jax import data, errors, files, launch, loop, optim, plots, search
+from mlp_jax import data, errors, files, launch, loop, optim, plots, progress, search
 from mlp_jax.config import load_experiment
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -416,7 +416,7 @@ def choose_recipe(target: float) -> list[dict]:
                 "clears": result["acc"]["mean"] >= target + SEARCH_MARGIN,
             }
         )
-        print(rows[-1], flush=True)
+        progress.show(rows[-1])
     return sorted(rows, key=lambda r: r["seconds"])
 
 
@@ -462,16 +462,15 @@ def main() -> None:
     if args.peer:
         train_speed.peer_main(globals()[f"run_{args.peer}"], args.epochs)
         return
-    with errors.one_line_errors():
-        _run(args)
+    _run(args)
 
 
 def _run(args: argparse.Namespace) -> None:
     """The search (--search) or the measurement and its report."""
     if args.search:
-        print("sorted by training seconds:")
+        progress.show("sorted by training seconds:")
         for row in choose_recipe(args.search):
-            print(row)
+            progress.show(row)
         return
     seeds = 2 if args.quick else args.seeds
     results = measure(
@@ -489,8 +488,8 @@ def _run(args: argparse.Namespace) -> None:
     )
     files.write_atomically(out, text)
     plot(results, out.with_suffix(".png"))
-    print(text)
+    progress.show(text)
 
 
 if __name__ == "__main__":
-    main()
+    errors.command(main)()

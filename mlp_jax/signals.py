@@ -1,0 +1,115 @@
+"""Signals that end a process, and how mlp_jax ends it instead: after the work in flight.
+
+A closed terminal or a dropped ssh session (SIGHUP, how runs on a TPU VM die), a preemption
+notice (SIGTERM), Ctrl-C (SIGINT), Ctrl-\\ (SIGQUIT), a batch system's limits (SIGXCPU,
+SIGALRM, SIGUSR1/2): every signal whose default would kill the process mid-write is taken
+over, in two ways.
+
+- `exit_on_signals`, for a whole command: the signal raises `Stopped` (a KeyboardInterrupt)
+  where the command is, which ends it in one line (`mlp_jax.errors.command`).
+- `StopRequests`, around work that can stop cleanly between steps (a run's epochs, a
+  population's): the signal only asks, the step in flight finishes and is saved, and the work
+  ends with `Interrupted` (exit status 128 + the signal's number).
+"""
+
+import signal
+import threading
+
+from mlp_jax.errors import UserError
+
+# The signals whose default action ends the process and that nothing in this process uses:
+# the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to the
+# runtime, SIGPROF to profilers, SIGKILL and SIGSTOP cannot be caught; Python itself ignores
+# SIGPIPE and SIGXFSZ (a write then fails with an error, handled where it happens).
+TERMINATING = tuple(
+    getattr(signal, name)
+    for name in (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGTERM",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGXCPU",
+        "SIGPOLL",
+    )
+    if hasattr(signal, name)
+)
+
+
+def name(signal_number: int) -> str:
+    """'SIGHUP' for its number."""
+    return signal.Signals(signal_number).name
+
+
+class Stopped(KeyboardInterrupt):
+    """A terminating signal arrived where nothing was in flight that could be finished first.
+
+    Attributes:
+      signal_number: the signal.
+    """
+
+    def __init__(self, signal_number: int):
+        super().__init__(f"stopped by {name(signal_number)}")
+        self.signal_number = signal_number
+
+
+class Interrupted(UserError):
+    """Work stopped on a signal after saving what was in flight; its exit code is 128 + the
+    signal's number."""
+
+
+def _raise_stopped(signal_number, _frame):
+    raise Stopped(signal_number)
+
+
+def _is_default(handler) -> bool:
+    """Whether `handler` is the one a signal starts with (Python's own, for SIGINT)."""
+    return handler in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def exit_on_signals() -> None:
+    """Makes every terminating signal whose handler is still the default raise `Stopped` in
+    the main thread: the command's one line and exit status, and the cleanups of the
+    `with` blocks it interrupts, instead of an abrupt death (or a KeyboardInterrupt's
+    traceback). A signal this process was started ignoring (`nohup`) stays ignored."""
+    for sig in TERMINATING:
+        if _is_default(signal.getsignal(sig)):
+            signal.signal(sig, _raise_stopped)
+
+
+class StopRequests:
+    """Turns every terminating signal into a request, read between steps (compiled programs),
+    so that the step in flight finishes and its state is saved before the work ends.
+
+    On several hosts a signal may reach some processes only: `agreed_signal` is a collective
+    decision, so every process stops after the same step and saves it together. Outside the
+    main thread (where handlers cannot be set) it installs nothing and reports nothing.
+    """
+
+    def __init__(self):
+        self.signal_number = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in TERMINATING:
+                handler = signal.getsignal(sig)
+                if handler is not signal.SIG_IGN:  # `nohup` asked for it to be ignored.
+                    self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signal_number, _frame):
+        self.signal_number = signal_number
+
+    def agreed_signal(self) -> int:
+        """The signal any process received (0 if none); the same on every process."""
+        from mlp_jax import parallel  # noqa: PLC0415  (JAX, only once work is under way)
+
+        return parallel.max_over_processes(self.signal_number or 0)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
