@@ -42,6 +42,8 @@ class Row:
       stdout: where the command's stdout goes: "pipe", "/dev/full", or "gone" (a pipe
         whose reader has left).
       module: the command.
+      untouched: globs under TMP that must match nothing afterwards (what the command would
+        have written had it started its work).
     """
 
     args: list[str]
@@ -50,6 +52,7 @@ class Row:
     arrange: Callable[[Path, Path], dict | None] = lambda workdir, tmp: None
     stdout: str = "pipe"
     module: str = "mlp_jax.main"
+    untouched: tuple[str, ...] = ()
 
 
 def _train_more(*extra: str) -> list[str]:
@@ -281,6 +284,7 @@ EVERY_PROCESS_ENDS = {
     "an_exercise_result_a_pipe": Row(
         **_study(EXERCISE, _exercise(), "--quick", then=_tmp_fifo("results/tiny.json")),
         fragments=["results/tiny.json is a named pipe (FIFO) where a file is needed"],
+        untouched=("w/tiny/*.json",),  # Refused before any population trained.
     ),
     "a_thread_left_waiting_after_the_one_line": Row(
         ["-c", "import stuck_after_error"],
@@ -530,3 +534,5 @@ def test_a_fault_holds_its_invariant(
     assert seconds < ROW_SECONDS
     assert tree_listing(workdir / "checkpoints") == checkpoints_before
     assert not (workdir / "checkpoints_unreadable").exists()
+    for pattern in row.untouched:
+        assert not list(scratch.glob(pattern)), pattern

@@ -18,7 +18,7 @@ import jax
 import pytest
 from helpers import TRAINED_EPOCHS, tiny_config, tree_listing
 
-from mlp_jax import files, train
+from mlp_jax import errors, files, train
 from mlp_jax.errors import UserError, os_error_line
 
 # (config field, bad value, what the one line says). Each row changes one field of the tiny
@@ -243,6 +243,25 @@ def test_a_file_system_error_a_user_can_fix_is_one_line_naming_the_path(code, fi
     line = os_error_line(OSError(code, "what the system says", "/some/path"))
     assert line.startswith("/some/path: what the system says: ") and fix in line
     assert os_error_line(OSError(errno.EIO, "I/O error", "/disk")) is None  # Not the user's.
+
+
+def test_an_error_without_an_errno_is_classified_by_its_class_and_names_the_path():
+    # etils raises IsADirectoryError with a message only; the operation knows the path.
+    line = os_error_line(IsADirectoryError("is a directory"), path="/w/curves.png")
+    assert line.startswith("/w/curves.png: Is a directory: a folder stands where a file is")
+    assert os_error_line(OSError("neither an errno nor a class of its own")) is None
+
+
+def test_an_error_names_the_flag_that_moves_its_path(tmp_path):
+    errors.name_path(tmp_path / "work", "--workdir")
+    errors.name_path(tmp_path / "work" / "export", "--export_dir")
+    denied = errno.EACCES, "Permission denied"
+    line = os_error_line(OSError(*denied, str(tmp_path / "work" / "export" / "model.json")))
+    assert line.endswith("fix its permissions or use another --export_dir"), line
+    line = os_error_line(OSError(*denied, str(tmp_path / "work" / "metrics.jsonl")))
+    assert line.endswith("fix its permissions or use another --workdir"), line
+    line = os_error_line(OSError(*denied, str(tmp_path / "elsewhere")))
+    assert line.endswith("fix its permissions or use another path"), line
 
 
 def _damage_the_workdir(workdir, damage, monkeypatch):

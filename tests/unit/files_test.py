@@ -1,10 +1,15 @@
 """Records a rerun resumes from: written whole or not at all, and read with a one-line error."""
 
+import contextlib
+import errno
+import os
+import signal
+
 import pytest
 from helpers import kill_mid_write
 
 from mlp_jax import files
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, os_error_line
 
 
 def test_a_kill_while_a_record_is_written_leaves_the_last_one_whole(tmp_path, monkeypatch):
@@ -41,3 +46,47 @@ def test_find_file_looks_in_the_folder_then_above_it(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"experiments/other.py: no such file in .*a/b"):
         monkeypatch.chdir(tmp_path / "a" / "b")
         files.find_file("experiments/other.py")
+
+
+def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    # A full disk as TensorStore's and some file systems' errors report it: no file named.
+    def full(self, content):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("the last whole record\n")
+    monkeypatch.setattr(type(files.as_path(path)), "write_bytes", full)
+    with pytest.raises(OSError) as raised:
+        files.write_atomically(files.as_path(path), "a new record\n")
+    monkeypatch.undo()
+    assert os_error_line(raised.value).startswith(f"{path}: No space left on device: ")
+    assert path.read_text() == "the last whole record\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+@contextlib.contextmanager
+def _failing_after(seconds: int):
+    """Fails the test, rather than hanging it, when what it runs blocks (opening a pipe)."""
+
+    def blocked(*_):
+        raise AssertionError(f"blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir], ids=["pipe", "folder"])
+def test_a_file_that_is_not_a_file_is_refused_before_it_is_opened(tmp_path, make):
+    path = tmp_path / "config.json"
+    make(path)
+    with _failing_after(5):
+        for operation in (files.read_bytes, files.read_text, files.read_record):
+            with pytest.raises(UserError, match="config.json is a .* where a file is needed"):
+                operation(files.as_path(path))
+        with pytest.raises(UserError, match="where a file is needed"):
+            files.write_atomically(files.as_path(path), "{}")
