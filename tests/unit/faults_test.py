@@ -283,6 +283,11 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
         full = types.SimpleNamespace(**{**fields, "f_bavail": 10_000 // real.f_frsize})
         monkeypatch.setattr(os, "statvfs", lambda _: full)
+    elif damage == "no_inodes_left":  # Room in bytes, none for the checkpoint's files.
+        real = os.statvfs(workdir)
+        fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
+        full = types.SimpleNamespace(**{**fields, "f_files": 10**6, "f_favail": 10})
+        monkeypatch.setattr(os, "statvfs", lambda _: full)
     return contextlib.nullcontext()
 
 
@@ -295,6 +300,7 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         ("metrics_line_without_epoch", "metrics.jsonl line 1: not a record"),
         ("checkpoint_folder_renamed", "checkpoints/7: holds the state after epoch 2, not 7"),
         ("disk_full", "MB free, and the checkpoint of epoch 3 needs about"),
+        ("no_inodes_left", "can hold 10 more files, and the checkpoint of epoch 3 needs about"),
     ],
 )
 def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_checkpoint(
