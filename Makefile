@@ -40,10 +40,18 @@ data: $(VENV)/.installed
 	|| { echo "Fashion-MNIST IDX files not installed: adding the tfds extra, TFDS downloads them."; \
 	     $(PY) -m pip install -q -e ".[tfds]"; }
 
-train: install
+# A workdir or data in a bucket (gs://, as on a TPU VM) needs the gcs extra (gcsfs and Google's
+# storage client, about 60 MB): added when WORKDIR or ARGS name one.
+GCS := $(if $(findstring gs://,$(WORKDIR) $(ARGS)),$(VENV)/.gcs)
+
+$(VENV)/.gcs: $(VENV)/.installed
+	$(PY) -c "import gcsfs, google.cloud.storage" 2>/dev/null || $(PY) -m pip install -q -e ".[gcs]"
+	touch $@
+
+train: install $(GCS)
 	$(PY) -m mlp_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
-eval: install
+eval: install $(GCS)
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
 
 # The fast tier, after every change: each module's own behaviour on small synthetic data, in

@@ -8,13 +8,11 @@ on a local disk is atomic and on an object store leaves either the old or the ne
 
 import contextlib
 import errno
-import fcntl
+import functools
 import json
 import os
 import resource
-import socket
 import stat
-import time
 from pathlib import Path
 
 from etils import epath
@@ -30,10 +28,10 @@ def as_path(path: str | os.PathLike) -> epath.Path:
         which writes the checkpoints, takes no other): a name that is not ASCII under a
         locale without UTF-8 (LANG=C).
     """
-    path = epath.Path(path)
     if is_remote(path):
-        return path
-    path = path.expanduser().absolute()
+        _check_remote_support(os.fspath(path))
+        return epath.Path(path)
+    path = epath.Path(path).expanduser().absolute()
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -44,6 +42,46 @@ def as_path(path: str | os.PathLike) -> epath.Path:
             "TensorStore; run with PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"
         ) from None
     return path
+
+
+# The extra of pyproject.toml that adds each object store's file system.
+_EXTRAS = {"gs": "gcs"}
+
+
+def _check_remote_support(uri: str) -> None:
+    """Refuses a URI whose file system this environment lacks (gs:// without gcsfs), before
+    anything tries to open it.
+
+    Raises:
+      UserError: naming the path and the install that adds its file system.
+    """
+    scheme = uri.split("://", 1)[0]
+    reason = _missing_file_system(scheme)
+    if reason is None:
+        return
+    extra = _EXTRAS.get(scheme)
+    how = (
+        f"`make install EXTRAS=test,{extra}` or `pip install 'mlp_jax[{extra}]'` (`make "
+        "train` adds it for a gs:// WORKDIR)"
+        if extra
+        else "the fsspec file system it names"
+    )
+    raise UserError(
+        f"{uri}: {scheme}:// paths need a package this environment lacks ({reason}); add it "
+        f"with {how}"
+    )
+
+
+@functools.cache
+def _missing_file_system(scheme: str) -> str | None:
+    """Why fsspec (which etils.epath uses without TensorFlow) cannot reach `scheme`, or None."""
+    import fsspec  # noqa: PLC0415  (only remote paths need it)
+
+    try:
+        fsspec.get_filesystem_class({"gs": "gcs"}.get(scheme, scheme))
+    except (ImportError, ValueError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -295,41 +333,3 @@ def raise_open_file_limit() -> None:
             f"this process may open {ceiling} files at most (`ulimit -n`), and saving a "
             f"checkpoint needs about {MIN_OPEN_FILES}; raise the limit (ulimit -n 1024) and rerun"
         )
-
-
-LOCK_FILE = ".lock"
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: epath.Path):
-    """Holds WORKDIR/.lock so that a second run on the same workdir is refused at once.
-
-    An OS lock (flock) is taken, not a marker file, so a killed run leaves nothing that blocks
-    the next one. The file records who holds it, for the error. A remote workdir (gs://...)
-    has no such lock: one run per remote workdir is the user's to keep.
-
-    Raises:
-      UserError: another process holds the lock.
-    """
-    if is_remote(workdir):
-        yield
-        return
-    path = os.path.join(os.fspath(workdir), LOCK_FILE)
-    with open(path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise UserError(
-                f"{workdir} is in use by {holder}; wait for that run to end, stop it, or use "
-                "another --workdir"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()} on {socket.gethostname()} (started {time.ctime()})")
-        lock.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

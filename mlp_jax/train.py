@@ -20,6 +20,7 @@ from mlp_jax import (
     checkpointing,
     data,
     files,
+    locks,
     loop,
     metrics,
     models,
@@ -51,7 +52,7 @@ _RESUME_NEUTRAL_KEYS = (
 # What a run keeps in its workdir, checked to be of the right kind before anything opens them
 # (a pipe where a file is expected would block the run).
 _RUN_FOLDERS = (checkpointing.CHECKPOINT_DIR, checkpointing.UNREADABLE_DIR, "plugins")
-_RUN_FILES = (files.LOCK_FILE, checkpointing.CONFIG_FILE, metrics.JSONL_FILE, "curves.png")
+_RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, metrics.JSONL_FILE, "curves.png")
 
 
 class _PhaseClock:
@@ -147,7 +148,7 @@ def train_and_evaluate(
     clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:
         if is_main_process:  # Before anything in the workdir is touched.
-            cleanup.enter_context(files.workdir_lock(workdir))
+            cleanup.enter_context(locks.workdir_lock(workdir))
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())

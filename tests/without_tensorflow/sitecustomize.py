@@ -1,11 +1,21 @@
-"""Hides TensorFlow, TFDS, Keras and PyTorch from a process whose PYTHONPATH starts with this
-folder, as if they were not installed (`importlib.util.find_spec` finds nothing, `import`
-raises ModuleNotFoundError). The tests run the training path this way to prove that it
-never needs them, whatever the environment holds."""
+"""Hides TensorFlow, TFDS, Keras and PyTorch (and $MLP_JAX_TEST_HIDE) from a process whose
+PYTHONPATH starts with this folder, as if they were not installed (`importlib.util.find_spec`
+finds nothing, `import` raises ModuleNotFoundError). The tests run the training path this way
+to prove that it never needs them, whatever the environment holds."""
 
+import os
 import sys
 
-HIDDEN = ("tensorflow", "tensorflow_datasets", "keras", "tf_keras", "torch")
+# $MLP_JAX_TEST_HIDE (comma-separated) hides more, e.g. "gcsfs" for a machine without the
+# gcs extra.
+HIDDEN = (
+    "tensorflow",
+    "tensorflow_datasets",
+    "keras",
+    "tf_keras",
+    "torch",
+    *filter(None, os.environ.get("MLP_JAX_TEST_HIDE", "").split(",")),
+)
 
 
 class _HidingFinder:
