@@ -334,8 +334,7 @@ class CheckpointStore:
         source = self.workdir / CHECKPOINT_DIR / str(epoch)
         target = self.workdir / UNREADABLE_DIR / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0 and source.exists():
-            target.parent.mkdir(exist_ok=True)
-            source.rename(target)
+            files.move_folder(source, target)
         self.manager.reload()
         return target
 

@@ -172,10 +172,28 @@ def _with_path(error: OSError, path) -> OSError:
     return error
 
 
+def move_folder(source: epath.Path, target: epath.Path) -> None:
+    """Moves the folder `source` to `target` (whose parent is made): a rename on a local disk;
+    in an object store, which has neither folders nor rename, each object copied, then the
+    originals deleted, all through etils.epath, whose listings then know of it. (Not fsspec's
+    `mv`: gcsfs tries GCS's move API first, which some buckets refuse after 30 s.)"""
+    if not is_remote(source):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        return
+    for path in walk_files(source):
+        (target / os.path.relpath(os.fspath(path), os.fspath(source))).write_bytes(read_bytes(path))
+    source.rmtree()
+
+
 def walk_files(folder: epath.Path):
     """Every regular file under `folder`, at any depth (local or remote: epath's rglob
     refuses `**` on GCS)."""
-    for entry in folder.iterdir():
+    try:
+        entries = list(folder.iterdir())
+    except OSError as e:
+        raise _with_path(e, folder) from None
+    for entry in entries:
         found = kind(entry)
         if found == "a folder":
             yield from walk_files(entry)

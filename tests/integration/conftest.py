@@ -19,3 +19,14 @@ def trained_workdir(synthetic_full_dir, tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr
     return workdir, result
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS API on 127.0.0.1 (benchmarks/gcs_emulator.py) holding the bucket "bucket", for
+    the session: yields the environment that points a process's GCS clients at it. Each test
+    writes under a prefix of its own."""
+    from benchmarks import gcs_emulator  # noqa: PLC0415  (only these tests start one)
+
+    with gcs_emulator.running("bucket") as env:
+        yield env

@@ -1,0 +1,237 @@
+"""A workdir, data and results in a bucket, through a real GCS API (the `gcs` fixture: a
+GCS emulator on 127.0.0.1), whole processes as a TPU VM user runs them, and nothing of
+Orbax, TensorStore or etils.epath replaced: what an object store does differently (no
+folders, no rename, preconditions, listing, HTTP) is what these exercise."""
+
+import json
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+from helpers import (
+    ROOT,
+    TINY,
+    TUNED_FEATURES,
+    config_overrides,
+    run_cli,
+    start_cli,
+)
+
+# What TensorStore's C++ logging prints on its own (its test token's notice), beside the
+# commands' lines.
+_LIBRARY_LOG = re.compile(r"^[IWE]\d{4} ")
+
+
+def _own_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip() and not _LIBRARY_LOG.match(line)]
+
+
+def _bucket(gcs):
+    """The emulator's bucket seen from this process (gcsfs, as mlp_jax reaches it)."""
+    from gcsfs.core import GCSFileSystem  # noqa: PLC0415
+
+    return GCSFileSystem(endpoint_url=gcs["STORAGE_EMULATOR_HOST"], token="anon")
+
+
+def _fingerprint(evaluated) -> str:
+    assert evaluated.returncode == 0, evaluated.stderr
+    return json.loads(evaluated.stdout.splitlines()[-1])["params_fingerprint"]
+
+
+def _train(gcs, workdir, data_dir, epochs, *extra, env=None):
+    return run_cli(
+        *TINY,
+        f"--config.data_dir={data_dir}",
+        f"--config.num_epochs={epochs}",
+        f"--workdir={workdir}",
+        *extra,
+        env={**gcs, **(env or {})},
+    )
+
+
+def test_train_resume_eval_predict_and_export_in_a_bucket(gcs, synthetic_full_dir, tmp_path):
+    run = f"gs://bucket/{tmp_path.name}/run"
+    first = _train(gcs, run, synthetic_full_dir, 2)
+    assert first.returncode == 0, first.stderr
+    resumed = _train(gcs, run, synthetic_full_dir, 3)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from the checkpoint of epoch 2" in resumed.stdout
+    local = _train({}, tmp_path / "local", synthetic_full_dir, 3)
+    assert local.returncode == 0, local.stderr
+    # The bucket's run is the local run, bit for bit.
+    in_bucket = _fingerprint(run_cli("--mode=eval", f"--workdir={run}", env=gcs))
+    assert in_bucket == _fingerprint(run_cli("--mode=eval", f"--workdir={tmp_path / 'local'}"))
+
+    bucket = _bucket(gcs)
+    prefix = f"bucket/{tmp_path.name}/run"
+    log = bucket.cat_file(f"{prefix}/metrics.jsonl").decode()
+    records = [json.loads(line) for line in log.splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert len(bucket.cat_file(f"{prefix}/curves.png")) > 10_000
+    assert sorted(p.rsplit("/", 1)[1] for p in bucket.ls(f"{prefix}/checkpoints")) == [
+        "1",
+        "2",
+        "3",
+    ]
+
+    np.save(tmp_path / "two.npy", np.zeros((2, 784), np.uint8))
+    predicted = run_cli("--mode=predict", f"--workdir={run}", str(tmp_path / "two.npy"), env=gcs)
+    assert predicted.returncode == 0 and len(predicted.stdout.splitlines()) == 2, predicted.stderr
+    exported = run_cli("--mode=export", f"--workdir={run}", env=gcs)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.strip() == f"exported to {run}/export"
+    assert sorted(bucket.ls(f"{prefix}/export")) == [
+        f"{prefix}/export/model.jaxexport",
+        f"{prefix}/export/model.json",
+    ]
+    assert not (ROOT / "gs:").exists(), "a path bypassed etils.epath"
+
+
+def test_a_damaged_newest_checkpoint_in_a_bucket_falls_back(gcs, synthetic_full_dir, tmp_path):
+    run = f"gs://bucket/{tmp_path.name}/run"
+    assert _train(gcs, run, synthetic_full_dir, 2).returncode == 0
+    bucket = _bucket(gcs)
+    state = f"bucket/{tmp_path.name}/run/checkpoints/2/state"
+    largest = max(bucket.find(state), key=lambda path: bucket.size(path))
+    bucket.pipe_file(largest, bucket.cat_file(largest)[:100])  # Cut short.
+    evaluated = run_cli("--mode=eval", f"--workdir={run}", env=gcs)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["epoch"] == 1  # Read-only: skipped.
+    again = _train(gcs, run, synthetic_full_dir, 2)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from the checkpoint of epoch 1" in again.stdout
+    assert len(bucket.ls(f"bucket/{tmp_path.name}/run/checkpoints_unreadable")) == 1
+
+
+def test_kill_9_mid_save_in_a_bucket_then_the_rerun_reaches_the_uninterrupted_run(
+    gcs, synthetic_full_dir, tmp_path
+):
+    features = config_overrides(**TUNED_FEATURES)
+    reference = _train({}, tmp_path / "reference", synthetic_full_dir, 3, *features)
+    assert reference.returncode == 0, reference.stderr
+    run = f"gs://bucket/{tmp_path.name}/run"
+    args = [*TINY, f"--config.data_dir={synthetic_full_dir}", "--config.num_epochs=3"]
+    process = start_cli(*args, *features, f"--workdir={run}", env=gcs)
+    bucket = _bucket(gcs)
+    checkpoints = f"bucket/{tmp_path.name}/run/checkpoints"
+    deadline = time.monotonic() + 120
+    while not (bucket.exists(checkpoints) and bucket.ls(checkpoints, refresh=True)):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.kill()  # SIGKILL: mid-save, its lock left behind in the bucket.
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill"
+    rerun = run_cli(*args, *features, f"--workdir={run}", env=gcs)  # Takes the dead run's lock.
+    assert rerun.returncode == 0, rerun.stderr
+    assert _fingerprint(run_cli("--mode=eval", f"--workdir={run}", env=gcs)) == _fingerprint(
+        run_cli("--mode=eval", f"--workdir={tmp_path / 'reference'}")
+    )
+
+
+def test_a_second_launch_on_a_busy_bucket_workdir_is_refused_within_seconds(
+    gcs, synthetic_full_dir, tmp_path
+):
+    run = f"gs://bucket/{tmp_path.name}/run"
+    args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
+    first = start_cli(*args, "--config.num_epochs=20", env=gcs)
+    bucket = _bucket(gcs)
+    log = f"bucket/{tmp_path.name}/run/metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not bucket.exists(log):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+        bucket.invalidate_cache()
+    started = time.monotonic()
+    second = run_cli(*args, "--config.num_epochs=20", env=gcs)
+    assert time.monotonic() - started < 30
+    (line,) = _own_lines(second.stderr)
+    assert second.returncode == 2 and f"is in use by process {first.pid}" in line, line
+    assert "expires 180 s after its last refresh" in line
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert not bucket.exists(f"bucket/{tmp_path.name}/run/.lock")  # Released at the end.
+
+
+@pytest.mark.parametrize("age, refused", [(10, True), (200, False)])
+def test_a_lock_left_by_a_run_on_another_host_expires(
+    gcs, synthetic_full_dir, tmp_path, age, refused
+):
+    run = f"gs://bucket/{tmp_path.name}/run"
+    held = {"holder": "process 7 on elsewhere", "host": "elsewhere", "pid": 7, "token": "x"}
+    held["refreshed"] = time.time() - age
+    _bucket(gcs).pipe_file(f"bucket/{tmp_path.name}/run/.lock", json.dumps(held).encode())
+    result = _train(gcs, run, synthetic_full_dir, 1)
+    if refused:
+        (line,) = _own_lines(result.stderr)
+        assert result.returncode == 2 and "is in use by process 7 on elsewhere" in line, line
+        assert "expires 180 s after its last refresh, at " in line
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+def test_an_exercise_writes_its_results_to_a_bucket(gcs, synthetic_full_dir, tmp_path):
+    exercise = tmp_path / "tiny.py"
+    exercise.write_text(
+        "import ml_collections\nfrom mlp_jax.config import load_experiment\n\n\n"
+        "def get_config():\n    config = ml_collections.ConfigDict()\n"
+        "    config.name, config.question = 'tiny', 'does a bucket hold it?'\n"
+        "    config.train = load_experiment('experiments/mlp_concise.py')\n"
+        f"    config.train.data_dir = {str(synthetic_full_dir)!r}\n"
+        "    config.train.validation_size = 1000\n"
+        "    config.sweep = {'num_hiddens': [8, 16], 'seed': [0]}\n"
+        "    config.quick_sweep, config.quick_num_epochs = config.sweep, 1\n"
+        "    config.x, config.plot = 'num_hiddens', 'line'\n    return config\n"
+    )
+    where = f"gs://bucket/{tmp_path.name}"
+    result = run_cli(
+        f"--config={exercise}",
+        "--quick",
+        f"--results_dir={where}/results",
+        f"--workdir={where}/work",
+        env=gcs,
+        module="experiments.studies.exercises.run",
+    )
+    assert result.returncode == 0, result.stderr
+    bucket = _bucket(gcs)
+    assert sorted(p.rsplit("/", 1)[1] for p in bucket.ls(f"bucket/{tmp_path.name}/results")) == [
+        "tiny.json",
+        "tiny.md",
+        "tiny.png",
+    ]
+    assert len(bucket.glob(f"bucket/{tmp_path.name}/work/tiny/*.json")) == 2
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("mlp_jax.main", [*TINY, "--workdir=gs://bucket/x"]),
+        ("mlp_jax.main", ["--mode=eval", "--workdir=gs://bucket/x"]),
+        ("mlp_jax.main", ["--mode=predict", "--workdir=gs://bucket/x", "a.png"]),
+        ("mlp_jax.main", ["--mode=export", "--workdir=gs://bucket/x"]),
+        (
+            "experiments.studies.exercises.run",
+            [
+                "--config=experiments/studies/exercises/width.py",
+                "--quick",
+                "--results_dir=gs://bucket/results",
+            ],
+        ),
+        (
+            "experiments.studies.search.run",
+            [
+                "--config=experiments/studies/search/joint_search.py",
+                "--quick",
+                "--workdir=gs://b/w",
+            ],
+        ),
+    ],
+    ids=["train", "eval", "predict", "export", "exercise", "search"],
+)
+def test_a_bucket_path_without_gcsfs_is_one_line_naming_the_install(gcs, module, args):
+    result = run_cli(*args, env={**gcs, "MLP_JAX_TEST_HIDE": "gcsfs"}, module=module)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = _own_lines(result.stderr)
+    assert "gs:// paths need a package this environment lacks" in line, line
+    assert "mlp_jax[gcs]" in line and "make install EXTRAS=test,gcs" in line
