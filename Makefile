@@ -54,17 +54,22 @@ train: install $(GCS)
 eval: install $(GCS)
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
 
-# The fast tier, after every change: each module's own behaviour on small synthetic data, in
-# one process (tests/unit, less the few heavy tests marked slow).
+# Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
+# loadfile), so that its expensive fixtures are built once.
+TEST_WORKERS ?= 2
+
+# The fast tier, after every change: each module's own behaviour on small synthetic data
+# (tests/unit, less the whole runs marked slow), in TEST_WORKERS processes as test-all. Its
+# programs are tiny and each runs once, so XLA's CPU back end compiles them without
+# optimising (a third of the tier's time); test-all, what CI runs, compiles as users do.
 test: install
-	$(PY) -m pytest -q tests/unit -m "not slow"
+	XLA_FLAGS="--xla_backend_optimization_level=0 $$XLA_FLAGS" $(PY) -m pytest -q tests/unit \
+	  -m "not slow" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # Everything: the fast tier and the full one (tests/integration: the command line, several
-# processes and devices, the real data, the notebook, the device check), in TEST_WORKERS
-# processes, since the time is mostly single-threaded (XLA compiles, processes starting);
-# each module stays on one worker (--dist loadfile), so that its expensive fixtures are built
-# once. TEST_WORKERS=0: one process. What CI runs (.ci/run).
-TEST_WORKERS ?= 2
+# processes and devices, a bucket, a pod slice, the real data, the notebook, the device
+# check), in TEST_WORKERS processes, since the time is mostly single-threaded (XLA compiles,
+# processes starting). What CI runs (.ci/run).
 test-all: install
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 

@@ -101,6 +101,7 @@ def test_checkpoint_of_another_model_is_refused_not_set_aside(synthetic_dir, tmp
     assert not (tmp_path / "checkpoints_unreadable").exists()
 
 
+@pytest.mark.slow
 def test_restored_workdir_continues_with_the_runs_own_schedule(synthetic_dir, tmp_path):
     # Still warming up after 2 of 5 warm-up epochs: the learning rate depends on how many
     # steps an epoch has, which the restored optimiser must know.

@@ -56,7 +56,8 @@ def test_the_runs_split_seed_chooses_its_validation_images(synthetic_dir, tmp_pa
     assert runs[0].history[0]["val_loss"] != runs[1].history[0]["val_loss"]
 
 
-@pytest.mark.parametrize("unroll", [4, 5])  # 5 does not divide the epoch's 24 steps.
+# 5 does not divide the epoch's 24 steps.
+@pytest.mark.parametrize("unroll", [4, pytest.param(5, marks=pytest.mark.slow)])
 def test_an_unrolled_epoch_trains_bit_for_bit_as_the_rolled_one(unroll):
     dataset = small_dataset()
     features = {"num_epochs": 2, "dropout": 0.1, "augment_shift": 1, "momentum": 0.9}
@@ -88,6 +89,7 @@ def test_several_epochs_in_one_program_train_bit_for_bit_as_one_each():
     assert _without_timings(fused.history) == _without_timings(alone.history)
 
 
+@pytest.mark.slow
 def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resumes(
     synthetic_dir, tmp_path
 ):

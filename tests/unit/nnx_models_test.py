@@ -47,7 +47,9 @@ def test_the_nnx_concise_model_is_made_of_nnx_linear_layers():
 
 
 @pytest.mark.parametrize("linen_name, nnx_name, to_nnx", PAIRS, ids=["scratch", "concise"])
-@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    "compute_dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)]
+)
 def test_nnx_training_is_bit_identical_to_linen_from_the_same_parameters(
     linen_name, nnx_name, to_nnx, compute_dtype
 ):

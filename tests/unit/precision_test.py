@@ -74,6 +74,7 @@ def test_parameters_and_optimizer_state_stay_float32(synthetic_dir):
     assert all(float(c) > 0 for c in changes)
 
 
+@pytest.mark.slow
 def test_bfloat16_run_resumes_bit_for_bit_and_evaluates_in_bfloat16(synthetic_dir, tmp_path):
     def config(epochs):
         return tiny_config(synthetic_dir, num_epochs=epochs, compute_dtype="bfloat16")

@@ -25,6 +25,7 @@ def test_named_variants_set_several_fields():
     assert (config.weight_init, config.init_scale) == ("normal", 1.0)
 
 
+@pytest.mark.slow
 def test_halving_keeps_the_best_candidates_without_a_test_split(synthetic_dir, dataset):
     base = tiny_config(synthetic_dir)
     space = {"lr": [1e-6, 0.5], "num_hiddens": [16, 32]}

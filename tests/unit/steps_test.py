@@ -214,8 +214,8 @@ def test_augment_shifts_and_flips_each_image_independently():
         {"augment_shift": 2, "augment_flip": True},
         {"augment_erase": 0.5},
         {"augment_rotate": 10.0, "augment_scale": 0.1, "augment_elastic": 34.0},
-        {"mixup_alpha": 0.4},
-        {"cutmix_alpha": 1.0},
+        pytest.param({"mixup_alpha": 0.4}, marks=pytest.mark.slow),
+        pytest.param({"cutmix_alpha": 1.0}, marks=pytest.mark.slow),
         {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
     ],
     ids=["shift_flip", "erase", "distort", "mixup", "cutmix", "mixup_or_cutmix"],
@@ -233,7 +233,11 @@ def test_augmented_epoch_differs_from_plain_and_repeats_itself(options):
     np.testing.assert_array_equal(b.params["W1"], c.params["W1"])
 
 
-@pytest.mark.parametrize("alphas", [(0.4, 0.0), (0.0, 1.0)], ids=["mixup", "cutmix"])
+@pytest.mark.parametrize(
+    "alphas",
+    [(0.4, 0.0), pytest.param((0.0, 1.0), marks=pytest.mark.slow)],
+    ids=["mixup", "cutmix"],
+)
 def test_mixing_step_trains_on_mixed_images_against_mixed_targets(alphas):
     mixup_alpha, cutmix_alpha = alphas
     data = synthetic_split(128, seed=7)

@@ -94,6 +94,7 @@ def test_ablation_trains_each_removal_and_resumes_from_its_cache(
     assert shorter["epochs"] == 2 and shorter["rows"]["EMA of the weights"]["val_acc"] != 0.5
 
 
+@pytest.mark.slow
 def test_ablation_keeps_the_rows_an_earlier_recipes_record_trained(
     synthetic_dir, tmp_path, monkeypatch
 ):

@@ -29,6 +29,7 @@ def test_a_broken_search_record_is_a_user_error_before_anything_trains(
         )
 
 
+@pytest.mark.slow
 def test_quick_search_of_the_scratch_model_writes_a_file_the_validation_accepts(
     tmp_path, synthetic_dir
 ):

@@ -40,10 +40,12 @@ def _assert_each_member_equals_its_separate_run(configs, population, dataset):
     "experiment, features",
     [
         ("mlp_scratch", {}),
-        ("mlp_scratch_nnx", {}),
-        ("mlp_concise", TUNED_FEATURES),
-        ("mlp_concise_nnx", TUNED_FEATURES),
-        ("mlp_concise", {**TUNED_FEATURES, "compute_dtype": "bfloat16"}),
+        pytest.param("mlp_scratch_nnx", {}, marks=pytest.mark.slow),
+        pytest.param("mlp_concise", TUNED_FEATURES, marks=pytest.mark.slow),
+        pytest.param("mlp_concise_nnx", TUNED_FEATURES, marks=pytest.mark.slow),
+        pytest.param(
+            "mlp_concise", {**TUNED_FEATURES, "compute_dtype": "bfloat16"}, marks=pytest.mark.slow
+        ),
         pytest.param("mlp_concise", BEST_FEATURES, marks=pytest.mark.slow),
     ],
     ids=[
@@ -85,7 +87,9 @@ def _one_seed_population(synthetic_dir, **features):
 
 
 @pytest.mark.parametrize(
-    "features", [{}, {**TUNED_FEATURES, "mixup_alpha": 0.4}], ids=["plain", "tuned_mixup"]
+    "features",
+    [{}, pytest.param({**TUNED_FEATURES, "mixup_alpha": 0.4}, marks=pytest.mark.slow)],
+    ids=["plain", "tuned_mixup"],
 )
 def test_population_of_one_seed_shares_its_batches_and_equals_separate_runs(
     synthetic_dir, dataset, features
