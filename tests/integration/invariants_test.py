@@ -90,7 +90,8 @@ def _folder(relative: str):
 
 def _as_nobody(arrange=None):
     """Runs the command as an unprivileged user (the suite runs as root, whom permissions do
-    not stop), the copy handed to that user; `arrange` then changes the copy."""
+    not stop): `arrange` changes the copy, which is then handed to that user (its modes
+    kept)."""
 
     def wrapped(workdir, tmp):
         if arrange is not None:
@@ -252,6 +253,11 @@ MOVED_ONLY_IF_DAMAGED = {
 # ---- 2. Every process ends (files.kind and require_kind before any open; the exit path,
 # errors.command, ends the process whatever threads are left).
 EVERY_PROCESS_ENDS = {
+    "checkpoints_read_only_to_the_user": Row(  # As a read-only mount: Orbax's save threads
+        _train_more(),  # would fail after the epoch and wait for ever; refused first.
+        ["cannot be written", "checkpoints", "Permission denied"],
+        arrange=_as_nobody(_chmod("checkpoints", 0o555)),
+    ),
     "metrics_jsonl_a_pipe": Row(
         _train_more(),
         ["metrics.jsonl is a named pipe (FIFO)", "--workdir"],
