@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.parse
 from typing import NamedTuple
 
 import jax
@@ -83,26 +84,45 @@ class Damaged(ValueError):
 
 # What Orbax and TensorStore say of a checkpoint's own bytes when they are damaged: a file
 # cut short (OUT_OF_RANGE), bytes failing their checksum or format (DATA_LOSS, "Error
-# decoding"), a file its manifest lists but that is missing (NOT_FOUND).
+# decoding"), a file its manifest lists but that is missing (NOT_FOUND). Each counts only
+# where the message names a file of that checkpoint.
 _DAMAGE_SIGNS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Error decoding")
-# Errors of the same meaning raised by Python while the checkpoint's JSON files are parsed.
-_DAMAGE_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)
+# Errors of the same meaning raised by Python while the checkpoint's own JSON files are
+# parsed (nothing else is parsed during a restore), or by the fingerprint's check.
+_DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError)
 
 
-def damage_evidence(error: BaseException) -> str | None:
-    """What in `error` (or the errors it was raised from) proves that a checkpoint's own
-    bytes are damaged, in a few words; None when nothing does (the environment, a library or
-    a bug failed, and the checkpoint may be whole)."""
+def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
+    """What in `error` (or the errors it was raised from) proves that the checkpoint in
+    `folder` has damaged bytes, in a few words; None when nothing does (the environment, a
+    library or a bug failed, and the checkpoint may be whole).
+
+    Followed: the errors an error was raised from, and those it was raised while handling
+    unless it said so (`from None`). A missing file counts only when it is that
+    checkpoint's.
+    """
+    names = _spellings(folder)
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, _DAMAGE_ERRORS):
+        text = f"{error} {getattr(error, 'filename', '') or ''}"
+        inside = any(name in text for name in names)
+        if isinstance(error, _DECODING_ERRORS):
             return _first_line(error)
-        text = str(error)
-        if any(sign in text for sign in _DAMAGE_SIGNS):
+        if inside and (
+            isinstance(error, FileNotFoundError) or any(sign in text for sign in _DAMAGE_SIGNS)
+        ):
             return _first_line(error)
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
+
+
+def _spellings(folder: epath.Path) -> tuple[str, ...]:
+    """How libraries write a checkpoint folder's path in their messages: as it is, and as an
+    object key in a URL (gcsfs names a missing object by its URL)."""
+    path = os.fspath(folder)
+    key = path.split("://", 1)[1].split("/", 1)[-1] if "://" in path else path
+    return path, urllib.parse.quote(key, safe="")
 
 
 def _check_entries(folder: epath.Path) -> None:
@@ -383,7 +403,7 @@ class CheckpointStore:
                         "config that trained it or a new --workdir"
                     ) from None
                 self._check_readable(epoch)  # The environment's failure is one line.
-                evidence = damage_evidence(e)
+                evidence = damage_evidence(e, folder)
                 if evidence is None:
                     e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
                     raise

@@ -1,11 +1,11 @@
 """Errors a user can fix, and the one place where they become one line on stderr.
 
-Every command (`mlp_jax.main`, the studies' `experiments.studies.*.run`) parses its flags with
-`parse_flags` and runs through `command`, so a bad flag, a bad config, bad data, a file system
-a user can mend, an out-of-memory model or a signal ends the program with `error: ...` on one
-line, a non-zero exit and no traceback, and the process ends however its threads stand. The
-error names the path and the flag that moves it (`name_path`, `os_error_line`).
-"""
+Every command (`mlp_jax.main`, the studies' `experiments.studies.*.run`) runs through
+`command` (and those that take absl flags parse them with `parse_flags`), so a bad flag, a
+bad config, bad data, a file system a user can mend, an out-of-memory model or a signal ends
+the program with `error: ...` on one line, a non-zero exit and no traceback, and the process
+ends however its threads stand. The error names the path and the flag that moves it
+(`name_path`, `os_error_line`)."""
 
 import contextlib
 import difflib

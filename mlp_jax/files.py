@@ -1,9 +1,10 @@
 """Paths a user gives (workdir, data_dir, results), local or remote (gs://, s3://, ...).
 
 Every file the library writes or reads goes through `etils.epath`, as Orbax's own files do,
-so `--workdir=gs://bucket/run` works on a TPU VM. Object stores cannot append or rename in
-place, so files are written whole: to a temporary name, then moved over the old one, which
-on a local disk is atomic and on an object store leaves either the old or the new object.
+so `--workdir=gs://bucket/run` works on a TPU VM. Files are written whole: on a local disk to
+a temporary name, then renamed over the old one (atomic); on an object store in place, since
+an object is written whole or not at all and a rename there is a copy. No path is opened
+before it is known to be of the kind expected (a pipe would block the run).
 """
 
 import contextlib
@@ -44,10 +45,6 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return path
 
 
-# The extra of pyproject.toml that adds each object store's file system.
-_EXTRAS = {"gs": "gcs"}
-
-
 def _check_remote_support(uri: str) -> None:
     """Refuses a URI whose file system this environment lacks (gs:// without gcsfs), before
     anything tries to open it.
@@ -59,11 +56,10 @@ def _check_remote_support(uri: str) -> None:
     reason = _missing_file_system(scheme)
     if reason is None:
         return
-    extra = _EXTRAS.get(scheme)
     how = (
-        f"`make install EXTRAS=test,{extra}` or `pip install 'mlp_jax[{extra}]'` (`make "
-        "train` adds it for a gs:// WORKDIR)"
-        if extra
+        "`make train` with a gs:// WORKDIR or ARGS (make adds the gcs extra), or `pip install "
+        "-e '.[gcs]'` in the clone (`pip install 'mlp_jax[gcs]'` elsewhere)"
+        if scheme == "gs"
         else "the fsspec file system it names"
     )
     raise UserError(
@@ -78,7 +74,7 @@ def _missing_file_system(scheme: str) -> str | None:
     import fsspec  # noqa: PLC0415  (only remote paths need it)
 
     try:
-        fsspec.get_filesystem_class({"gs": "gcs"}.get(scheme, scheme))
+        fsspec.get_filesystem_class(scheme)
     except (ImportError, ValueError) as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     return None

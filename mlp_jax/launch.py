@@ -32,7 +32,6 @@ def start(
     module: str = "mlp_jax.main",
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike | None = None,
-    wrapper: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """Starts `python -m MODULE ARGS` (default: the training command) and returns at once.
 
@@ -41,10 +40,9 @@ def start(
       module: the module to run.
       env: its whole environment (default: this process's).
       cwd: its working folder (default: this process's).
-      wrapper: a command that runs it, e.g. ("nohup",).
     """
     return subprocess.Popen(
-        [*wrapper, *command(*args, module=module)],
+        command(*args, module=module),
         cwd=cwd,
         env=None if env is None else dict(env),
         stdout=subprocess.PIPE,

@@ -3,13 +3,16 @@ local disk and in a bucket.
 
 - A local workdir: an OS lock (flock) on WORKDIR/.lock, which the kernel releases when its
   process dies however it dies, so nothing left behind blocks the next run.
-- A workdir in an object store (gs://): the object WORKDIR/.lock, created only if absent
-  (a generation precondition, `ifGenerationMatch=0`: of two launches, exactly one creates
-  it). An object outlives a killed process, so the run that holds it rewrites it every
-  HEARTBEAT_SECONDS, and a later run takes it over when it is stale: its holder ran on this
-  host and is gone, or it was last refreshed more than STALE_SECONDS ago (a holder on
-  another host that died). Taking over deletes that generation only, so of two runs taking
-  over one stale lock, one wins.
+- A workdir in a Cloud Storage bucket (gs://): the object WORKDIR/.lock, created only if
+  absent (a generation precondition, `ifGenerationMatch=0`: of two launches, exactly one
+  creates it). An object outlives a killed process, so the run that holds it rewrites it
+  every HEARTBEAT_SECONDS, each rewrite conditional on the generation it wrote last; a later
+  run takes it over when it is stale: its holder ran in this process namespace of this host
+  and is gone, or it was last refreshed more than STALE_SECONDS ago (a holder elsewhere that
+  died). Taking over deletes that generation only, so of two runs taking over one stale lock,
+  one wins; and a holder whose rewrite finds another generation has lost the lock, and stops
+  (`Lock.lost_to`, read between epochs) before it saves again.
+- Other object stores (s3://, ...): no lock; one run per workdir is the user's to keep.
 
 Either way the lock records who holds it, for the refusal's one line.
 """
@@ -22,33 +25,59 @@ import socket
 import threading
 import time
 
+from absl import logging
 from etils import epath
 
 from mlp_jax import files
 from mlp_jax.errors import UserError
 
 LOCK_FILE = ".lock"
-# How often a run rewrites its lock in a bucket, and how long after its last rewrite another
-# host may take the lock over (a holder on this host that is gone releases it at once).
-HEARTBEAT_SECONDS = 30.0
-STALE_SECONDS = 180.0
+# How often a run rewrites its lock in a bucket, and how long after its last rewrite a run
+# elsewhere may take the lock over (a holder in this namespace that is gone releases it at
+# once); $MLP_JAX_LOCK_HEARTBEAT and $MLP_JAX_LOCK_STALE change them (a slow network may
+# want both longer; the tests, shorter).
+HEARTBEAT_SECONDS = float(os.environ.get("MLP_JAX_LOCK_HEARTBEAT", 30))
+STALE_SECONDS = float(os.environ.get("MLP_JAX_LOCK_STALE", 180))
+
+
+class Lock:
+    """A held workdir lock, which a run asks between epochs whether it still holds."""
+
+    def lost_to(self) -> str | None:
+        """Who took this lock over, or None while this run holds it (always, locally)."""
+        return None
+
+
+def lost_line(workdir: epath.Path, holder: str | None) -> str:
+    """The one line of a run that lost its workdir's lock to `holder`."""
+    return (
+        f"{workdir / LOCK_FILE}: this run's lock was taken over by {holder or 'another run'} "
+        f"(it was not refreshed for over {STALE_SECONDS:.0f} s); stopped without saving more; "
+        "check which run should own this workdir"
+    )
 
 
 @contextlib.contextmanager
 def workdir_lock(workdir: epath.Path):
     """Holds WORKDIR/.lock for the duration, so that a second run on the workdir is refused.
 
+    Yields:
+      The `Lock`.
+
     Raises:
       UserError: another live run holds it, naming who and, in a bucket, when it expires.
     """
-    lock = _ObjectLock(workdir / LOCK_FILE) if files.is_remote(workdir) else None
-    if lock is None:
+    if not files.is_remote(workdir):
         with _local_lock(workdir):
-            yield
+            yield Lock()
         return
+    if not os.fspath(workdir).startswith("gs://"):
+        yield Lock()
+        return
+    lock = _BucketLock(workdir / LOCK_FILE)
     lock.acquire()
     try:
-        yield
+        yield lock
     finally:
         lock.release()
 
@@ -80,81 +109,123 @@ def _local_lock(workdir: epath.Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-class _ObjectLock:
-    """WORKDIR/.lock in a bucket, through fsspec's GCS file system (gcsfs)."""
+def _namespace() -> str:
+    """This machine's boot and this process's PID namespace: where a pid names a process."""
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as boot:
+        return f"{boot.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    return socket.gethostname()
+
+
+class _BucketLock(Lock):
+    """WORKDIR/.lock in a bucket, through gcsfs (fsspec's GCS file system)."""
 
     def __init__(self, path: epath.Path):
-        import fsspec  # noqa: PLC0415  (only object stores need it)
+        import fsspec  # noqa: PLC0415  (only buckets need it)
 
         self.path = path
-        self.fs, self.key = fsspec.core.url_to_fs(os.fspath(path))
+        self.fs, key = fsspec.core.url_to_fs(os.fspath(path))
+        self.bucket, self.key, _ = self.fs.split_path(key)
         self.record = {
             "holder": _holder(),
-            "host": socket.gethostname(),
+            "namespace": _namespace(),
             "pid": os.getpid(),
             "token": os.urandom(8).hex(),
         }
+        self._generation = None  # Of our last write.
+        self._lost = None
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, name="lock heartbeat", daemon=True)
 
-    def _payload(self) -> bytes:
-        return json.dumps({**self.record, "refreshed": time.time()}).encode()
+    def _write(self, if_generation: str) -> str:
+        """Writes our record if the lock's generation is `if_generation` ("0": absent);
+        returns the new generation.
+
+        Raises:
+          FileExistsError: the lock is of another generation (GCS's 412).
+        """
+        written = self.fs.call(
+            "POST",
+            f"{self.fs._location}/upload/storage/v1/b/{{}}/o",  # noqa: SLF001
+            self.bucket,
+            uploadType="media",
+            name=self.key,
+            ifGenerationMatch=if_generation,
+            data=json.dumps({**self.record, "refreshed": time.time()}).encode(),
+            headers={"Content-Type": "application/octet-stream"},
+            json_out=True,
+        )
+        self.fs.invalidate_cache()
+        return str(written["generation"])
 
     def acquire(self) -> None:
         for _ in range(3):  # Created, or a stale lock taken over, or another run is faster.
             try:
-                self.fs.pipe_file(self.key, self._payload(), mode="create")
+                self._generation = self._write("0")
             except FileExistsError:
                 held, generation = self._read()
                 if held is None:
                     continue  # Released meanwhile.
-                reason = _stale_reason(held)
-                if reason is None:
-                    raise UserError(_busy_line(self.path, held)) from None
-                self._delete(generation)
-                continue
+                if held.get("token") == self.record["token"]:  # Our create, retried.
+                    self._generation = generation
+                else:
+                    reason = _stale_reason(held)
+                    if reason is None:
+                        raise UserError(_busy_line(self.path, held)) from None
+                    holder = held.get("holder", "a run")
+                    logging.warning("took over %s from %s: %s", self.path, holder, reason)
+                    self._delete(generation)
+                    continue
             self._heartbeat.start()
             return
-        raise UserError(
-            f"{self.path}: another run took this workdir meanwhile; use another --workdir"
-        )
+        raise UserError(f"{self.path}: other runs keep taking this workdir; use another --workdir")
 
     def _read(self) -> tuple[dict | None, str | None]:
-        """The lock's record and its generation, or (None, None) when it is gone."""
+        """The lock's record (a stale one when it is not a record) and its generation, or
+        (None, None) when it is gone."""
         try:
-            info = self.fs.info(self.key)
-            content = self.fs.cat_file(self.key)
+            info = self.fs.info(f"{self.bucket}/{self.key}", refresh=True)
+            content = self.fs.cat_file(f"{self.bucket}/{self.key}")
         except FileNotFoundError:
             return None, None
         try:
             record = json.loads(content)
-        except ValueError:
-            record = {"holder": "an unknown run", "refreshed": 0.0}
-        return record, info.get("generation")
+            float(record.get("refreshed"))
+        except (ValueError, TypeError, AttributeError):
+            record = {"holder": "an unreadable lock", "refreshed": 0.0}
+        return record, str(info.get("generation"))
 
     def _delete(self, generation: str | None) -> None:
         """Deletes the lock if it is still that generation (another run may have taken it)."""
-        bucket, key, _ = self.fs.split_path(self.key)
         with contextlib.suppress(FileNotFoundError, FileExistsError):
-            self.fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=generation)
+            self.fs.call("DELETE", "b/{}/o/{}", self.bucket, self.key, ifGenerationMatch=generation)
         self.fs.invalidate_cache()
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(Exception):  # A missed beat; the next one may pass.
-                self.fs.pipe_file(self.key, self._payload())
+            try:
+                self._generation = self._write(self._generation)
+            except FileExistsError:  # Another run took it over: this one no longer holds it.
+                held, _ = self._read()
+                self._lost = held.get("holder", "another run") if held else "nobody (deleted)"
+                return
+            except Exception:  # noqa: BLE001  (a missed beat; the next one may pass)
+                continue
+
+    def lost_to(self) -> str | None:
+        return self._lost
 
     def release(self) -> None:
         self._stop.set()
-        held, generation = self._read()
-        if held is not None and held.get("token") == self.record["token"]:
-            self._delete(generation)
+        if self._heartbeat.is_alive():
+            self._heartbeat.join()  # No beat may write the lock again once it is deleted.
+        if self._lost is None:
+            self._delete(self._generation)
 
 
 def _stale_reason(held: dict) -> str | None:
-    """Why a lock's holder is gone (its process ended on this host, or it stopped refreshing
-    the lock), or None while it may be running."""
-    if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+    """Why a lock's holder is gone (its process ended, where its pid can be checked, or it
+    stopped refreshing the lock), or None while it may be running."""
+    if held.get("namespace") == _namespace() and isinstance(held.get("pid"), int):
         try:
             os.kill(held["pid"], 0)
         except ProcessLookupError:

@@ -53,7 +53,10 @@ def _intensity(image) -> np.ndarray:
     by its own range, not clipped at 255; a transparent pixel as the dataset's background
     (0), a partly transparent one in proportion, as if composed over black."""
     if image.mode in _DEEP_MODES:
-        return np.asarray(image, np.float32) / _DEEP_MODES[image.mode]
+        values = np.asarray(image, np.float32)
+        transparent = image.info.get("transparency")  # One gray level, as PNG's tRNS gives.
+        opaque = values != transparent if isinstance(transparent, int) else 1.0
+        return values / _DEEP_MODES[image.mode] * opaque
     if image.mode == "I":  # 32-bit integers: PNG and TIFF hold 16 bits at most there.
         values = np.asarray(image, np.float32)
         if values.min() < 0 or values.max() > 2**16 - 1:

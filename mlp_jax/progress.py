@@ -20,39 +20,44 @@ def show(*parts) -> None:
     """Prints one line for the user on stdout. A stream that closed or broke (the command
     piped into `head`, a terminal gone) must not stop a run or lose a save: that line and
     every later one are dropped, and the run goes on."""
-    global _stdout_gone
     if _stdout_gone:
         return
     try:
         print(*parts, flush=True)
     except (OSError, ValueError):  # A broken pipe, a dead terminal, a closed stream.
-        _stdout_gone = True
-        # What is still buffered goes nowhere, so the interpreter's last flush cannot fail.
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _give_up_stdout()
 
 
 def emit(line: str) -> None:
     """Prints one line of a command's product (eval's JSON, predict's classes, export's
     folder) on stdout: unlike `show`, a line that cannot be written (a full disk, a closed
-    pipe, /dev/full) fails the command, since a script reading it could not tell an empty
-    answer from success.
+    pipe, /dev/full, or a stream an earlier line found gone) fails the command, since a
+    script reading it could not tell an empty answer from success.
 
     Raises:
       UserError: naming standard output and what went wrong.
     """
+    reason = "an earlier line found it closed" if _stdout_gone else None
+    if reason is None:
+        try:
+            print(line, flush=True)
+            return
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            _give_up_stdout()
+    raise UserError(
+        f"standard output: the result could not be written ({reason}); write it where "
+        "there is room and the reader is still there"
+    )
+
+
+def _give_up_stdout() -> None:
+    """Sends what is still buffered, and every later line, nowhere, so that the
+    interpreter's last flush cannot fail too."""
     global _stdout_gone
-    try:
-        print(line, flush=True)
-    except (OSError, ValueError) as e:
-        _stdout_gone = True
-        with contextlib.suppress(OSError, ValueError):  # Nothing more can reach it.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise UserError(
-            f"standard output: the result could not be written ({reason}); write it where "
-            "there is room and the reader is still there"
-        ) from None
+    _stdout_gone = True
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def in_notebook() -> bool:

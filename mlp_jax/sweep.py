@@ -173,14 +173,16 @@ def train_group(
 
     Returns:
       One result per config: {"history": [per-epoch train/val records], "test_loss",
-      "test_acc"}; the test split is evaluated once, after the last epoch, and not at all
-      without `evaluate_test` (a search must not see it). A member that diverges keeps NaN
-      in its records; the others are unaffected.
+      "test_acc", "train_seconds": its share of the population's seconds, those before a
+      stop it resumed from included}; the test split is evaluated once, after the last
+      epoch, and not at all without `evaluate_test` (a search must not see it). A member
+      that diverges keeps NaN in its records; the others are unaffected.
 
     Raises:
       signals.Interrupted: a stop was requested; the epoch in flight finished (and was
         saved in `saved`).
     """
+    started, earlier_seconds = time.perf_counter(), 0.0
     assert len(group_configs(configs)) == 1, "configs of different shapes"
     first, size = configs[0], len(configs)
     mesh = mesh or population_mesh()
@@ -197,6 +199,7 @@ def train_group(
     resumed = None if saved is None else saved.restore_latest(jax.tree.map(_abstract, state))
     if resumed is not None:
         state, histories = resumed[0], resumed[1]["histories"]
+        earlier_seconds = resumed[1]["seconds"]
     replicated = NamedSharding(mesh, P())
     train_split, val_split = (parallel.place(s, replicated) for s in dataset[:2])
     for epoch in range(len(histories[0]) + 1, first.num_epochs + 1):
@@ -210,24 +213,28 @@ def train_group(
             progress.epoch_done(epoch, first.num_epochs, size, [r["val_acc"] for r in val_rows])
         stop_signal = stop.agreed_signal() if stop is not None else 0
         if stop_signal and epoch < first.num_epochs:
-            _stop(state, histories, saved, stop_signal, f"{epoch}/{first.num_epochs}")
-    if not evaluate_test:
-        return [{"history": h} for h in histories]
-    test_rows = _per_member(
-        evaluate(state, parallel.place(dataset.test, replicated)), "test_", size
-    )
-    return [{"history": h, **t} for h, t in zip(histories, test_rows, strict=True)]
+            seconds = earlier_seconds + time.perf_counter() - started
+            _stop(state, histories, seconds, saved, stop_signal, f"{epoch}/{first.num_epochs}")
+    test_rows = [{}] * size
+    if evaluate_test:
+        test_split = parallel.place(dataset.test, replicated)
+        test_rows = _per_member(evaluate(state, test_split), "test_", size)
+    share = (earlier_seconds + time.perf_counter() - started) / size
+    return [
+        {"history": h, **t, "train_seconds": share}
+        for h, t in zip(histories, test_rows, strict=True)
+    ]
 
 
 def _abstract(x: jax.Array) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
 
 
-def _stop(state, histories, saved, stop_signal: int, epochs: str):
+def _stop(state, histories, seconds: float, saved, stop_signal: int, epochs: str):
     """Saves a population stopped after an epoch (where it has a place) and ends it."""
     where = "nothing of it was kept (a population without a cache_dir is not saved)"
     if saved is not None:
-        saved.save(state, {"histories": histories})
+        saved.save(state, {"histories": histories, "seconds": seconds})
         saved.close()  # Written before the population ends.
         where = f"it is saved in {saved.workdir}; rerun the same command to resume"
     raise signals.Interrupted(
@@ -295,6 +302,16 @@ def train_population(
             )
             for i, result in zip(chunk, chunk_results, strict=True):
                 results[i] = result
+            # A signal during a population's last epoch: it is finished (and cached).
+            stop_signal = stop.agreed_signal()
+            if stop_signal:
+                kept = f"cached in {cache_dir}" if cache_dir is not None else "not kept"
+                raise signals.Interrupted(
+                    f"stopped by {signals.name(stop_signal)} after population {number}/"
+                    f"{len(chunks)}; the populations trained are {kept}; rerun the same "
+                    "command to go on",
+                    128 + stop_signal,
+                )
     return results
 
 
@@ -304,9 +321,11 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
     totals survive a cached rerun. A population stopped mid-way is saved beside its results
     (CACHE_DIR/DIGEST.partial), resumed from there, and that state removed once its results
     are written."""
+    train = functools.partial(
+        train_group, members, dataset, evaluate_test, mesh=mesh, progress=progress, stop=stop
+    )
     if cache_dir is None:
-        results = _timed(train_group, members, dataset, evaluate_test, mesh, progress, None, stop)
-        return results, False
+        return train(), False
     stem = files.as_path(cache_dir) / _digest(members, evaluate_test)
     path, partial = stem.with_suffix(".json"), stem.with_suffix(".partial")
     cached = files.read_record(path)
@@ -314,7 +333,7 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
         return cached, True
     saved = checkpointing.CheckpointStore(partial, keep=1)
     try:
-        results = _timed(train_group, members, dataset, evaluate_test, mesh, progress, saved, stop)
+        results = train(saved=saved)
     finally:
         saved.close()
     if jax.process_index() == 0:
@@ -322,15 +341,6 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
         files.write_atomically(path, json.dumps(results))
         partial.rmtree(missing_ok=True)  # Its results are written: the state is spent.
     return results, False
-
-
-def _timed(train, members, dataset, evaluate_test, mesh, progress, saved, stop) -> list[dict]:
-    t0 = time.perf_counter()
-    results = train(
-        members, dataset, evaluate_test, mesh=mesh, progress=progress, saved=saved, stop=stop
-    )
-    share = (time.perf_counter() - t0) / len(members)
-    return [{**result, "train_seconds": share} for result in results]
 
 
 def _digest(configs, evaluate_test: bool) -> str:

@@ -147,8 +147,14 @@ def train_and_evaluate(
     is_main_process = jax.process_index() == 0
     clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:
+        lock, refused = locks.Lock(), None
         if is_main_process:  # Before anything in the workdir is touched.
-            cleanup.enter_context(locks.workdir_lock(workdir))
+            try:
+                lock = cleanup.enter_context(locks.workdir_lock(workdir))
+            except UserError as e:
+                refused = e
+        if parallel.max_over_processes(int(refused is not None)):  # Every process refuses.
+            raise refused or UserError(f"{workdir} is in use; process 0 says by whom")
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())
@@ -227,6 +233,8 @@ def train_and_evaluate(
             if finished.state is None:  # Inside a program: the host acts at its end.
                 continue
             state = finished.state
+            if parallel.max_over_processes(int(lock.lost_to() is not None)):
+                raise UserError(locks.lost_line(workdir, lock.lost_to()))
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
             if last or stop_signal or epoch in checkpoint_epochs:

@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import os
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -209,8 +210,13 @@ def run_cli(
 def start_cli(*args: str, env: dict | None = None, module: str = "mlp_jax.main", wrapper=()):
     """Starts `python -m MODULE ARGS` from the repository root, without TensorFlow, run by
     `wrapper` (e.g. ("nohup",)); returns the running process."""
-    return launch.start(
-        *args, module=module, env=without_tensorflow_env(env), cwd=ROOT, wrapper=wrapper
+    return subprocess.Popen(
+        [*wrapper, *launch.command(*args, module=module)],
+        cwd=ROOT,
+        env=without_tensorflow_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -6,6 +6,8 @@ folders, no rename, preconditions, listing, HTTP) is what these exercise."""
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -17,6 +19,7 @@ from helpers import (
     config_overrides,
     run_cli,
     start_cli,
+    without_tensorflow_env,
 )
 
 # What TensorStore's C++ logging prints on its own (its test token's notice), beside the
@@ -123,6 +126,7 @@ def test_kill_9_mid_save_in_a_bucket_then_the_rerun_reaches_the_uninterrupted_ru
     process.kill()  # SIGKILL: mid-save, its lock left behind in the bucket.
     process.communicate()
     assert process.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert bucket.exists(f"bucket/{tmp_path.name}/run/.lock")  # Left for the rerun to take.
     rerun = run_cli(*args, *features, f"--workdir={run}", env=gcs)  # Takes the dead run's lock.
     assert rerun.returncode == 0, rerun.stderr
     assert _fingerprint(run_cli("--mode=eval", f"--workdir={run}", env=gcs)) == _fingerprint(
@@ -169,6 +173,8 @@ def test_a_lock_left_by_a_run_on_another_host_expires(
         assert "expires 180 s after its last refresh, at " in line
     else:
         assert result.returncode == 0, result.stderr
+        assert "took over" in result.stderr and "not refreshed for" in result.stderr
+        assert not _bucket(gcs).exists(f"bucket/{tmp_path.name}/run/.lock")  # Its own, released.
 
 
 def test_an_exercise_writes_its_results_to_a_bucket(gcs, synthetic_full_dir, tmp_path):
@@ -234,4 +240,57 @@ def test_a_bucket_path_without_gcsfs_is_one_line_naming_the_install(gcs, module,
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     (line,) = _own_lines(result.stderr)
     assert "gs:// paths need a package this environment lacks" in line, line
-    assert "mlp_jax[gcs]" in line and "make install EXTRAS=test,gcs" in line
+    assert "pip install -e '.[gcs]'" in line and "make adds the gcs extra" in line
+
+
+def test_a_run_whose_lock_was_taken_over_stops_without_saving_more(
+    gcs, synthetic_full_dir, tmp_path
+):
+    # Its heartbeat (every second here) finds another run's generation of the lock.
+    run = f"gs://bucket/{tmp_path.name}/run"
+    args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
+    env = {**gcs, "MLP_JAX_LOCK_HEARTBEAT": "1"}
+    process = start_cli(*args, "--config.num_epochs=40", env=env)
+    bucket, lock = _bucket(gcs), f"bucket/{tmp_path.name}/run/.lock"
+    deadline = time.monotonic() + 120
+    while not bucket.exists(f"bucket/{tmp_path.name}/run/metrics.jsonl"):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+        bucket.invalidate_cache()
+    other = {"holder": "process 9 on elsewhere", "token": "y", "refreshed": time.time()}
+    bucket.pipe_file(lock, json.dumps(other).encode())  # As a run elsewhere taking it over.
+    _, stderr = process.communicate(timeout=120)
+    (line,) = _own_lines(stderr)
+    assert process.returncode == 2, stderr
+    assert "this run's lock was taken over by process 9 on elsewhere" in line, line
+    assert json.loads(bucket.cat_file(lock))["token"] == "y"  # Not deleted by the loser.
+    epochs = len(bucket.cat_file(f"bucket/{tmp_path.name}/run/metrics.jsonl").splitlines())
+    assert epochs < 40
+
+
+_ACQUIRE_ITS_OWN = """
+import json, sys
+import fsspec
+from etils import epath
+from mlp_jax import locks
+lock = locks._BucketLock(epath.Path(sys.argv[1]))
+lock.record["token"] = "mine"
+fsspec.filesystem("gs").pipe_file(sys.argv[1][5:], json.dumps(
+    {"holder": "this very process", "token": "mine", "refreshed": 0.0}).encode())
+lock.acquire()  # Its own create, answered 412 on a retry: acquired, not refused.
+lock.release()
+print(fsspec.filesystem("gs").exists(sys.argv[1][5:]))
+"""
+
+
+def test_a_lock_holding_this_runs_own_record_is_acquired_not_refused(gcs, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _ACQUIRE_ITS_OWN, f"gs://bucket/{tmp_path.name}/.lock"],
+        env=without_tensorflow_env(gcs),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

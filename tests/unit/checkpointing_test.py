@@ -180,13 +180,25 @@ def test_no_readable_checkpoint_is_one_clear_error(synthetic_dir, tmp_path):
 
 # Failures of a restore that say nothing of the checkpoint's own bytes: a library's or the
 # runtime's error, the environment's (a limit on open files, a lost mount), a user's
-# interrupt. None of them may move a checkpoint.
+# interrupt, words of damage about something else. None of them may move a checkpoint.
+def _raised_while_handling(error: Exception, context: Exception) -> Exception:
+    error.__context__, error.__suppress_context__ = context, True  # `raise error from None`
+    return error
+
+
 NOT_DAMAGE = {
-    "a_library_error": RuntimeError("Unable to cast Python instance of type <class 'str'>"),
-    "out_of_open_files": OSError(24, "Too many open files"),
-    "a_lost_mount": OSError(5, "Input/output error"),
-    "out_of_memory": MemoryError(),
-    "a_type_error_of_a_bug": TypeError("unsupported operand"),
+    "a_library_error": lambda folder: RuntimeError("Unable to cast Python instance of <str>"),
+    "out_of_open_files": lambda folder: OSError(24, "Too many open files"),
+    "a_lost_mount": lambda folder: OSError(5, "Input/output error"),
+    "out_of_memory": lambda folder: MemoryError(),
+    "a_type_error_of_a_bug": lambda folder: TypeError("unsupported operand"),
+    "a_status_word_about_something_else": lambda folder: ValueError(
+        "NOT_FOUND: no plugin named 'zarr3' in the registry"
+    ),
+    "another_file_missing": lambda folder: FileNotFoundError(2, "No such file", "/etc/gone"),
+    "damage_words_of_an_error_it_replaced": lambda folder: _raised_while_handling(
+        RuntimeError("the restore was cancelled"), ValueError(f"DATA_LOSS: {folder}/state")
+    ),
 }
 
 
@@ -196,22 +208,19 @@ def test_a_restore_failure_that_proves_no_damage_moves_nothing(
 ):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
     before = tree_listing(tmp_path / "checkpoints")
+    error = NOT_DAMAGE[failure](tmp_path / "checkpoints" / "2")
 
     def fail(self, epoch, abstract_state):
-        raise NOT_DAMAGE[failure]
+        raise error
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", fail)
-    with pytest.raises(type(NOT_DAMAGE[failure])):
+    with pytest.raises(type(error)):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
     monkeypatch.undo()
     assert tree_listing(tmp_path / "checkpoints") == before
     assert not (tmp_path / "checkpoints_unreadable").exists()
-    assert (
-        int(
-            train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path).state.epoch
-        )
-        == 3
-    )  # The ordinary rerun resumes from epoch 2.
+    resumed = train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
+    assert int(resumed.state.epoch) == 3  # The ordinary rerun resumes from epoch 2.
 
 
 def test_a_checkpoint_this_process_cannot_read_is_one_line_and_moves_nothing(

@@ -3,13 +3,14 @@ shape, a diverged member, the cache. (Several devices and processes, and the exe
 real data: tests/integration/multidevice_sweep_test.py and studies_test.py.)"""
 
 import json
+import signal
 
 import jax
 import numpy as np
 import pytest
 from helpers import BEST_FEATURES, TUNED_FEATURES, small_dataset, tiny_config
 
-from mlp_jax import loop, sweep
+from mlp_jax import loop, signals, sweep
 from mlp_jax.config import EpochOptions
 
 
@@ -158,3 +159,16 @@ def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, dataset
     assert best > max(r["history"][-1]["val_acc"] for r in first)  # Else the check is blind.
     assert f"best val_acc so far {best:.4f}" in live
     assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
+
+
+def test_a_signal_in_a_populations_last_epoch_stops_the_sweep_after_caching_it(
+    synthetic_dir, dataset, tmp_path, monkeypatch
+):
+    # SIGTERM arrived while the last epoch ran: nothing is left to save mid-population, but
+    # the sweep (a search's rung, say) must not go on as if none had come.
+    monkeypatch.setattr(signals.StopRequests, "agreed_signal", lambda self: signal.SIGTERM)
+    configs = [tiny_config(synthetic_dir, num_epochs=1, seed=seed) for seed in (0, 1)]
+    with pytest.raises(signals.Interrupted, match="after population 1/1; .* cached in") as e:
+        sweep.train_population(configs, dataset, cache_dir=tmp_path)
+    assert e.value.exit_code == 128 + signal.SIGTERM
+    assert len(list(tmp_path.glob("*.json"))) == 1  # Its results are kept for the rerun.
