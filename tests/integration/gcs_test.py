@@ -269,14 +269,14 @@ def test_a_run_whose_lock_was_taken_over_stops_without_saving_more(
 
 
 _ACQUIRE_ITS_OWN = """
-import json, sys
+import json, sys, time
 import fsspec
 from etils import epath
 from mlp_jax import locks
 lock = locks._BucketLock(epath.Path(sys.argv[1]))
 lock.record["token"] = "mine"
 fsspec.filesystem("gs").pipe_file(sys.argv[1][5:], json.dumps(
-    {"holder": "this very process", "token": "mine", "refreshed": 0.0}).encode())
+    {"holder": "this very process", "token": "mine", "refreshed": time.time()}).encode())
 lock.acquire()  # Its own create, answered 412 on a retry: acquired, not refused.
 lock.release()
 print(fsspec.filesystem("gs").exists(sys.argv[1][5:]))
