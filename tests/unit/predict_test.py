@@ -36,6 +36,13 @@ def test_a_16_bit_png_is_scaled_by_its_own_range(tmp_path):
     assert np.array_equal(_read(_save(deep, tmp_path / "gray16.png")), _reference(tmp_path))
 
 
+def test_a_16_bit_png_with_a_transparent_gray_level_reads_it_as_background(tmp_path):
+    deep = GRAY.astype(np.uint16) * 257
+    deep[GRAY == 0] = 1234  # The background in a gray the PNG declares transparent (tRNS).
+    Image.fromarray(deep).save(tmp_path / "trns.png", transparency=1234)
+    assert np.array_equal(_read(tmp_path / "trns.png"), _reference(tmp_path))
+
+
 def test_a_transparent_background_is_the_datasets_black(tmp_path):
     # A white sheet under the transparent pixels: a viewer shows only the opaque picture.
     rgba = np.full((28, 28, 4), 255, np.uint8)
