@@ -6,6 +6,7 @@ import pytest
 from helpers import tiny_config
 
 from mlp_jax import progress, train
+from mlp_jax.errors import UserError
 
 
 class _Screen:
@@ -41,3 +42,13 @@ def test_a_run_in_a_notebook_redraws_one_board_after_every_epoch(
     images = screen.drawn + screen.redrawn
     assert all(image.startswith(b"\x89PNG") for image in images)
     assert len(set(images)) == 3  # Each epoch drew its own curves.
+
+
+def test_a_product_line_fails_where_progress_lines_found_stdout_gone(monkeypatch, capsys):
+    # A progress line met a closed pipe earlier: the result that follows cannot reach the
+    # reader either, and must not pass for written.
+    monkeypatch.setattr(progress, "_stdout_gone", True)
+    progress.show("epoch 1")  # Dropped, the run goes on.
+    with pytest.raises(UserError, match="standard output: the result could not be written"):
+        progress.emit('{"test_acc": 0.85}')
+    assert capsys.readouterr().out == ""
