@@ -88,8 +88,11 @@ def _one_seed_population(synthetic_dir, **features):
 
 
 @pytest.mark.parametrize(
-    "features",
-    [{}, pytest.param({**TUNED_FEATURES, "mixup_alpha": 0.4}, marks=pytest.mark.slow)],
+    "features",  # The fast tier checks the shared batch in the program (the test below).
+    [
+        pytest.param({}, marks=pytest.mark.slow),
+        pytest.param({**TUNED_FEATURES, "mixup_alpha": 0.4}, marks=pytest.mark.slow),
+    ],
     ids=["plain", "tuned_mixup"],
 )
 def test_population_of_one_seed_shares_its_batches_and_equals_separate_runs(
