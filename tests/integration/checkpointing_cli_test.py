@@ -167,34 +167,34 @@ def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):
     assert [r["epoch"] for r in records] == list(range(1, 31))
 
 
-def test_a_rerun_under_a_locale_without_utf8_is_refused_then_the_ordinary_one_resumes(
-    trained_workdir, synthetic_full_dir, tmp_path
+# A rerun in an environment that cannot continue the run: refused in one line naming it,
+# nothing moved; then the ordinary command resumes.
+@pytest.mark.parametrize(
+    "name, env, fragments",
+    [
+        (  # TensorStore takes UTF-8 names only: under LANG=C this name cannot be passed.
+            "uni ü",
+            {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"},
+            ["not valid in this process's locale", "PYTHONUTF8=1"],
+        ),
+        (
+            "run",
+            {"JAX_ENABLE_X64": "1"},
+            ["this process builds int64 (JAX_ENABLE_X64", "nothing was moved"],
+        ),
+    ],
+    ids=["lang_c", "x64"],
+)
+def test_a_rerun_another_environment_cannot_continue_is_refused_then_the_ordinary_one_resumes(
+    trained_workdir, synthetic_full_dir, tmp_path, name, env, fragments
 ):
-    # TensorStore takes UTF-8 names only; under LANG=C this workdir's name cannot be passed.
-    workdir = tmp_path / "uni ü"
+    workdir = tmp_path / name
     shutil.copytree(trained_workdir[0], workdir)
     before = tree_listing(workdir / "checkpoints")
     more = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={workdir}"]
     more.append(f"--config.num_epochs={TRAINED_EPOCHS + 1}")
-    refused = run_cli(*more, env={"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0"})
-    assert_one_line_error(refused, "not valid in this process's locale", "PYTHONUTF8=1")
-    assert tree_listing(workdir / "checkpoints") == before
-    assert not (workdir / "checkpoints_unreadable").exists()
-    resumed = run_cli(*more)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from the checkpoint of epoch {TRAINED_EPOCHS}" in resumed.stdout
-
-
-def test_a_rerun_under_another_jax_enable_x64_is_refused_then_the_ordinary_one_resumes(
-    trained_workdir, synthetic_full_dir, tmp_path
-):
-    workdir = tmp_path / "run"
-    shutil.copytree(trained_workdir[0], workdir)
-    before = tree_listing(workdir / "checkpoints")
-    more = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={workdir}"]
-    more.append(f"--config.num_epochs={TRAINED_EPOCHS + 1}")
-    refused = run_cli(*more, env={"JAX_ENABLE_X64": "1"})
-    assert_one_line_error(refused, "this process builds int64 (JAX_ENABLE_X64", "nothing was moved")
+    refused = run_cli(*more, env=env)
+    assert_one_line_error(refused, *fragments)
     assert tree_listing(workdir / "checkpoints") == before
     assert not (workdir / "checkpoints_unreadable").exists()
     resumed = run_cli(*more)

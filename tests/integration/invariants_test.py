@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,9 +117,23 @@ def _write(relative: str, text: str):
     return arrange
 
 
+def _study_file(defaults: dict, fields: dict, train_epochs: bool) -> str:
+    """A study's file over the tiny model: its `defaults` with `fields` (Python source) set."""
+    lines = {**defaults, **fields}
+    body = "\n".join(f"    config.{k} = {v}" for k, v in lines.items())
+    epochs = "    config.train.num_epochs = 1\n" if train_epochs else ""
+    return (
+        "import ml_collections\nfrom mlp_jax.config import load_experiment\n\n\n"
+        "def get_config():\n    config = ml_collections.ConfigDict()\n"
+        '    config.train = load_experiment("experiments/mlp_concise.py")\n'
+        f"    config.train.num_hiddens = 8\n{epochs}    config.train.validation_size = 1000\n"
+        f"{body}\n    return config\n"
+    )
+
+
 def _exercise(**fields) -> str:
     """An exercise file: the tiny model on the data, with `fields` (Python source) set."""
-    lines = {
+    defaults = {
         "name": '"tiny"',
         "question": '"does it hold?"',
         "sweep": '{"num_hiddens": [8, 16], "seed": [0]}',
@@ -128,31 +141,13 @@ def _exercise(**fields) -> str:
         "quick_num_epochs": "1",
         "x": '"num_hiddens"',
         "plot": '"line"',
-        **fields,
     }
-    body = "\n".join(f"    config.{k} = {v}" for k, v in lines.items())
-    return (
-        textwrap.dedent(
-            """\
-        import ml_collections
-        from mlp_jax.config import load_experiment
-
-
-        def get_config():
-            config = ml_collections.ConfigDict()
-            config.train = load_experiment("experiments/mlp_concise.py")
-            config.train.num_hiddens = 8
-            config.train.num_epochs = 1
-            config.train.validation_size = 1000
-        """
-        )
-        + f"{body}\n    return config\n"
-    )
+    return _study_file(defaults, fields, train_epochs=True)
 
 
 def _search(**fields) -> str:
     """A search file over the tiny model, with `fields` (Python source) set."""
-    lines = {
+    defaults = {
         "title": '"tiny"',
         "space": '{"lr": [0.05, 0.1]}',
         "num_candidates": "2",
@@ -160,25 +155,8 @@ def _search(**fields) -> str:
         "eta": "2",
         "final_epochs": "1",
         "seed": "0",
-        **fields,
     }
-    body = "\n".join(f"    config.{k} = {v}" for k, v in lines.items())
-    return (
-        textwrap.dedent(
-            """\
-        import ml_collections
-        from mlp_jax.config import load_experiment
-
-
-        def get_config():
-            config = ml_collections.ConfigDict()
-            config.train = load_experiment("experiments/mlp_concise.py")
-            config.train.num_hiddens = 8
-            config.train.validation_size = 1000
-        """
-        )
-        + f"{body}\n    return config\n"
-    )
+    return _study_file(defaults, fields, train_epochs=False)
 
 
 EXERCISE = "experiments.studies.exercises.run"
