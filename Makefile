@@ -73,8 +73,8 @@ test: install
 test-all: install
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-# The config reference (docs/config.md), from the comments of mlp_jax/config.py and the
-# chapter's two experiments; tests/unit/config_test.py fails when it is out of date.
+# The config reference (docs/config.md): every field's declaration in mlp_jax/config.py and
+# the chapter's two experiments' values; tests/unit/config_test.py fails when it is stale.
 docs: install
 	$(PY) -m mlp_jax.config experiments/mlp_scratch.py experiments/mlp_concise.py > docs/.config.md
 	mv docs/.config.md docs/config.md

@@ -47,25 +47,16 @@ class MLP(nn.Module):
 
 
 def get_config():
-    """d2l's settings for the concise MLP."""
+    """d2l's settings for the concise MLP (each field's meaning: docs/config.md)."""
     config = base_config()
     config.model = "experiments/mlp_concise.py:MLP"
-    # Hidden units per hidden layer.
     config.num_hiddens = 256
-    # Output classes.
     config.num_outputs = 10
-    # Hidden layers.
     config.num_layers = 1
-    # Hidden activation (see mlp_jax.models.ACTIVATIONS).
     config.activation = "relu"
-    # Weight initialiser; "lecun" is nn.Dense's default, which d2l's concise model uses.
-    config.weight_init = "lecun"
-    # Standard deviation when init is "normal".
+    config.weight_init = "lecun"  # nn.Dense's default, which d2l's concise model uses.
     config.init_scale = 0.01
-    # Dropout rate after each hidden layer; the chapter has none.
     config.dropout = 0.0
-    # Normalisation of each hidden layer before its activation: "none" or "layer".
     config.norm = "none"
-    # Skip connections around the hidden layers after the first (all of width num_hiddens).
     config.residual = False
     return config

@@ -51,19 +51,13 @@ class MLPScratch(nn.Module):
 
 
 def get_config():
-    """d2l's settings for the scratch MLP."""
+    """d2l's settings for the scratch MLP (each field's meaning: docs/config.md)."""
     config = base_config()
     config.model = "experiments/mlp_scratch.py:MLPScratch"
-    # Hidden units per hidden layer.
     config.num_hiddens = 256
-    # Output classes.
     config.num_outputs = 10
-    # Hidden layers.
     config.num_layers = 1
-    # Hidden activation; "relu" is the hand-written one above.
-    config.activation = "relu"
-    # Weight initialiser (see mlp_jax.models.INITIALIZERS); biases start at zero.
+    config.activation = "relu"  # The hand-written one above.
     config.weight_init = "normal"
-    # Standard deviation of the "normal" initialiser (d2l: 0.01).
-    config.init_scale = 0.01
+    config.init_scale = 0.01  # d2l's standard deviation.
     return config

@@ -8,7 +8,8 @@ float images in [0, 1] with soft targets.
 
 `augment_images` applies the image-space augmentations an `mlp_jax.config.EpochOptions`
 turns on, in the order `IMAGE_AUGMENTATIONS` lists them: a new augmentation is its function
-here, its field in `EpochOptions`, and one entry in that table.
+here, its `Field` (an `epoch_option`) in `mlp_jax.config.BASE_FIELDS`, and one entry in that
+table.
 """
 
 from collections.abc import Callable

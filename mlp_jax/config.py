@@ -1,13 +1,19 @@
-"""The library's configuration fields, their defaults, and their validation.
+"""The library's configuration fields, each declared once, and their validation.
+
+Every field is one `Field`: its default, what it means, the check its value must pass, and
+its roles (which commands read it, whether a resumed run may change it, whether members of
+one population may differ in it, whether it sets how much memory a run needs). The sets of
+field names the rest of the library needs (what a resume may change, what groups a
+population, what a cache key leaves out) are derived from these declarations by `names`,
+and so are `base_config`, `EpochOptions`, `validate` and docs/config.md
+(`python -m mlp_jax.config EXPERIMENT.py ...`).
 
 Experiment files (`experiments/*.py`) start from `base_config()`, name their model and set
-their own fields; the library reads the model's hyperparameters from the config fields that
-share the model's attribute names (see `mlp_jax.models.build_model`). The fields that shape
-the compiled epoch are declared once, in `EpochOptions`, and reach the epoch as one frozen,
-hashable object built from the config by `EpochOptions.from_config`.
-
-`python -m mlp_jax.config EXPERIMENT.py ...` prints the reference of every field
-(docs/config.md), read from the comments here and in the experiment files, so it cannot drift.
+its hyperparameters: the config fields that share the model's attribute names (see
+`mlp_jax.models.build_model`). The hyperparameters of the experiments' MLPs are declared here
+(`MODEL_FIELDS`), since the library's mechanisms read them; an experiment whose model has
+another declares it with `declare`. A field nobody declared is read by every command, fixed
+on resume, shared within a population and checked by no one.
 """
 
 import dataclasses
@@ -15,10 +21,11 @@ import hashlib
 import importlib.util
 import math
 import os
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import ml_collections
 from ml_collections import config_flags
@@ -31,128 +38,422 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMS = ("none", "layer")
+# Seeds become JAX keys (uint32 words) and numpy generators: whole numbers in this range.
+MAX_SEED = 2**32 - 1
+
+# The commands that read a field: a single run (`make train`, `python -m mlp_jax.main`) and
+# populations (the sweeps and searches of `mlp_jax.sweep`, which train on every device, keep
+# no checkpoints and trace nothing). A field only populations read says how they run, never
+# which models they train.
+RUN, POPULATIONS = "run", "populations"
+# Whether a run resumed from a workdir's checkpoints may change a field: FIXED (the results
+# or the shapes would change), FREE, or FREE_IF_CONSTANT (free unless a schedule spans it).
+FIXED, FREE, FREE_IF_CONSTANT = "fixed", "free", "free with schedule='constant'"
+# Whether the members of one population (one compiled program) may differ in a field:
+# SHARED (it shapes the program) or PER_MEMBER (a number inside each member's train state).
+SHARED, PER_MEMBER = "shared", "per member"
+# What a field sizes in device memory: the parameters (and so the optimiser state and the
+# gradients), or a batch's activations.
+PARAMETERS, ACTIVATIONS = "parameters", "activations"
 
 
 @dataclasses.dataclass(frozen=True)
-class EpochOptions:
-    """The settings of the compiled epoch that a config chooses: static (each value makes
-    its own program), hashable, and passed to `mlp_jax.steps.train_epoch` whole. Each field
-    is also a config field of the same name and default (see `base_config`)."""
+class Check:
+    """What a field's value must be: `holds(value, config)` and, for messages and the
+    reference page, the requirement in words, where "{name}" stands for another field's
+    value (e.g. "must be in 0..{num_epochs}")."""
 
-    # Global minibatch size (split across devices when training data-parallel).
-    batch_size: int = 256
-    # Label smoothing of the cross-entropy target; 0 is d2l's loss.
-    label_smoothing: float = 0.0
-    # Dtype of the model's arithmetic: "float32" (the chapter's) or "bfloat16" (mixed
-    # precision: parameters, optimiser state, loss and softmax stay float32; the matrix
-    # products take bfloat16 operands and accumulate in float32).
-    compute_dtype: str = "float32"
-    # Random translation of training images by up to this many pixels each way; 0 is off.
-    augment_shift: int = 0
-    # Random horizontal flips of training images.
-    augment_flip: bool = False
-    # Random rotation of training images by up to this many degrees each way; 0 is off.
-    augment_rotate: float = 0.0
-    # Random scaling of training images by a factor in [1 - s, 1 + s]; 0 is off.
-    augment_scale: float = 0.0
-    # Elastic distortion of training images (Simard et al. 2003): a smooth random field
-    # of displacements, this strength their alpha (34 moves pixels by 1.4 rms); 0 is off.
-    augment_elastic: float = 0.0
-    # Probability of erasing a random rectangle (2-25 % of the image) of each training image.
-    augment_erase: float = 0.0
-    # MixUp: each training image and its target blended with another's, the weight drawn
-    # from Beta(alpha, alpha); 0 is off.
-    mixup_alpha: float = 0.0
-    # CutMix: a box of another training image pasted in, the targets mixed by its share of
-    # the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch
-    # takes one of the two at random.
-    cutmix_alpha: float = 0.0
-    # Steps of the epoch's `lax.scan` unrolled into each loop iteration: fewer loop
-    # iterations (and launches, on a GPU) for a larger program; the same arithmetic per step.
-    scan_unroll: int = 1
+    holds: Callable[[Any, ml_collections.ConfigDict], bool] = dataclasses.field(compare=False)
+    requirement: str
 
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict) -> "EpochOptions":
-        """The epoch's options as `config` sets them (the one place they are read)."""
-        return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+    def words(self, config: ml_collections.ConfigDict | None = None) -> str:
+        """The requirement with the other fields' values in `config` (their names without)."""
+        return self.requirement.format_map(config if config is not None else _FieldNames())
+
+
+class _FieldNames(dict):
+    def __missing__(self, name: str) -> str:
+        return name
+
+
+def at_least(low, strictly: bool = False) -> Check:
+    """A number >= `low` (> with `strictly`)."""
+    if strictly:
+        return Check(lambda value, _: value > low, f"must be > {low}")
+    return Check(lambda value, _: value >= low, f"must be >= {low}")
+
+
+def within(low, high, *, below_high: bool = False, whole: bool = False, unit: str = "") -> Check:
+    """A number in [low, high] ([low, high) with `below_high`; "low..high" if `whole`)."""
+    if below_high:
+        return Check(lambda value, _: low <= value < high, f"must be in [{low}, {high}){unit}")
+    text = f"{low}..{high}" if whole else f"[{low}, {high}]"
+    return Check(lambda value, _: low <= value <= high, f"must be in {text}{unit}")
+
+
+def one_of(choices: tuple[str, ...]) -> Check:
+    """One of `choices`."""
+    return Check(lambda value, _: value in choices, f"one of {choices}")
+
+
+SEED_CHECK = Check(
+    lambda value, _: isinstance(value, int) and 0 <= value <= MAX_SEED,
+    f"must be a whole number in 0..{MAX_SEED}",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config field, declared once.
+
+    Attributes:
+      name: the config key.
+      default: its value in `base_config()` (for a model's field, the usual one).
+      meaning: what it does, in a sentence or two (docs/config.md shows it).
+      check: what its value must be; None checks only that a float is finite.
+      read_by: the commands that read it (RUN, POPULATIONS or both).
+      on_resume: FIXED, FREE or FREE_IF_CONSTANT: may a resumed run change it?
+      in_population: SHARED or PER_MEMBER: may one population's members differ in it?
+      sizes: PARAMETERS or ACTIVATIONS where it sets how much device memory a run needs.
+      shown: named in a population's progress line.
+      epoch_option: a static setting of the compiled epoch (a field of `EpochOptions`).
+      local: says where, on this machine, not what is trained: kept out of records.
+    """
+
+    name: str
+    default: Any
+    meaning: str
+    check: Check | None = None
+    read_by: tuple[str, ...] = (RUN, POPULATIONS)
+    on_resume: str = FIXED
+    in_population: str = SHARED
+    sizes: str = ""
+    shown: bool = False
+    epoch_option: bool = False
+    local: bool = False
+
+    def may_change_on_resume(self, config: ml_collections.ConfigDict) -> bool:
+        """Whether a run resumed with `config` may hold another value of this field."""
+        return self.on_resume == FREE or (
+            self.on_resume == FREE_IF_CONSTANT and config.schedule == "constant"
+        )
+
+
+_RUN_ONLY = {"read_by": (RUN,), "on_resume": FREE}
+_NEVER_NEGATIVE, _POSITIVE = at_least(0), at_least(1)
+
+BASE_FIELDS = (
+    Field(
+        "model",
+        "",
+        'The model to train: "PATH.py:ClassName" (a file, looked up as '
+        '`mlp_jax.files.find_file` does) or "package.module:ClassName" (an importable module).',
+    ),
+    Field(
+        "data_dir",
+        "",
+        'Folder with the four Fashion-MNIST IDX files; "" searches $FASHION_MNIST_DIR, then '
+        "/usr/share/datasets/fashion-mnist, then TFDS.",
+        on_resume=FREE,
+        local=True,
+    ),
+    Field(
+        "validation_size",
+        0,
+        "Training images held out to validate on; 0 validates on the test split, as d2l does.",
+        _NEVER_NEGATIVE,
+    ),
+    Field(
+        "split_seed",
+        0,
+        "Seed of the permutation that chooses the held-out validation images.",
+        SEED_CHECK,
+    ),
+    Field(
+        "seed",
+        0,
+        "Seed of parameter initialisation, data order and dropout.",
+        SEED_CHECK,
+        in_population=PER_MEMBER,
+    ),
+    Field(
+        "num_epochs",
+        10,
+        "Passes over the training split.",
+        _NEVER_NEGATIVE,
+        on_resume=FREE_IF_CONSTANT,
+    ),
+    Field(
+        "eval_batch_size",
+        2000,
+        "Examples per evaluation chunk; it changes memory, not results.",
+        _POSITIVE,
+        on_resume=FREE,
+        sizes=ACTIVATIONS,
+    ),
+    Field("optimizer", "sgd", "Optimiser (d2l uses plain SGD).", one_of(OPTIMIZERS)),
+    Field("lr", 0.1, "Peak learning rate.", at_least(0, strictly=True), in_population=PER_MEMBER),
+    Field("momentum", 0.9, 'Momentum for "momentum"; b1 for adam/adamw.'),
+    Field(
+        "weight_decay",
+        0.0,
+        'Decoupled weight decay for "adamw", L2-style decay for the others; 0 disables it.',
+        _NEVER_NEGATIVE,
+    ),
+    Field("schedule", "constant", "Learning-rate schedule.", one_of(SCHEDULES)),
+    Field("warmup_epochs", 0, "Epochs of linear warm-up before the schedule.", _NEVER_NEGATIVE),
+    Field(
+        "ema_decay",
+        0.0,
+        "Decay of an exponential moving average of the parameters, kept in the optimiser "
+        "state; evaluation (and checkpoints' predictions) use the average. 0 keeps none.",
+        within(0, 1, below_high=True),
+    ),
+    Field(
+        "batch_size",
+        256,
+        "Global minibatch size (split across devices when training data-parallel).",
+        _POSITIVE,
+        sizes=ACTIVATIONS,
+        shown=True,
+        epoch_option=True,
+    ),
+    Field(
+        "label_smoothing",
+        0.0,
+        "Label smoothing of the cross-entropy target; 0 is d2l's loss.",
+        within(0, 1, below_high=True),
+        epoch_option=True,
+    ),
+    Field(
+        "compute_dtype",
+        "float32",
+        'Dtype of the model\'s arithmetic: "float32" (the chapter\'s) or "bfloat16" (mixed '
+        "precision: parameters, optimiser state, loss and softmax stay float32; the matrix "
+        "products take bfloat16 operands and accumulate in float32).",
+        one_of(COMPUTE_DTYPES),
+        epoch_option=True,
+    ),
+    Field(
+        "augment_shift",
+        0,
+        "Random translation of training images by up to this many pixels each way; 0 is off.",
+        within(0, 8, whole=True),
+        epoch_option=True,
+    ),
+    Field("augment_flip", False, "Random horizontal flips of training images.", epoch_option=True),
+    Field(
+        "augment_rotate",
+        0.0,
+        "Random rotation of training images by up to this many degrees each way; 0 is off.",
+        within(0, 180, unit=" (degrees)"),
+        epoch_option=True,
+    ),
+    Field(
+        "augment_scale",
+        0.0,
+        "Random scaling of training images by a factor in [1 - s, 1 + s]; 0 is off.",
+        within(0, 1, below_high=True),
+        epoch_option=True,
+    ),
+    Field(
+        "augment_elastic",
+        0.0,
+        "Elastic distortion of training images (Simard et al. 2003): a smooth random field of "
+        "displacements, this strength their alpha (34 moves pixels by 1.4 rms); 0 is off.",
+        _NEVER_NEGATIVE,
+        epoch_option=True,
+    ),
+    Field(
+        "augment_erase",
+        0.0,
+        "Probability of erasing a random rectangle (2-25 % of the image) of each training image.",
+        within(0, 1),
+        epoch_option=True,
+    ),
+    Field(
+        "mixup_alpha",
+        0.0,
+        "MixUp: each training image and its target blended with another's, the weight drawn "
+        "from Beta(alpha, alpha); 0 is off.",
+        _NEVER_NEGATIVE,
+        epoch_option=True,
+    ),
+    Field(
+        "cutmix_alpha",
+        0.0,
+        "CutMix: a box of another training image pasted in, the targets mixed by its share of "
+        "the pixels, its area from Beta(alpha, alpha); 0 is off. With MixUp too, each batch "
+        "takes one of the two at random.",
+        _NEVER_NEGATIVE,
+        epoch_option=True,
+    ),
+    Field(
+        "scan_unroll",
+        1,
+        "Steps of the epoch's `lax.scan` unrolled into each loop iteration: fewer loop "
+        "iterations (and launches, on a GPU) for a larger program; the same arithmetic per "
+        "step.",
+        _POSITIVE,
+        on_resume=FREE,  # The same arithmetic per step (tests/unit/loop_test.py).
+        epoch_option=True,
+    ),
+    Field(
+        "share_data_order",
+        True,
+        "Members of a population with one seed (so one data order) share each batch: it is "
+        "gathered once and enters `jax.vmap` unbatched, so a layer's product with it is one "
+        "wide product for all of them; the same results, to float rounding. False: each "
+        "member gathers its own.",
+        read_by=(POPULATIONS,),
+        on_resume=FREE,
+    ),
+    Field(
+        "parallel",
+        "auto",
+        'Data parallelism: "auto" (shard_map on several devices, none on one), "none", '
+        '"pmap", "shard_map".',
+        one_of(PARALLEL_MODES),
+        **_RUN_ONLY,
+    ),
+    Field(
+        "num_devices",
+        0,
+        "Devices to train on; 0 uses every device (several hosts always use all).",
+        _NEVER_NEGATIVE,
+        **_RUN_ONLY,
+    ),
+    Field(
+        "epochs_per_program",
+        1,
+        "Epochs run as one compiled program, each with its validation, the host acting only "
+        "between programs: a program also ends where a checkpoint is due, at the traced epoch "
+        "and at the end, and a stop request (SIGTERM, Ctrl-C) is honoured when the program in "
+        "flight ends. Fewer launches and host syncs (on a GPU); the same results. With more "
+        "than 1, every epoch's train_seconds is its share of its program's time, validation "
+        "included.",
+        _POSITIVE,
+        **_RUN_ONLY,
+    ),
+    Field(
+        "checkpoint_every_epochs",
+        1,
+        "Save a checkpoint every this many epochs (the last epoch is always saved).",
+        _POSITIVE,
+        **_RUN_ONLY,
+    ),
+    Field("keep_checkpoints", 3, "Checkpoints kept on disk.", _POSITIVE, **_RUN_ONLY),
+    Field(
+        "trace_epoch",
+        0,
+        "Write a jax.profiler trace of this epoch into WORKDIR/plugins/profile (TensorBoard's "
+        "profile plugin or Perfetto show it); 0 traces nothing.",
+        Check(
+            lambda value, config: 0 <= value <= config.num_epochs,
+            "must be in 0..{num_epochs}; 0 traces nothing",
+        ),
+        **_RUN_ONLY,
+    ),
+)
+
+# The hyperparameters of the experiments' MLPs (experiments/mlp_*.py), which the library's
+# mechanisms read: their sizes for memory, their initialisers as per-member values.
+MODEL_FIELDS = (
+    Field("num_inputs", 784, "Input features: Fashion-MNIST's 28 x 28 pixels.", _POSITIVE),
+    Field(
+        "num_hiddens",
+        256,
+        "Hidden units per hidden layer.",
+        _POSITIVE,
+        sizes=PARAMETERS,
+        shown=True,
+    ),
+    Field("num_outputs", 10, "Output classes.", _POSITIVE),
+    Field("num_layers", 1, "Hidden layers.", _POSITIVE, sizes=PARAMETERS, shown=True),
+    Field(
+        "activation",
+        "relu",
+        'Hidden activation (see mlp_jax.models.ACTIVATIONS); the scratch model\'s "relu" is '
+        "its hand-written max(x, 0).",
+        shown=True,
+    ),
+    Field(
+        "weight_init",
+        "normal",
+        "Weight initialiser (see mlp_jax.models.INITIALIZERS); biases start at zero.",
+        in_population=PER_MEMBER,
+    ),
+    Field(
+        "init_scale",
+        0.01,
+        'Standard deviation of the "normal" initialiser (d2l: 0.01).',
+        in_population=PER_MEMBER,
+    ),
+    Field(
+        "dropout",
+        0.0,
+        "Dropout rate after each hidden layer; the chapter has none.",
+        within(0, 1, below_high=True),
+    ),
+    Field(
+        "norm",
+        "none",
+        'Normalisation of each hidden layer before its activation: "none" or "layer".',
+        one_of(NORMS),
+    ),
+    Field(
+        "residual",
+        False,
+        "Skip connections around the hidden layers after the first (all of width num_hiddens).",
+    ),
+)
+
+_DECLARED: dict[str, Field] = {field.name: field for field in (*BASE_FIELDS, *MODEL_FIELDS)}
+
+
+def declare(*fields: Field) -> None:
+    """Declares the fields of an experiment's model that `MODEL_FIELDS` lacks (call it at
+    the top of the experiment file): their checks and roles then hold as the library's do.
+
+    Raises:
+      ValueError: a field of that name is declared otherwise already.
+    """
+    for field in fields:
+        if _DECLARED.setdefault(field.name, field) != field:
+            raise ValueError(f"config field {field.name!r} is declared twice, differently")
+
+
+def declared(name: str) -> Field:
+    """The declaration of field `name` (an undeclared one gets `Field`'s default roles)."""
+    return _DECLARED.get(name) or Field(name, None, "")
+
+
+def names(role: Callable[[Field], bool]) -> frozenset[str]:
+    """The names of the declared fields that have `role`, e.g.
+    `names(lambda field: field.read_by == (RUN,))`."""
+    return frozenset(name for name, field in _DECLARED.items() if role(field))
+
+
+def _from_config(cls, config: ml_collections.ConfigDict):
+    """The epoch's options as `config` sets them (the one place they are read)."""
+    return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+
+
+EpochOptions = dataclasses.make_dataclass(
+    "EpochOptions",
+    [(f.name, type(f.default), f.default) for f in BASE_FIELDS if f.epoch_option],
+    frozen=True,
+    namespace={"from_config": classmethod(_from_config), "__module__": __name__},
+)
+EpochOptions.__doc__ = """The settings of the compiled epoch that a config chooses: static (each
+value makes its own program), hashable, and passed to `mlp_jax.steps.train_epoch` whole. Its
+fields are the declared fields marked `epoch_option`, with their defaults;
+`EpochOptions.from_config(config)` reads them from a config."""
 
 
 def base_config() -> ml_collections.ConfigDict:
     """The training fields every experiment has, with d2l's chapter 5.2 values."""
-    config = ml_collections.ConfigDict()
-    # The model to train: "PATH.py:ClassName" (a file, looked up as `mlp_jax.files.find_file`
-    # does) or "package.module:ClassName" (an importable module).
-    config.model = ""
-    # Folder with the four Fashion-MNIST IDX files; "" searches $FASHION_MNIST_DIR, then
-    # /usr/share/datasets/fashion-mnist, then TFDS.
-    config.data_dir = ""
-    # Training images held out to validate on; 0 validates on the test split, as d2l does.
-    config.validation_size = 0
-    # Seed of the permutation that chooses the held-out validation images.
-    config.split_seed = 0
-    # Seed of parameter initialisation, data order and dropout.
-    config.seed = 0
-    # Passes over the training split.
-    config.num_epochs = 10
-    # Examples per evaluation chunk; it changes memory, not results.
-    config.eval_batch_size = 2000
-    # Optimiser: one of OPTIMIZERS (d2l uses plain SGD).
-    config.optimizer = "sgd"
-    # Peak learning rate.
-    config.lr = 0.1
-    # Momentum for "momentum"; b1 for adam/adamw.
-    config.momentum = 0.9
-    # Decoupled weight decay for "adamw", L2-style decay for the others; 0 disables it.
-    config.weight_decay = 0.0
-    # Learning-rate schedule: one of SCHEDULES.
-    config.schedule = "constant"
-    # Epochs of linear warm-up before the schedule.
-    config.warmup_epochs = 0
-    # Decay of an exponential moving average of the parameters, kept in the optimiser state;
-    # evaluation (and checkpoints' predictions) use the average. 0 keeps none.
-    config.ema_decay = 0.0
-    for field in dataclasses.fields(EpochOptions):
-        config[field.name] = field.default
-    # Members of a population with one seed (so one data order) share each batch: it is
-    # gathered once and enters `jax.vmap` unbatched, so a layer's product with it is one wide
-    # product for all of them; the same results, to float rounding. False: each member
-    # gathers its own.
-    config.share_data_order = True
-    # Data parallelism: "auto" (shard_map on several devices, none on one), "none", "pmap",
-    # "shard_map".
-    config.parallel = "auto"
-    # Devices to train on; 0 uses every device (several hosts always use all).
-    config.num_devices = 0
-    # Epochs run as one compiled program, each with its validation, the host acting only
-    # between programs: a program also ends where a checkpoint is due, at the traced epoch and
-    # at the end, and a stop request (SIGTERM, Ctrl-C) is honoured when the program in flight
-    # ends. Fewer launches and host syncs (on a GPU); the same results. With more than 1,
-    # every epoch's train_seconds is its share of its program's time, validation included.
-    config.epochs_per_program = 1
-    # Save a checkpoint every this many epochs (the last epoch is always saved).
-    config.checkpoint_every_epochs = 1
-    # Checkpoints kept on disk.
-    config.keep_checkpoints = 3
-    # Write a jax.profiler trace of this epoch into WORKDIR/plugins/profile (TensorBoard's
-    # profile plugin or Perfetto show it); 0 traces nothing.
-    config.trace_epoch = 0
-    return config
-
-
-# Fields that only a single run (`mlp_jax.train`) reads: populations (sweeps, searches) train
-# on every device, keep no checkpoints and trace nothing, so these never change their results.
-SINGLE_RUN_FIELDS = frozenset(
-    {
-        "parallel",
-        "num_devices",
-        "epochs_per_program",
-        "checkpoint_every_epochs",
-        "keep_checkpoints",
-        "trace_epoch",
-    }
-)
-# Fields that only populations read: how they run, never which models they train.
-POPULATION_FIELDS = frozenset({"share_data_order"})
+    return ml_collections.ConfigDict({field.name: field.default for field in BASE_FIELDS})
 
 
 _LOADED_FILES: dict[Path, ModuleType] = {}
@@ -262,17 +563,8 @@ def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()
     return config
 
 
-# Seeds become JAX keys (uint32 words) and numpy generators: whole numbers in this range.
-MAX_SEED = 2**32 - 1
-
-
-def _check(condition: bool, key: str, value, requirement: str) -> None:
-    if not condition:
-        raise UserError(f"config.{key}={value!r} is invalid: {requirement}")
-
-
 def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) -> None:
-    """Checks every field before anything is compiled.
+    """Checks every field before anything is compiled, each by its declared `Check`.
 
     Args:
       config: the resolved config.
@@ -283,152 +575,75 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
       UserError: naming the first bad or unknown key and what it must be.
     """
     check_base_fields(config)
-    known = set(base_config().keys()) | model_fields
+    known = {field.name for field in BASE_FIELDS} | model_fields
     unknown = sorted(set(config.keys()) - known)
     if unknown:
         raise UserError(
             f"unknown config key {unknown[0]!r}{closest(unknown[0], known)} (known: "
             f"{', '.join(sorted(known))}); fix the experiment file or the --config.KEY override"
         )
-    for key, value in config.items():  # NaN and infinity pass every comparison below.
-        if isinstance(value, float) and not math.isfinite(value):
+    for key, value in config.items():
+        check = declared(key).check
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes no comparison.
             raise UserError(f"config.{key}={value} is invalid: must be a finite number")
-    for key in ("seed", "split_seed"):
-        _check(
-            isinstance(config[key], int) and 0 <= config[key] <= MAX_SEED,
-            key,
-            config[key],
-            f"must be a whole number in 0..{MAX_SEED}",
-        )
-    _check(config.lr > 0, "lr", config.lr, "must be > 0")
-    _check(config.batch_size >= 1, "batch_size", config.batch_size, "must be >= 1")
-    _check(config.scan_unroll >= 1, "scan_unroll", config.scan_unroll, "must be >= 1")
-    _check(config.eval_batch_size >= 1, "eval_batch_size", config.eval_batch_size, "must be >= 1")
-    _check(config.num_epochs >= 0, "num_epochs", config.num_epochs, "must be >= 0")
-    _check(config.validation_size >= 0, "validation_size", config.validation_size, "must be >= 0")
-    _check(config.warmup_epochs >= 0, "warmup_epochs", config.warmup_epochs, "must be >= 0")
-    _check(config.weight_decay >= 0, "weight_decay", config.weight_decay, "must be >= 0")
-    _check(
-        0 <= config.label_smoothing < 1,
-        "label_smoothing",
-        config.label_smoothing,
-        "must be in [0, 1)",
-    )
-    _check(0 <= config.augment_shift <= 8, "augment_shift", config.augment_shift, "must be in 0..8")
-    _check(
-        0 <= config.augment_rotate <= 180,
-        "augment_rotate",
-        config.augment_rotate,
-        "must be in [0, 180] (degrees)",
-    )
-    _check(
-        0 <= config.augment_scale < 1, "augment_scale", config.augment_scale, "must be in [0, 1)"
-    )
-    _check(config.augment_elastic >= 0, "augment_elastic", config.augment_elastic, "must be >= 0")
-    _check(
-        0 <= config.augment_erase <= 1, "augment_erase", config.augment_erase, "must be in [0, 1]"
-    )
-    _check(config.mixup_alpha >= 0, "mixup_alpha", config.mixup_alpha, "must be >= 0")
-    _check(config.cutmix_alpha >= 0, "cutmix_alpha", config.cutmix_alpha, "must be >= 0")
-    _check(0 <= config.ema_decay < 1, "ema_decay", config.ema_decay, "must be in [0, 1)")
-    _check(
-        config.compute_dtype in COMPUTE_DTYPES,
-        "compute_dtype",
-        config.compute_dtype,
-        f"one of {COMPUTE_DTYPES}",
-    )
-    _check(config.optimizer in OPTIMIZERS, "optimizer", config.optimizer, f"one of {OPTIMIZERS}")
-    _check(config.schedule in SCHEDULES, "schedule", config.schedule, f"one of {SCHEDULES}")
-    _check(
-        config.parallel in PARALLEL_MODES, "parallel", config.parallel, f"one of {PARALLEL_MODES}"
-    )
-    _check(
-        config.checkpoint_every_epochs >= 1,
-        "checkpoint_every_epochs",
-        config.checkpoint_every_epochs,
-        "must be >= 1",
-    )
-    _check(config.num_devices >= 0, "num_devices", config.num_devices, "must be >= 0")
-    _check(
-        config.keep_checkpoints >= 1, "keep_checkpoints", config.keep_checkpoints, "must be >= 1"
-    )
-    _check(
-        0 <= config.trace_epoch <= config.num_epochs,
-        "trace_epoch",
-        config.trace_epoch,
-        f"must be in 0..num_epochs ({config.num_epochs}); 0 traces nothing",
-    )
-    _check(
-        config.epochs_per_program >= 1,
-        "epochs_per_program",
-        config.epochs_per_program,
-        "must be >= 1",
-    )
-    for key in ("num_hiddens", "num_layers"):
-        if key in config:
-            _check(config[key] >= 1, key, config[key], "must be >= 1")
-    if "dropout" in config:
-        _check(0 <= config.dropout < 1, "dropout", config.dropout, "must be in [0, 1)")
-    if "norm" in config:
-        _check(config.norm in NORMS, "norm", config.norm, f"one of {NORMS}")
+        if check is not None and not check.holds(value, config):
+            raise UserError(f"config.{key}={value!r} is invalid: {check.words(config)}")
 
 
-# A field's line in a config source: `config.NAME = VALUE` (a get_config) or
-# `NAME: TYPE = VALUE` (EpochOptions), each after the comment lines that explain it.
-_FIELD_LINE = re.compile(r"^\s*(?:config\.(\w+)|(\w+): [\w.| ]+) = (.+)$")
-
-
-def documented_fields(source: str) -> dict[str, tuple[str, str]]:
-    """{name: (default as written, the comment above it)} of every field set in `source`
-    under a comment; a field set again keeps its first comment."""
-    fields, comment = {}, []
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            comment.append(stripped.lstrip("#").strip())
-            continue
-        match = _FIELD_LINE.match(line)
-        if match and comment:
-            name = match.group(1) or match.group(2)
-            fields.setdefault(name, (match.group(3).strip(), " ".join(comment)))
-        comment = []
-    return fields
+def _roles(field: Field) -> list[str]:
+    """A field's roles in words, for the reference page."""
+    return [
+        " + ".join(field.read_by),
+        field.on_resume,
+        field.in_population,
+        field.sizes or "-",
+    ]
 
 
 def reference_markdown(experiment_files: list[str]) -> str:
-    """docs/config.md: every field of the base config and of the experiments' models, its
-    default, what it means, and which commands honour it."""
-    base = documented_fields(Path(__file__).read_text())
+    """docs/config.md: every declared field (default, check, roles, meaning), then the model
+    fields each experiment sets and their values there."""
     lines = [
         "# Config fields",
         "",
         "Generated by `make docs` (`python -m mlp_jax.config "
         + " ".join(experiment_files)
-        + "`) from the comments in `mlp_jax/config.py` and the experiment files; "
-        "`--config.KEY=VALUE` overrides any of them. *run* is a single run (`make train`, "
-        "`python -m mlp_jax.main`); *populations* are the sweeps and searches "
-        "(`mlp_jax.sweep`), which train on every device and keep no checkpoints.",
+        + "`) from the declarations in `mlp_jax/config.py`; `--config.KEY=VALUE` overrides any "
+        "field. *read by*: a single run (*run*: `make train`, `python -m mlp_jax.main`) or the "
+        "*populations* (the sweeps and searches of `mlp_jax.sweep`, which train on every "
+        "device and keep no checkpoints). *on resume*: whether a run resumed from its "
+        "checkpoints may change it. *in a population*: whether the members of one compiled "
+        "population may differ in it. *sizes*: what it sets the memory of.",
         "",
-        "| field | default | honoured by | meaning |",
-        "|---|---|---|---|",
     ]
-    for name in base_config():
-        default, meaning = base[name]
-        where = (
-            "run"
-            if name in SINGLE_RUN_FIELDS
-            else "populations"
-            if name in POPULATION_FIELDS
-            else "run, populations"
-        )
-        lines.append(f"| `{name}` | `{default}` | {where} | {_escape(meaning)} |")
+    header = [
+        "| field | default | check | read by | on resume | in a population | sizes | meaning |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for title, fields in (
+        ("Every experiment's fields", BASE_FIELDS),
+        ("The MLPs' fields", MODEL_FIELDS),
+    ):
+        lines += [f"## {title}", "", *header]
+        for field in fields:
+            check = field.check.words() if field.check else "-"
+            cells = [
+                f"`{field.name}`",
+                f"`{field.default!r}`",
+                check,
+                *_roles(field),
+                field.meaning,
+            ]
+            lines.append("| " + " | ".join(_escape(cell) for cell in cells) + " |")
+        lines.append("")
     for experiment in experiment_files:
-        model_fields = documented_fields(files.find_file(experiment).read_text())
-        extra = {k: v for k, v in model_fields.items() if k not in base and k != "model"}
-        lines += ["", f"## The model fields of `{experiment}`", ""]
-        lines += ["| field | default | meaning |", "|---|---|---|"]
-        lines += [f"| `{k}` | `{d}` | {_escape(m)} |" for k, (d, m) in extra.items()]
-    return "\n".join(lines) + "\n"
+        config = load_experiment(experiment)
+        own = [key for key in config if key not in {field.name for field in BASE_FIELDS}]
+        lines += [f"## The model of `{experiment}`", "", f"`{config.model}`:", ""]
+        lines += ["| field | value |", "|---|---|"]
+        lines += [f"| `{key}` | `{config[key]!r}` |" for key in own]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _escape(text: str) -> str:

@@ -35,12 +35,6 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
-# The config keys that set the size of a model's parameters, and with the batch sizes, how
-# much device memory a run needs: named in out-of-memory errors.
-MODEL_SIZE_KEYS = ("num_hiddens", "num_layers")
-MEMORY_KEYS = (*MODEL_SIZE_KEYS, "batch_size", "eval_batch_size")
-
-
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     """Prints `error: MESSAGE` (its first line) on stderr and exits with `exit_code`."""
     print(f"error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr, flush=True)
@@ -180,9 +174,12 @@ def one_line_errors():
             )
         if not is_out_of_memory(e):
             raise
+        from mlp_jax import config  # noqa: PLC0415  (config imports this module)
+
+        sizing = sorted(config.names(lambda field: bool(field.sizes)))
         fail(
             f"out of memory ({text.splitlines()[0][:160]}); lower the sizes that set it: "
-            f"config.{', config.'.join(MEMORY_KEYS)}"
+            f"config.{', config.'.join(sizing)}"
         )
 
 

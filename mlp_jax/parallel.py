@@ -19,9 +19,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mlp_jax import config as config_lib
 from mlp_jax import steps
 from mlp_jax.config import EpochOptions
-from mlp_jax.errors import MODEL_SIZE_KEYS, UserError
+from mlp_jax.errors import UserError
 
 AXIS = "batch"
 
@@ -145,7 +146,11 @@ def check_state_fits(abstract_state, config) -> None:
     device = jax.local_devices()[0]
     available = device_memory_bytes(device)
     if state_bytes + gradient_bytes > available:
-        sizes = " or ".join(f"config.{k}={config[k]}" for k in MODEL_SIZE_KEYS if k in config)
+        sizes = " or ".join(
+            f"config.{k}={v}"
+            for k, v in config.items()
+            if config_lib.declared(k).sizes == config_lib.PARAMETERS
+        )
         raise UserError(
             f"out of memory: the train state needs {state_bytes / 1e9:.1f} GB (parameters and "
             f"optimiser state) and its gradients {gradient_bytes / 1e9:.1f} GB, more than the "

@@ -206,7 +206,11 @@ def successive_halving(candidates, dataset, rungs, eta: int, cache_dir=None, kep
 def searched_config(train) -> dict:
     """The base config a search trains from, as its record keeps it: without the data's
     folder, which differs between machines and not between results."""
-    return {k: v for k, v in metrics.json_safe(train.to_dict()).items() if k != "data_dir"}
+    return {
+        k: v
+        for k, v in metrics.json_safe(train.to_dict()).items()
+        if not config_lib.declared(k).local
+    }
 
 
 def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict:
@@ -233,13 +237,14 @@ def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict
 def _same_base(recorded: dict | None, train) -> bool:
     """Whether a record's base config is `train`'s. A library field added since the record
     was written takes its default, which is the behaviour the search had (as a workdir's
-    config.json is read). How populations run (`config.POPULATION_FIELDS`, e.g. a shared
+    config.json is read). How populations run (the fields only they read, e.g. a shared
     data order) does not count: it changes the scores only to float rounding."""
     if recorded is None:
         return False
 
     def counted(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k not in config_lib.POPULATION_FIELDS}
+        only_populations = config_lib.names(lambda f: f.read_by == (config_lib.POPULATIONS,))
+        return {k: v for k, v in config.items() if k not in only_populations}
 
     defaults = searched_config(config_lib.base_config())
     return counted({**defaults, **recorded}) == counted(searched_config(train))

@@ -24,22 +24,24 @@ from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
 from mlp_jax import checkpointing, data, files, metrics, models, optim, parallel, signals, steps
-from mlp_jax.config import POPULATION_FIELDS, SINGLE_RUN_FIELDS, EpochOptions
+from mlp_jax import config as config_lib
+from mlp_jax.config import EpochOptions
 from mlp_jax.progress import Progress
 
-# Fields that only change numbers inside the train state, never the compiled program.
-VALUE_FIELDS = frozenset({"seed", "lr", "weight_init", "init_scale"})
 # The device-mesh axis along which a population's members are spread.
 POPULATION_AXIS = "population"
-# The fields that name a population's shape in progress lines.
-DESCRIBED_FIELDS = ("num_hiddens", "num_layers", "activation", "batch_size")
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
-    """What must be equal for two configs to train in one population (the fields a single
-    run alone reads, `config.SINGLE_RUN_FIELDS`, never matter here, nor how a population
-    runs, `config.POPULATION_FIELDS`)."""
-    ignored = VALUE_FIELDS | SINGLE_RUN_FIELDS | POPULATION_FIELDS
+    """What must be equal for two configs to train in one population: every field both
+    single runs and populations read that the members must share (see `mlp_jax.config`'s
+    roles); what one of them alone reads never matters here."""
+    ignored = config_lib.names(
+        lambda field: (
+            field.in_population == config_lib.PER_MEMBER
+            or field.read_by != (config_lib.RUN, config_lib.POPULATIONS)
+        )
+    )
     shape = {k: v for k, v in config.to_dict().items() if k not in ignored}
     return json.dumps(shape, sort_keys=True)
 
@@ -142,8 +144,9 @@ def population_mesh() -> Mesh:
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
-    """A population's shape in a few words, e.g. "MLP num_hiddens=256, num_layers=1"."""
-    sizes = ", ".join(f"{k}={config[k]}" for k in DESCRIBED_FIELDS if k in config)
+    """A population's shape in a few words, e.g. "MLP activation=relu,
+    batch_size=256, num_hiddens=256, num_layers=1": its fields declared `shown`."""
+    sizes = ", ".join(f"{k}={config[k]}" for k in config if config_lib.declared(k).shown)
     return f"{config.model.split(':')[-1]} {sizes}".strip()
 
 
@@ -345,6 +348,7 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
 
 def _digest(configs, evaluate_test: bool) -> str:
     """The cache key of a population: its configs less what populations never read."""
-    read = [{k: v for k, v in c.to_dict().items() if k not in SINGLE_RUN_FIELDS} for c in configs]
+    run_only = config_lib.names(lambda field: field.read_by == (config_lib.RUN,))
+    read = [{k: v for k, v in c.to_dict().items() if k not in run_only} for c in configs]
     payload = json.dumps([read, evaluate_test, 2], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -30,24 +30,8 @@ from mlp_jax import (
     steps,
     writers,
 )
-from mlp_jax.config import POPULATION_FIELDS, SINGLE_RUN_FIELDS
+from mlp_jax import config as config_lib
 from mlp_jax.errors import UserError
-
-# Config keys that may change between a run and its resumption without changing results:
-# what only a single run reads (devices, epochs per program, checkpoints, traces), what only
-# populations read, where the data lie, the evaluation chunk, and how many epochs (unless a
-# schedule spans them).
-_RESUME_NEUTRAL_KEYS = (
-    SINGLE_RUN_FIELDS
-    | POPULATION_FIELDS
-    | {
-        "num_epochs",
-        "data_dir",
-        "eval_batch_size",
-        "scan_unroll",  # The same arithmetic per step (tests/unit/loop_test.py).
-    }
-)
-
 
 # What a run keeps in its workdir, checked to be of the right kind before anything opens them
 # (a pipe where a file is expected would block the run).
@@ -79,10 +63,7 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
         key
         for key in saved.keys() | current.keys()
         if saved.get(key) != current.get(key)
-        and not (
-            key in _RESUME_NEUTRAL_KEYS
-            and not (key == "num_epochs" and config.schedule != "constant")
-        )
+        and not config_lib.declared(key).may_change_on_resume(config)
     )
     if changed:
         key = changed[0]

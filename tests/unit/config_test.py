@@ -7,7 +7,7 @@ import pytest
 from helpers import ROOT, experiment
 
 from mlp_jax import config as config_lib
-from mlp_jax import models
+from mlp_jax import models, sweep
 from mlp_jax.errors import UserError
 
 mlp_scratch, mlp_concise = experiment("mlp_scratch"), experiment("mlp_concise")
@@ -91,13 +91,70 @@ def test_epoch_options_are_config_fields_read_in_one_place():
     assert len({options, config_lib.EpochOptions.from_config(config)}) == 1  # caches hit.
 
 
-def test_the_config_reference_page_is_what_the_comments_say():
+def test_the_config_reference_page_is_generated_from_the_declarations():
     # docs/config.md is generated (make docs); a field added without its page fails here.
     page = (ROOT / "docs" / "config.md").read_text()
     assert page == config_lib.reference_markdown(REFERENCE_EXPERIMENTS)
-    for field in config_lib.base_config():
-        assert f"| `{field}` |" in page
-    assert "| `trace_epoch` | `0` | run |" in page  # Populations never trace.
+    for field in (*config_lib.BASE_FIELDS, *config_lib.MODEL_FIELDS):
+        assert f"| `{field.name}` | `{field.default!r}` |" in page
+    assert "| run | free | shared | - |" in page.split("`trace_epoch`")[1]  # Never populations.
+
+
+def test_the_roles_give_the_sets_the_library_acts_on():
+    # Each set was once a hand-kept list in its own module; a role declared wrongly (a field
+    # made free on resume, say) changes one of them and fails here.
+    names = config_lib.names
+    assert names(lambda f: f.read_by == (config_lib.RUN,)) == {
+        "parallel",
+        "num_devices",
+        "epochs_per_program",
+        "checkpoint_every_epochs",
+        "keep_checkpoints",
+        "trace_epoch",
+    }
+    assert names(lambda f: f.read_by == (config_lib.POPULATIONS,)) == {"share_data_order"}
+    constant, cosine = config_lib.base_config(), config_lib.base_config()
+    cosine.schedule = "cosine"
+    free = {"data_dir", "eval_batch_size", "scan_unroll", "share_data_order"}
+    free |= names(lambda f: f.read_by == (config_lib.RUN,))
+    assert names(lambda f: f.may_change_on_resume(cosine)) == free
+    assert names(lambda f: f.may_change_on_resume(constant)) == free | {"num_epochs"}
+    per_member = {"seed", "lr", "weight_init", "init_scale"}
+    assert names(lambda f: f.in_population == config_lib.PER_MEMBER) == per_member
+    assert names(lambda f: f.sizes == config_lib.PARAMETERS) == {"num_hiddens", "num_layers"}
+    assert names(lambda f: f.sizes == config_lib.ACTIVATIONS) == {"batch_size", "eval_batch_size"}
+    assert names(lambda f: f.local) == {"data_dir"}
+    epoch_options = {f.name for f in dataclasses.fields(config_lib.EpochOptions)}
+    assert epoch_options == names(lambda f: f.epoch_option)
+
+
+def test_an_experiment_declares_its_own_field_once_and_the_library_honours_it(monkeypatch):
+    monkeypatch.setattr(config_lib, "_DECLARED", dict(config_lib._DECLARED))
+    field = config_lib.Field(
+        "num_heads",
+        4,
+        "Attention heads.",
+        config_lib.at_least(1),
+        in_population=config_lib.PER_MEMBER,
+        on_resume=config_lib.FREE,
+    )
+    config_lib.declare(field)
+    config_lib.declare(field)  # Loading the file again declares the same field: no error.
+    with pytest.raises(ValueError, match="'num_heads' is declared twice"):
+        config_lib.declare(dataclasses.replace(field, default=8))
+    config = mlp_concise.get_config()
+    config.num_heads = 0
+    with pytest.raises(UserError, match=re.escape("config.num_heads=0 is invalid: must be >= 1")):
+        config_lib.validate(config, models.model_fields(mlp_concise.MLP) | {"num_heads"})
+    other = config.copy_and_resolve_references()
+    other.num_heads = 2
+    assert sweep.group_key(config) == sweep.group_key(other)  # Per member: one population.
+    assert config_lib.declared("num_heads").may_change_on_resume(config)
+    # Undeclared, a field takes the safe roles: shared in a population, fixed on resume.
+    undeclared = config_lib.declared("num_experts")
+    assert (undeclared.in_population, undeclared.on_resume) == (config_lib.SHARED, "fixed")
+    config.num_experts, other.num_experts = 1, 2
+    assert sweep.group_key(config) != sweep.group_key(other)
 
 
 def test_an_experiment_file_without_get_config_is_named(tmp_path):

@@ -78,7 +78,7 @@ CONFIG_FAULTS = [
     ("keep_checkpoints", 0, "config.keep_checkpoints=0 is invalid: must be >= 1"),
     ("num_devices", -1, "config.num_devices=-1 is invalid: must be >= 0"),
     ("num_devices", 64, "config.num_devices=64, but only 1 devices exist"),
-    ("trace_epoch", -1, "config.trace_epoch=-1 is invalid: must be in 0..num_epochs (3)"),
+    ("trace_epoch", -1, "config.trace_epoch=-1 is invalid: must be in 0..3; 0 traces nothing"),
     ("activation", "swish2", "config.activation='swish2' is unknown"),
     ("weight_init", "orthogonal", "config.weight_init='orthogonal' is unknown"),
     ("num_outputs", 5, "gives float32 logits of shape (2, 5) for 2 images"),
