@@ -47,12 +47,12 @@ from benchmarks import (  # noqa: E402
     hardware,
     knobs,
     parallel_speed,
+    recipes,
     report,
     startup,
     sweep_speed,
     train_speed,
 )
-from experiments.studies.speedrun import run as speedrun  # noqa: E402
 from mlp_jax import data, files, launch, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,10 +251,10 @@ def speedrun_table(dataset, quick: bool) -> str:
         "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for target, goal in GOAL_SPEEDRUN_SECONDS.items():
-        config = speedrun.recipe_config(target)
+        config = recipes.recipe_config(target)
         if quick:
             config.num_epochs = 1
-        r = speedrun.over_seeds(config, dataset, seeds)
+        r = recipes.over_seeds(config, dataset, seeds)
         met = "yes" if r["acc"]["mean"] >= target and r["seconds"] <= goal else "no"
         lines.append(
             f"| {target:.2f} | {seeds} | {r['acc']['mean']:.4f} | {r['seconds']:.4f} "
