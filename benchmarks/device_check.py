@@ -46,6 +46,7 @@ from benchmarks import (  # noqa: E402
     ceiling,
     hardware,
     knobs,
+    launch,
     parallel_speed,
     recipes,
     report,
@@ -53,7 +54,7 @@ from benchmarks import (  # noqa: E402
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, files, launch, metrics  # noqa: E402
+from mlp_jax import data, files, metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")

@@ -32,9 +32,9 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks import report, train_speed
+from benchmarks import launch, report, train_speed
 from benchmarks.recipes import RECIPES, over_seeds, recipe_config
-from mlp_jax import data, errors, files, launch, optim, plots, progress, search
+from mlp_jax import data, errors, files, optim, plots, progress, search
 
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = (0.85, 0.90)
