@@ -54,7 +54,7 @@ from benchmarks import (  # noqa: E402
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, files, metrics  # noqa: E402
+from mlp_jax import data, files, writers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
@@ -92,7 +92,7 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
             f"--workdir={run_dir}",
             f"--config.num_epochs={epochs}",
         )
-        records = metrics.JsonlLog(run_dir / "metrics.jsonl").read()
+        records = writers.JsonlLog(run_dir / "metrics.jsonl").read()
         rows.append(
             {
                 "run": name,
@@ -109,7 +109,7 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
         f"--config.num_epochs={epochs + 1}",
     )
     resumed = f"resumed from the checkpoint of epoch {epochs}" in result.stdout
-    last = metrics.JsonlLog(run_dir / "metrics.jsonl").read()[-1]
+    last = writers.JsonlLog(run_dir / "metrics.jsonl").read()[-1]
     evaluated, eval_whole = _cli("--mode=eval", f"--workdir={run_dir}")
     test = json.loads(evaluated.stdout.splitlines()[-1])
     rows.append(

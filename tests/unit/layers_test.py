@@ -7,6 +7,10 @@ the timed speedrun recipes) use only the library; the studies and chapter config
 experiments/ may use both; the tests may use everything. No two folders import each other.
 A config file that one folder loads by its path (`load_experiment`) or a module another
 process runs (`python -m`) is not an import: it crosses no layer.
+
+Within the library, the pure modules (the compiled step and what it is built from) import no
+module that reads or writes: everything comes in as arguments, and writing happens between
+programs, in the modules that write a run's outputs.
 """
 
 import ast
@@ -16,6 +20,12 @@ import pytest
 from helpers import ROOT
 
 LAYERS = ("mlp_jax", "benchmarks", "experiments", "tests")
+PURE_MODULES = ("steps", "augment", "optim", "metrics")
+# What reads, writes or shows: the library's own I/O modules and the standard ones.
+IO_MODULES = frozenset(
+    {f"mlp_jax.{name}" for name in ("files", "writers", "checkpointing", "progress", "plots")}
+    | {"os", "io", "json", "pathlib", "shutil", "tempfile", "subprocess", "etils", "orbax"}
+)
 # tests/ is on the path itself (pyproject's pythonpath): `import helpers` is tests/helpers.py.
 TEST_MODULES = frozenset(p.stem for p in (ROOT / "tests").glob("*.py"))
 
@@ -64,6 +74,26 @@ def test_no_two_folders_import_each_other():
         for path in (ROOT / layer).rglob("*.py"):
             edges |= {(layer, layer_of(m)) for m in imported_modules(path)}
     assert [(a, b) for a, b in edges if a != b and (b, a) in edges] == []
+
+
+def io_imports(path: Path) -> list[str]:
+    """The I/O modules (IO_MODULES, or a submodule of one) that `path` imports."""
+    return sorted(
+        module
+        for module in imported_modules(path)
+        if any(module == io or module.startswith(f"{io}.") for io in IO_MODULES)
+    )
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_a_pure_module_imports_no_io(name):
+    assert io_imports(ROOT / "mlp_jax" / f"{name}.py") == []
+
+
+def test_an_io_import_in_a_pure_module_is_caught(tmp_path):
+    path = tmp_path / "steps.py"
+    path.write_text("import jax\nfrom mlp_jax import augment, files\nfrom etils import epath\n")
+    assert io_imports(path) == ["etils", "etils.epath", "mlp_jax.files"]
 
 
 @pytest.mark.parametrize(
