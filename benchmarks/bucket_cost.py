@@ -17,8 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks import gcs_emulator, report
-from mlp_jax import launch
+from benchmarks import gcs_emulator, launch, report
 
 ROOT = Path(__file__).resolve().parents[1]
 

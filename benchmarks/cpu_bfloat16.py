@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import report
-from mlp_jax import launch
+from benchmarks import launch, report
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (

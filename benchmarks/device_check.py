@@ -46,14 +46,15 @@ from benchmarks import (  # noqa: E402
     ceiling,
     hardware,
     knobs,
+    launch,
     parallel_speed,
+    recipes,
     report,
     startup,
     sweep_speed,
     train_speed,
 )
-from experiments.studies.speedrun import run as speedrun  # noqa: E402
-from mlp_jax import data, files, launch, metrics  # noqa: E402
+from mlp_jax import data, files, writers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
@@ -91,7 +92,7 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
             f"--workdir={run_dir}",
             f"--config.num_epochs={epochs}",
         )
-        records = metrics.JsonlLog(run_dir / "metrics.jsonl").read()
+        records = writers.JsonlLog(run_dir / "metrics.jsonl").read()
         rows.append(
             {
                 "run": name,
@@ -108,7 +109,7 @@ def chapter_runs(epochs: int, workdir: Path) -> list[dict]:
         f"--config.num_epochs={epochs + 1}",
     )
     resumed = f"resumed from the checkpoint of epoch {epochs}" in result.stdout
-    last = metrics.JsonlLog(run_dir / "metrics.jsonl").read()[-1]
+    last = writers.JsonlLog(run_dir / "metrics.jsonl").read()[-1]
     evaluated, eval_whole = _cli("--mode=eval", f"--workdir={run_dir}")
     test = json.loads(evaluated.stdout.splitlines()[-1])
     rows.append(
@@ -251,10 +252,10 @@ def speedrun_table(dataset, quick: bool) -> str:
         "|---:|---:|---:|---:|---:|---:|---|",
     ]
     for target, goal in GOAL_SPEEDRUN_SECONDS.items():
-        config = speedrun.recipe_config(target)
+        config = recipes.recipe_config(target)
         if quick:
             config.num_epochs = 1
-        r = speedrun.over_seeds(config, dataset, seeds)
+        r = recipes.over_seeds(config, dataset, seeds)
         met = "yes" if r["acc"]["mean"] >= target and r["seconds"] <= goal else "no"
         lines.append(
             f"| {target:.2f} | {seeds} | {r['acc']['mean']:.4f} | {r['seconds']:.4f} "

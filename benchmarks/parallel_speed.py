@@ -8,7 +8,7 @@ figures show the cost of the parallel machinery, not a speed-up.
 import argparse
 import os
 
-from mlp_jax import launch
+from benchmarks import launch
 
 _CHILD = "--child"
 

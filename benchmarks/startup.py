@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mlp_jax import launch
+from benchmarks import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 

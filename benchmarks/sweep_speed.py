@@ -23,7 +23,8 @@ import time
 
 import jax
 
-from mlp_jax import data, launch, parallel, sweep
+from benchmarks import launch
+from mlp_jax import data, parallel, sweep
 from mlp_jax.config import load_experiment
 
 _DEVICES_CHILD = "--devices-child"

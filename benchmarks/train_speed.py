@@ -26,8 +26,7 @@ import time
 
 import numpy as np
 
-from benchmarks import ceiling
-from mlp_jax import launch
+from benchmarks import ceiling, launch
 
 PEERS = (
     "mlp_jax",

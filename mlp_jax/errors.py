@@ -291,8 +291,9 @@ def _known_keys(argv: list[str]) -> list[str]:
     if path is None:
         return []
     try:
-        from ml_collections.config_flags import config_flags  # noqa: PLC0415
+        # Here, not at the top: config imports this module for its errors.
+        from mlp_jax.config import load_experiment  # noqa: PLC0415
 
-        return list(config_flags._ConfigFileParser("config").parse(path).keys())  # noqa: SLF001
+        return list(load_experiment(path).keys())
     except Exception:  # noqa: BLE001  (the file already failed once; suggestions are a bonus)
         return []

@@ -36,7 +36,7 @@ from mlp_jax.errors import UserError
 # What a run keeps in its workdir, checked to be of the right kind before anything opens them
 # (a pipe where a file is expected would block the run).
 _RUN_FOLDERS = (checkpointing.CHECKPOINT_DIR, checkpointing.UNREADABLE_DIR, "plugins")
-_RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, metrics.JSONL_FILE, "curves.png")
+_RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, writers.JSONL_FILE, "curves.png")
 
 
 class _PhaseClock:
@@ -158,7 +158,7 @@ def train_and_evaluate(
         _refuse_fewer_epochs(config, workdir, int(state.epoch))
         _write_config(config, workdir)
         start_epoch = int(state.epoch)
-        log = metrics.JsonlLog(workdir / metrics.JSONL_FILE)
+        log = writers.JsonlLog(workdir / writers.JSONL_FILE)
         history = log.truncate_after(start_epoch) if is_main_process else []
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")

@@ -1,4 +1,6 @@
-"""Metric writers with clu's `MetricWriter` interface, and no TensorFlow.
+"""What a run writes of its metrics between programs: metrics.jsonl (`JsonlLog`), and
+TensorBoard's event files through writers with clu's `MetricWriter` interface and no
+TensorFlow.
 
 clu's TensorBoard writer writes through TensorFlow, and importing anything under
 `clu.metric_writers` imports TensorFlow (the package's `__init__` does), which costs seconds
@@ -10,6 +12,7 @@ writes them through etils.epath, so a `gs://` workdir works as a local one does.
 import concurrent.futures
 import io
 import itertools
+import json
 import os
 import socket
 import time
@@ -25,6 +28,60 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from mlp_jax import files
+from mlp_jax.errors import UserError
+
+JSONL_FILE = "metrics.jsonl"
+
+
+class JsonlLog:
+    """metrics.jsonl: one JSON object per epoch, kept consistent with the checkpoints.
+
+    The file is written whole each time (through `mlp_jax.files`), since object stores
+    cannot append; it holds one short line per epoch.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = files.as_path(path)
+
+    def read(self) -> list[dict]:
+        """All records, or [] when the file does not exist.
+
+        Raises:
+          UserError: a line is not a record (a JSON object with a whole "epoch"), naming the
+            file and the line; nothing is written then.
+        """
+        if not files.require_kind(self.path, "a file"):
+            return []
+        records = []
+        for number, line in enumerate(files.read_text(self.path).splitlines(), start=1):
+            if line.strip():
+                records.append(self._parse(line, number))
+        return records
+
+    def _parse(self, line: str, number: int) -> dict:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            problem = f"not valid JSON ({e})"
+        else:
+            if isinstance(record, dict) and type(record.get("epoch")) is int:
+                return record
+            problem = 'not a record (a JSON object with a whole "epoch")'
+        raise UserError(
+            f"{self.path} line {number}: {problem}; mend or delete that line (the "
+            "checkpoints hold the state, the file only its history)"
+        )
+
+    def write(self, records: list[dict]) -> None:
+        """Replaces the file's records with `records`."""
+        files.write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
+
+    def truncate_after(self, epoch: int) -> list[dict]:
+        """Drops records of epochs after `epoch` (not covered by a checkpoint); returns the rest."""
+        kept = [r for r in self.read() if r["epoch"] <= epoch]
+        self.write(kept)
+        return kept
+
 
 _WRITERS_MADE = itertools.count()
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp_jax import checkpointing, data, launch, train
+from benchmarks import launch
+from mlp_jax import checkpointing, data, train
 from mlp_jax import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]

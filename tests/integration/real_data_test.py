@@ -5,7 +5,7 @@ from helpers import run_cli
 
 from experiments.studies.parity import run as parity
 from experiments.studies.speedrun import run as speedrun
-from mlp_jax import data, metrics, train
+from mlp_jax import data, train, writers
 from mlp_jax.config import load_experiment
 
 
@@ -35,7 +35,7 @@ def test_speedrun_085_recipe_reaches_84_percent_on_one_seed(real_data_dir, tmp_p
         f"--workdir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
-    assert metrics.JsonlLog(tmp_path / "metrics.jsonl").read()[-1]["val_acc"] >= 0.84
+    assert writers.JsonlLog(tmp_path / "metrics.jsonl").read()[-1]["val_acc"] >= 0.84
 
 
 def test_speedrun_and_parity_report_their_numbers(real_data_dir, tmp_path):

@@ -1,5 +1,6 @@
 r"""The speedrun study (`make speedrun`, docs/speedrun.md): time to a test accuracy of 0.85 and
-of 0.90, each by one fixed recipe (recipe_085.py, recipe_090.py beside this file), written to
+of 0.90, each by one fixed recipe (recipe_085.py, recipe_090.py beside this file; timed by
+`benchmarks.recipes`, which the device check shares), written to
 results/speedrun.md with a plot of test accuracy against training seconds
 (results/speedrun.png).
 
@@ -31,16 +32,11 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks import report, train_speed
-from mlp_jax import data, errors, files, launch, loop, optim, plots, progress, search
-from mlp_jax.config import load_experiment
+from benchmarks import launch, report, train_speed
+from benchmarks.recipes import RECIPES, over_seeds, recipe_config
+from mlp_jax import data, errors, files, optim, plots, progress, search
 
 ROOT = Path(__file__).resolve().parents[3]
-# The recipe for each target.
-RECIPES = {
-    0.85: "experiments/studies/speedrun/recipe_085.py",
-    0.90: "experiments/studies/speedrun/recipe_090.py",
-}
 TARGETS = (0.85, 0.90)
 # d2l's loop is given this many epochs to reach each target.
 D2L_MAX_EPOCHS = 50
@@ -50,51 +46,6 @@ GOAL_085_FACTOR, GOAL_090_MULTIPLE = 15.0, 5.0
 # How far a candidate's held-out accuracy must clear a target: held-out training images are
 # a little easier than the test split.
 SEARCH_MARGIN = 0.006
-
-
-def recipe_config(target: float) -> ml_collections.ConfigDict:
-    """The experiment config of the recipe for `target`."""
-    return load_experiment(RECIPES[target])
-
-
-def train_recipe(config: ml_collections.ConfigDict, dataset: data.Dataset) -> dict:
-    """One seed of a recipe on one device (`mlp_jax.loop.fit`), timed: training seconds
-    (every epoch ended by a device sync), compilation and per-epoch evaluation apart.
-
-    Returns:
-      {"seconds", "compile", "eval", "val_acc" (the last epoch's), "curve": [(training
-      seconds so far, validation accuracy) per epoch]}.
-    """
-    one_device = ml_collections.ConfigDict({**config.to_dict(), "parallel": "none"})
-    try:
-        result = loop.fit(one_device, dataset)
-    except loop.Diverged:  # A candidate of the search may; it is a row, not the end.
-        nan = float("nan")
-        return {"seconds": nan, "compile": nan, "eval": nan, "val_acc": nan, "curve": []}
-    seconds = np.cumsum([record["train_seconds"] for record in result.history])
-    curve = [(float(s), r["val_acc"]) for s, r in zip(seconds, result.history, strict=True)]
-    phases = result.phase_seconds
-    return {
-        "seconds": phases["train"],
-        "compile": phases["compile"],
-        "eval": phases["eval"],
-        "val_acc": curve[-1][1],
-        "curve": curve,
-    }
-
-
-def over_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset, seeds: int) -> dict:
-    """`train_recipe` for seeds 0..seeds-1: the runs and their summaries."""
-    runs = []
-    for seed in range(seeds):
-        seeded = ml_collections.ConfigDict(config.to_dict())
-        seeded.seed = seed
-        runs.append(train_recipe(seeded, dataset))
-    return {
-        "runs": runs,
-        "acc": report.summarize([r["val_acc"] for r in runs]),
-        **{k: float(np.mean([r[k] for r in runs])) for k in ("seconds", "compile", "eval")},
-    }
 
 
 def whole_process(target: float, overrides: tuple[str, ...] = ()) -> dict:
