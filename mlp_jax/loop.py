@@ -212,15 +212,22 @@ def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: 
     """One program of `length` epochs: (the state after it, each epoch's (TrainMetrics,
     EvalMetrics) in one copy, and each epoch's seconds: of its training alone with one epoch
     per program, its share of its program, validation included, with several)."""
+    # Around each call of a compiled program: its inputs are on the devices already, laid
+    # out as it was compiled for, so that an implicit copy (an array left on the host, a
+    # state in another layout) is a bug that would cost every epoch: it fails instead, as
+    # big_vision's jax_transfer_guard makes it. Explicit copies (device_put) stay allowed.
     runner = run.runner
     t0 = time.perf_counter()
     if compiled.train_epoch is not None:
-        state, train_metrics = compiled.train_epoch(state, run.train_data)
+        with jax.transfer_guard("disallow"):
+            state, train_metrics = compiled.train_epoch(state, run.train_data)
         train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
         seconds = time.perf_counter() - t0
-        val_metrics = runner.unreplicate(compiled.evaluate(state, run.val_data))
-        return state, [(train_metrics, val_metrics)], seconds
-    state, stacked = compiled.train_epochs[length](state, run.train_data, run.val_data)
+        with jax.transfer_guard("disallow"):
+            val_metrics = compiled.evaluate(state, run.val_data)
+        return state, [(train_metrics, runner.unreplicate(val_metrics))], seconds
+    with jax.transfer_guard("disallow"):
+        state, stacked = compiled.train_epochs[length](state, run.train_data, run.val_data)
     stacked = jax.block_until_ready(runner.unreplicate(stacked))
     seconds = (time.perf_counter() - t0) / length
     return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(length)], seconds

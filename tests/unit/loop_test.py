@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import small_dataset, tiny_config
 
-from mlp_jax import data, loop, train
+from mlp_jax import data, loop, models, steps, train
 from mlp_jax.errors import UserError
 
 
@@ -127,3 +127,17 @@ def test_fit_in_a_parallel_mode_on_one_device_equals_fit_without_one(mode, per_p
     for a, b in zip(jax.tree.leaves(wrapped.state), jax.tree.leaves(plain.state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert [r["epoch"] for r in wrapped.history] == [1, 2]
+
+
+def test_an_implicit_copy_into_a_compiled_program_fails():
+    # The training split left on the host: copied in silently at every epoch, were it not for
+    # the transfer guard around the program's call.
+    config = tiny_config("", num_epochs=1)
+    run = loop.prepare(config, small_dataset(with_test=False))
+    state = steps.create_train_state(models.resolve_model(config), run.tx, config.seed)
+    state = run.runner.replicate(state)
+    plan = loop.program_plan(config, 1)
+    compiled = loop.compile_run(run, state, plan)
+    on_host = run._replace(train_data=jax.device_get(run.train_data))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="Disallowed host-to-device transfer"):
+        next(loop.epochs(on_host, compiled, state, plan))
