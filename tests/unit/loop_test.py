@@ -4,7 +4,7 @@ share."""
 import jax
 import numpy as np
 import pytest
-from helpers import small_dataset, tiny_config
+from helpers import count_traces, small_dataset, tiny_config
 
 from mlp_jax import data, loop, models, steps, train
 from mlp_jax.errors import UserError
@@ -127,6 +127,15 @@ def test_fit_in_a_parallel_mode_on_one_device_equals_fit_without_one(mode, per_p
     for a, b in zip(jax.tree.leaves(wrapped.state), jax.tree.leaves(plain.state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert [r["epoch"] for r in wrapped.history] == [1, 2]
+
+
+@pytest.mark.parametrize("per_program", [1, 2])
+def test_a_run_traces_its_epoch_once_per_length_of_program(monkeypatch, per_program):
+    # A program made anew for every epoch (or every program) would count one per epoch.
+    traced = count_traces(monkeypatch)
+    config = tiny_config("", num_epochs=5, epochs_per_program=per_program)
+    loop.fit(config, small_dataset(with_test=False))
+    assert len(traced) == len(set(loop.program_plan(config, 1)))  # Of [1] * 5, or [2, 2, 1].
 
 
 def test_an_implicit_copy_into_a_compiled_program_fails():
