@@ -126,8 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
     # Epochs run as one compiled program, each with its validation, the host acting only
     # between programs: a program also ends where a checkpoint is due, at the traced epoch and
     # at the end, and a stop request (SIGTERM, Ctrl-C) is honoured when the program in flight
-    # ends. Fewer launches and host syncs (on a GPU); the same results. With more than 1,
-    # every epoch's train_seconds is its share of its program's time, validation included.
+    # ends. Fewer launches and host syncs (on a GPU); the same results. Every epoch's
+    # train_seconds is its share of its program's time, its validation included (with 1 too).
     config.epochs_per_program = 1
     # Save a checkpoint every this many epochs (the last epoch is always saved).
     config.checkpoint_every_epochs = 1

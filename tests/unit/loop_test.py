@@ -24,7 +24,7 @@ def test_fit_is_the_run_of_train_and_evaluate_without_its_files(synthetic_dir, t
     for a, b in zip(jax.tree.leaves(in_memory.state), jax.tree.leaves(on_disk.state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _without_timings(in_memory.history) == _without_timings(on_disk.history)
-    assert set(in_memory.phase_seconds) == {"state", "compile", "train", "eval", "loop"}
+    assert set(in_memory.phase_seconds) == {"state", "compile", "train", "loop"}
     assert in_memory.phase_seconds["loop"] >= in_memory.phase_seconds["train"]
     assert in_memory.phase_seconds["train"] == pytest.approx(
         sum(r["train_seconds"] for r in in_memory.history)
