@@ -22,7 +22,8 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 - float32 and bfloat16 matrix products at 1024-1032 and 4096-4104, and memory bandwidth;
 - none / pmap / shard_map on the devices there are;
 - the speedrun recipes (experiments/studies/speedrun/recipe_085.py, recipe_090.py) over 3
-  seeds: mean test accuracy and training seconds (compilation and evaluation apart);
+  seeds: mean test accuracy and training seconds (per-epoch evaluation included,
+  compilation apart);
 - the goals for an H200, each marked met or not.
 """
 

@@ -1,7 +1,7 @@
 """The speedrun's recipes, timed: each recipe for a target test accuracy trained on one device
-over seeds, training seconds with compilation and per-epoch evaluation apart. What the speedrun
-study (experiments/studies/speedrun/run.py) reports and searches with, and what the device
-check measures on an accelerator; here, so that the check needs no study.
+over seeds, training seconds (per-epoch evaluation included) with compilation apart. What the
+speedrun study (experiments/studies/speedrun/run.py) reports and searches with, and what the
+device check measures on an accelerator; here, so that the check needs no study.
 
 The recipe files stay beside the study: they are experiment configs, loaded by their path.
 """
@@ -27,25 +27,24 @@ def recipe_config(target: float) -> ml_collections.ConfigDict:
 
 def train_recipe(config: ml_collections.ConfigDict, dataset: data.Dataset) -> dict:
     """One seed of a recipe on one device (`mlp_jax.loop.fit`), timed: training seconds
-    (every epoch ended by a device sync), compilation and per-epoch evaluation apart.
+    (every epoch ended by a device sync, its evaluation included), compilation apart.
 
     Returns:
-      {"seconds", "compile", "eval", "val_acc" (the last epoch's), "curve": [(training
-      seconds so far, validation accuracy) per epoch]}.
+      {"seconds", "compile", "val_acc" (the last epoch's), "curve": [(training seconds so
+      far, validation accuracy) per epoch]}.
     """
     one_device = ml_collections.ConfigDict({**config.to_dict(), "parallel": "none"})
     try:
         result = loop.fit(one_device, dataset)
     except loop.Diverged:  # A candidate of the search may; it is a row, not the end.
         nan = float("nan")
-        return {"seconds": nan, "compile": nan, "eval": nan, "val_acc": nan, "curve": []}
+        return {"seconds": nan, "compile": nan, "val_acc": nan, "curve": []}
     seconds = np.cumsum([record["train_seconds"] for record in result.history])
     curve = [(float(s), r["val_acc"]) for s, r in zip(seconds, result.history, strict=True)]
     phases = result.phase_seconds
     return {
         "seconds": phases["train"],
         "compile": phases["compile"],
-        "eval": phases["eval"],
         "val_acc": curve[-1][1],
         "curve": curve,
     }
@@ -61,5 +60,5 @@ def over_seeds(config: ml_collections.ConfigDict, dataset: data.Dataset, seeds: 
     return {
         "runs": runs,
         "acc": report.summarize([r["val_acc"] for r in runs]),
-        **{k: float(np.mean([r[k] for r in runs])) for k in ("seconds", "compile", "eval")},
+        **{k: float(np.mean([r[k] for r in runs])) for k in ("seconds", "compile")},
     }

@@ -44,7 +44,7 @@ class MLPScratch(nn.Module):
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
             w = self.param(f"W{i}", w_init, (fan_in, fan_out))
             b = self.param(f"b{i}", nn.initializers.zeros, (fan_out,))
-            h = h @ w + b
+            h = h @ w + b[None, :]  # The bias broadcast over the batch, written out.
             if i < len(sizes) - 1:
                 h = act(h)
         return h

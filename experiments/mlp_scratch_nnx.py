@@ -49,7 +49,8 @@ class MLPScratch(nnx.Module):
         del train  # No dropout in the chapter's model.
         h = x_BxD.reshape(x_BxD.shape[0], -1)
         for i in range(1, self.depth + 1):
-            h = h @ getattr(self, f"W{i}")[...] + getattr(self, f"b{i}")[...]
+            # The bias broadcast over the batch, written out.
+            h = h @ getattr(self, f"W{i}")[...] + getattr(self, f"b{i}")[None, :]
             if i < self.depth:
                 h = self.act(h)
         return h

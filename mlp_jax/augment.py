@@ -33,8 +33,10 @@ ERASE_STREAM, DISTORT_STREAM = 1, 2
 
 
 def _grid():
-    rows = jnp.arange(IMAGE_SHAPE[0])[:, None]
-    cols = jnp.arange(IMAGE_SHAPE[1])[None, :]
+    """The pixels' row and column indices, (1, H, 1) and (1, 1, W): of a batch's rank, so
+    that they meet per-image values (B, 1, 1) without implicit rank promotion."""
+    rows = jnp.arange(IMAGE_SHAPE[0])[None, :, None]
+    cols = jnp.arange(IMAGE_SHAPE[1])[None, None, :]
     return rows, cols
 
 

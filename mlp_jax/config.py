@@ -329,9 +329,9 @@ BASE_FIELDS = (
         "Epochs run as one compiled program, each with its validation, the host acting only "
         "between programs: a program also ends where a checkpoint is due, at the traced epoch "
         "and at the end, and a stop request (SIGTERM, Ctrl-C) is honoured when the program in "
-        "flight ends. Fewer launches and host syncs (on a GPU); the same results. With more "
-        "than 1, every epoch's train_seconds is its share of its program's time, validation "
-        "included.",
+        "flight ends. Fewer launches and host syncs (on a GPU); the same results. Every "
+        "epoch's train_seconds is its share of its program's time, its validation included "
+        "(with 1 too).",
         _POSITIVE,
         **_RUN_ONLY,
     ),

@@ -1,6 +1,6 @@
 """The in-memory run loop: one model trained epoch by epoch on data that stay on the devices,
-each epoch (or each `config.epochs_per_program` epochs) one compiled program, with exact
-validation after every epoch.
+each `config.epochs_per_program` epochs (one by default) one compiled program, with exact
+validation after every epoch inside it.
 
 Every single-model run goes through it: the command line (`mlp_jax.train`, which puts the
 workdir's files, checkpoints and signals around it), the speed benchmarks, the speedrun and
@@ -50,30 +50,19 @@ class Run(NamedTuple):
     steps_per_epoch: int
 
 
-class Compiled(NamedTuple):
-    """A run's programs, compiled ahead of time for its state and data.
-
-    Attributes:
-      train_epoch, evaluate: an epoch, and its validation after it, as two programs: what a
-        run of one epoch per program (`config.epochs_per_program=1`) runs; else None.
-      train_epochs: else {K: the program of K epochs, each with its validation} for each K
-        the run's plan holds.
-    """
-
-    train_epoch: jax.stages.Compiled | None
-    evaluate: jax.stages.Compiled | None
-    train_epochs: dict[int, jax.stages.Compiled]
+# A run's programs, compiled ahead of time for its state and data: {K: the program of K
+# epochs, each with its validation (`mlp_jax.parallel.Runner.train_epochs`)} for each K its
+# plan holds.
+Compiled = dict[int, jax.stages.Compiled]
 
 
 class Epoch(NamedTuple):
     """One finished epoch: the state after it (in the runner's layout) where the host has
-    it, at the end of each program (None inside one); its record (a line of
-    metrics.jsonl); and the host's seconds after its training: its validation with one epoch
-    per program, only the reading of its metrics with several (validation is inside them)."""
+    it, at the end of each program (None inside one), and its record (a line of
+    metrics.jsonl)."""
 
     state: steps.TrainState | None
     record: dict
-    eval_seconds: float
 
 
 class Result(NamedTuple):
@@ -133,22 +122,13 @@ def program_plan(
     return plan
 
 
-def compile_run(run: Run, state: steps.TrainState, plan: Sequence[int] = ()) -> Compiled:
-    """Compiles what the run's plan (see `program_plan`) runs, once, ahead of time, so that
-    no epoch's time includes compilation: the epoch and the evaluation, or each length of
-    program of several epochs."""
-    runner = run.runner
-    if run.config.epochs_per_program == 1:
-        return Compiled(
-            runner.train_epoch.lower(state, run.train_data).compile(),
-            runner.evaluate.lower(state, run.val_data).compile(),
-            {},
-        )
-    programs = {
-        k: runner.train_epochs(k).lower(state, run.train_data, run.val_data).compile()
+def compile_run(run: Run, state: steps.TrainState, plan: Sequence[int]) -> Compiled:
+    """Compiles the program of each length the run's plan (see `program_plan`) holds, once,
+    ahead of time, so that no epoch's time includes compilation."""
+    return {
+        k: run.runner.train_epochs(k).lower(state, run.train_data, run.val_data).compile()
         for k in sorted(set(plan))
     }
-    return Compiled(None, None, programs)
 
 
 @jax.jit
@@ -186,7 +166,6 @@ def epochs(
         tracing = trace_dir is not None and epoch < config.trace_epoch <= epoch + length
         if tracing:
             jax.profiler.start_trace(os.fspath(trace_dir))
-        t0 = time.perf_counter()
         state, per_epoch, seconds = _run_program(run, compiled, state, length)
         if tracing:
             jax.profiler.stop_trace()
@@ -200,28 +179,25 @@ def epochs(
             }
             for i, (train_metrics, val_metrics) in enumerate(per_epoch, start=1)
         ]
-        eval_seconds = time.perf_counter() - t0 - seconds * length
         _check_finite(records, runner.unreplicate(state.params), config.lr)
         for record in records[:-1]:
-            yield Epoch(None, record, 0.0)
-        yield Epoch(state, records[-1], eval_seconds)
+            yield Epoch(None, record)
+        yield Epoch(state, records[-1])
         epoch += length
 
 
 def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: int):
     """One program of `length` epochs: (the state after it, each epoch's (TrainMetrics,
-    EvalMetrics) in one copy, and each epoch's seconds: of its training alone with one epoch
-    per program, its share of its program, validation included, with several)."""
-    runner = run.runner
+    EvalMetrics) in one copy, and each epoch's share of the program's seconds, its
+    validation included)."""
     t0 = time.perf_counter()
-    if compiled.train_epoch is not None:
-        state, train_metrics = compiled.train_epoch(state, run.train_data)
-        train_metrics = jax.block_until_ready(runner.unreplicate(train_metrics))
-        seconds = time.perf_counter() - t0
-        val_metrics = runner.unreplicate(compiled.evaluate(state, run.val_data))
-        return state, [(train_metrics, val_metrics)], seconds
-    state, stacked = compiled.train_epochs[length](state, run.train_data, run.val_data)
-    stacked = jax.block_until_ready(runner.unreplicate(stacked))
+    # Its inputs are on the devices already, laid out as it was compiled for, so that an
+    # implicit copy (an array left on the host, a state in another layout) is a bug that
+    # would cost every epoch: it fails instead, as big_vision's jax_transfer_guard makes it.
+    # Explicit copies (device_put) stay allowed.
+    with jax.transfer_guard("disallow"):
+        state, stacked = compiled[length](state, run.train_data, run.val_data)
+    stacked = jax.block_until_ready(run.runner.unreplicate(stacked))
     seconds = (time.perf_counter() - t0) / length
     return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(length)], seconds
 
@@ -255,10 +231,10 @@ def fit(
 
     Returns:
       The final state (one copy), the epochs' records, and the seconds spent making the
-      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds;
-      in programs of several epochs, their validation included), validating apart
-      ("eval"), and in the whole epoch loop ("loop": wall time, checks and host work
-      between epochs included, as a peer's loop is timed).
+      state ("state"), compiling ("compile"), training ("train": the epochs' own seconds,
+      their validation included, since it runs inside their programs), and in the whole
+      epoch loop ("loop": wall time, checks and host work between epochs included, as a
+      peer's loop is timed).
 
     Raises:
       Diverged: as `epochs` does.
@@ -273,16 +249,14 @@ def fit(
     t1 = time.perf_counter()
     compiled = compile_run(run, state, plan)
     t2 = time.perf_counter()
-    history, eval_seconds = [], 0.0
+    history = []
     for epoch in epochs(run, compiled, state, plan):
         state = state if epoch.state is None else epoch.state
         history.append(epoch.record)
-        eval_seconds += epoch.eval_seconds
     seconds = {
         "state": t1 - t0,
         "compile": t2 - t1,
         "train": sum(record["train_seconds"] for record in history),
-        "eval": eval_seconds,
         "loop": time.perf_counter() - t2,
     }
     return Result(run.runner.unreplicate(state), history, seconds)

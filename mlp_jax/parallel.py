@@ -1,10 +1,11 @@
-"""Where the compiled epoch runs: one device (jit), or data-parallel through `pmap` or
+"""Where the compiled epochs run: one device (jit), or data-parallel through `pmap` or
 `jax.shard_map`; and JAX's multi-host start-up.
 
-The per-device functions are `mlp_jax.steps.train_epoch` and `evaluate`; the modes differ only
-in how they are wrapped and how the state and data are laid out on the devices. The data are
-replicated on every device (Fashion-MNIST is 55 MB as uint8) and each device gathers its
-share of every global batch, so the whole epoch, data-parallel or not, is one program.
+The per-device function is `mlp_jax.steps.train_epochs` (K epochs, each with its validation);
+the modes differ only in how it is wrapped and how the state and data are laid out on the
+devices. The data are replicated on every device (Fashion-MNIST is 55 MB as uint8) and each
+device gathers its share of every global batch, so K epochs, data-parallel or not, are one
+program.
 """
 
 import functools
@@ -28,15 +29,13 @@ AXIS = "batch"
 
 
 class Runner(NamedTuple):
-    """The compiled epoch and evaluation for one parallel mode, and the layout they expect.
+    """The training program for one parallel mode, and the layout it expects.
 
     Attributes:
       mode: "none", "pmap" or "shard_map".
       num_devices: devices the global batch is split over.
-      train_epoch: (state, data) -> (state, TrainMetrics), the state donated.
-      evaluate: (state, data) -> EvalMetrics.
-      train_epochs: K -> the program of K epochs each with its validation (see
-        `mlp_jax.steps.train_epochs`): (state, train data, validation data) -> (state,
+      train_epochs: K -> the program of K epochs (K = 1 included), each with its validation
+        (see `mlp_jax.steps.train_epochs`): (state, train data, validation data) -> (state,
         (TrainMetrics, EvalMetrics) stacked K deep), the state donated; made once per K.
       replicate: puts a single-copy tree (state or data) into the layout of this mode.
       unreplicate: one copy of a tree in this mode's layout (what checkpoints hold).
@@ -45,8 +44,6 @@ class Runner(NamedTuple):
 
     mode: str
     num_devices: int
-    train_epoch: Callable
-    evaluate: Callable
     train_epochs: Callable[[int], Callable]
     replicate: Callable[[Any], Any]
     unreplicate: Callable[[Any], Any]
@@ -225,7 +222,7 @@ def select_devices(num_devices: int) -> list:
 def make_runner(
     mode: str, *, options: EpochOptions, eval_batch_size: int, num_devices: int = 0
 ) -> Runner:
-    """Wraps the per-device epoch and evaluation for `mode`.
+    """Wraps the per-device program of K epochs for `mode`.
 
     Args:
       mode: a config.parallel value ("auto", "none", "pmap", "shard_map").
@@ -243,16 +240,9 @@ def make_runner(
     check_batch_divides(batch_size, num_devices)
     eval_batch_size = -(-eval_batch_size // num_devices) * num_devices
     axis_name = None if mode == "none" else AXIS
-    epoch_fn = functools.partial(steps.train_epoch, options=options, axis_name=axis_name)
-    eval_fn = functools.partial(
-        steps.evaluate,
-        batch_size=eval_batch_size,
-        compute_dtype=options.compute_dtype,
-        axis_name=axis_name,
-    )
 
-    def several_epochs(wrap: Callable[[Callable], Callable]) -> Callable[[int], Callable]:
-        """K -> `steps.train_epochs` of K epochs, wrapped as this mode wraps the epoch."""
+    def programs(wrap: Callable[[Callable], Callable]) -> Callable[[int], Callable]:
+        """K -> `steps.train_epochs` of K epochs, wrapped by `wrap` (this mode's)."""
         return functools.cache(
             lambda num_epochs: wrap(
                 functools.partial(
@@ -270,9 +260,7 @@ def make_runner(
         return Runner(
             mode,
             1,
-            jax.jit(epoch_fn, donate_argnums=0),
-            jax.jit(eval_fn),
-            several_epochs(lambda fn: jax.jit(fn, donate_argnums=0)),
+            programs(lambda fn: jax.jit(fn, donate_argnums=0)),
             lambda tree: jax.device_put(tree, device),
             lambda tree: tree,
             jax.sharding.SingleDeviceSharding(device),
@@ -297,9 +285,7 @@ def make_runner(
             num_devices,
             # In the mesh's order, which jax.make_mesh may choose, so that the state laid out
             # over the mesh is where pmap expects it.
-            jax.pmap(epoch_fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices),
-            jax.pmap(eval_fn, axis_name=AXIS, devices=mesh_devices),
-            several_epochs(
+            programs(
                 lambda fn: jax.pmap(fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices)
             ),
             lambda tree: stack(_replicate_over_mesh(tree, mesh)),
@@ -317,9 +303,7 @@ def make_runner(
         return Runner(
             mode,
             num_devices,
-            jax.jit(wrap(epoch_fn), donate_argnums=0),
-            jax.jit(wrap(eval_fn)),
-            several_epochs(lambda fn: jax.jit(wrap(fn), donate_argnums=0)),
+            programs(lambda fn: jax.jit(wrap(fn), donate_argnums=0)),
             functools.partial(_replicate_over_mesh, mesh=mesh),
             lambda tree: tree,
             NamedSharding(mesh, P()),

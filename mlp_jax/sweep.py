@@ -206,8 +206,10 @@ def train_group(
     replicated = NamedSharding(mesh, P())
     train_split, val_split = (parallel.place(s, replicated) for s in dataset[:2])
     for epoch in range(len(histories[0]) + 1, first.num_epochs + 1):
-        state, train_metrics = train_epoch(state, train_split)
-        val_metrics = evaluate(state, val_split)
+        # Everything is on the devices already: an implicit copy fails (see mlp_jax.loop).
+        with jax.transfer_guard("disallow"):
+            state, train_metrics = train_epoch(state, train_split)
+            val_metrics = evaluate(state, val_split)
         train_rows = _per_member(train_metrics, "train_", size)
         val_rows = _per_member(val_metrics, "val_", size)
         for history, train_row, val_row in zip(histories, train_rows, val_rows, strict=True):

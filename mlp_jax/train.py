@@ -187,8 +187,9 @@ def train_and_evaluate(
             f"compiled in {clock.lap('compile'):.2f} s"
         )
 
-        # ---- Train: one compiled program per epoch (or per several: config.epochs_per_program);
-        # host work only between epochs, saving and stopping only between programs.
+        # ---- Train: one compiled program per config.epochs_per_program epochs, each epoch
+        # validated inside it; host work only between epochs, saving and stopping only
+        # between programs.
         if is_main_process:
             # matplotlib (a third of a second to import) is first needed for the last plot
             # (in a terminal): it is imported meanwhile, while the compiled epochs hold the

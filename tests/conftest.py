@@ -28,6 +28,11 @@ def pytest_configure(config):
     os.environ["MLP_JAX_COMPILATION_CACHE"] = path
     # The inflated IDX files too, in the same folder: nothing of the user's cache is read.
     os.environ[data.CACHE_ENV_VAR] = os.path.join(path, "idx")
+    # Implicit rank promotion (an (N,) array met by an (N, 1) one broadcasts to (N, N)) is
+    # an error, here and in every command the tests start: a shape bug fails loudly instead
+    # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 
 
 def pytest_unconfigure(config):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import launch
-from mlp_jax import checkpointing, data, train
+from mlp_jax import checkpointing, data, steps, train
 from mlp_jax import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,19 @@ def train_uninterrupted(data_dir: Path, workdir: Path):
 def params_fingerprint(result) -> str:
     """The fingerprint of a finished run's parameters (what --mode=eval prints)."""
     return checkpointing.params_fingerprint(result.state.params)
+
+
+def count_traces(monkeypatch) -> list:
+    """Makes `steps.train_epoch` note each time it is traced (a Python side effect of a traced
+    function runs only then) in the list returned, for the rest of the test."""
+    traced, epoch = [], steps.train_epoch
+
+    def counted(*args, **kwargs):
+        traced.append(1)
+        return epoch(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "train_epoch", counted)
+    return traced
 
 
 def tree_listing(folder: Path) -> dict[str, str]:

@@ -4,9 +4,9 @@ share."""
 import jax
 import numpy as np
 import pytest
-from helpers import small_dataset, tiny_config
+from helpers import count_traces, small_dataset, tiny_config
 
-from mlp_jax import data, loop, train
+from mlp_jax import data, loop, models, steps, train
 from mlp_jax.errors import UserError
 
 
@@ -24,7 +24,7 @@ def test_fit_is_the_run_of_train_and_evaluate_without_its_files(synthetic_dir, t
     for a, b in zip(jax.tree.leaves(in_memory.state), jax.tree.leaves(on_disk.state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _without_timings(in_memory.history) == _without_timings(on_disk.history)
-    assert set(in_memory.phase_seconds) == {"state", "compile", "train", "eval", "loop"}
+    assert set(in_memory.phase_seconds) == {"state", "compile", "train", "loop"}
     assert in_memory.phase_seconds["loop"] >= in_memory.phase_seconds["train"]
     assert in_memory.phase_seconds["train"] == pytest.approx(
         sum(r["train_seconds"] for r in in_memory.history)
@@ -127,3 +127,26 @@ def test_fit_in_a_parallel_mode_on_one_device_equals_fit_without_one(mode, per_p
     for a, b in zip(jax.tree.leaves(wrapped.state), jax.tree.leaves(plain.state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert [r["epoch"] for r in wrapped.history] == [1, 2]
+
+
+@pytest.mark.parametrize("per_program", [1, 2])
+def test_a_run_traces_its_epoch_once_per_length_of_program(monkeypatch, per_program):
+    # A program made anew for every epoch (or every program) would count one per epoch.
+    traced = count_traces(monkeypatch)
+    config = tiny_config("", num_epochs=5, epochs_per_program=per_program)
+    loop.fit(config, small_dataset(with_test=False))
+    assert len(traced) == len(set(loop.program_plan(config, 1)))  # Of [1] * 5, or [2, 2, 1].
+
+
+def test_an_implicit_copy_into_a_compiled_program_fails():
+    # The training split left on the host: copied in silently at every epoch, were it not for
+    # the transfer guard around the program's call.
+    config = tiny_config("", num_epochs=1)
+    run = loop.prepare(config, small_dataset(with_test=False))
+    state = steps.create_train_state(models.resolve_model(config), run.tx, config.seed)
+    state = run.runner.replicate(state)
+    plan = loop.program_plan(config, 1)
+    compiled = loop.compile_run(run, state, plan)
+    on_host = run._replace(train_data=jax.device_get(run.train_data))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="Disallowed host-to-device transfer"):
+        next(loop.epochs(on_host, compiled, state, plan))

@@ -86,11 +86,15 @@ def test_layer_norm_and_skip_connections():
     plain = mlp_concise.MLP(num_hiddens=16, num_layers=3)
     params = plain.init(jax.random.key(0), x)["params"]
     residual = mlp_concise.MLP(num_hiddens=16, num_layers=3, residual=True)
+
+    def dense(h, name):
+        return h @ params[name]["kernel"] + params[name]["bias"][None, :]
+
     # The same weights; the skips add each hidden layer's input from the second layer on.
-    h = jax.nn.relu(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    h = jax.nn.relu(dense(x, "Dense_0"))
     for name in ("Dense_1", "Dense_2"):
-        h = h + jax.nn.relu(h @ params[name]["kernel"] + params[name]["bias"])
-    expected = h @ params["Dense_3"]["kernel"] + params["Dense_3"]["bias"]
+        h = h + jax.nn.relu(dense(h, name))
+    expected = dense(h, "Dense_3")
     np.testing.assert_allclose(
         residual.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6
     )

@@ -2,13 +2,14 @@
 shape, a diverged member, the cache. (Several devices and processes, and the exercises on the
 real data: tests/integration/multidevice_sweep_test.py and studies_test.py.)"""
 
+import functools
 import json
 import signal
 
 import jax
 import numpy as np
 import pytest
-from helpers import BEST_FEATURES, TUNED_FEATURES, small_dataset, tiny_config
+from helpers import BEST_FEATURES, TUNED_FEATURES, count_traces, small_dataset, tiny_config
 
 from mlp_jax import loop, signals, sweep
 from mlp_jax.config import EpochOptions
@@ -124,6 +125,16 @@ def test_population_of_one_trains_exactly_as_its_own_run(synthetic_dir, dataset)
     (result,) = sweep.train_population([config], dataset)
     history = [(r["train_loss"], r["val_loss"], r["val_acc"]) for r in result["history"]]
     assert history == _separate_run(config, dataset)
+
+
+def test_a_population_traces_its_epoch_once(synthetic_dir, dataset, monkeypatch):
+    # The population's programs made afresh for this test (an earlier one's are cached).
+    fresh = functools.cache(sweep._compiled_population_fns.__wrapped__)
+    monkeypatch.setattr(sweep, "_compiled_population_fns", fresh)
+    traced = count_traces(monkeypatch)
+    configs = [tiny_config(synthetic_dir, seed=s, num_epochs=3) for s in (0, 1)]
+    sweep.train_population(configs, dataset, evaluate_test=False, progress=False)
+    assert len(traced) == 1
 
 
 def test_shapes_form_separate_groups_and_keep_their_order(synthetic_dir, dataset):
