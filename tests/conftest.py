@@ -19,15 +19,25 @@ def pytest_configure(config):
     """One persistent compilation cache for the session, set before anything is collected
     (JAX decides at its first compilation whether to use one), in-process and for every
     command the tests start: a program compiled once (the same tiny model in many tests) is
-    not compiled again. Fresh each session, so no test sees another session's programs."""
-    path = tempfile.mkdtemp(prefix="mlp_jax_test_xla_cache_")
-    config.stash[_CACHE] = path
+    not compiled again.
+
+    Fresh each session, so that no test sees another session's programs, unless
+    $MLP_JAX_TEST_XLA_CACHE names a folder that lasts: `make test` does, so that a rerun
+    after a change compiles only the programs the change altered. That is safe because a
+    program's key is its whole HLO, compile options, XLA flags and JAX version: a changed
+    program is never served an old one."""
+    lasting = os.environ.get("MLP_JAX_TEST_XLA_CACHE")
+    if lasting:
+        os.makedirs(lasting, exist_ok=True)
+    session = tempfile.mkdtemp(prefix="mlp_jax_test_xla_cache_")
+    config.stash[_CACHE] = session
+    path = lasting or session
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     os.environ["MLP_JAX_COMPILATION_CACHE"] = path
-    # The inflated IDX files too, in the same folder: nothing of the user's cache is read.
-    os.environ[data.CACHE_ENV_VAR] = os.path.join(path, "idx")
+    # The inflated IDX files in the session's folder: nothing of the user's cache is read.
+    os.environ[data.CACHE_ENV_VAR] = os.path.join(session, "idx")
     # Implicit rank promotion (an (N,) array met by an (N, 1) one broadcasts to (N, N)) is
     # an error, here and in every command the tests start: a shape bug fails loudly instead
     # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
@@ -36,7 +46,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    """Removes the session's compilation cache."""
+    """Removes the session's folder (a lasting cache stays)."""
     shutil.rmtree(config.stash[_CACHE], ignore_errors=True)
 
 
