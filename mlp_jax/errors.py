@@ -1,8 +1,9 @@
 """Errors a user can fix, and the one place where they become one line on stderr.
 
-Every command (`mlp_jax.main`, the studies' `experiments.studies.*.run`) runs through
-`command` (and those that take absl flags parse them with `parse_flags`), so a bad flag, a
-bad config, bad data, a file system a user can mend, an out-of-memory model or a signal ends
+Every command (`mlp_jax.main`, the benchmarks, the studies' `experiments.studies.*.run`)
+runs through `run_command`: its absl flags parsed by `parse_flags`, its main run through
+`command`. So a bad flag, a bad config, bad data, a file system a user can mend, an
+out-of-memory model or a signal ends
 the program with `error: ...` on one line, a non-zero exit and no traceback, and the process
 ends however its threads stand. The error names the path and the flag that moves it
 (`name_path`, `os_error_line`)."""
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 
 class UserError(Exception):
@@ -195,8 +196,7 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
     (`one_line_errors`), and however it ends, the process ends within EXIT_GRACE_SECONDS of
     it, with the status it chose, whatever threads are left.
 
-    For absl, `app.run(errors.command(main), flags_parser=errors.parse_flags)`; for argparse
-    commands, `errors.command(main)()`.
+    `run_command` runs every command's main through it.
     """
 
     @functools.wraps(main)
@@ -235,8 +235,8 @@ def _end_within(seconds: float, code: int) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parser with every flag or config error reported as one line; for
-    `app.run(main, flags_parser=parse_flags)`. (What ml_collections logs while it loads a
+    """absl's flag parser with every flag or config error reported as one line; `run_command`
+    parses with it. (What ml_collections logs while it loads a
     config file, a `get_config()` returning None, say, is said by that one line instead.)"""
     path = _config_path(argv)
     if path and os.path.exists(path) and not os.path.isfile(path):  # Never open a pipe.
@@ -254,6 +254,40 @@ def parse_flags(argv: list[str]) -> list[str]:
     finally:
         if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
             logging.set_verbosity(previous)
+
+
+def run_command(
+    main: Callable[..., None],
+    define_flags: Callable[[], None] | None = None,
+    arguments: bool = False,
+) -> None:
+    """Runs a command from its `if __name__ == "__main__":` block: defines its flags, parses
+    the command line (`parse_flags`), holds back absl's INFO logs unless --verbosity is given,
+    and runs `main` through `command`.
+
+    Args:
+      main: the command; called with no argument, or with the words after the flags when
+        `arguments` is true.
+      define_flags: defines the command's absl flags; called here, not when the module is
+        imported, since the commands import each other's modules and absl's one registry
+        allows each flag name once. None where the module defines them itself.
+      arguments: whether the command takes words after its flags; if not, any is an error.
+    """
+    if define_flags is not None:
+        define_flags()
+
+    def run(argv: list[str]) -> None:
+        if not flags.FLAGS["verbosity"].present:
+            # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
+            logging.set_verbosity(logging.WARNING)
+        if arguments:
+            main(argv[1:])
+            return
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --helpshort)")
+        main()
+
+    app.run(command(run), flags_parser=parse_flags)
 
 
 def _config_error(error: Exception, argv: list[str]) -> str:

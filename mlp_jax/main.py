@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from mlp_jax import config as config_lib
@@ -51,13 +51,11 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def main(argv: list[str]) -> None:
-    """Runs the mode the flags ask for; user errors become one line and a non-zero exit."""
-    if len(argv) > 1 and FLAGS.mode != "predict":
-        errors.fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE")
-    if not FLAGS["verbosity"].present:
-        # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
-        logging.set_verbosity(logging.WARNING)
+def main(arguments: list[str]) -> None:
+    """Runs the mode the flags ask for on the `arguments` after them (--mode=predict's files);
+    user errors become one line and a non-zero exit."""
+    if arguments and FLAGS.mode != "predict":
+        errors.fail(f"unexpected arguments {arguments}; settings go in --config.KEY=VALUE")
     if not FLAGS.workdir:
         errors.fail("--workdir is required")
     if FLAGS.data_dir and FLAGS.mode != "eval":
@@ -85,7 +83,7 @@ def main(argv: list[str]) -> None:
     elif FLAGS.mode == "predict":
         from mlp_jax import predict  # noqa: PLC0415
 
-        lines, unreadable = predict.classify(FLAGS.workdir, argv[1:])
+        lines, unreadable = predict.classify(FLAGS.workdir, arguments)
         for line in lines:
             progress.emit(line)
         for line in unreadable:
@@ -101,4 +99,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(errors.command(main), flags_parser=errors.parse_flags)
+    errors.run_command(main, arguments=True)

@@ -18,7 +18,7 @@ import time
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
@@ -187,14 +187,12 @@ def run_exercise(
     return rows
 
 
-def main(argv) -> None:
+def main() -> None:
     """Runs the exercise the flags name; user errors become one line."""
-    del argv
     exercise = config_lib.flag_config(FLAGS["config"], EXAMPLE, "an exercise file", EXERCISE_FIELDS)
     run_exercise(exercise, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
     progress.show(files.read_text(files.as_path(FLAGS.results_dir) / f"{exercise.name}.md"))
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(errors.command(main), flags_parser=errors.parse_flags)
+    errors.run_command(main, _define_flags)

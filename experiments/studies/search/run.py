@@ -19,7 +19,7 @@ import textwrap
 import time
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
@@ -199,9 +199,8 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     return record
 
 
-def main(argv) -> None:
+def main() -> None:
     """Runs the search the flags name; user errors become one line."""
-    del argv
     search_config = config_lib.flag_config(FLAGS["config"], EXAMPLE, "a search file", SEARCH_FIELDS)
     record = run_search(
         search_config, FLAGS.results_dir, FLAGS.workdir, FLAGS.tuned_config, FLAGS.quick
@@ -210,5 +209,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(errors.command(main), flags_parser=errors.parse_flags)
+    errors.run_command(main, _define_flags)
