@@ -11,13 +11,17 @@ each epoch (metrics.jsonl, the TensorBoard file) and a few dozen per checkpoint,
 writes while the next epoch trains.
 """
 
-import argparse
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
+from absl import flags
+
 from benchmarks import gcs_emulator, launch, report
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,14 +67,16 @@ def run(epochs: int = 10, repeats: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_integer("repeats", 3, "Runs into each place, alternated.")
+
+
 def main() -> None:
     """Prints the table with the machine it ran on."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    print(report.header() + "\n" + run(args.epochs, args.repeats))
+    print(report.header() + "\n" + run(FLAGS.epochs, FLAGS.repeats))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

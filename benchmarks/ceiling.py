@@ -14,15 +14,18 @@ CPU without bfloat16 units (avx512_bf16 or amx_bf16 on x86, bf16 on Arm) convert
 to float32 and gains nothing from it.
 """
 
-import argparse
 import contextlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from benchmarks import report
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 DTYPES = ("float32", "bfloat16")
 CHAPTER_SHAPE = {"name": "chapter 784-256-10, batch 256", "hidden": 256, "layers": 1}
@@ -176,12 +179,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_bool("quick", False, "The chapter's shape, briefly.")
+
+
 def main() -> None:
     """Prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the chapter's shape, briefly")
-    print(markdown(run(parser.parse_args().quick)))
+    print(markdown(run(FLAGS.quick)))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

@@ -4,12 +4,15 @@ epoch, and with one only after the last, in one process, in fresh workdirs.
   python -m benchmarks.checkpoint_cost [--epochs=10] [--repeats=2]
 """
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from mlp_jax import train
+from absl import flags
+
+from mlp_jax import errors, train
 from mlp_jax.config import load_experiment
+
+FLAGS = flags.FLAGS
 
 
 def _training_seconds(workdir: Path, epochs: int, every: int) -> float:
@@ -35,14 +38,16 @@ def run(epochs: int = 10, repeats: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_integer("repeats", 2, "Runs per checkpoint setting.")
+
+
 def main() -> None:
     """Prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    print(run(args.epochs, args.repeats))
+    print(run(FLAGS.epochs, FLAGS.repeats))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

@@ -10,14 +10,18 @@ model trained `--epochs` epochs through `python -m mlp_jax.main`, the epochs' se
 header names the CPU and whether it has bfloat16 units (avx512_bf16, amx_bf16).
 """
 
-import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from absl import flags
+
 from benchmarks import launch, report
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (
@@ -120,18 +124,20 @@ def run(epochs: int, quick: bool) -> str:
     return report.header() + "\n" + report.table(header, rows)
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 5, "Epochs per run.")
+    flags.DEFINE_bool("quick", False, "Two settings, for tests.")
+    flags.DEFINE_integer("rates", None, "(The child process) print the products' rates.")
+
+
 def main() -> None:
-    """Prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="two settings, for tests")
-    parser.add_argument("--rates", type=int, help="(the child) print the products' rates")
-    args = parser.parse_args()
-    if args.rates:
-        print(json.dumps(product_rates(args.rates)))
+    """Prints the table (--rates: the products' rates, as the child process)."""
+    if FLAGS.rates:
+        print(json.dumps(product_rates(FLAGS.rates)))
         return
-    print(run(1 if args.quick else args.epochs, args.quick))
+    print(run(1 if FLAGS.quick else FLAGS.epochs, FLAGS.quick))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

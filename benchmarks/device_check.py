@@ -27,7 +27,6 @@ sizes on a CPU, as the test suite does. What it measures, each in this run:
 - the goals for an H200, each marked met or not.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -42,6 +41,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
 from benchmarks import (  # noqa: E402
     ceiling,
@@ -55,8 +55,9 @@ from benchmarks import (  # noqa: E402
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, files, writers  # noqa: E402
+from mlp_jax import data, errors, files, writers  # noqa: E402
 
+FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODELS = ("mlp_scratch", "mlp_concise")
 # Goals of issues 11 and 29 for an H200: the chapter's 10 epochs (s), the factor over the d2l
@@ -265,16 +266,18 @@ def speedrun_table(dataset, quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_string("out", "results/bench_gpu.md", "The Markdown file to write.")
+    flags.DEFINE_bool("quick", False, "Tiny sizes, for the test suite.")
+
+
 def main() -> None:
     """Runs every section and writes the Markdown file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/bench_gpu.md")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the test suite")
-    args = parser.parse_args()
-    epochs = 1 if args.quick else 10
+    epochs = 1 if FLAGS.quick else 10
     started = time.perf_counter()
     sections = ["# The one-call accelerator check\n", report.header()]
-    out = Path(args.out)
+    out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def add(*new_sections: str) -> None:
@@ -298,14 +301,14 @@ def main() -> None:
         "## The whole process, first with a fresh compilation cache, then warm\n",
         startup.markdown(first_run, warm_run),
     )
-    knob = knob_rows(dataset, epochs, args.quick)
+    knob = knob_rows(dataset, epochs, FLAGS.quick)
     add(
         "## Knobs: scan unroll, epochs per program, dtype\n",
-        knobs.markdown(knob, 2 if args.quick else epochs),
+        knobs.markdown(knob, 2 if FLAGS.quick else epochs),
     )
 
-    ceiling_rows = ceiling.run(args.quick)
-    peer_names = PEERS[:3] if args.quick else PEERS
+    ceiling_rows = ceiling.run(FLAGS.quick)
+    peer_names = PEERS[:3] if FLAGS.quick else PEERS
     peers = [train_speed.run_peer_process(peer, epochs) for peer in peer_names]
     add(
         "## The ceiling: an epoch of only the chapter's matrix products\n",
@@ -314,7 +317,7 @@ def main() -> None:
         train_speed.table(peers, epochs, ceiling.chapter_ceiling(ceiling_rows)) + "\n",
     )
 
-    sizes = (1, 2) if args.quick else POPULATIONS
+    sizes = (1, 2) if FLAGS.quick else POPULATIONS
     population_ms = {}
     lines = [
         "| models | data order | compile (s) | ms per model-epoch |",
@@ -323,7 +326,7 @@ def main() -> None:
     for size in sizes:
         for shared in (False, True) if size > 1 else (False,):
             compile_seconds, per_model_epoch = sweep_speed.time_population(
-                size, 1 if args.quick else 2, dataset, shared_order=shared
+                size, 1 if FLAGS.quick else 2, dataset, shared_order=shared
             )
             population_ms[size, shared] = 1000 * per_model_epoch
             lines.append(
@@ -332,8 +335,8 @@ def main() -> None:
             )
     add("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
 
-    matmul_sizes = hardware.QUICK_MATMUL_SIZES if args.quick else DEVICE_MATMUL_SIZES
-    bandwidth = hardware.copy_bandwidth(16 if args.quick else 1024)
+    matmul_sizes = hardware.QUICK_MATMUL_SIZES if FLAGS.quick else DEVICE_MATMUL_SIZES
+    bandwidth = hardware.copy_bandwidth(16 if FLAGS.quick else 1024)
     lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes)) + [""]
     lines += hardware.bandwidth_markdown(bandwidth, hardware.memory_transfer_rate())
     add("## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n")
@@ -341,8 +344,8 @@ def main() -> None:
     counts = ",".join(str(n) for n in sorted({1, jax.device_count()}))
     add("## Parallel modes\n", parallel_speed.run(counts))
 
-    add("## Speedrun recipes\n", speedrun_table(dataset, args.quick))
-    if not args.quick:  # The goals are for the full sizes.
+    add("## Speedrun recipes\n", speedrun_table(dataset, FLAGS.quick))
+    if not FLAGS.quick:  # The goals are for the full sizes.
         add(
             "## Goals (for an H200)\n",
             goals(chapter, knob, peers, population_ms, warm_run["whole"]),
@@ -351,4 +354,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

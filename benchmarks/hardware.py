@@ -6,13 +6,17 @@ bandwidth, and framework (nn.Dense) vs scratch (self.param) models across sizes.
 Timings are medians over repetitions after a warm-up, each ended by block_until_ready.
 """
 
-import argparse
 import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 MATMUL_SIZES = (1024, 1025, 1026, 1028, 1032, 4096, 4097, 4100, 4104)
 QUICK_MATMUL_SIZES = (128, 129, 136)
@@ -164,12 +168,15 @@ def run(quick: bool = False) -> str:
     )
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_bool("quick", False, "Tiny sizes, for tests.")
+
+
 def main() -> None:
     """Prints the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-    print(run(parser.parse_args().quick))
+    print(run(FLAGS.quick))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

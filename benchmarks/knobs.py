@@ -12,15 +12,17 @@ machine spreads over all of them; the table gives each one's median. The populat
 (`share_data_order`) is measured by `benchmarks.sweep_speed`.
 """
 
-import argparse
 import itertools
 
 import jax
 import numpy as np
+from absl import flags
 
 from benchmarks import report
-from mlp_jax import data, loop
+from mlp_jax import data, errors, loop
 from mlp_jax.config import load_experiment
+
+FLAGS = flags.FLAGS
 
 DTYPES = ("float32", "bfloat16")
 
@@ -90,26 +92,28 @@ def markdown(rows: list[dict], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_list("unrolls", ["1", "4", "16"], "The scan_unroll values.")
+    flags.DEFINE_list("per_program", ["1", "10"], "The epochs_per_program values.")
+    flags.DEFINE_list("dtypes", list(DTYPES), "The compute dtypes.")
+    flags.DEFINE_integer("repeats", 3, "Timed runs per setting.")
+
+
 def main() -> None:
     """Prints the machine and the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--unrolls", default="1,4,16")
-    parser.add_argument("--per_program", default="1,10")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
     rows = measure(
         data.load_dataset(),
-        args.epochs,
-        tuple(int(x) for x in args.unrolls.split(",")),
-        tuple(int(x) for x in args.per_program.split(",")),
-        tuple(args.dtypes.split(",")),
-        args.repeats,
+        FLAGS.epochs,
+        tuple(int(x) for x in FLAGS.unrolls),
+        tuple(int(x) for x in FLAGS.per_program),
+        tuple(FLAGS.dtypes),
+        FLAGS.repeats,
     )
     print(report.header())
-    print(markdown(rows, args.epochs))
+    print(markdown(rows, FLAGS.epochs))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

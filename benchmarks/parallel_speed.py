@@ -5,12 +5,14 @@ figures show the cost of the parallel machinery, not a speed-up.
   python -m benchmarks.parallel_speed [--counts=1,2,4,8]
 """
 
-import argparse
 import os
 
-from benchmarks import launch
+from absl import flags
 
-_CHILD = "--child"
+from benchmarks import launch
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 
 def _measure(counts: list[int]) -> list[tuple[str, int, float]]:
@@ -36,27 +38,29 @@ def run(counts: str = "1,2,4,8") -> str:
     if "cuda" not in env.get("JAX_PLATFORMS", "") and "XLA_FLAGS" not in env:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={max(numbers)}"
     return launch.run(
-        _CHILD, f"--counts={counts}", module="benchmarks.parallel_speed", env=env, check=True
+        "--child", f"--counts={counts}", module="benchmarks.parallel_speed", env=env, check=True
     ).stdout
+
+
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_string("counts", "1,2,4,8", "The device counts.")
+    flags.DEFINE_bool("child", False, "(The child process, on faked devices) measure.")
 
 
 def main() -> None:
     """Prints the table (the child process does the measuring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--counts", default="1,2,4,8")
-    parser.add_argument(_CHILD, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if not args.child:
-        print(run(args.counts))
+    if not FLAGS.child:
+        print(run(FLAGS.counts))
         return
     import jax
 
     device = jax.devices()[0]
     print(f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}).\n")
     print("| mode | devices | examples/s |\n|---|---:|---:|")
-    for mode, count, speed in _measure([int(c) for c in args.counts.split(",")]):
+    for mode, count, speed in _measure([int(c) for c in FLAGS.counts.split(",")]):
         print(f"| {mode} | {count} | {speed:,.0f} |")
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

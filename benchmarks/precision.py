@@ -9,11 +9,13 @@ accuracy, and the bfloat16 - float32 difference in standard errors of that diffe
 (within 2.5: not told apart from seed noise, the goal of issue 13).
 """
 
-import argparse
+from absl import flags
 
 from benchmarks import report
-from mlp_jax import data, sweep
+from mlp_jax import data, errors, sweep
 from mlp_jax.config import load_experiment
+
+FLAGS = flags.FLAGS
 
 MODELS = {"scratch": "experiments/mlp_scratch.py", "concise": "experiments/mlp_concise.py"}
 DTYPES = ("float32", "bfloat16")
@@ -77,14 +79,16 @@ def run(num_seeds: int = 10, epochs: int = 10) -> str:
     return markdown(seed_accuracies(num_seeds, epochs), epochs)
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("seeds", 10, "Seeds per dtype.")
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+
+
 def main() -> None:
     """Prints the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
-    args = parser.parse_args()
-    print(run(args.seeds, args.epochs))
+    print(run(FLAGS.seeds, FLAGS.epochs))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

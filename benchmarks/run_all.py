@@ -7,8 +7,9 @@ versions head the file; then the machine's ceiling for the chapter's products, w
 peer's achieved rate is a fraction of; a peer whose library is missing appears as skipped.
 """
 
-import argparse
 from pathlib import Path
+
+from absl import flags
 
 from benchmarks import (
     ceiling,
@@ -21,18 +22,22 @@ from benchmarks import (
     sweep_speed,
     train_speed,
 )
-from mlp_jax import files
+from mlp_jax import errors, files
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_string("out", "results/bench.md", "The Markdown file to write.")
+    flags.DEFINE_bool("quick", False, "Tiny sizes, for tests.")
 
 
 def main() -> None:
     """Runs the benchmarks and writes the Markdown file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/bench.md")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-    args = parser.parse_args()
-    epochs = 1 if args.quick else 10
-    peers = ("mlp_jax", "flax_loop") if args.quick else train_speed.PEERS
-    ceiling_rows = ceiling.run(args.quick)
+    epochs = 1 if FLAGS.quick else 10
+    peers = ("mlp_jax", "flax_loop") if FLAGS.quick else train_speed.PEERS
+    ceiling_rows = ceiling.run(FLAGS.quick)
     rows = [train_speed.run_peer_process(peer, epochs) for peer in peers]
     sections = [
         "# Benchmarks\n",
@@ -44,25 +49,25 @@ def main() -> None:
         "it by the ceiling above for the peer's dtype.\n",
         train_speed.table(rows, epochs, ceiling.chapter_ceiling(ceiling_rows)) + "\n",
         "## Mixed precision: accuracy over seeds in float32 and bfloat16\n",
-        precision.run(2, 1) if args.quick else precision.run(),
+        precision.run(2, 1) if FLAGS.quick else precision.run(),
         "## Vmapped populations (mlp_jax.sweep)\n",
         sweep_speed.run(
-            "1,2" if args.quick else sweep_speed.default_sizes(), 1 if args.quick else 2
+            "1,2" if FLAGS.quick else sweep_speed.default_sizes(), 1 if FLAGS.quick else 2
         ),
         "## Data parallelism: examples/s per mode and device count\n",
-        parallel_speed.run("1,2" if args.quick else "1,2,4,8"),
+        parallel_speed.run("1,2" if FLAGS.quick else "1,2,4,8"),
         "## Checkpointing cost\n",
-        checkpoint_cost.run(2 if args.quick else 10, 1 if args.quick else 2),
+        checkpoint_cost.run(2 if FLAGS.quick else 10, 1 if FLAGS.quick else 2),
         "## Start-up: first run vs second run with the persistent compilation cache\n",
         startup.run(epochs),
         "## Hardware exercises\n",
-        hardware.run(args.quick),
+        hardware.run(FLAGS.quick),
     ]
-    out = Path(args.out)
+    out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomically(out, "\n".join(sections))
     print(out.read_text())
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

@@ -4,12 +4,16 @@ the same command twice with a fresh cache, whole-process seconds and the run's p
   python -m benchmarks.startup [--epochs=10]
 """
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
+from absl import flags
+
 from benchmarks import launch
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +57,15 @@ def run(epochs: int) -> str:
     return markdown(*timed_runs(epochs))
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+
+
 def main() -> None:
     """Prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    print(run(parser.parse_args().epochs))
+    print(run(FLAGS.epochs))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

@@ -14,7 +14,6 @@ timed apart, as the seconds JAX itself reports spending on tracing, lowering and
 model-epoch relative to a population of 1.
 """
 
-import argparse
 import contextlib
 import functools
 import io
@@ -22,12 +21,14 @@ import os
 import time
 
 import jax
+from absl import flags
 
 from benchmarks import launch
-from mlp_jax import data, parallel, sweep
+from mlp_jax import data, errors, parallel, sweep
 from mlp_jax.config import load_experiment
 
-_DEVICES_CHILD = "--devices-child"
+FLAGS = flags.FLAGS
+
 # JAX's events for the phases of making a program: tracing, lowering, backend compilation.
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -93,7 +94,7 @@ def devices_table(sizes: str = "64,256", epochs: int = 1, fake_devices: int = 8)
     if "XLA_FLAGS" not in env:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={fake_devices}"
     return launch.run(
-        _DEVICES_CHILD,
+        "--devices_child",
         f"--sizes={sizes}",
         f"--epochs={epochs}",
         module="benchmarks.sweep_speed",
@@ -150,21 +151,23 @@ def run(sizes: str, epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_string("sizes", default_sizes(), "The population sizes.")
+    flags.DEFINE_integer("epochs", 2, "Epochs per population.")
+    flags.DEFINE_bool("devices", False, "1 device vs every device.")
+    flags.DEFINE_bool("devices_child", False, "(The child process of --devices) measure.")
+
+
 def main() -> None:
     """Prints the table (--devices: the one over 1 and all devices)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=default_sizes())
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--devices", action="store_true", help="1 device vs every device")
-    parser.add_argument(_DEVICES_CHILD, action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.devices_child:
-        print(_devices_rows([int(s) for s in args.sizes.split(",")], args.epochs))
-    elif args.devices:
-        print(devices_table(args.sizes, args.epochs))
+    if FLAGS.devices_child:
+        print(_devices_rows([int(s) for s in FLAGS.sizes.split(",")], FLAGS.epochs))
+    elif FLAGS.devices:
+        print(devices_table(FLAGS.sizes, FLAGS.epochs))
     else:
-        print(run(args.sizes, args.epochs))
+        print(run(FLAGS.sizes, FLAGS.epochs))
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)

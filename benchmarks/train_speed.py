@@ -18,15 +18,18 @@ PyTorch sees one, as JAX's do. Mixed precision: mlp_jax_bf16 (config.compute_dty
 "bfloat16") and torch_fast_bf16 (the speed-minded loop under torch.autocast to bfloat16).
 """
 
-import argparse
 import functools
 import json
 import os
 import time
 
 import numpy as np
+from absl import flags
 
 from benchmarks import ceiling, launch
+from mlp_jax import errors
+
+FLAGS = flags.FLAGS
 
 PEERS = (
     "mlp_jax",
@@ -357,18 +360,20 @@ def table(rows: list[dict], epochs: int, ceiling_gflops: dict[str, float] | None
     return "\n".join(lines)
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("epochs", 10, "Epochs per peer.")
+    flags.DEFINE_list("peers", list(PEERS), "The peers, each in its own process.")
+    flags.DEFINE_string("peer", None, "(A peer's child process) run this peer, print JSON.")
+
+
 def main() -> None:
     """Runs one peer (--peer) and prints JSON, or all peers and prints the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--peers", default=",".join(PEERS))
-    parser.add_argument("--peer", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.peer:
-        peer_main(globals()[f"run_{args.peer}"], args.epochs)
+    if FLAGS.peer:
+        peer_main(globals()[f"run_{FLAGS.peer}"], FLAGS.epochs)
         return
-    rows = [run_peer_process(peer, args.epochs) for peer in args.peers.split(",")]
-    print(table(rows, args.epochs))
+    rows = [run_peer_process(peer, FLAGS.epochs) for peer in FLAGS.peers]
+    print(table(rows, FLAGS.epochs))
 
 
 def peer_main(run_peer, epochs: int) -> None:
@@ -383,4 +388,4 @@ def peer_main(run_peer, epochs: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    errors.run_command(main, _define_flags)
