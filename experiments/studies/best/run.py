@@ -23,13 +23,13 @@ results/best/tune.json. This module then measures the recipe:
   removals not yet measured and the command that measures them.
 """
 
-import argparse
 import json
 import subprocess
 import time
 from pathlib import Path
 
 import ml_collections
+from absl import flags
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -38,6 +38,7 @@ from mlp_jax import data, errors, files, plots, progress, sweep
 from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError
 
+FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = "experiments/studies/best/mlp_best.py"
 SEARCH = "experiments/studies/best/best_search.py"
@@ -420,23 +421,22 @@ def _required_record(path: Path, command: str) -> dict:
     return record
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_enum("stage", "all", ["all", "finals", "ablation", "report"], "What to run.")
+    flags.DEFINE_string("results_dir", "results/best", "The stages' records (under the root).")
+    flags.DEFINE_string("runs_dir", "runs", "The final runs' workdirs (under the root).")
+    flags.DEFINE_string("search_workdir", "runs/best_search", "The search's cache.")
+
+
 def main() -> None:
     """Runs the stages the flags name and writes the report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=("all", "finals", "ablation", "report"), default="all")
-    parser.add_argument("--results_dir", default="results/best")
-    parser.add_argument("--runs_dir", default="runs")
-    parser.add_argument("--search_workdir", default="runs/best_search")
-    _run_stages(parser.parse_args())
-
-
-def _run_stages(args: argparse.Namespace) -> None:
-    results_dir, runs_dir = ROOT / args.results_dir, ROOT / args.runs_dir
+    results_dir, runs_dir = ROOT / FLAGS.results_dir, ROOT / FLAGS.runs_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     recipe, search = load_recipe(), load_experiment(SEARCH)
-    if args.stage in ("all", "finals"):
+    if FLAGS.stage in ("all", "finals"):
         run_finals(recipe, results_dir, runs_dir)
-    if args.stage in ("all", "ablation"):
+    if FLAGS.stage in ("all", "ablation"):
         dataset = data.load_held_out_dataset(
             recipe.data_dir, search.train.validation_size, recipe.split_seed
         )
@@ -444,7 +444,7 @@ def _run_stages(args: argparse.Namespace) -> None:
             recipe,
             search.rungs[-1],
             dataset,
-            ROOT / args.search_workdir,
+            ROOT / FLAGS.search_workdir,
             results_dir / "ablation.json",
         )
     finals = _required_record(
@@ -461,4 +461,4 @@ def _run_stages(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    errors.command(main)()
+    errors.run_command(main, _define_flags)

@@ -14,14 +14,16 @@ from normal(0, 0.01) for the scratch model (d2l 5.2.1) and LeCun-normal (a trunc
 as Flax's nn.Dense draws them) for the concise one, zero biases.
 """
 
-import argparse
 import os
 from pathlib import Path
+
+from absl import flags
 
 from benchmarks import report, train_speed
 from mlp_jax import data, errors, files, progress, sweep
 from mlp_jax.config import load_experiment
 
+FLAGS = flags.FLAGS
 MODELS = {"scratch": "experiments/mlp_scratch.py", "concise": "experiments/mlp_concise.py"}
 D2L_PLOTTED = {"scratch": 0.853, "concise": 0.861}
 EPOCHS = 10
@@ -136,30 +138,32 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("seeds", 30, "Seeds per model and library.")
+    flags.DEFINE_string("out", "results/parity.md", "The Markdown file to write.")
+    flags.DEFINE_integer("epochs", EPOCHS, "Epochs per run.")
+    flags.DEFINE_string("peer", None, "(A PyTorch peer's child process) run it, print JSON.")
+
+
 def main() -> None:
     """Measures and writes the Markdown file (or runs a PyTorch peer)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=30)
-    parser.add_argument("--out", default="results/parity.md")
-    parser.add_argument("--peer", help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    args = parser.parse_args()
-    if args.peer:
-        train_speed.peer_main(globals()[f"run_{args.peer}"], args.epochs)
+    if FLAGS.peer:
+        train_speed.peer_main(globals()[f"run_{FLAGS.peer}"], FLAGS.epochs)
         return
     text = "\n".join(
         [
             "# Parity with d2l: the chapter's protocol over seeds\n",
             report.header(),
-            f"Test accuracy after {args.epochs} epochs (SGD 0.1, batch 256).\n",
-            markdown(measure(args.seeds, args.epochs)),
+            f"Test accuracy after {FLAGS.epochs} epochs (SGD 0.1, batch 256).\n",
+            markdown(measure(FLAGS.seeds, FLAGS.epochs)),
         ]
     )
-    out = Path(args.out)
+    out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomically(out, text)
     progress.show(text)
 
 
 if __name__ == "__main__":
-    errors.command(main)()
+    errors.run_command(main, _define_flags)

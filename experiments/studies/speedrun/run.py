@@ -22,7 +22,6 @@ the compiled epoch (system) are compared separately.
 validation accuracy over its seeds clears the target by a margin.
 """
 
-import argparse
 import math
 import os
 import tempfile
@@ -31,12 +30,14 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
+from absl import flags
 from matplotlib.figure import Figure
 
 from benchmarks import launch, report, train_speed
 from benchmarks.recipes import RECIPES, over_seeds, recipe_config
 from mlp_jax import data, errors, files, optim, plots, progress, search
 
+FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[3]
 TARGETS = (0.85, 0.90)
 # d2l's loop is given this many epochs to reach each target.
@@ -400,36 +401,35 @@ def plot(results: dict, path) -> None:
     plots.save_figure(fig, path)
 
 
+def _define_flags() -> None:
+    """Defines the command's flags (only when it runs: absl allows a flag name once)."""
+    flags.DEFINE_integer("seeds", 10, "Seeds per recipe.")
+    flags.DEFINE_string("out", "results/speedrun.md", "The Markdown file to write.")
+    flags.DEFINE_bool("quick", False, "2 seeds, 1 epoch per recipe, 2 d2l epochs, no ports.")
+    flags.DEFINE_float("search", None, "The target whose recipe to choose.")
+    flags.DEFINE_string("peer", None, "(A ported peer's child process) run it, print JSON.")
+    flags.DEFINE_integer("epochs", 0, "(A ported peer's child process) unused: recipes fix it.")
+
+
 def main() -> None:
-    """Measures and writes the Markdown file and the plot (or runs a ported peer)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--out", default="results/speedrun.md")
-    parser.add_argument(
-        "--quick", action="store_true", help="2 seeds, 1 epoch per recipe, 2 d2l epochs, no ports"
-    )
-    parser.add_argument("--search", type=float, help="the target whose recipe to choose")
-    parser.add_argument("--peer", help=argparse.SUPPRESS)
-    parser.add_argument("--epochs", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.peer:
-        train_speed.peer_main(globals()[f"run_{args.peer}"], args.epochs)
+    """Measures and writes the Markdown file and the plot (or runs a ported peer, or the
+    search with --search)."""
+    if FLAGS.peer:
+        train_speed.peer_main(globals()[f"run_{FLAGS.peer}"], FLAGS.epochs)
         return
-    _run(args)
-
-
-def _run(args: argparse.Namespace) -> None:
-    """The search (--search) or the measurement and its report."""
-    if args.search:
+    if FLAGS.search:
         progress.show("sorted by training seconds:")
-        for row in choose_recipe(args.search):
+        for row in choose_recipe(FLAGS.search):
             progress.show(row)
         return
-    seeds = 2 if args.quick else args.seeds
+    seeds = 2 if FLAGS.quick else FLAGS.seeds
     results = measure(
-        seeds, 2 if args.quick else D2L_MAX_EPOCHS, ports=not args.quick, num_epochs=int(args.quick)
+        seeds,
+        2 if FLAGS.quick else D2L_MAX_EPOCHS,
+        ports=not FLAGS.quick,
+        num_epochs=int(FLAGS.quick),
     )
-    out = Path(args.out)
+    out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(
         [
@@ -445,4 +445,4 @@ def _run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    errors.command(main)()
+    errors.run_command(main, _define_flags)
