@@ -174,6 +174,20 @@ def test_exercise_and_search_errors_are_one_line_too(tmp_path):
     assert_one_line_error(result, "num_candidates=100000 exceeds")
 
 
+@pytest.mark.parametrize(
+    ("module", "arg", "fragment"),
+    [
+        ("benchmarks.knobs", "--epochs=ten", "flag --epochs=ten: invalid literal for int()"),
+        ("benchmarks.run_all", "--quik", "Did you mean: quick ?"),
+        ("experiments.studies.best.run", "--stage=nope", "<all|finals|ablation|report>"),
+        ("experiments.studies.speedrun.run", "results", "unexpected arguments ['results']"),
+    ],
+)
+def test_bad_flags_of_the_benchmarks_and_studies_are_one_line_too(module, arg, fragment):
+    # Every command parses its absl flags in `errors.run_command`, the trainer's way.
+    assert_one_line_error(run_cli(arg, module=module), fragment)
+
+
 def test_model_too_large_for_memory_fails_in_one_line_before_allocating(synthetic_dir, tmp_path):
     result = run_cli(
         *TINY,

@@ -11,6 +11,10 @@ process runs (`python -m`) is not an import: it crosses no layer.
 Within the library, the pure modules (the compiled step and what it is built from) import no
 module that reads or writes: everything comes in as arguments, and writing happens between
 programs, in the modules that write a run's outputs.
+
+Every command takes absl flags (`mlp_jax.errors.run_command`): ml_collections' --config
+overrides are absl flags, so the project has one command-line library, and argparse is not
+imported outside the tests.
 """
 
 import ast
@@ -111,3 +115,24 @@ def test_an_import_of_a_later_layer_is_caught(tmp_path, layer, source):
         (tmp_path / other).mkdir(exist_ok=True)
     violations = layer_violations(tmp_path)
     assert violations and all(v.startswith(f"{layer}/module.py imports ") for v in violations)
+
+
+def argparse_importers(root: Path) -> list[str]:
+    """The files under mlp_jax/, benchmarks/ and experiments/ that import argparse."""
+    return [
+        str(path.relative_to(root))
+        for layer in LAYERS[:-1]
+        for path in sorted((root / layer).rglob("*.py"))
+        if "argparse" in imported_modules(path)
+    ]
+
+
+def test_every_command_uses_absl_flags_not_argparse():
+    assert argparse_importers(ROOT) == []
+
+
+def test_an_argparse_import_is_caught(tmp_path):
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "benchmarks" / "tool.py").write_text("def main():\n    import argparse\n")
+    assert argparse_importers(tmp_path) == ["benchmarks/tool.py"]
