@@ -4,9 +4,12 @@ validation after every epoch inside it.
 
 Every single-model run goes through it: the command line (`mlp_jax.train`, which puts the
 workdir's files, checkpoints and signals around it), the speed benchmarks, the speedrun and
-the tests. `epochs` yields each epoch once its program has run, with the state after it at
-the end of each program, so the caller does its host work (logging between epochs, saving
-and deciding to stop between programs) never inside one; `fit` runs it all in memory.
+the tests, in one sequence: `prepare` (the optimiser, the runner, the data on the devices),
+a first state (fresh or restored), `start` (the plan of programs, the state on the devices,
+the programs compiled), then `epochs`, which yields each epoch once its program has run,
+with the state after it at the end of each program, so the caller does its host work
+(logging between epochs, saving and deciding to stop between programs) never inside one.
+`fit` runs that sequence in memory; `mlp_jax.train` runs it into a workdir.
 """
 
 import math
@@ -120,6 +123,30 @@ def program_plan(
             plan.append(length)
             length = 0
     return plan
+
+
+class Started(NamedTuple):
+    """A run ready for its first epoch: its state in the runner's layout, its plan (see
+    `program_plan`) and the plan's programs, compiled."""
+
+    state: steps.TrainState
+    plan: list[int]
+    compiled: Compiled
+
+
+def start(run: Run, state: steps.TrainState, host_epochs: Iterable[int] = ()) -> Started:
+    """What every run does between its first state and its first epoch (`fit`, and
+    `mlp_jax.train` with its checkpoints' epochs as `host_epochs`): plans the programs from
+    the epoch after `state`'s, puts the state on the devices, and compiles the programs.
+
+    Args:
+      run: what `prepare` made.
+      state: the state to continue from (fresh or restored), in one copy.
+      host_epochs: the epochs after which the host must act (see `program_plan`).
+    """
+    plan = program_plan(run.config, int(state.epoch) + 1, host_epochs)
+    state = run.runner.replicate(state)
+    return Started(state, plan, compile_run(run, state, plan))
 
 
 def compile_run(run: Run, state: steps.TrainState, plan: Sequence[int]) -> Compiled:
@@ -244,13 +271,11 @@ def fit(
     run = prepare(config, dataset)
     if state is None:
         state = steps.create_train_state(model, run.tx, config.seed)
-    plan = program_plan(config, int(state.epoch) + 1)
-    state = run.runner.replicate(state)
     t1 = time.perf_counter()
-    compiled = compile_run(run, state, plan)
+    started = start(run, state)
     t2 = time.perf_counter()
-    history = []
-    for epoch in epochs(run, compiled, state, plan):
+    history, state = [], started.state
+    for epoch in epochs(run, started.compiled, started.state, started.plan):
         state = state if epoch.state is None else epoch.state
         history.append(epoch.record)
     seconds = {

@@ -167,7 +167,6 @@ def train_and_evaluate(
                 f"no readable checkpoint in {workdir}: starting afresh at epoch 1 (the damaged "
                 f"ones set aside earlier are in {workdir / checkpointing.UNREADABLE_DIR})"
             )
-        state = runner.replicate(state)
         writer = None
         if is_main_process:
             writer = writers.BackgroundWriter(writers.TensorBoardWriter(workdir))
@@ -179,8 +178,7 @@ def train_and_evaluate(
         checkpoint_epochs = range(
             config.checkpoint_every_epochs, config.num_epochs + 1, config.checkpoint_every_epochs
         )
-        plan = loop.program_plan(config, start_epoch + 1, checkpoint_epochs)
-        compiled = loop.compile_run(run, state, plan)
+        started = loop.start(run, state, checkpoint_epochs)
         _print(
             f"{config.model}: {run.num_train} training images, {runner.num_devices} device(s) "
             f"({jax.devices()[0].platform}, parallel={runner.mode}), "
@@ -199,7 +197,8 @@ def train_and_evaluate(
             cleanup.callback(warming.join)
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
-        for finished in loop.epochs(run, compiled, state, plan, trace_dir=workdir):
+        state = started.state
+        for finished in loop.epochs(run, started.compiled, state, started.plan, trace_dir=workdir):
             record = finished.record
             epoch = record["epoch"]
             history.append(record)

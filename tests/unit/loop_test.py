@@ -144,9 +144,7 @@ def test_an_implicit_copy_into_a_compiled_program_fails():
     config = tiny_config("", num_epochs=1)
     run = loop.prepare(config, small_dataset(with_test=False))
     state = steps.create_train_state(models.resolve_model(config), run.tx, config.seed)
-    state = run.runner.replicate(state)
-    plan = loop.program_plan(config, 1)
-    compiled = loop.compile_run(run, state, plan)
+    started = loop.start(run, state)
     on_host = run._replace(train_data=jax.device_get(run.train_data))
     with pytest.raises(jax.errors.JaxRuntimeError, match="Disallowed host-to-device transfer"):
-        next(loop.epochs(on_host, compiled, state, plan))
+        next(loop.epochs(on_host, started.compiled, started.state, started.plan))
