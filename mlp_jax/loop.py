@@ -9,7 +9,8 @@ a first state (fresh or restored), `start` (the plan of programs, the state on t
 the programs compiled), then `epochs`, which yields each epoch once its program has run,
 with the state after it at the end of each program, so the caller does its host work
 (logging between epochs, saving and deciding to stop between programs) never inside one.
-`fit` runs that sequence in memory; `mlp_jax.train` runs it into a workdir.
+`fit` runs that sequence in memory; `mlp_jax.train` runs it into a workdir. A population's
+epochs (`mlp_jax.sweep`, one program per epoch) go through `epochs` too.
 """
 
 import math
@@ -55,14 +56,16 @@ class Run(NamedTuple):
 
 # A run's programs, compiled ahead of time for its state and data: {K: the program of K
 # epochs, each with its validation (`mlp_jax.parallel.Runner.train_epochs`)} for each K its
-# plan holds.
+# plan holds. (A population's are jitted, compiled at their first call, so that every
+# population of one shape shares them.)
 Compiled = dict[int, jax.stages.Compiled]
 
 
 class Epoch(NamedTuple):
     """One finished epoch: the state after it (in the runner's layout) where the host has
     it, at the end of each program (None inside one), and its record (a line of
-    metrics.jsonl)."""
+    metrics.jsonl; for a population, its train_ and val_ values are each member's, in
+    record["members"])."""
 
     state: steps.TrainState | None
     record: dict
@@ -169,6 +172,8 @@ def epochs(
     state: steps.TrainState,
     plan: Sequence[int],
     trace_dir: str | os.PathLike | None = None,
+    *,
+    members: int | None = None,
 ) -> Iterator[Epoch]:
     """Trains from the epoch after `state`'s, one program of `plan` after another (see
     `program_plan`), yielding each epoch.
@@ -182,13 +187,17 @@ def epochs(
       plan: the epochs of each program, from the epoch after `state`'s.
       trace_dir: where a `jax.profiler` trace of epoch `config.trace_epoch` goes (none
         without it).
+      members: for a population (`mlp_jax.sweep`: its state and metrics stacked along a
+        leading axis), how many of its members are real (the rest are padding): each
+        record then holds theirs, and a member that diverges keeps NaN in its records while
+        the others go on.
 
     Raises:
-      Diverged: the loss or the parameters are not finite after an epoch; nothing of its
-        program is yielded, so nothing of it is saved.
+      Diverged: the loss or the parameters are not finite after an epoch (of a single
+        model); nothing of its program is yielded, so nothing of it is saved.
     """
     config, runner = run.config, run.runner
-    epoch = int(runner.unreplicate(state).epoch)
+    epoch = int(jnp.max(runner.unreplicate(state).epoch))  # Every member's is the same.
     for length in plan:
         tracing = trace_dir is not None and epoch < config.trace_epoch <= epoch + length
         if tracing:
@@ -199,14 +208,14 @@ def epochs(
         records = [
             {
                 "epoch": epoch + i,
-                **metrics.to_floats(train_metrics, "train_"),
-                **metrics.to_floats(val_metrics, "val_"),
+                **_values(train_metrics, val_metrics, members),
                 "train_seconds": seconds,
                 "examples_per_sec": run.num_train / seconds,
             }
             for i, (train_metrics, val_metrics) in enumerate(per_epoch, start=1)
         ]
-        _check_finite(records, runner.unreplicate(state.params), config.lr)
+        if members is None:
+            _check_finite(records, runner.unreplicate(state.params), config.lr)
         for record in records[:-1]:
             yield Epoch(None, record)
         yield Epoch(state, records[-1])
@@ -227,6 +236,28 @@ def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: 
     stacked = jax.block_until_ready(run.runner.unreplicate(stacked))
     seconds = (time.perf_counter() - t0) / length
     return state, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(length)], seconds
+
+
+def _values(train_metrics, val_metrics, members: int | None) -> dict:
+    """An epoch's train_ and val_ values: the model's, or each of a population's first
+    `members` members' (in "members")."""
+    if members is None:
+        return {
+            **metrics.to_floats(train_metrics, "train_"),
+            **metrics.to_floats(val_metrics, "val_"),
+        }
+    train_rows = member_values(train_metrics, "train_", members)
+    val_rows = member_values(val_metrics, "val_", members)
+    return {"members": [{**t, **v} for t, v in zip(train_rows, val_rows, strict=True)]}
+
+
+def member_values(collection, prefix: str, members: int) -> list[dict[str, float]]:
+    """The first `members` members of a stacked metric collection, computed model by model,
+    as host floats (the rest are padding)."""
+    host = parallel.to_host(jax.vmap(lambda c: c.compute())(collection))
+    return [
+        metrics.record_values({k: v[i] for k, v in host.items()}, prefix) for i in range(members)
+    ]
 
 
 def _check_finite(records: list[dict], params, lr: float) -> None:

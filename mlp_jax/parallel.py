@@ -32,7 +32,8 @@ class Runner(NamedTuple):
     """The training program for one parallel mode, and the layout it expects.
 
     Attributes:
-      mode: "none", "pmap" or "shard_map".
+      mode: "none", "pmap" or "shard_map"; "population" for a vmapped population's
+        (`mlp_jax.sweep.population_runner`).
       num_devices: devices the global batch is split over.
       train_epochs: K -> the program of K epochs (K = 1 included), each with its validation
         (see `mlp_jax.steps.train_epochs`): (state, train data, validation data) -> (state,

@@ -332,25 +332,32 @@ def train_epochs(
     options: EpochOptions = EpochOptions(),
     eval_batch_size: int,
     axis_name=None,
+    shared_order: bool = False,
 ):
     """`num_epochs` epochs, each followed by its exact validation, as one program: the same
     `train_epoch` and `evaluate`, with no return to the host between epochs.
 
+    With `shared_order`, `state` is a population sharing one data order (see `train_epoch`)
+    and each member is validated apart.
+
     Returns:
       (state after the last epoch, TrainMetrics and EvalMetrics of each epoch, stacked along
-      a leading axis of `num_epochs`).
+      a leading axis of `num_epochs`; with `shared_order`, one per member along the next).
     """
+    validate = functools.partial(
+        evaluate,
+        batch_size=eval_batch_size,
+        compute_dtype=options.compute_dtype,
+        axis_name=axis_name,
+    )
+    if shared_order:
+        validate = jax.vmap(validate, (0, None))
 
     def one_epoch(state, _):
-        state, train_metrics = train_epoch(state, train_data, options=options, axis_name=axis_name)
-        val_metrics = evaluate(
-            state,
-            val_data,
-            batch_size=eval_batch_size,
-            compute_dtype=options.compute_dtype,
-            axis_name=axis_name,
+        state, train_metrics = train_epoch(
+            state, train_data, options=options, axis_name=axis_name, shared_order=shared_order
         )
-        return state, (train_metrics, val_metrics)
+        return state, (train_metrics, validate(state, val_data))
 
     return jax.lax.scan(one_epoch, state, length=num_epochs)
 

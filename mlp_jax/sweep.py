@@ -1,12 +1,14 @@
 """Populations of same-shaped models trained at once: `jax.vmap` over the compiled epoch.
 
 Configs that differ only in values the train state holds (seed, learning rate,
-initialiser) share one program: their states are stacked and `steps.train_epoch` is
-vmapped over them, so K models cost about one model's wall time on an accelerator and K
-times the arithmetic on a CPU, with one dispatch per epoch. Configs whose shapes or
-computations differ (width, depth, activation, batch size, ...) form separate groups.
-Each population is spread over every device (its members sharded along the leading axis),
-on one host or several; `mlp_jax.progress.Progress` shows what runs.
+initialiser) share one program: their states are stacked and `steps.train_epochs` (of one
+epoch and its validation) is vmapped over them, so K models cost about one model's wall
+time on an accelerator and K times the arithmetic on a CPU, with one dispatch per epoch.
+The epochs run through the run loop (`mlp_jax.loop.epochs`), with a population's runner.
+Configs whose shapes or computations differ (width, depth, activation, batch size, ...)
+form separate groups. Each population is spread over every device (its members sharded
+along the leading axis), on one host or several; `mlp_jax.progress.Progress` shows what
+runs.
 """
 
 import functools
@@ -23,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
 
-from mlp_jax import checkpointing, data, files, metrics, models, optim, parallel, signals, steps
+from mlp_jax import checkpointing, data, files, loop, models, optim, parallel, signals, steps
 from mlp_jax import config as config_lib
 from mlp_jax.config import EpochOptions
 from mlp_jax.progress import Progress
@@ -80,45 +82,76 @@ def _shared_model_and_optimizer(shape_key: str, num_train: int):
     return models.build_model(config), tx
 
 
-def _one_model_of_population(fn):
-    """`fn(state, data)` of one model, applied to a population of one: the leading axis of
-    size 1 is dropped going in and restored coming out (bitcasts inside jit)."""
+def _one_model_of_population(fn, out_axes):
+    """`fn(state, *data)` of one model, applied to a population of one: the leading axis of
+    size 1 is dropped going in and restored coming out, at `out_axes` (a prefix of the
+    output's tree, as vmap's), as bitcasts inside jit."""
 
-    def apply(state, data):
-        out = fn(jax.tree.map(lambda x: x[0], state), data)
-        return jax.tree.map(lambda x: x[None], out)
+    def apply(state, *data):
+        out = fn(jax.tree.map(lambda x: x[0], state), *data)
+        return jax.tree.map(_with_axis, out_axes, out)
 
     return apply
+
+
+def _with_axis(axis: int, tree):
+    return jax.tree.map(lambda x: jnp.expand_dims(x, axis), tree)
 
 
 @functools.cache
 def _compiled_population_fns(
     options: EpochOptions, eval_batch_size: int, one_model: bool, shared_order: bool
 ):
-    """The vmapped epoch and evaluation, made once per setting so jit's cache is reused.
+    """The population's programs and evaluation, made once per setting so jit's cache is
+    reused: (K -> the program of K epochs, each with its validation, as a run's
+    (`mlp_jax.parallel.Runner.train_epochs`) with a member axis leading the state and
+    following the epoch axis of the metrics; the test split's evaluation).
 
     Args:
       options: the epoch's options.
       eval_batch_size: the evaluation chunk.
-      one_model: the population is one model on one device: it then runs the epoch of
+      one_model: the population is one model on one device: it then runs the program of
         `make train`, not vmapped (vmap over an axis of 1 made XLA:CPU compute transposed
         weight gradients and transpose them back every step, about 20 % of an epoch of
         3 x 1024), so a search's candidate trains as fast as, and equal to, its own run.
       shared_order: the members share one seed, so one data order: each batch is gathered
         once and enters the vmapped step unbatched (see `steps.train_epoch`).
     """
-    epoch = functools.partial(steps.train_epoch, options=options)
     evaluate = functools.partial(
         steps.evaluate, batch_size=eval_batch_size, compute_dtype=options.compute_dtype
     )
-    if one_model:
-        batched_epoch, batched_evaluate = (_one_model_of_population(f) for f in (epoch, evaluate))
-    elif shared_order:  # The epoch vmaps its step itself, over the batch it gathers once.
-        batched_epoch = functools.partial(epoch, shared_order=True)
-        batched_evaluate = jax.vmap(evaluate, (0, None))
-    else:
-        batched_epoch, batched_evaluate = (jax.vmap(f, (0, None)) for f in (epoch, evaluate))
-    return jax.jit(batched_epoch, donate_argnums=0), jax.jit(batched_evaluate)
+
+    def program(num_epochs: int):
+        epochs = functools.partial(
+            steps.train_epochs,
+            num_epochs=num_epochs,
+            options=options,
+            eval_batch_size=eval_batch_size,
+        )
+        if one_model:
+            epochs = _one_model_of_population(epochs, (0, 1))
+        elif shared_order:  # The epoch vmaps its step itself, over the batch it gathers once.
+            epochs = functools.partial(epochs, shared_order=True)
+        else:
+            epochs = jax.vmap(epochs, (0, None, None), (0, 1))
+        return jax.jit(epochs, donate_argnums=0)
+
+    batched = _one_model_of_population(evaluate, 0) if one_model else jax.vmap(evaluate, (0, None))
+    return functools.cache(program), jax.jit(batched)
+
+
+def population_runner(programs, mesh: Mesh) -> parallel.Runner:
+    """A population's runner: its `programs` (see `_compiled_population_fns`), with the data
+    replicated over `mesh` and the state, stacked, kept whole (sharded along
+    POPULATION_AXIS, as train_group places it and checkpoints hold it)."""
+    return parallel.Runner(
+        POPULATION_AXIS,
+        mesh.size,
+        programs,
+        lambda tree: parallel.place(tree, NamedSharding(mesh, P())),
+        lambda tree: tree,
+        NamedSharding(mesh, P(POPULATION_AXIS)),
+    )
 
 
 def shares_order(configs: Sequence[ml_collections.ConfigDict]) -> bool:
@@ -129,13 +162,6 @@ def shares_order(configs: Sequence[ml_collections.ConfigDict]) -> bool:
         and len({c.seed for c in configs}) == 1
         and all(c.share_data_order for c in configs)
     )
-
-
-def _per_member(collection, prefix: str, size: int) -> list[dict[str, float]]:
-    """The first `size` members of a stacked metric collection, computed model by model, as
-    host floats (the rest are padding)."""
-    host = parallel.to_host(jax.vmap(lambda c: c.compute())(collection))
-    return [metrics.record_values({k: v[i] for k, v in host.items()}, prefix) for i in range(size)]
 
 
 def population_mesh() -> Mesh:
@@ -190,40 +216,37 @@ def train_group(
     first, size = configs[0], len(configs)
     mesh = mesh or population_mesh()
     padded = [*configs, *[first] * (-size % mesh.size)]
-    train_epoch, evaluate = _compiled_population_fns(
+    programs, evaluate = _compiled_population_fns(
         EpochOptions.from_config(first),
         first.eval_batch_size,
         len(padded) == 1,
         shares_order(padded),
     )
-    num_train = len(dataset.train.labels)
-    state = parallel.place(stack_states(padded, num_train), NamedSharding(mesh, P(POPULATION_AXIS)))
+    runner = population_runner(programs, mesh)
+    # The run loop's, the members' own optimisers being in their stacked state.
+    run = loop.prepare(first, dataset, runner)
+    state = parallel.place(stack_states(padded, run.num_train), runner.copy_sharding)
     histories = [[] for _ in configs]
     resumed = None if saved is None else saved.restore_latest(jax.tree.map(_abstract, state))
     if resumed is not None:
         state, histories = resumed[0], resumed[1]["histories"]
         earlier_seconds = resumed[1]["seconds"]
-    replicated = NamedSharding(mesh, P())
-    train_split, val_split = (parallel.place(s, replicated) for s in dataset[:2])
-    for epoch in range(len(histories[0]) + 1, first.num_epochs + 1):
-        # Everything is on the devices already: an implicit copy fails (see mlp_jax.loop).
-        with jax.transfer_guard("disallow"):
-            state, train_metrics = train_epoch(state, train_split)
-            val_metrics = evaluate(state, val_split)
-        train_rows = _per_member(train_metrics, "train_", size)
-        val_rows = _per_member(val_metrics, "val_", size)
-        for history, train_row, val_row in zip(histories, train_rows, val_rows, strict=True):
-            history.append({"epoch": epoch, **train_row, **val_row})
+    # One epoch per program: the host acts after each (progress, stop, save).
+    plan = [1] * (first.num_epochs - len(histories[0]))
+    for finished in loop.epochs(run, {1: programs(1)}, state, plan, members=size):
+        state, epoch, rows = finished.state, finished.record["epoch"], finished.record["members"]
+        for history, row in zip(histories, rows, strict=True):
+            history.append({"epoch": epoch, **row})
         if progress is not None:
-            progress.epoch_done(epoch, first.num_epochs, size, [r["val_acc"] for r in val_rows])
+            progress.epoch_done(epoch, first.num_epochs, size, [r["val_acc"] for r in rows])
         stop_signal = stop.agreed_signal() if stop is not None else 0
         if stop_signal and epoch < first.num_epochs:
             seconds = earlier_seconds + time.perf_counter() - started
             _stop(state, histories, seconds, saved, stop_signal, f"{epoch}/{first.num_epochs}")
     test_rows = [{}] * size
     if evaluate_test:
-        test_split = parallel.place(dataset.test, replicated)
-        test_rows = _per_member(evaluate(state, test_split), "test_", size)
+        test_split = runner.replicate(dataset.test)
+        test_rows = loop.member_values(evaluate(state, test_split), "test_", size)
     share = (earlier_seconds + time.perf_counter() - started) / size
     return [
         {"history": h, **t, "train_seconds": share}

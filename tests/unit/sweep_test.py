@@ -110,9 +110,9 @@ def test_population_of_one_seed_shares_its_batches_and_equals_separate_runs(
 def test_a_shared_order_gathers_each_batch_once_for_every_member(synthetic_dir, dataset, share):
     configs = _one_seed_population(synthetic_dir, share_data_order=share)
     options = EpochOptions.from_config(configs[0])
-    epoch, _ = sweep._compiled_population_fns(options, 2000, False, sweep.shares_order(configs))
+    programs, _ = sweep._compiled_population_fns(options, 2000, False, sweep.shares_order(configs))
     state = sweep.stack_states(configs, len(dataset.train.labels))
-    program = str(jax.make_jaxpr(epoch)(state, dataset.train))
+    program = str(jax.make_jaxpr(programs(1))(state, dataset.train, dataset.validation))
     # The batch of pixels: one (128, 784) for all three members, or one per member.
     assert ("u8[3,128,784]" not in program) == share
     assert ("u8[128,784]" in program) == share
