@@ -132,7 +132,12 @@ def kind(path: epath.Path) -> str | None:
     """What stands at `path`: "a file", "a folder", "a named pipe (FIFO)", ... or None for
     nothing. Asked before a path is opened, since opening a pipe waits for a writer."""
     if is_remote(path):
-        return "a folder" if path.is_dir() else "a file" if path.exists() else None
+        # One request: asking is_dir() and then exists() would see a folder that another
+        # host is filling (a prefix empty, then holding its first object) as a file.
+        try:
+            return "a folder" if path.stat().is_directory else "a file"
+        except FileNotFoundError:
+            return None
     try:
         mode = os.stat(os.fspath(path)).st_mode
     except FileNotFoundError:

@@ -294,3 +294,39 @@ def test_a_lock_holding_this_runs_own_record_is_acquired_not_refused(gcs, tmp_pa
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+_RACE = """
+import sys, threading
+from etils import epath
+from mlp_jax import files
+
+folder = epath.Path(sys.argv[1])
+done = threading.Event()
+
+def fill_and_empty():  # Another host preparing the workdir: a probe written, then deleted.
+    probe = folder / "probe"
+    while not done.is_set():
+        probe.write_text("")
+        probe.unlink()
+
+threading.Thread(target=fill_and_empty, daemon=True).start()
+seen = {files.kind(folder) for _ in range(150)}
+done.set()
+print(sorted(map(str, seen)))
+"""
+
+
+def test_a_workdir_another_host_is_filling_is_never_taken_for_a_file(gcs, tmp_path):
+    # On every host of a pod, prepare_folder asks what the bucket workdir is while host 0
+    # writes its first objects there: a folder, or nothing yet, never a file.
+    folder = f"gs://bucket/{tmp_path.name}/pod"
+    result = subprocess.run(
+        [sys.executable, "-c", _RACE, folder],
+        env=without_tensorflow_env(gcs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "a file" not in result.stdout and "a folder" in result.stdout, result.stdout
