@@ -113,7 +113,10 @@ class Field:
       check: what its value must be; None checks only that a float is finite.
       read_by: the commands that read it (RUN, POPULATIONS or both).
       on_resume: FIXED, FREE or FREE_IF_CONSTANT: may a resumed run change it?
-      in_population: SHARED or PER_MEMBER: may one population's members differ in it?
+      in_population: SHARED or PER_MEMBER: may one population's members differ in it? Only
+        a field read at initialisation (each member is initialised by its own model) or
+        held in the train state (the learning rate) can be PER_MEMBER: the members share
+        the first one's apply function and optimiser (`mlp_jax.sweep.stack_states`).
       sizes: PARAMETERS or ACTIVATIONS where it sets how much device memory a run needs.
       shown: named in a population's progress line.
       epoch_option: a static setting of the compiled epoch (a field of `EpochOptions`).
@@ -430,7 +433,9 @@ def declared(name: str) -> Field:
 
 def names(role: Callable[[Field], bool]) -> frozenset[str]:
     """The names of the declared fields that have `role`, e.g.
-    `names(lambda field: field.read_by == (RUN,))`."""
+    `names(lambda field: field.read_by == (RUN,))`: the library's, and those of the
+    experiment files this process has loaded (a file declares its fields when it is loaded,
+    before any config of it is read)."""
     return frozenset(name for name, field in _DECLARED.items() if role(field))
 
 

@@ -246,7 +246,9 @@ def train_group(
     test_rows = [{}] * size
     if evaluate_test:
         test_split = runner.replicate(dataset.test)
-        test_rows = loop.member_values(evaluate(state, test_split), "test_", size)
+        with jax.transfer_guard("disallow"):  # As around the epochs: no implicit copy.
+            tested = evaluate(state, test_split)
+        test_rows = loop.member_values(tested, "test_", size)
     share = (earlier_seconds + time.perf_counter() - started) / size
     return [
         {"history": h, **t, "train_seconds": share}

@@ -13,6 +13,7 @@ from helpers import FULL_SIZES, SMALL_SIZES, write_synthetic_dataset
 from mlp_jax import data
 
 _CACHE = pytest.StashKey[str]()
+LASTING_CACHE_BYTES = 512 * 2**20
 
 
 def pytest_configure(config):
@@ -28,6 +29,11 @@ def pytest_configure(config):
     program is never served an old one."""
     lasting = os.environ.get("MLP_JAX_TEST_XLA_CACHE")
     if lasting:
+        # Programs of old code pile up there: past this size it starts afresh (the tier
+        # writes about 15 MB). JAX's own size limit would do it entry by entry, at three
+        # times the tier's time.
+        if _folder_bytes(lasting) > LASTING_CACHE_BYTES:
+            shutil.rmtree(lasting, ignore_errors=True)
         os.makedirs(lasting, exist_ok=True)
     session = tempfile.mkdtemp(prefix="mlp_jax_test_xla_cache_")
     config.stash[_CACHE] = session
@@ -43,6 +49,14 @@ def pytest_configure(config):
     # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
     jax.config.update("jax_numpy_rank_promotion", "raise")
     os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+
+
+def _folder_bytes(folder: str) -> int:
+    """The bytes of the files directly in `folder` (0 if there is none)."""
+    try:
+        return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+    except FileNotFoundError:
+        return 0
 
 
 def pytest_unconfigure(config):

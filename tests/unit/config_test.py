@@ -130,26 +130,28 @@ def test_the_roles_give_the_sets_the_library_acts_on():
 
 def test_an_experiment_declares_its_own_field_once_and_the_library_honours_it(monkeypatch):
     monkeypatch.setattr(config_lib, "_DECLARED", dict(config_lib._DECLARED))
-    field = config_lib.Field(
-        "num_heads",
-        4,
-        "Attention heads.",
+    field = config_lib.Field(  # Read only at initialisation, so it may differ per member.
+        "bias_init_scale",
+        1,
+        "Standard deviation of the biases' initial values.",
         config_lib.at_least(1),
         in_population=config_lib.PER_MEMBER,
         on_resume=config_lib.FREE,
     )
     config_lib.declare(field)
     config_lib.declare(field)  # Loading the file again declares the same field: no error.
-    with pytest.raises(ValueError, match="'num_heads' is declared twice"):
+    with pytest.raises(ValueError, match="'bias_init_scale' is declared twice"):
         config_lib.declare(dataclasses.replace(field, default=8))
     config = mlp_concise.get_config()
-    config.num_heads = 0
-    with pytest.raises(UserError, match=re.escape("config.num_heads=0 is invalid: must be >= 1")):
-        config_lib.validate(config, models.model_fields(mlp_concise.MLP) | {"num_heads"})
+    config.bias_init_scale = 0
+    with pytest.raises(
+        UserError, match=re.escape("config.bias_init_scale=0 is invalid: must be >= 1")
+    ):
+        config_lib.validate(config, models.model_fields(mlp_concise.MLP) | {"bias_init_scale"})
     other = config.copy_and_resolve_references()
-    other.num_heads = 2
+    other.bias_init_scale = 2
     assert sweep.group_key(config) == sweep.group_key(other)  # Per member: one population.
-    assert config_lib.declared("num_heads").may_change_on_resume(config)
+    assert config_lib.declared("bias_init_scale").may_change_on_resume(config)
     # Undeclared, a field takes the safe roles: shared in a population, fixed on resume.
     undeclared = config_lib.declared("num_experts")
     assert (undeclared.in_population, undeclared.on_resume) == (config_lib.SHARED, "fixed")
