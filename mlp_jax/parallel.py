@@ -205,7 +205,7 @@ def to_host(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _replicate_over_mesh(tree, mesh: Mesh):
+def replicate_over_mesh(tree, mesh: Mesh):
     """Global arrays replicated on every device of `mesh` (safe with several processes)."""
     return place(tree, NamedSharding(mesh, P()))
 
@@ -289,7 +289,7 @@ def make_runner(
             programs(
                 lambda fn: jax.pmap(fn, axis_name=AXIS, donate_argnums=0, devices=mesh_devices)
             ),
-            lambda tree: stack(_replicate_over_mesh(tree, mesh)),
+            lambda tree: stack(replicate_over_mesh(tree, mesh)),
             first_copy,
             everywhere,
         )
@@ -305,7 +305,7 @@ def make_runner(
             mode,
             num_devices,
             programs(lambda fn: jax.jit(wrap(fn), donate_argnums=0)),
-            functools.partial(_replicate_over_mesh, mesh=mesh),
+            functools.partial(replicate_over_mesh, mesh=mesh),
             lambda tree: tree,
             NamedSharding(mesh, P()),
         )

@@ -148,7 +148,7 @@ def population_runner(programs, mesh: Mesh) -> parallel.Runner:
         POPULATION_AXIS,
         mesh.size,
         programs,
-        lambda tree: parallel.place(tree, NamedSharding(mesh, P())),
+        functools.partial(parallel.replicate_over_mesh, mesh=mesh),
         lambda tree: tree,
         NamedSharding(mesh, P(POPULATION_AXIS)),
     )
