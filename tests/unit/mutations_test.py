@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from helpers import experiment, small_dataset, synthetic_split, tiny_config
+from helpers import experiment, small_dataset, synthetic_split, tiny_config, train_step
 
 from mlp_jax import checkpointing, loop, models, optim, predict, search, steps, sweep
 from mlp_jax.config import EpochOptions, base_config
@@ -131,12 +131,14 @@ def test_gradients_are_summed_across_devices_not_averaged():
         "weights": jnp.ones(8),
     }
     state = _state(optax.sgd(0.5))
-    whole, _ = steps.train_step(state, batch, jax.random.key(0))
+    whole, _ = train_step(state, batch, jax.random.key(0))
     shards = jax.tree.map(lambda x: x.reshape(2, 4, *x.shape[1:]), batch)
-    split = jax.vmap(
-        functools.partial(steps.train_step, axis_name="devices"),
-        in_axes=(None, 0, None),
-        axis_name="devices",
+    split = jax.jit(
+        jax.vmap(
+            functools.partial(steps.train_step, axis_name="devices"),
+            in_axes=(None, 0, None),
+            axis_name="devices",
+        )
     )(state, shards, jax.random.key(0))[0]
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(split.params), strict=True):
         np.testing.assert_allclose(b[0], a, rtol=1e-5, atol=1e-7)
@@ -146,9 +148,9 @@ def test_gradients_are_summed_across_devices_not_averaged():
 def test_evaluation_computes_in_the_compute_dtype():
     data = jax.tree.map(jnp.asarray, synthetic_split(256, seed=3))
     state = _state(optax.sgd(0.1), num_hiddens=64)
-    evaluate = functools.partial(steps.evaluate, state, data, batch_size=128)
-    in_float32 = evaluate(compute_dtype="float32").compute()["loss"]
-    in_bfloat16 = evaluate(compute_dtype="bfloat16").compute()["loss"]
+    evaluate = jax.jit(steps.evaluate, static_argnames=("batch_size", "compute_dtype"))
+    in_float32 = evaluate(state, data, batch_size=128, compute_dtype="float32").compute()["loss"]
+    in_bfloat16 = evaluate(state, data, batch_size=128, compute_dtype="bfloat16").compute()["loss"]
     assert in_float32 != in_bfloat16  # bfloat16 operands round the products.
     params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), state.params)
     logits = state.apply_fn({"params": params}, (data.images / 255).astype(jnp.bfloat16))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import synthetic_split, tiny_config
+from helpers import synthetic_split, tiny_config, train_step
 
 from mlp_jax import models, steps, train
 from mlp_jax.config import EpochOptions
@@ -119,13 +119,13 @@ def test_the_optimizer_gets_the_float32_gradient_of_the_loss(synthetic_dir, comp
     data = synthetic_split(256, 4)
     batch = {"images": data.images, "labels": data.labels, "weights": jnp.ones(256)}
     options = EpochOptions(compute_dtype=compute_dtype)
-    new, _ = steps.train_step(state, batch, jax.random.key(0), options=options)
+    new, _ = train_step(state, batch, jax.random.key(0), options=options)
 
     def loss(params):
         logits = steps.model_logits(state.apply_fn, params, batch["images"], compute_dtype)
         return steps.cross_entropy(logits, batch["labels"]).mean()
 
-    expected = jax.grad(loss)(state.params)
+    expected = jax.jit(jax.grad(loss))(state.params)
     applied = jax.tree.map(lambda before, after: before - after, state.params, new.params)
     for a, b in zip(jax.tree.leaves(applied), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
