@@ -5,6 +5,7 @@ program, so a population of models in `mlp_jax.sweep` can train with different r
 vmapped program.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -60,7 +61,20 @@ def make_optimizer(
     of the parameters when `config.ema_decay` is set.
 
     For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
+
+    Equal configs get the very same optimiser (of the last 64 asked for). An optax
+    optimiser is a pair of closures, equal only to itself, and a train state holds it in its
+    structure: so a second run of one config in a process (a notebook's rerun, a study's
+    runs, the tests) meets the programs jit compiled for the first instead of tracing them
+    again.
     """
+    return _optimizer(ml_collections.FrozenConfigDict(config), steps_per_epoch)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(
+    config: ml_collections.FrozenConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
     parts = []
     decoupled = config.optimizer == "adamw"
     if config.weight_decay and not decoupled:

@@ -220,10 +220,16 @@ def select_devices(num_devices: int) -> list:
     return devices[:num_devices] if num_devices else devices
 
 
+@functools.lru_cache(maxsize=16)
 def make_runner(
     mode: str, *, options: EpochOptions, eval_batch_size: int, num_devices: int = 0
 ) -> Runner:
     """Wraps the per-device program of K epochs for `mode`.
+
+    Equal arguments get the very same runner (of the last 16), and so its jitted programs
+    and their compilations: with the same model and optimiser (see
+    `mlp_jax.optim.make_optimizer`), a second run of one config in a process compiles
+    nothing.
 
     Args:
       mode: a config.parallel value ("auto", "none", "pmap", "shard_map").

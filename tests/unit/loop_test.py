@@ -138,6 +138,26 @@ def test_a_run_traces_its_epoch_once_per_length_of_program(monkeypatch, per_prog
     assert len(traced) == len(set(loop.program_plan(config, 1)))  # Of [1] * 5, or [2, 2, 1].
 
 
+def test_a_second_run_of_an_equal_config_traces_and_compiles_nothing(monkeypatch):
+    # A notebook's rerun, a study's runs one after another: equal configs give the same
+    # optimiser and runner (and equal models), so jit's caches serve the second run whole.
+    # (An optimiser or runner made anew would trace the epoch and the initialisation again.)
+    config = tiny_config("", num_epochs=2, num_hiddens=24)
+    dataset = small_dataset(with_test=False)
+    first = loop.fit(config, dataset)
+    traced = count_traces(monkeypatch)
+    initialisations = steps._create_train_state._cache_size()
+    again = loop.fit(tiny_config("", num_epochs=2, num_hiddens=24), dataset)
+    assert traced == [] and steps._create_train_state._cache_size() == initialisations
+    for a, b in zip(jax.tree.leaves(again.state), jax.tree.leaves(first.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A config that differs gets its own optimiser, and its own programs.
+    other = loop.fit(tiny_config("", num_epochs=2, num_hiddens=24, lr=0.05), dataset)
+    assert traced
+    kernel = jax.tree.leaves(first.state.params)[-1]
+    assert not np.array_equal(jax.tree.leaves(other.state.params)[-1], kernel)
+
+
 def test_an_implicit_copy_into_a_compiled_program_fails():
     # The training split left on the host: copied in silently at every epoch, were it not for
     # the transfer guard around the program's call.
