@@ -135,6 +135,14 @@ class Field:
     epoch_option: bool = False
     local: bool = False
 
+    def run_only(self) -> bool:
+        """Read by single runs alone, never by a population (e.g. `num_devices`)."""
+        return self.read_by == (RUN,)
+
+    def population_only(self) -> bool:
+        """Read by populations alone, never by a single run (e.g. `share_data_order`)."""
+        return self.read_by == (POPULATIONS,)
+
     def may_change_on_resume(self, config: ml_collections.ConfigDict) -> bool:
         """Whether a run resumed with `config` may hold another value of this field."""
         return self.on_resume == FREE or (
@@ -432,8 +440,8 @@ def declared(name: str) -> Field:
 
 
 def names(role: Callable[[Field], bool]) -> frozenset[str]:
-    """The names of the declared fields that have `role`, e.g.
-    `names(lambda field: field.read_by == (RUN,))`: the library's, and those of the
+    """The names of the declared fields that have `role`, e.g. `names(Field.run_only)`:
+    the library's, and those of the
     experiment files this process has loaded (a file declares its fields when it is loaded,
     before any config of it is read)."""
     return frozenset(name for name, field in _DECLARED.items() if role(field))

@@ -243,7 +243,7 @@ def _same_base(recorded: dict | None, train) -> bool:
         return False
 
     def counted(config: dict) -> dict:
-        only_populations = config_lib.names(lambda f: f.read_by == (config_lib.POPULATIONS,))
+        only_populations = config_lib.names(config_lib.Field.population_only)
         return {k: v for k, v in config.items() if k not in only_populations}
 
     defaults = searched_config(config_lib.base_config())

@@ -41,7 +41,8 @@ def group_key(config: ml_collections.ConfigDict) -> str:
     ignored = config_lib.names(
         lambda field: (
             field.in_population == config_lib.PER_MEMBER
-            or field.read_by != (config_lib.RUN, config_lib.POPULATIONS)
+            or field.run_only()
+            or field.population_only()
         )
     )
     shape = {k: v for k, v in config.to_dict().items() if k not in ignored}
@@ -375,7 +376,7 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
 
 def _digest(configs, evaluate_test: bool) -> str:
     """The cache key of a population: its configs less what populations never read."""
-    run_only = config_lib.names(lambda field: field.read_by == (config_lib.RUN,))
+    run_only = config_lib.names(config_lib.Field.run_only)
     read = [{k: v for k, v in c.to_dict().items() if k not in run_only} for c in configs]
     payload = json.dumps([read, evaluate_test, 2], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -104,7 +104,7 @@ def test_the_roles_give_the_sets_the_library_acts_on():
     # Each set was once a hand-kept list in its own module; a role declared wrongly (a field
     # made free on resume, say) changes one of them and fails here.
     names = config_lib.names
-    assert names(lambda f: f.read_by == (config_lib.RUN,)) == {
+    assert names(config_lib.Field.run_only) == {
         "parallel",
         "num_devices",
         "epochs_per_program",
@@ -112,11 +112,11 @@ def test_the_roles_give_the_sets_the_library_acts_on():
         "keep_checkpoints",
         "trace_epoch",
     }
-    assert names(lambda f: f.read_by == (config_lib.POPULATIONS,)) == {"share_data_order"}
+    assert names(config_lib.Field.population_only) == {"share_data_order"}
     constant, cosine = config_lib.base_config(), config_lib.base_config()
     cosine.schedule = "cosine"
     free = {"data_dir", "eval_batch_size", "scan_unroll", "share_data_order"}
-    free |= names(lambda f: f.read_by == (config_lib.RUN,))
+    free |= names(config_lib.Field.run_only)
     assert names(lambda f: f.may_change_on_resume(cosine)) == free
     assert names(lambda f: f.may_change_on_resume(constant)) == free | {"num_epochs"}
     per_member = {"seed", "lr", "weight_init", "init_scale"}
