@@ -6,6 +6,7 @@ vmapped program.
 """
 
 import functools
+import json
 from typing import NamedTuple
 
 import jax
@@ -68,13 +69,14 @@ def make_optimizer(
     runs, the tests) meets the programs jit compiled for the first instead of tracing them
     again.
     """
-    return _optimizer(ml_collections.FrozenConfigDict(config), steps_per_epoch)
+    # Keyed by every value of the config, as JSON: any config has one (a frozen ConfigDict
+    # refuses a list of dicts, which a study's config may hold).
+    return _optimizer(config.to_json_best_effort(sort_keys=True), steps_per_epoch)
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(
-    config: ml_collections.FrozenConfigDict, steps_per_epoch: int
-) -> optax.GradientTransformation:
+def _optimizer(config_json: str, steps_per_epoch: int) -> optax.GradientTransformation:
+    config = ml_collections.ConfigDict(json.loads(config_json))
     parts = []
     decoupled = config.optimizer == "adamw"
     if config.weight_decay and not decoupled:

@@ -175,6 +175,17 @@ def test_sgd_config_is_exactly_optax_sgd():
         np.testing.assert_array_equal(x, y)
 
 
+def test_equal_configs_get_the_same_optimizer_whatever_they_hold():
+    # The same object, so that jit's caches serve a second run (loop_test); a study's config
+    # may hold a list of dicts, which a frozen ConfigDict refuses.
+    config = mlp_concise.get_config()
+    config.rungs = [{"epochs": 2}]
+    tx = optim.make_optimizer(config, 10)
+    assert optim.make_optimizer(config.copy_and_resolve_references(), 10) is tx
+    config.lr = 0.2
+    assert optim.make_optimizer(config, 10) is not tx
+
+
 @pytest.mark.parametrize("name", ["momentum", "adam", "adamw"])
 def test_other_optimizers_and_schedules_step(name):
     config = mlp_concise.get_config()
