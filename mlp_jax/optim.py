@@ -5,8 +5,6 @@ program, so a population of models in `mlp_jax.sweep` can train with different r
 vmapped program.
 """
 
-import functools
-import json
 from typing import NamedTuple
 
 import jax
@@ -63,7 +61,7 @@ def make_optimizer(
 
     For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
 
-    Equal configs get the very same optimiser (of the last 64 asked for). An optax
+    Equal configs get the very same optimiser (of the last 64 made). An optax
     optimiser is a pair of closures, equal only to itself, and a train state holds it in its
     structure: so a second run of one config in a process (a notebook's rerun, a study's
     runs, the tests) meets the programs jit compiled for the first instead of tracing them
@@ -71,12 +69,21 @@ def make_optimizer(
     """
     # Keyed by every value of the config, as JSON: any config has one (a frozen ConfigDict
     # refuses a list of dicts, which a study's config may hold).
-    return _optimizer(config.to_json_best_effort(sort_keys=True), steps_per_epoch)
+    key = (config.to_json_best_effort(sort_keys=True), steps_per_epoch)
+    if key not in _OPTIMIZERS:
+        if len(_OPTIMIZERS) == _KEPT_OPTIMIZERS:
+            del _OPTIMIZERS[next(iter(_OPTIMIZERS))]  # The oldest.
+        _OPTIMIZERS[key] = _build_optimizer(config, steps_per_epoch)
+    return _OPTIMIZERS[key]
 
 
-@functools.lru_cache(maxsize=64)
-def _optimizer(config_json: str, steps_per_epoch: int) -> optax.GradientTransformation:
-    config = ml_collections.ConfigDict(json.loads(config_json))
+_KEPT_OPTIMIZERS = 64
+_OPTIMIZERS: dict[tuple[str, int], optax.GradientTransformation] = {}
+
+
+def _build_optimizer(
+    config: ml_collections.ConfigDict, steps_per_epoch: int
+) -> optax.GradientTransformation:
     parts = []
     decoupled = config.optimizer == "adamw"
     if config.weight_decay and not decoupled:
