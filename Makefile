@@ -60,10 +60,11 @@ TEST_WORKERS ?= 2
 
 # The fast tier, after every change: each module's own behaviour on small synthetic data
 # (tests/unit, less the whole runs marked slow), in TEST_WORKERS processes as test-all. Its
-# programs are tiny and each runs once, so XLA's CPU back end compiles them without
-# optimising and with its older emitters (each flag about a third off the tier's time: an
-# epoch's program compiles in half the time), and keeps them in .venv between runs (a rerun
-# compiles only what a change altered); test-all, what CI runs, compiles as users do, afresh.
+# programs are tiny and each runs once, so XLA's CPU back end compiles them without optimising
+# and with its older emitters (each flag a quarter to a third off the tier's time; without the
+# new emitters an epoch's program compiles in half the time), and keeps them in .venv between
+# runs (a rerun compiles only what a change altered); test-all, what CI runs, compiles as
+# users do, afresh.
 test: install
 	XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false $$XLA_FLAGS" \
 	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(PY) -m pytest -q tests/unit \
