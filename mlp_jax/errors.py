@@ -137,6 +137,25 @@ def is_disk_full(error: BaseException) -> bool:
     return any(sign in str(error) for sign in _DISK_FULL_SIGNS)
 
 
+# How JAX's runtime reports, in a process of a multi-process run, that another one has
+# gone: its collectives' connection closed (Gloo, on CPUs), or the coordination service's
+# heartbeat lost.
+_PEER_GONE_SIGNS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "heartbeat timeout",
+    "tasks are unhealthy",
+)
+
+
+def is_peer_gone(error: BaseException) -> bool:
+    """Whether `error` is JAX's runtime saying that another process of this run ended (its
+    own output says why): this one cannot go on without it."""
+    return type(error).__name__ == "JaxRuntimeError" and any(
+        sign in str(error) for sign in _PEER_GONE_SIGNS
+    )
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether `error` is XLA's (or the host's) failure to allocate memory (a full disk, which
     TensorStore reports as RESOURCE_EXHAUSTED too, is not)."""
@@ -148,8 +167,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 @contextlib.contextmanager
 def one_line_errors():
     """Ends the program with one line for a UserError, a file-system error a user can fix
-    (a full disk, a read-only or misplaced path), an out-of-memory error, or a signal that
-    stopped it (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
+    (a full disk, a read-only or misplaced path), an out-of-memory error, another process of
+    the run gone (`is_peer_gone`: that one shows its own error), or a signal that stopped it
+    (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
     try:
         yield
     except UserError as e:
@@ -168,6 +188,13 @@ def one_line_errors():
         fail(line)
     except Exception as e:
         text = str(e)
+        if is_peer_gone(e):
+            fail(
+                f"another process of this run ended ({text.splitlines()[0][:160]}); its own "
+                "output says why; what was saved is kept: mend that, then rerun the same "
+                "command on every host",
+                1,
+            )
         if is_disk_full(e):
             fail(
                 f"the disk is full ({text.splitlines()[0][:160]}); free space on the device "

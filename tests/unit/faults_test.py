@@ -260,6 +260,28 @@ def test_an_error_without_an_errno_is_classified_by_its_class_and_names_the_path
     assert os_error_line(OSError("neither an errno nor a class of its own")) is None
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        # Process 0's error when process 1 failed its restore (2 processes, 2026-12-06).
+        "UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:547] "
+        "Connection closed by peer [127.0.0.1]:52962",
+        # An Orbax barrier's, after process 1 was killed mid-run.
+        "INTERNAL: Barrier failed because: task is set to ERROR: UNAVAILABLE: Task 1 "
+        "heartbeat timeout. This indicates that the remote task has failed",
+    ],
+)
+def test_another_process_of_the_run_ending_is_one_line_on_this_one(capsys, words):
+    with pytest.raises(SystemExit) as ended, errors.one_line_errors():
+        raise jax.errors.JaxRuntimeError(words)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert ended.value.code == 1 and line.startswith("error: another process of this run ended")
+    assert "rerun the same command on every host" in line
+    # The same words from anything but JAX's runtime say nothing of a peer: a bug's traceback.
+    with pytest.raises(RuntimeError), errors.one_line_errors():
+        raise RuntimeError(words)
+
+
 def test_an_error_names_the_flag_that_moves_its_path(tmp_path):
     errors.name_path(tmp_path / "work", "--workdir")
     errors.name_path(tmp_path / "work" / "export", "--export_dir")
