@@ -441,9 +441,8 @@ def declared(name: str) -> Field:
 
 def names(role: Callable[[Field], bool]) -> frozenset[str]:
     """The names of the declared fields that have `role`, e.g. `names(Field.run_only)`:
-    the library's, and those of the
-    experiment files this process has loaded (a file declares its fields when it is loaded,
-    before any config of it is read)."""
+    the library's, and those of the experiment files this process has loaded (a file
+    declares its fields when it is loaded, before any config of it is read)."""
     return frozenset(name for name, field in _DECLARED.items() if role(field))
 
 

@@ -53,6 +53,11 @@ def params_ema(decay: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+# The optimisers made, by config (see `make_optimizer`): the last _KEPT_OPTIMIZERS.
+_KEPT_OPTIMIZERS = 64
+_OPTIMIZERS: dict[tuple[str, int], optax.GradientTransformation] = {}
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.GradientTransformation:
@@ -75,10 +80,6 @@ def make_optimizer(
             del _OPTIMIZERS[next(iter(_OPTIMIZERS))]  # The oldest.
         _OPTIMIZERS[key] = _build_optimizer(config, steps_per_epoch)
     return _OPTIMIZERS[key]
-
-
-_KEPT_OPTIMIZERS = 64
-_OPTIMIZERS: dict[tuple[str, int], optax.GradientTransformation] = {}
 
 
 def _build_optimizer(
