@@ -2,6 +2,7 @@
 cache and one cache of inflated IDX files for the session (helpers live in
 tests/helpers.py)."""
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -31,10 +32,14 @@ def pytest_configure(config):
     if lasting:
         # Programs of old code pile up there: past this size it starts afresh (the tier
         # writes about 15 MB). JAX's own size limit would do it entry by entry, at three
-        # times the tier's time.
-        if _folder_bytes(lasting) > LASTING_CACHE_BYTES:
-            shutil.rmtree(lasting, ignore_errors=True)
+        # times the tier's time. Only JAX's entries are removed: the variable may name a
+        # folder that holds other files too.
         os.makedirs(lasting, exist_ok=True)
+        entries = _cache_entries(lasting)
+        if sum(entry.stat().st_size for entry in entries) > LASTING_CACHE_BYTES:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
     session = tempfile.mkdtemp(prefix="mlp_jax_test_xla_cache_")
     config.stash[_CACHE] = session
     path = lasting or session
@@ -51,12 +56,14 @@ def pytest_configure(config):
     os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
 
 
-def _folder_bytes(folder: str) -> int:
-    """The bytes of the files directly in `folder` (0 if there is none)."""
-    try:
-        return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
-    except FileNotFoundError:
-        return 0
+def _cache_entries(folder: str) -> list[os.DirEntry]:
+    """The files JAX's compilation cache wrote directly in `folder` (NAME-KEY-cache, and
+    NAME-KEY-atime where it counts their use)."""
+    return [
+        entry
+        for entry in os.scandir(folder)
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(("-cache", "-atime"))
+    ]
 
 
 def pytest_unconfigure(config):
