@@ -17,7 +17,9 @@ Every path goes through etils.epath, so a workdir may be remote (gs://...).
 import hashlib
 import json
 import os
+import sys
 import time
+import traceback
 import urllib.parse
 from typing import NamedTuple
 
@@ -76,6 +78,35 @@ def params_fingerprint(params) -> str:
 # structure than the state asked for: a different model, not damaged bytes. (The layout check
 # catches these first; the signs hold where a checkpoint's metadata cannot be read.)
 _MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Missing key")
+
+
+def _keep_stray_reads_off_stderr() -> None:
+    """Drops the reports of a failed restore's stray reads from this process's stderr.
+
+    Orbax restores in an event loop of its own and closes it as soon as one read fails. The
+    reads still in flight then finish into the closed loop ("Event loop is closed", raised on
+    TensorStore's threads) or fail with nobody awaiting them, and Python prints each, with a
+    traceback, whenever it happens: often hundreds of lines, epochs into the run that resumed
+    from an older checkpoint. The restore's failure itself is handled (set aside, or one
+    line), so exactly those reports are dropped; every other goes to the hook in place
+    before. Installed again if something has replaced the hook since."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_stray_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        if not _is_a_stray_read(unraisable):
+            previous(unraisable)
+
+    hook.drops_stray_reads = True
+    sys.unraisablehook = hook
+
+
+def _is_a_stray_read(unraisable) -> bool:
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    if str(unraisable.exc_value) == "Event loop is closed":
+        return any(frame.name == "call_soon_threadsafe" for frame in frames)
+    return any(f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in frame.filename for frame in frames)
 
 
 class Damaged(ValueError):
@@ -396,6 +427,7 @@ class CheckpointStore:
             try:
                 state, meta = self._restore(epoch, abstract_state)
             except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+                _keep_stray_reads_off_stderr()
                 reason = _first_line(e)
                 if any(sign in str(e) for sign in _MISMATCH_SIGNS):
                     raise UserError(

@@ -7,10 +7,13 @@ with a cosine schedule), whose random streams and optimiser state are what a res
 easily gets wrong.
 """
 
+import gc
 import json
 import os
 import shutil
 import signal
+import sys
+import time
 
 import jax
 import numpy as np
@@ -260,6 +263,35 @@ def test_a_run_starting_afresh_beside_set_aside_checkpoints_says_so(
     capsys.readouterr()
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
     assert "starting afresh at epoch 1" in capsys.readouterr().out
+
+
+def test_a_failed_restores_stray_reads_report_nothing_and_other_reports_still_go_through(
+    uninterrupted, tmp_path, monkeypatch
+):
+    # Orbax closes its event loop at the first failed read; the reads still in flight then
+    # report "Event loop is closed" or their own failure as unraisable, with tracebacks, on
+    # stderr (hundreds of lines in a run resumed from an older checkpoint).
+    workdir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], workdir)
+    for folder in (workdir / "checkpoints").iterdir():
+        if folder.name.isdigit():
+            newest = largest_file(folder / "state")
+            newest.write_bytes(newest.read_bytes()[:10])
+    reports = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    for _ in range(3):
+        with pytest.raises(UserError, match="every one is damaged"):
+            checkpointing.restore_workdir(workdir)
+    time.sleep(0.5)  # The stray reads finish on TensorStore's threads...
+    gc.collect()  # ...and their abandoned coroutines are finalised.
+    assert [str(report.exc_value)[:60] for report in reports] == []
+
+    class FailsWhenCollected:
+        def __del__(self):
+            raise ValueError("not a stray read")
+
+    FailsWhenCollected()
+    assert [str(report.exc_value) for report in reports] == ["not a stray read"]
 
 
 def test_eval_mode_matches_the_last_val_acc(uninterrupted):
