@@ -14,7 +14,9 @@ at any moment leaves the previous checkpoints intact; leftovers are cleaned on t
 Every path goes through etils.epath, so a workdir may be remote (gs://...).
 """
 
+import functools
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -27,7 +29,6 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from flax import linen as nn
@@ -39,6 +40,10 @@ from mlp_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "checkpoints_unreadable"
+# Orbax, imported where a checkpoint is first read or written: a run starting afresh needs
+# none of its tenth of a second of imports before its first save (`mlp_jax.train` imports it
+# meanwhile, while the first epoch runs).
+ORBAX = "orbax.checkpoint"
 CONFIG_FILE = "config.json"
 
 
@@ -248,9 +253,16 @@ class CheckpointStore:
     def __init__(self, workdir: str | os.PathLike, keep: int, read_only: bool = False):
         self.workdir = files.as_path(workdir)
         self.read_only = read_only
+        self.keep = keep
         if not read_only:
             self._remove_unfinished_saves()
-        self.manager = ocp.CheckpointManager(
+            (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+
+    @functools.cached_property
+    def manager(self):
+        """Orbax's manager of the checkpoints, made at its first use (see ORBAX)."""
+        ocp = importlib.import_module(ORBAX)
+        return ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
             # Named handlers let the saved arrays' metadata be read without restoring them.
             item_handlers={
@@ -260,12 +272,18 @@ class CheckpointStore:
             # Read-only: no folder created, nothing ever deleted; this class never saves then.
             # (Orbax's own read_only option warns on every use, so it is not set.)
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=None if read_only else keep, create=not read_only
+                max_to_keep=None if self.read_only else self.keep, create=not self.read_only
             ),
         )
 
+    def _manager_made(self) -> bool:
+        return "manager" in self.__dict__
+
     def saved_epochs(self) -> list[int]:
         """The epochs that have a (complete) checkpoint, oldest first."""
+        folder = self.workdir / CHECKPOINT_DIR
+        if not self._manager_made() and not (folder.is_dir() and any(folder.iterdir())):
+            return []  # Nothing saved yet: no need of Orbax.
         self.manager.reload()
         return sorted(self.manager.all_steps())
 
@@ -293,6 +311,7 @@ class CheckpointStore:
         self._check_free_space(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
+        ocp = importlib.import_module(ORBAX)
         self.manager.save(
             epoch,
             args=ocp.args.Composite(
@@ -350,6 +369,7 @@ class CheckpointStore:
         )
 
     def _restore(self, epoch: int, abstract_state):
+        ocp = importlib.import_module(ORBAX)
         restored = self.manager.restore(
             epoch,
             args=ocp.args.Composite(
@@ -466,8 +486,9 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the manager."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._manager_made():
+            self.manager.wait_until_finished()
+            self.manager.close()
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sharding):

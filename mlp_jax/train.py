@@ -188,13 +188,14 @@ def train_and_evaluate(
         # ---- Train: one compiled program per config.epochs_per_program epochs, each epoch
         # validated inside it; host work only between epochs, saving and stopping only
         # between programs.
-        if is_main_process:
-            # matplotlib (a third of a second to import) is first needed for the last plot
-            # (in a terminal): it is imported meanwhile, while the compiled epochs hold the
-            # devices, not the interpreter. A failure there is the plot's own, raised by it.
-            warming = threading.Thread(target=_import_quietly, args=(_PLOTS,))
-            warming.start()
-            cleanup.callback(warming.join)
+        # Orbax (a tenth of a second to import), first needed for the first save, and
+        # matplotlib (a third), for the last plot (in a terminal), are imported meanwhile,
+        # while the compiled epochs hold the devices, not the interpreter. A failure there
+        # is the save's or the plot's own, raised by it.
+        later = [checkpointing.ORBAX, *([_PLOTS] if is_main_process else [])]
+        warming = threading.Thread(target=_import_quietly, args=later)
+        warming.start()
+        cleanup.callback(warming.join)
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
         state = started.state
@@ -240,9 +241,10 @@ def train_and_evaluate(
 _PLOTS = "mlp_jax.plots"
 
 
-def _import_quietly(name: str) -> None:
-    with contextlib.suppress(Exception):
-        importlib.import_module(name)
+def _import_quietly(*names: str) -> None:
+    for name in names:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
 
 
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -21,6 +22,7 @@ import pytest
 from helpers import (
     BEST_FEATURES,
     RESUMABLE_EPOCHS,
+    ROOT,
     largest_file,
     params_fingerprint,
     resumable_config,
@@ -170,6 +172,25 @@ def test_training_removes_the_folders_of_unfinished_saves(synthetic_dir, tmp_pat
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
     assert not unfinished.exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_a_store_with_nothing_saved_yet_imports_no_orbax(tmp_path):
+    """A run starting afresh imports Orbax at its first save (see checkpointing.ORBAX), a
+    tenth of a second off its start-up; its checkpoints folder is made at once all the same."""
+    script = (
+        "import sys\n"
+        "from mlp_jax import checkpointing, train\n"
+        f"store = checkpointing.CheckpointStore({str(tmp_path)!r}, keep=3)\n"
+        "assert store.restore_latest({}) is None and store.saved_epochs() == []\n"
+        "store.close()\n"
+        "print(sorted(name for name in sys.modules if name.startswith('orbax')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "checkpoints").is_dir()
 
 
 def test_no_readable_checkpoint_is_one_clear_error(synthetic_dir, tmp_path):
