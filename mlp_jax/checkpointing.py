@@ -18,7 +18,9 @@ import functools
 import hashlib
 import importlib
 import json
+import logging as stdlib_logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -91,26 +93,50 @@ def _keep_stray_reads_off_stderr() -> None:
     Orbax restores in an event loop of its own and closes it as soon as one read fails. The
     reads still in flight then finish into the closed loop ("Event loop is closed", raised on
     TensorStore's threads) or fail with nobody awaiting them, and Python prints each, with a
-    traceback, whenever it happens: often hundreds of lines, epochs into the run that resumed
-    from an older checkpoint. The restore's failure itself is handled (set aside, or one
-    line), so exactly those reports are dropped; every other goes to the hook in place
-    before. Installed again if something has replaced the hook since."""
+    traceback, whenever it happens: as an unraisable exception, or through asyncio's logger
+    ("Future exception was never retrieved"); often hundreds of lines, epochs into the run
+    that resumed from an older checkpoint, and some before the failed restore returns. So
+    it is installed before a restore begins. The restore's failure itself is handled (set
+    aside, or one line), so exactly those reports are dropped; every other goes on as
+    before. The hook is installed again if something has replaced it since."""
     previous = sys.unraisablehook
-    if getattr(previous, "drops_stray_reads", False):
-        return
+    if not getattr(previous, "drops_stray_reads", False):
 
-    def hook(unraisable) -> None:
-        if not _is_a_stray_read(unraisable):
-            previous(unraisable)
+        def hook(unraisable) -> None:
+            if not _is_a_stray_read(unraisable.exc_value, unraisable.exc_traceback):
+                previous(unraisable)
 
-    hook.drops_stray_reads = True
-    sys.unraisablehook = hook
+        hook.drops_stray_reads = True
+        sys.unraisablehook = hook
+    asyncio_logger = stdlib_logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropStrayReads) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropStrayReads())
 
 
-def _is_a_stray_read(unraisable) -> bool:
-    frames = traceback.extract_tb(unraisable.exc_traceback)
-    if str(unraisable.exc_value) == "Event loop is closed":
+class _DropStrayReads(stdlib_logging.Filter):
+    """Passes every record of asyncio's logger but the reports of stray reads."""
+
+    def filter(self, record: stdlib_logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not _is_a_stray_read(error, None)
+
+
+# TensorStore's errors begin with their status code ("OUT_OF_RANGE: Error reading ...").
+_TENSORSTORE_STATUS = re.compile(r"[A-Z_]+: ")
+
+
+def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
+    """Whether `error`, reported where `reported_at` (a traceback) says, is a stray read:
+    "Event loop is closed" raised in `call_soon_threadsafe`; an exception raised in Orbax's
+    own code; or one TensorStore handed over unraised (no frames at all)."""
+    frames = traceback.extract_tb(reported_at)
+    if str(error) == "Event loop is closed":
         return any(frame.name == "call_soon_threadsafe" for frame in frames)
+    if error is None:
+        return False
+    frames += traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return _TENSORSTORE_STATUS.match(str(error)) is not None
     return any(f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in frame.filename for frame in frames)
 
 
@@ -434,6 +460,8 @@ class CheckpointStore:
         """
         epochs = self.saved_epochs()[::-1]
         wanted = layout(abstract_state)
+        if epochs:
+            _keep_stray_reads_off_stderr()
         for epoch in epochs:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
             _check_entries(folder)
@@ -447,7 +475,6 @@ class CheckpointStore:
             try:
                 state, meta = self._restore(epoch, abstract_state)
             except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-                _keep_stray_reads_off_stderr()
                 reason = _first_line(e)
                 if any(sign in str(e) for sign in _MISMATCH_SIGNS):
                     raise UserError(
