@@ -14,7 +14,6 @@ at any moment leaves the previous checkpoints intact; leftovers are cleaned on t
 Every path goes through etils.epath, so a workdir may be remote (gs://...).
 """
 
-import functools
 import hashlib
 import importlib
 import json
@@ -123,20 +122,27 @@ class _DropStrayReads(stdlib_logging.Filter):
 
 # TensorStore's errors begin with their status code ("OUT_OF_RANGE: Error reading ...").
 _TENSORSTORE_STATUS = re.compile(r"[A-Z_]+: ")
+# The checkpoint folders this process has restored from, as libraries spell them.
+_RESTORED_FOLDERS: set[str] = set()
 
 
 def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
     """Whether `error`, reported where `reported_at` (a traceback) says, is a stray read:
     "Event loop is closed" raised in `call_soon_threadsafe`; an exception raised in Orbax's
-    own code; or one TensorStore handed over unraised (no frames at all)."""
+    own code; or an error TensorStore handed over unraised (no frames at all) that names a
+    checkpoint folder this process restored from."""
     frames = traceback.extract_tb(reported_at)
+    if error is not None:
+        frames += traceback.extract_tb(error.__traceback__)
     if str(error) == "Event loop is closed":
         return any(frame.name == "call_soon_threadsafe" for frame in frames)
     if error is None:
         return False
-    frames += traceback.extract_tb(error.__traceback__)
     if not frames:
-        return _TENSORSTORE_STATUS.match(str(error)) is not None
+        text = str(error)
+        return _TENSORSTORE_STATUS.match(text) is not None and any(
+            folder in text for folder in _RESTORED_FOLDERS
+        )
     return any(f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in frame.filename for frame in frames)
 
 
@@ -280,13 +286,24 @@ class CheckpointStore:
         self.workdir = files.as_path(workdir)
         self.read_only = read_only
         self.keep = keep
+        self._manager = None
         if not read_only:
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        if jax.process_count() > 1:
+            # Making Orbax's manager is a barrier of every process: each makes it here, at
+            # the same point, rather than when it alone finds checkpoints (while process 0
+            # clears a killed save's leftovers, the others may still see them).
+            self._manager = self._new_manager()
 
-    @functools.cached_property
+    @property
     def manager(self):
         """Orbax's manager of the checkpoints, made at its first use (see ORBAX)."""
+        if self._manager is None:
+            self._manager = self._new_manager()
+        return self._manager
+
+    def _new_manager(self):
         ocp = importlib.import_module(ORBAX)
         return ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
@@ -302,13 +319,10 @@ class CheckpointStore:
             ),
         )
 
-    def _manager_made(self) -> bool:
-        return "manager" in self.__dict__
-
     def saved_epochs(self) -> list[int]:
         """The epochs that have a (complete) checkpoint, oldest first."""
         folder = self.workdir / CHECKPOINT_DIR
-        if not self._manager_made() and not (folder.is_dir() and any(folder.iterdir())):
+        if self._manager is None and not (folder.is_dir() and any(folder.iterdir())):
             return []  # Nothing saved yet: no need of Orbax.
         self.manager.reload()
         return sorted(self.manager.all_steps())
@@ -368,7 +382,7 @@ class CheckpointStore:
         folder = self.workdir / CHECKPOINT_DIR
         try:
             stats = os.statvfs(os.fspath(folder))
-        except (OSError, TypeError, ValueError):  # Remote, or not made yet: not measured.
+        except (OSError, TypeError, ValueError):  # Remote, or removed since: not measured.
             stats = None
         if stats is not None and stats.f_bavail * stats.f_frsize < needed:
             shortage = (
@@ -461,6 +475,7 @@ class CheckpointStore:
         epochs = self.saved_epochs()[::-1]
         wanted = layout(abstract_state)
         if epochs:
+            _RESTORED_FOLDERS.update(_spellings(self.workdir / CHECKPOINT_DIR))
             _keep_stray_reads_off_stderr()
         for epoch in epochs:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
@@ -513,7 +528,7 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Waits for pending asynchronous saves, then releases the manager."""
-        if self._manager_made():
+        if self._manager is not None:
             self.manager.wait_until_finished()
             self.manager.close()
 

@@ -10,6 +10,7 @@ easily gets wrong.
 import asyncio
 import gc
 import json
+import logging
 import os
 import shutil
 import signal
@@ -321,34 +322,44 @@ def test_a_failed_restores_stray_reads_report_nothing_and_other_reports_still_go
             newest.write_bytes(newest.read_bytes()[:10])
     time.sleep(0.5)  # The stray reads of earlier tests' restores are not this test's.
     gc.collect()
-    reports, hook_in_place = [], []
+    reports, in_place = [], []
     monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    asyncio_logger = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_logger, "filters", [])  # As in a process that never restored.
     restore = checkpointing.CheckpointStore._restore
 
     def watched_restore(self, *args):  # Some reports come before a failed restore returns.
-        hook_in_place.append(getattr(sys.unraisablehook, "drops_stray_reads", False))
+        in_place.append(getattr(sys.unraisablehook, "drops_stray_reads", False))
+        in_place.append(bool(asyncio_logger.filters))
         return restore(self, *args)
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", watched_restore)
     for _ in range(3):
         with pytest.raises(UserError, match="every one is damaged"):
             checkpointing.restore_workdir(workdir)
-    assert hook_in_place and all(hook_in_place)
+    assert in_place and all(in_place)
     time.sleep(0.5)  # The stray reads finish on TensorStore's threads...
     gc.collect()  # ...and their abandoned coroutines are finalised.
     assert [str(report.exc_value)[:60] for report in reports] == []
 
     # Each way a stray read was seen reported, for a read failed in Orbax, a TensorStore
-    # failure as its futures hand it over (unraised), and another failure: an unraisable
-    # exception (its report's traceback may be elsewhere), and asyncio's logger.
-    tensorstore = ts.open({"driver": "zarr", "kvstore": "memory://"}).exception()
-    elsewhere = ValueError("not a stray read")
-    for error in (_raised_in_orbax(), tensorstore, elsewhere):
+    # failure naming the checkpoints as its futures hand it over (unraised), and two other
+    # failures: an unraisable exception (its report's traceback may be elsewhere), and
+    # asyncio's logger.
+    def tensorstore_error(kvstore) -> Exception:
+        return ts.open({"driver": "zarr", "kvstore": kvstore}).exception()
+
+    stray = [
+        _raised_in_orbax(),
+        tensorstore_error({"driver": "file", "path": str(workdir / "checkpoints" / "9")}),
+    ]
+    elsewhere = [tensorstore_error("memory://"), ValueError("not a stray read")]
+    for error in stray + elsewhere:
         sys.unraisablehook(SimpleNamespace(exc_value=error, exc_traceback=None))
         _left_unretrieved(error)
-    assert [report.exc_value for report in reports] == [elsewhere]
+    assert [report.exc_value for report in reports] == elsewhere
     logged = [r.exc_info[1] for r in caplog.records if r.name == "asyncio" and r.exc_info]
-    assert logged == [elsewhere]
+    assert logged == elsewhere
 
 
 def test_eval_mode_matches_the_last_val_acc(uninterrupted):
