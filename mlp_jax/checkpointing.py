@@ -45,6 +45,8 @@ UNREADABLE_DIR = "checkpoints_unreadable"
 # none of its tenth of a second of imports before its first save (`mlp_jax.train` imports it
 # meanwhile, while the first epoch runs).
 ORBAX = "orbax.checkpoint"
+# The folders each checkpoint holds, one per item saved (see `CheckpointStore.save`).
+_ITEMS = ("state", "meta")
 CONFIG_FILE = "config.json"
 
 
@@ -229,6 +231,18 @@ def _check_entries(folder: epath.Path) -> None:
                     refuse(e)
 
 
+def _check_whole(folder: epath.Path) -> None:
+    """Refuses a folder Orbax takes for a finished checkpoint that lacks an item's folder (a
+    folder made by hand, or a part removed): Orbax would fail with a KeyError naming no
+    path. Nothing is moved, since no bytes of it were read to prove it damaged."""
+    missing = [item for item in _ITEMS if files.kind(folder / item) != "a folder"]
+    if missing:
+        raise UserError(
+            f"{folder}: not a whole checkpoint (no {' or '.join(missing)} folder in it); "
+            f"nothing was moved; move it out of {folder.parent}, then rerun"
+        )
+
+
 def _first_line(error: BaseException) -> str:
     return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
 
@@ -272,6 +286,25 @@ def layout_mismatch(saved: Layout, wanted: Layout) -> str | None:
                 else "another compute or parameter dtype"
             )
             return f"saved with {name} as {saved_dtype}, this process builds {dtype} ({cause})"
+    return None
+
+
+def _unwritable(folder: epath.Path) -> str | None:
+    """Why this process cannot write a file into `folder` (made again if it was removed, as
+    Orbax would), in one line; None when it can. An object store is not probed: it answers
+    permissions per bucket, and has no files standing where a folder should."""
+    if files.is_remote(folder):
+        return None
+    try:
+        found = files.kind(folder)
+        if found not in (None, "a folder"):
+            return f"is {found}, not a folder"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_probe.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        return errors.os_error_line(e) or f"cannot be written ({e})"
     return None
 
 
@@ -348,7 +381,7 @@ class CheckpointStore:
         """
         assert not self.read_only, "a read-only store never saves"
         epoch = first_value(state.epoch)
-        self._check_free_space(state, epoch)
+        self._check_room(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
         ocp = importlib.import_module(ORBAX)
@@ -368,45 +401,52 @@ class CheckpointStore:
         except Exception:  # noqa: BLE001  (damaged metadata: the restore decides)
             return None
 
-    def _check_free_space(self, state, epoch: int) -> None:
-        """Refuses a save the file system holding checkpoints/ cannot take, in bytes or in
-        files (with one save still being written, room for both), before any of it is
-        written: a save that fills the disk fails in Orbax's threads, which log hundreds of
-        lines first. Every process refuses if any is short, so none is left waiting in the
-        save for the others. Remote workdirs are not measured."""
+    def _check_room(self, state, epoch: int) -> None:
+        """Refuses a save that checkpoints/ cannot take (this process cannot write a file
+        there, or the file system holding it lacks the bytes or the files, with one save
+        still being written room for both), before any of it is written: a save that fails
+        in Orbax's threads logs hundreds of lines first. Every process refuses if any does,
+        so none is left waiting in the save for the others. Remote file systems are neither
+        probed nor measured."""
+        folder = self.workdir / CHECKPOINT_DIR
+        problem, fix = _unwritable(folder), "mend that, then rerun to resume"
+        if problem is None:
+            problem = self._space_shortage(state, epoch)
+            fix = (
+                f"free space there (older folders of {folder} may go, the newest kept), then "
+                "rerun to resume"
+            )
+        if not parallel.max_over_processes(int(problem is not None)):
+            return
+        saved = self.saved_epochs()
+        raise UserError(
+            f"{folder}: "
+            f"{problem or f'another process cannot save the checkpoint of epoch {epoch}'}; it "
+            f"was not saved ({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); "
+            f"{fix}"
+        )
+
+    def _space_shortage(self, state, epoch: int) -> str | None:
+        """What the file system holding checkpoints/ lacks for this save, if anything."""
         pending = 2 if self.manager.is_saving_in_progress() else 1
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
         needed = pending * state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
         needed_files = pending * _SAVE_FILES
-        shortage = None
-        folder = self.workdir / CHECKPOINT_DIR
         try:
-            stats = os.statvfs(os.fspath(folder))
-        except (OSError, TypeError, ValueError):  # Remote, or removed since: not measured.
-            stats = None
-        if stats is not None and stats.f_bavail * stats.f_frsize < needed:
-            shortage = (
-                f"has {stats.f_bavail * stats.f_frsize / 2**20:.1f} MB free, and the checkpoint "
-                f"of epoch {epoch} needs about {needed / 2**20:.1f} MB"
+            stats = os.statvfs(os.fspath(self.workdir / CHECKPOINT_DIR))
+        except (OSError, TypeError, ValueError):  # Remote: not measured.
+            return None
+        if stats.f_bavail * stats.f_frsize < needed:
+            return (
+                f"the file system holding it has {stats.f_bavail * stats.f_frsize / 2**20:.1f} "
+                f"MB free, and the checkpoint of epoch {epoch} needs about {needed / 2**20:.1f} MB"
             )
-        elif stats is not None and stats.f_files and stats.f_favail < needed_files:
-            shortage = (
-                f"can hold {stats.f_favail} more files, and the checkpoint of epoch {epoch} "
-                f"needs about {needed_files}"
+        if stats.f_files and stats.f_favail < needed_files:
+            return (
+                f"the file system holding it can hold {stats.f_favail} more files, and the "
+                f"checkpoint of epoch {epoch} needs about {needed_files}"
             )
-        if not parallel.max_over_processes(int(shortage is not None)):
-            return
-        saved = self.saved_epochs()
-        detail = (
-            f"the file system holding it {shortage}"
-            if shortage
-            else f"another process's disk cannot hold the checkpoint of epoch {epoch}"
-        )
-        raise UserError(
-            f"{folder}: {detail}; it was not saved "
-            f"({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); free space "
-            f"there (older folders of {folder} may go, the newest kept), then rerun to resume"
-        )
+        return None
 
     def _restore(self, epoch: int, abstract_state):
         ocp = importlib.import_module(ORBAX)
@@ -480,6 +520,7 @@ class CheckpointStore:
         for epoch in epochs:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
             _check_entries(folder)
+            _check_whole(folder)
             saved = self._saved_layout(epoch)
             mismatch = saved is not None and layout_mismatch(saved, wanted)
             if mismatch:

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import resource
+import shutil
 import stat
 from pathlib import Path
 
@@ -174,13 +175,19 @@ def _with_path(error: OSError, path) -> OSError:
 
 
 def move_folder(source: epath.Path, target: epath.Path) -> None:
-    """Moves the folder `source` to `target` (whose parent is made): a rename on a local disk;
-    in an object store, which has neither folders nor rename, each object copied, then the
-    originals deleted, all through etils.epath, whose listings then know of it. (Not fsspec's
-    `mv`: gcsfs tries GCS's move API first, which some buckets refuse after 30 s.)"""
+    """Moves the folder `source` to `target` (whose parent is made): a rename on a local disk
+    (across two file systems, a copy, then the original removed); in an object store, which
+    has neither folders nor rename, each object copied, then the originals deleted, all
+    through etils.epath, whose listings then know of it. (Not fsspec's `mv`: gcsfs tries
+    GCS's move API first, which some buckets refuse after 30 s.)"""
     if not is_remote(source):
         target.parent.mkdir(parents=True, exist_ok=True)
-        source.rename(target)
+        try:
+            source.rename(target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.move(os.fspath(source), os.fspath(target))
         return
     for path in walk_files(source):
         (target / os.path.relpath(os.fspath(path), os.fspath(source))).write_bytes(read_bytes(path))

@@ -18,7 +18,7 @@ import jax
 import pytest
 from helpers import TRAINED_EPOCHS, tiny_config, tree_listing
 
-from mlp_jax import errors, files, train
+from mlp_jax import checkpointing, errors, files, train
 from mlp_jax.errors import UserError, os_error_line
 
 # (config field, bad value, what the one line says). Each row changes one field of the tiny
@@ -308,6 +308,10 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         log.write_text(lines[0].replace('"epoch"', '"epoch_"') + "\n" + lines[1] + "\n")
     elif damage == "checkpoint_folder_renamed":
         (workdir / "checkpoints" / "2").rename(workdir / "checkpoints" / "7")
+    elif damage == "checkpoint_without_its_meta":
+        shutil.rmtree(workdir / "checkpoints" / "2" / "meta")
+    elif damage == "empty_checkpoint_folder":  # Made by hand, say; Orbax takes it for one.
+        (workdir / "checkpoints" / "9").mkdir()
     elif damage == "disk_full":
         real = os.statvfs(workdir)
         fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
@@ -329,6 +333,8 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         ("metrics_line_a_list", "metrics.jsonl line 1: not a record"),
         ("metrics_line_without_epoch", "metrics.jsonl line 1: not a record"),
         ("checkpoint_folder_renamed", "checkpoints/7: holds the state after epoch 2, not 7"),
+        ("checkpoint_without_its_meta", "checkpoints/2: not a whole checkpoint (no meta folder"),
+        ("empty_checkpoint_folder", "checkpoints/9: not a whole checkpoint (no state or meta"),
         ("disk_full", "MB free, and the checkpoint of epoch 3 needs about"),
         ("no_inodes_left", "can hold 10 more files, and the checkpoint of epoch 3 needs about"),
     ],
@@ -345,6 +351,26 @@ def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_chec
     monkeypatch.undo()
     assert tree_listing(workdir / "checkpoints") == before
     assert not (workdir / "checkpoints_unreadable").exists()
+
+
+def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_it(
+    trained, tmp_path
+):
+    state = checkpointing.restore_workdir(trained).state
+    meta = {"val_acc": 0.5, "steps_per_epoch": 1}
+    store = checkpointing.CheckpointStore(tmp_path / "run", keep=3)
+    folder = tmp_path / "run" / "checkpoints"
+    shutil.rmtree(folder)  # Removed since the run started: made again.
+    store.save(state, meta)
+    store.manager.wait_until_finished()
+    shutil.move(folder, tmp_path / "elsewhere")
+    folder.write_text("not a folder")  # Replaced by a file since.
+    _assert_refused_in_one_line(
+        lambda: store.save(state, meta),
+        f"{folder}: is a file, not a folder; it was not saved (none is); mend that",
+    )
+    store.close()
+    assert folder.read_text() == "not a folder"
 
 
 def test_eval_of_a_workdir_whose_data_moved_names_the_flag_that_moves_it(

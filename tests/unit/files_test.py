@@ -90,3 +90,18 @@ def test_a_file_that_is_not_a_file_is_refused_before_it_is_opened(tmp_path, make
                 operation(files.as_path(path))
         with pytest.raises(UserError, match="where a file is needed"):
             files.write_atomically(files.as_path(path), "{}")
+
+
+def test_a_folder_moved_to_another_file_system_is_copied_then_removed(tmp_path, monkeypatch):
+    source, target = tmp_path / "checkpoints" / "3", tmp_path / "aside" / "3"
+    (source / "state").mkdir(parents=True)
+    (source / "state" / "data").write_bytes(b"damaged bytes")
+    source, target = files.as_path(source), files.as_path(target)
+
+    def cross_device(self, _target):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), os.fspath(self))
+
+    monkeypatch.setattr(type(source), "rename", cross_device)
+    files.move_folder(source, target)
+    assert not source.exists()
+    assert (target / "state" / "data").read_bytes() == b"damaged bytes"
