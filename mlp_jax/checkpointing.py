@@ -355,7 +355,10 @@ class CheckpointStore:
     def saved_epochs(self) -> list[int]:
         """The epochs that have a (complete) checkpoint, oldest first."""
         folder = self.workdir / CHECKPOINT_DIR
-        if self._manager is None and not (folder.is_dir() and any(folder.iterdir())):
+        # A file or a link loop standing there is named, not taken for "nothing saved".
+        if self._manager is None and not (
+            files.require_kind(folder, "a folder") and any(folder.iterdir())
+        ):
             return []  # Nothing saved yet: no need of Orbax.
         self.manager.reload()
         return sorted(self.manager.all_steps())
@@ -419,11 +422,13 @@ class CheckpointStore:
         if not parallel.max_over_processes(int(problem is not None)):
             return
         saved = self.saved_epochs()
+        before = f"the last saved is epoch {saved[-1]}" if saved else "none is"
+        if self._manager is not None and self.manager.is_saving_in_progress():
+            before += ", and the one before it is still being written"
         raise UserError(
             f"{folder}: "
             f"{problem or f'another process cannot save the checkpoint of epoch {epoch}'}; it "
-            f"was not saved ({f'the last saved is epoch {saved[-1]}' if saved else 'none is'}); "
-            f"{fix}"
+            f"was not saved ({before}); {fix}"
         )
 
     def _space_shortage(self, state, epoch: int) -> str | None:

@@ -354,7 +354,7 @@ def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_chec
 
 
 def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_it(
-    trained, tmp_path
+    trained, tmp_path, monkeypatch
 ):
     state = checkpointing.restore_workdir(trained).state
     meta = {"val_acc": 0.5, "steps_per_epoch": 1}
@@ -369,8 +369,32 @@ def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_i
         lambda: store.save(state, meta),
         f"{folder}: is a file, not a folder; it was not saved (none is); mend that",
     )
+    folder.unlink()
+    shutil.move(tmp_path / "elsewhere", folder)
+    # Refused for space while the save before is still being written: that one is named.
+    real = os.statvfs(folder)
+    fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
+    full = types.SimpleNamespace(**{**fields, "f_bavail": 0})
+    monkeypatch.setattr(os, "statvfs", lambda _: full)
+    monkeypatch.setattr(store.manager, "is_saving_in_progress", lambda: True)
+    epoch = int(state.epoch)
+    _assert_refused_in_one_line(
+        lambda: store.save(state, meta),
+        f"(the last saved is epoch {epoch}, and the one before it is still being written)",
+    )
+    monkeypatch.undo()
     store.close()
-    assert folder.read_text() == "not a folder"
+
+
+def test_eval_of_a_workdir_whose_checkpoints_is_a_file_names_it(trained, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    shutil.move(workdir / "checkpoints", tmp_path / "elsewhere")
+    (workdir / "checkpoints").write_text("not a folder")
+    _assert_refused_in_one_line(
+        lambda: checkpointing.restore_workdir(workdir),
+        "checkpoints is a file where a folder is needed",
+    )
 
 
 def test_eval_of_a_workdir_whose_data_moved_names_the_flag_that_moves_it(
