@@ -299,10 +299,7 @@ def _unwritable(folder: epath.Path) -> str | None:
         found = files.kind(folder)
         if found not in (None, "a folder"):
             return f"is {found}, not a folder"
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_probe.{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        files.write_probe(folder)
     except OSError as e:
         return errors.os_error_line(e) or f"cannot be written ({e})"
     return None

@@ -326,13 +326,23 @@ def prepare_folder(
             require_kind(folder / name, "a folder")
         writable = [folder, *(folder / name for name in folders if (folder / name).exists())]
         for place in writable:
-            place.mkdir(parents=True, exist_ok=True)
-            probe = place / f".write_probe.{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            write_probe(place)
     except OSError as e:
         line = os_error_line(_with_path(e, folder), flag=what) or f"{folder}: {e}"
         raise UserError(f"{what}={folder} cannot be written: {line}") from None
+
+
+def write_probe(folder: epath.Path) -> None:
+    """Makes `folder` if missing, then writes and removes a file in it: proves this process
+    can write there.
+
+    Raises:
+      OSError: it cannot.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write_probe.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
 
 
 # Files a run may hold open at once: TensorStore writes a checkpoint's files in parallel
