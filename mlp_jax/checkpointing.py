@@ -243,8 +243,11 @@ def _check_whole(folder: epath.Path) -> None:
         )
 
 
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of `error`'s message (or its class's name), cut between words to
+    about `limit` characters: it goes into a line of a warning or an error."""
+    line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 # What a checkpoint holds beyond its arrays' bytes (Orbax's metadata, the meta JSON, file
@@ -254,6 +257,29 @@ _SAVE_OVERHEAD_FRACTION, _SAVE_OVERHEAD_BYTES = 0.1, 2**16
 _SAVE_FILES = 64
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
+
+# Orbax names a save's folder so until it is complete, and skips such folders when it lists
+# the checkpoints; a checkpoint being deleted is renamed so first.
+_UNFINISHED = ".orbax-checkpoint-tmp"
+_ROTATED = f"{_UNFINISHED}-rotated-"
+
+
+def _delete(folder: epath.Path, why: str) -> None:
+    """Deletes `folder` (a checkpoint, or a save's leftovers); a failure is a warning."""
+    try:
+        files.remove_folder(folder)
+    except OSError as e:
+        _warn_not_deleted(folder, why, e)
+
+
+def _warn_not_deleted(folder: epath.Path, why: str, error: OSError) -> None:
+    logging.warning(
+        "%s (%s) could not be deleted (%s: %s); delete it yourself",
+        folder,
+        why,
+        error.filename or folder,
+        error.strerror or error,
+    )
 
 
 def _path_name(path) -> str:
@@ -308,6 +334,13 @@ def _unwritable(folder: epath.Path) -> str | None:
 class CheckpointStore:
     """The run's checkpoints: one per saved epoch, the newest `keep` of them kept.
 
+    The older ones are deleted here, by process 0, once the newer are written (before the
+    next save and at `close`), not by Orbax: its rotation runs in its save thread, where a
+    checkpoint it cannot delete (a read-only part) ends the run in a traceback, half deleted.
+    Here each is first renamed as an unfinished save (on a local disk), out of Orbax's sight
+    at once; what cannot be deleted is named in a warning, and the run goes on (the next
+    start tries again).
+
     Read-only (for evaluation and notebooks), it neither saves, deletes nor moves anything:
     an unreadable checkpoint is skipped, not set aside, and unfinished saves stay in place.
     """
@@ -342,11 +375,9 @@ class CheckpointStore:
                 "state": ocp.StandardCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler(),
             },
-            # Read-only: no folder created, nothing ever deleted; this class never saves then.
-            # (Orbax's own read_only option warns on every use, so it is not set.)
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=None if self.read_only else self.keep, create=not self.read_only
-            ),
+            # Orbax deletes nothing (see the class); read-only, no folder is created, and this
+            # class never saves (Orbax's own read_only option warns on every use).
+            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=not self.read_only),
         )
 
     def saved_epochs(self) -> list[int]:
@@ -367,8 +398,8 @@ class CheckpointStore:
         if jax.process_index() == 0:
             checkpoints = self.workdir / CHECKPOINT_DIR
             if checkpoints.exists():
-                for leftover in checkpoints.glob("*.orbax-checkpoint-tmp*"):
-                    leftover.rmtree(missing_ok=True)
+                for leftover in checkpoints.glob(f"*{_UNFINISHED}*"):
+                    _delete(leftover, "the leftover of an unfinished or rotated-out save")
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously
@@ -381,6 +412,7 @@ class CheckpointStore:
         """
         assert not self.read_only, "a read-only store never saves"
         epoch = first_value(state.epoch)
+        self._finish_saving()
         self._check_room(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
@@ -393,6 +425,27 @@ class CheckpointStore:
             force=True,
         )
 
+    def _finish_saving(self) -> None:
+        """Waits for the save in flight, if any, then deletes the checkpoints older than the
+        newest `keep` (process 0; see the class)."""
+        if self._manager is None:
+            return  # Nothing saved or read by this store: nothing new to rotate.
+        self.manager.wait_until_finished()
+        if jax.process_index() != 0:
+            return
+        saved = self.saved_epochs()
+        for epoch in saved[: max(len(saved) - self.keep, 0)]:
+            folder = self.workdir / CHECKPOINT_DIR / str(epoch)
+            why = f"checkpoint {epoch}, older than the newest {self.keep}, which are kept"
+            if not files.is_remote(folder):  # (A rename in a bucket would copy every byte.)
+                try:
+                    folder = folder.rename(folder.with_name(f"{epoch}{_ROTATED}{time.time_ns()}"))
+                except OSError as e:
+                    _warn_not_deleted(folder, why, e)
+                    continue
+            _delete(folder, why)
+        self.manager.reload()
+
     def _saved_layout(self, epoch: int) -> Layout | None:
         """The saved state's layout from Orbax's metadata; None when that cannot be read (the
         checkpoint is then judged by restoring it)."""
@@ -403,11 +456,10 @@ class CheckpointStore:
 
     def _check_room(self, state, epoch: int) -> None:
         """Refuses a save that checkpoints/ cannot take (this process cannot write a file
-        there, or the file system holding it lacks the bytes or the files, with one save
-        still being written room for both), before any of it is written: a save that fails
-        in Orbax's threads logs hundreds of lines first. Every process refuses if any does,
-        so none is left waiting in the save for the others. Remote file systems are neither
-        probed nor measured."""
+        there, or the file system holding it lacks the bytes or the files), before any of it
+        is written: a save that fails in Orbax's threads logs hundreds of lines first. Every
+        process refuses if any does, so none is left waiting in the save for the others.
+        Remote file systems are neither probed nor measured."""
         folder = self.workdir / CHECKPOINT_DIR
         problem, fix = _unwritable(folder), "mend that, then rerun to resume"
         if problem is None:
@@ -420,8 +472,6 @@ class CheckpointStore:
             return
         saved = self.saved_epochs()
         before = f"the last saved is epoch {saved[-1]}" if saved else "none is"
-        if self._manager is not None and self.manager.is_saving_in_progress():
-            before += ", and the one before it is still being written"
         raise UserError(
             f"{folder}: "
             f"{problem or f'another process cannot save the checkpoint of epoch {epoch}'}; it "
@@ -430,10 +480,8 @@ class CheckpointStore:
 
     def _space_shortage(self, state, epoch: int) -> str | None:
         """What the file system holding checkpoints/ lacks for this save, if anything."""
-        pending = 2 if self.manager.is_saving_in_progress() else 1
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-        needed = pending * state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
-        needed_files = pending * _SAVE_FILES
+        needed = state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
         try:
             stats = os.statvfs(os.fspath(self.workdir / CHECKPOINT_DIR))
         except (OSError, TypeError, ValueError):  # Remote: not measured.
@@ -443,10 +491,10 @@ class CheckpointStore:
                 f"the file system holding it has {stats.f_bavail * stats.f_frsize / 2**20:.1f} "
                 f"MB free, and the checkpoint of epoch {epoch} needs about {needed / 2**20:.1f} MB"
             )
-        if stats.f_files and stats.f_favail < needed_files:
+        if stats.f_files and stats.f_favail < _SAVE_FILES:
             return (
                 f"the file system holding it can hold {stats.f_favail} more files, and the "
-                f"checkpoint of epoch {epoch} needs about {needed_files}"
+                f"checkpoint of epoch {epoch} needs about {_SAVE_FILES}"
             )
         return None
 
@@ -570,9 +618,11 @@ class CheckpointStore:
         return None
 
     def close(self) -> None:
-        """Waits for pending asynchronous saves, then releases the manager."""
+        """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`,
+        then releases the manager."""
         if self._manager is not None:
-            self.manager.wait_until_finished()
+            if not self.read_only:
+                self._finish_saving()
             self.manager.close()
 
 

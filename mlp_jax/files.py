@@ -194,6 +194,39 @@ def move_folder(source: epath.Path, target: epath.Path) -> None:
     source.rmtree()
 
 
+def remove_folder(folder: epath.Path) -> None:
+    """Deletes `folder` and everything in it; nothing if it is gone. A link standing there is
+    removed, not followed.
+
+    Raises:
+      OSError: naming the whole path of what could not be deleted (shutil.rmtree names only
+        its last part).
+    """
+    if is_remote(folder):
+        try:
+            folder.rmtree(missing_ok=True)
+        except OSError as e:
+            raise _with_path(e, folder) from None
+        return
+    root = os.fspath(folder)
+    if os.path.islink(root):
+        os.unlink(root)
+        return
+    if not os.path.lexists(root):
+        return
+    for where, folders, names in os.walk(root, topdown=False, onerror=_raise):
+        for name in names:
+            os.unlink(os.path.join(where, name))
+        for name in folders:  # Links to folders are listed here; they are unlinked.
+            path = os.path.join(where, name)
+            (os.unlink if os.path.islink(path) else os.rmdir)(path)
+    os.rmdir(root)
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
 def walk_files(folder: epath.Path):
     """Every regular file under `folder`, at any depth (local or remote: epath's rglob
     refuses `**` on GCS)."""

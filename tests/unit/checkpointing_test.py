@@ -169,6 +169,13 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp
     assert len(list((tmp_path / "checkpoints_unreadable").iterdir())) == 1
 
 
+def test_the_evidence_of_damage_is_one_line_cut_between_words(tmp_path):
+    error = checkpointing.Damaged("a long reason, " * 30 + "\nand a second line")
+    evidence = checkpointing.damage_evidence(error, tmp_path)
+    assert evidence.startswith("a long reason, a long") and evidence.endswith(" ...")
+    assert len(evidence) <= 204 and evidence[:-4].endswith(("a", "long", "reason,"))
+
+
 def test_training_removes_the_folders_of_unfinished_saves(synthetic_dir, tmp_path):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
     unfinished = tmp_path / "checkpoints" / "2.orbax-checkpoint-tmp-1795888000"

@@ -371,19 +371,61 @@ def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_i
     )
     folder.unlink()
     shutil.move(tmp_path / "elsewhere", folder)
-    # Refused for space while the save before is still being written: that one is named.
+    # Refused for space: the last checkpoint saved is named.
     real = os.statvfs(folder)
     fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
     full = types.SimpleNamespace(**{**fields, "f_bavail": 0})
     monkeypatch.setattr(os, "statvfs", lambda _: full)
-    monkeypatch.setattr(store.manager, "is_saving_in_progress", lambda: True)
-    epoch = int(state.epoch)
     _assert_refused_in_one_line(
         lambda: store.save(state, meta),
-        f"(the last saved is epoch {epoch}, and the one before it is still being written)",
+        f"MB free, and the checkpoint of epoch {int(state.epoch)} needs about",
+    )
+    _assert_refused_in_one_line(
+        lambda: store.save(state, meta), f"(the last saved is epoch {int(state.epoch)})"
     )
     monkeypatch.undo()
     store.close()
+
+
+def test_an_old_checkpoint_that_cannot_be_deleted_is_one_warning_and_the_run_goes_on(
+    trained, tmp_path, monkeypatch, caplog
+):
+    """Rotation (keep=1) meets a checkpoint with a file nobody may delete (as with a
+    read-only part, or `chattr +i`): one warning naming that file, the checkpoint out of
+    Orbax's sight, every save done, no traceback; each start tries it again."""
+    state = checkpointing.restore_workdir(trained).state
+    meta = {"val_acc": 0.5, "steps_per_epoch": 1}
+    workdir, folder = tmp_path / "run", tmp_path / "run" / "checkpoints"
+
+    def save(store, epoch):
+        store.save(state.replace(epoch=jax.numpy.asarray(epoch, state.epoch.dtype)), meta)
+
+    unlink = os.unlink
+
+    def refuse_in_checkpoint_1(path, *args, **kwargs):
+        if os.path.basename(os.path.dirname(os.path.dirname(path))).startswith("1."):
+            raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refuse_in_checkpoint_1)
+    store = checkpointing.CheckpointStore(workdir, keep=1)
+    with caplog.at_level("WARNING"):
+        for epoch in (1, 2, 3):  # Rotation, before 3 is saved, cannot delete 1.
+            save(store, epoch)
+        store.close()  # It deletes 2.
+        assert store.saved_epochs() == [3]
+        checkpointing.CheckpointStore(workdir, keep=1)  # The next start tries 1 again.
+    messages = [r.getMessage() for r in caplog.records]
+    warnings = [m for m in messages if "could not be deleted" in m]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings), warnings
+    leftover = next(folder.glob("1.orbax-checkpoint-tmp-rotated-*"))
+    assert f"({leftover}/" in warnings[0] and ": Operation not permitted); delete it" in warnings[0]
+    assert warnings[0].startswith(f"{leftover} (checkpoint 1, older than the newest 1, which")
+    assert warnings[1].startswith(f"{leftover} (the leftover of an unfinished or rotated-out")
+    assert not [m for m in messages if "_CHECKPOINT_METADATA" in m]  # Orbax saw none of it.
+    monkeypatch.undo()
+    checkpointing.CheckpointStore(workdir, keep=1)
+    assert os.listdir(folder) == ["3"]
 
 
 def test_eval_of_a_workdir_whose_checkpoints_is_a_file_names_it(trained, tmp_path):
