@@ -10,12 +10,36 @@ import tempfile
 
 import jax
 import pytest
-from helpers import FULL_SIZES, SMALL_SIZES, write_synthetic_dataset
+from helpers import FULL_SIZES, SMALL_SIZES, fast_compile, write_synthetic_dataset
 
 from mlp_jax import data
 
 _CACHE = pytest.StashKey[str]()
 LASTING_CACHE_BYTES = 512 * 2**20
+# The full tier's longest modules (a minute or more each on 2 cores), longest first. `make
+# test-all` hands modules to its workers in collection order (xdist's --dist loadfile,
+# --no-loadscope-reorder): these first, the short ones then even out the workers' ends. (By
+# xdist's own order, most tests first, they came last: one worker waited on the other's pod
+# slice for a minute.) A stale list costs balance, never a test.
+LONGEST_FIRST = (
+    "multidevice_test",
+    "benchmarks_cli_test",
+    "sweep_test",
+    "gcs_test",
+    "studies_test",
+    "checkpointing_cli_test",
+    "tpu_vm_test",
+    "multidevice_sweep_test",
+)
+
+
+def pytest_addoption(parser):
+    """--fast-compile: the fast tier's XLA flags (helpers.FAST_COMPILE_XLA_FLAGS)."""
+    parser.addoption(
+        "--fast-compile",
+        action="store_true",
+        help="compile as the fast tier does: unoptimised, for tiny programs that run once",
+    )
 
 
 def pytest_configure(config):
@@ -29,6 +53,10 @@ def pytest_configure(config):
     after a change compiles only the programs the change altered. That is safe because a
     program's key is its whole HLO, compile options, XLA flags and JAX version: a changed
     program is never served an old one."""
+    if config.getoption("fast_compile"):
+        # Read when JAX starts its CPU back end, at the first computation, after this; the
+        # commands the tests start inherit them.
+        os.environ.update(fast_compile())
     lasting = os.environ.get("MLP_JAX_TEST_XLA_CACHE")
     if lasting:
         # Programs of old code pile up there: past this size it starts afresh (the tier
@@ -55,6 +83,12 @@ def pytest_configure(config):
     # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
     jax.config.update("jax_numpy_rank_promotion", "raise")
     os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+
+
+def pytest_collection_modifyitems(items):
+    """Puts the tests of LONGEST_FIRST's modules first, in its order; the rest keep theirs."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 def _cache_entries(folder: str) -> list[os.DirEntry]:
