@@ -5,12 +5,6 @@ import pytest
 from helpers import TINY, TRAINED_EPOCHS, fast_compile, run_cli
 
 
-def pytest_itemcollected(item):
-    """Every test here is of the full tier: left out of `make test`, which runs
-    `tests/unit -m "not slow"`, and run by `make test-all`'s `tests -m slow`."""
-    item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture
 def fast_compiled_commands(monkeypatch):
     """The commands a test starts compile as the fast tier does (helpers.fast_compile): for
