@@ -71,12 +71,10 @@ test: install
 # processes and devices, a bucket, a pod slice, the real data, the notebook, the device
 # check), compiled as users do, afresh (but for the processes that run tiny programs once),
 # in one session: its compilation cache serves the commands the full tier starts the
-# programs the fast tier compiled (run as two sessions, the fast tier at its own flags, the
-# whole took more time, not less). In TEST_WORKERS processes, since the time is mostly
-# single-threaded (XLA compiles, processes starting), the longest modules handed out first
-# (tests/conftest.py). What CI runs (.ci/run).
+# programs the fast tier compiled. In TEST_WORKERS processes, since the time is mostly
+# single-threaded (XLA compiles, processes starting). What CI runs (.ci/run).
 test-all: install
-	$(PY) -m pytest -q tests $(XDIST) $(if $(XDIST),--no-loadscope-reorder)
+	$(PY) -m pytest -q $(XDIST)
 
 # The config reference (docs/config.md): every field's declaration in mlp_jax/config.py and
 # the chapter's two experiments' values; tests/unit/config_test.py fails when it is stale.

@@ -16,21 +16,6 @@ from mlp_jax import data
 
 _CACHE = pytest.StashKey[str]()
 LASTING_CACHE_BYTES = 512 * 2**20
-# The full tier's longest modules (a minute or more each on 2 cores), longest first. `make
-# test-all` hands modules to its workers in collection order (xdist's --dist loadfile,
-# --no-loadscope-reorder): these first, the short ones then even out the workers' ends. (By
-# xdist's own order, most tests first, they came last: one worker waited on the other's pod
-# slice for a minute.) A stale list costs balance, never a test.
-LONGEST_FIRST = (
-    "multidevice_test",
-    "benchmarks_cli_test",
-    "sweep_test",
-    "gcs_test",
-    "studies_test",
-    "checkpointing_cli_test",
-    "tpu_vm_test",
-    "multidevice_sweep_test",
-)
 
 
 def pytest_addoption(parser):
@@ -83,12 +68,6 @@ def pytest_configure(config):
     # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
     jax.config.update("jax_numpy_rank_promotion", "raise")
     os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
-
-
-def pytest_collection_modifyitems(items):
-    """Puts the tests of LONGEST_FIRST's modules first, in its order; the rest keep theirs."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 def _cache_entries(folder: str) -> list[os.DirEntry]:
