@@ -10,21 +10,12 @@ import tempfile
 
 import jax
 import pytest
-from helpers import FULL_SIZES, SMALL_SIZES, fast_compile, write_synthetic_dataset
+from helpers import FULL_SIZES, SMALL_SIZES, write_synthetic_dataset
 
 from mlp_jax import data
 
 _CACHE = pytest.StashKey[str]()
 LASTING_CACHE_BYTES = 512 * 2**20
-
-
-def pytest_addoption(parser):
-    """--fast-compile: the fast tier's XLA flags (helpers.FAST_COMPILE_XLA_FLAGS)."""
-    parser.addoption(
-        "--fast-compile",
-        action="store_true",
-        help="compile as the fast tier does: unoptimised, for tiny programs that run once",
-    )
 
 
 def pytest_configure(config):
@@ -38,10 +29,6 @@ def pytest_configure(config):
     after a change compiles only the programs the change altered. That is safe because a
     program's key is its whole HLO, compile options, XLA flags and JAX version: a changed
     program is never served an old one."""
-    if config.getoption("fast_compile"):
-        # Read when JAX starts its CPU back end, at the first computation, after this; the
-        # commands the tests start inherit them.
-        os.environ.update(fast_compile())
     lasting = os.environ.get("MLP_JAX_TEST_XLA_CACHE")
     if lasting:
         # Programs of old code pile up there: past this size it starts afresh (the tier

@@ -23,12 +23,6 @@ IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
 SMALL_SIZES = {"train": 6_000, "test": 1_000}
 # Fashion-MNIST's own sizes, for the runs that must last (signals, a busy workdir).
 FULL_SIZES = {"train": 60_000, "test": 10_000}
-# XLA flags for processes whose programs are tiny and each run once (the fast tier, with
-# `pytest --fast-compile`, and the full tier's processes of that kind): XLA's CPU back end
-# compiles without optimising and with its older emitters, each flag a quarter to a third
-# off the fast tier's time (without the new emitters an epoch's program compiles in half the
-# time). Processes that train for long, or prove an exactness users' flags give, keep those.
-FAST_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 # The pure train step compiled, as the library's programs run it: called eagerly, each of
 # its hundreds of operations would be compiled on its own, a second or more of a test.
@@ -220,14 +214,6 @@ def without_tensorflow_env(env: dict | None = None) -> dict:
         os.environ.get("PYTHONPATH", ""),
     ]
     return {**os.environ, **env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-
-
-def fast_compile(env: dict | None = None) -> dict:
-    """`env` for a process whose programs are tiny and each run once: XLA_FLAGS start with
-    FAST_COMPILE_XLA_FLAGS (before those of `env`, else of this process)."""
-    env = env or {}
-    flags = env.get("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-    return {**env, "XLA_FLAGS": f"{FAST_COMPILE_XLA_FLAGS} {flags}".strip()}
 
 
 def run_cli(

@@ -1,13 +1,9 @@
 """The benchmarks as they run: each peer in its own process, the hardware tables on the real
 data, and the one-call device check on tiny sizes without TensorFlow."""
 
-import pytest
 from helpers import ROOT, run_cli
 
 from benchmarks import hardware, train_speed
-
-# The processes these tests start run tiny programs once (see the fixture).
-pytestmark = pytest.mark.usefixtures("fast_compiled_commands")
 
 
 def test_mlp_jax_peer_reports_its_numbers(real_data_dir):

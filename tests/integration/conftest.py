@@ -2,17 +2,7 @@
 tests that read it (a test that changes it works on a copy)."""
 
 import pytest
-from helpers import TINY, TRAINED_EPOCHS, fast_compile, run_cli
-
-
-@pytest.fixture
-def fast_compiled_commands(monkeypatch):
-    """The commands a test starts compile as the fast tier does (helpers.fast_compile): for
-    tests whose processes run tiny programs once, where optimising them costs more time than
-    it saves. (Those that train for long, or prove what users' flags give, compile as users
-    do.)"""
-    for name, value in fast_compile().items():
-        monkeypatch.setenv(name, value)
+from helpers import TINY, TRAINED_EPOCHS, run_cli
 
 
 @pytest.fixture(scope="session")

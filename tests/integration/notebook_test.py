@@ -2,12 +2,8 @@
 training drawn live."""
 
 import nbformat
-import pytest
 from helpers import ROOT, without_tensorflow_env
 from nbclient import NotebookClient
-
-# The processes these tests start run tiny programs once (see the fixture).
-pytestmark = pytest.mark.usefixtures("fast_compiled_commands")
 
 
 def test_notebook_executes(real_data_dir, tmp_path, monkeypatch):

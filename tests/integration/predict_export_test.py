@@ -14,9 +14,6 @@ from PIL import Image
 
 from mlp_jax import data
 
-# The processes these tests start run tiny programs once (see the fixture).
-pytestmark = pytest.mark.usefixtures("fast_compiled_commands")
-
 # Test images of classes the model knows well after 2 epochs, by their index in the split.
 EASY_CLASSES = ("trouser", "bag", "sneaker")
 
