@@ -258,8 +258,8 @@ _SAVE_FILES = 64
 
 Layout = dict[str, tuple[tuple[int, ...], str]]
 
-# Orbax names a save's folder so until it is complete, and skips such folders when it lists
-# the checkpoints; a checkpoint being deleted is renamed so first.
+# Orbax writes a save into a folder named N.orbax-checkpoint-tmp-... until it is complete, and
+# skips such folders when it lists the checkpoints: one being deleted is renamed so first.
 _UNFINISHED = ".orbax-checkpoint-tmp"
 _ROTATED = f"{_UNFINISHED}-rotated-"
 
