@@ -262,6 +262,20 @@ Layout = dict[str, tuple[tuple[int, ...], str]]
 # skips such folders when it lists the checkpoints: one being deleted is renamed so first.
 _UNFINISHED = ".orbax-checkpoint-tmp"
 _ROTATED = f"{_UNFINISHED}-rotated-"
+# In a bucket Orbax writes a save in place and counts it complete once this file, written
+# last, is in it: a folder N without it is an unfinished save, or one partly deleted.
+_COMMIT_MARKER = "commit_success.txt"
+
+
+def _take_out_of_sight(folder: epath.Path, epoch: int) -> epath.Path:
+    """Hides checkpoint `folder` from Orbax in one step, before it is deleted file by file, so
+    that a deletion failing midway never leaves it listed, half gone: on a local disk it is
+    renamed as an unfinished save; in a bucket, where a rename copies every object, its
+    commit marker goes first. Returns where it now is."""
+    if files.is_remote(folder):
+        (folder / _COMMIT_MARKER).unlink(missing_ok=True)
+        return folder
+    return folder.rename(folder.with_name(f"{epoch}{_ROTATED}{time.time_ns()}"))
 
 
 def _delete(folder: epath.Path, why: str) -> None:
@@ -270,6 +284,12 @@ def _delete(folder: epath.Path, why: str) -> None:
         files.remove_folder(folder)
     except OSError as e:
         _warn_not_deleted(folder, why, e)
+
+
+def _uncommitted(folder: epath.Path) -> bool:
+    """Whether `folder`, in a bucket's checkpoints, is a save Orbax never completed (or one
+    whose deletion began): named by an epoch, without its commit marker."""
+    return folder.name.isdigit() and folder.is_dir() and not (folder / _COMMIT_MARKER).exists()
 
 
 def _warn_not_deleted(folder: epath.Path, why: str, error: OSError) -> None:
@@ -337,9 +357,8 @@ class CheckpointStore:
     The older ones are deleted here, by process 0, once the newer are written (before the
     next save and at `close`), not by Orbax: its rotation runs in its save thread, where a
     checkpoint it cannot delete (a read-only part) ends the run in a traceback, half deleted.
-    Here each is first renamed as an unfinished save (on a local disk), out of Orbax's sight
-    at once; what cannot be deleted is named in a warning, and the run goes on (the next
-    start tries again).
+    Here each is first taken out of Orbax's sight in one step (`_take_out_of_sight`); what
+    cannot be deleted is named in a warning, and the run goes on (the next start tries again).
 
     Read-only (for evaluation and notebooks), it neither saves, deletes nor moves anything:
     an unreadable checkpoint is skipped, not set aside, and unfinished saves stay in place.
@@ -400,6 +419,10 @@ class CheckpointStore:
             if checkpoints.exists():
                 for leftover in checkpoints.glob(f"*{_UNFINISHED}*"):
                     _delete(leftover, "the leftover of an unfinished or rotated-out save")
+                if files.is_remote(checkpoints):
+                    for leftover in checkpoints.iterdir():
+                        if _uncommitted(leftover):
+                            _delete(leftover, "an unfinished save, or a checkpoint partly deleted")
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously
@@ -437,12 +460,11 @@ class CheckpointStore:
         for epoch in saved[: max(len(saved) - self.keep, 0)]:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
             why = f"checkpoint {epoch}, older than the newest {self.keep}, which are kept"
-            if not files.is_remote(folder):  # (A rename in a bucket would copy every byte.)
-                try:
-                    folder = folder.rename(folder.with_name(f"{epoch}{_ROTATED}{time.time_ns()}"))
-                except OSError as e:
-                    _warn_not_deleted(folder, why, e)
-                    continue
+            try:
+                folder = _take_out_of_sight(folder, epoch)
+            except OSError as e:
+                _warn_not_deleted(folder, why, e)
+                continue
             _delete(folder, why)
         self.manager.reload()
 

@@ -1,7 +1,8 @@
 """A workdir, data and results in a bucket, through a real GCS API (the `gcs` fixture: a
 GCS emulator on 127.0.0.1), whole processes as a TPU VM user runs them, and nothing of
 Orbax, TensorStore or etils.epath replaced: what an object store does differently (no
-folders, no rename, preconditions, listing, HTTP) is what these exercise."""
+folders, no rename, preconditions, listing, HTTP) is what these exercise. (One test makes
+gcsfs's deletions fail midway, as a fault.)"""
 
 import json
 import re
@@ -36,6 +37,19 @@ def _bucket(gcs):
     from gcsfs.core import GCSFileSystem  # noqa: PLC0415
 
     return GCSFileSystem(endpoint_url=gcs["STORAGE_EMULATOR_HOST"], token="anon")
+
+
+def _python(gcs, code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -c CODE ARGS` from the repository root, without TensorFlow, its GCS clients
+    pointed at the emulator."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=without_tensorflow_env(gcs),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _fingerprint(evaluated) -> str:
@@ -286,14 +300,7 @@ print(fsspec.filesystem("gs").exists(sys.argv[1][5:]))
 
 
 def test_a_lock_holding_this_runs_own_record_is_acquired_not_refused(gcs, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", _ACQUIRE_ITS_OWN, f"gs://bucket/{tmp_path.name}/.lock"],
-        env=without_tensorflow_env(gcs),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _python(gcs, _ACQUIRE_ITS_OWN, f"gs://bucket/{tmp_path.name}/.lock", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
@@ -323,12 +330,64 @@ def test_a_workdir_another_host_is_filling_is_never_taken_for_a_file(gcs, tmp_pa
     # On every host of a pod, prepare_folder asks what the bucket workdir is while host 0
     # writes its first objects there: a folder, or nothing yet, never a file.
     folder = f"gs://bucket/{tmp_path.name}/pod"
-    result = subprocess.run(
-        [sys.executable, "-c", _RACE, folder],
-        env=without_tensorflow_env(gcs),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _python(gcs, _RACE, folder, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "a file" not in result.stdout and "a folder" in result.stdout, result.stdout
+
+
+# The training command, run where every recursive deletion of checkpoint 1 in the bucket
+# stops midway: it deletes the files of its second half (the arrays' data, its commit marker
+# spared), then fails, as an object store's permission or a dropped connection would.
+_TRAIN_WHERE_CHECKPOINT_1_RESISTS = """
+import runpy, sys
+from fsspec.asyn import sync_wrapper
+from gcsfs.core import GCSFileSystem
+
+rm = GCSFileSystem._rm
+
+async def rm_stopping_midway(self, path, recursive=False, **kwargs):
+    if recursive and str(path).rstrip("/").endswith("/checkpoints/1"):
+        found = sorted(await self._find(path))
+        await rm(self, found[len(found) // 2 :])
+        raise PermissionError(13, "Permission denied (test)", found[0])
+    return await rm(self, path, recursive=recursive, **kwargs)
+
+GCSFileSystem._rm, GCSFileSystem.rm = rm_stopping_midway, sync_wrapper(rm_stopping_midway)
+sys.argv[0] = "mlp_jax.main"
+runpy.run_module("mlp_jax.main", run_name="__main__")
+"""
+
+
+_CHECKPOINTS_LISTED = """
+import sys
+from mlp_jax import checkpointing
+print(checkpointing.CheckpointStore(sys.argv[1], keep=1, read_only=True).saved_epochs())
+"""
+
+
+def test_an_old_checkpoint_partly_deleted_in_a_bucket_is_never_listed(
+    gcs, synthetic_full_dir, tmp_path
+):
+    """Rotation whose deletion of a bucket checkpoint stops midway: one warning naming it,
+    the run goes on, and Orbax never sees the half-deleted checkpoint (no metadata warnings,
+    no restore of it); the next start deletes what is left."""
+    run = f"gs://bucket/{tmp_path.name}/run"
+    args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
+    keep_one = "--config.keep_checkpoints=1"
+    result = _python(
+        gcs, _TRAIN_WHERE_CHECKPOINT_1_RESISTS, *args, keep_one, "--config.num_epochs=2"
+    )
+    assert result.returncode == 0, result.stderr
+    # The warning, absl's (its prefix that of TensorStore's lines too), and nothing else.
+    (line,) = [line for line in result.stderr.splitlines() if "checkpointing.py" in line]
+    assert not _own_lines(result.stderr), result.stderr
+    assert f"{run}/checkpoints/1 (checkpoint 1, older than the newest 1" in line, line
+    assert "Permission denied (test)" in line and "delete it yourself" in line, line
+    bucket, checkpoints = _bucket(gcs), f"bucket/{tmp_path.name}/run/checkpoints"
+    assert bucket.exists(f"{checkpoints}/1")  # Half of it, out of Orbax's sight.
+    listed = _python(gcs, _CHECKPOINTS_LISTED, run, timeout=120)
+    assert listed.stdout.strip() == "[2]", listed.stderr  # As every command lists them.
+    rerun = run_cli(*args, keep_one, "--config.num_epochs=3", env=gcs)
+    assert rerun.returncode == 0 and not _own_lines(rerun.stderr), rerun.stderr
+    bucket.invalidate_cache()
+    assert [p.rsplit("/", 1)[1] for p in bucket.ls(checkpoints, refresh=True)] == ["3"]
