@@ -14,11 +14,13 @@ import errno
 import functools
 import gc
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import NoReturn
+from urllib.parse import unquote
 
 from absl import app, flags, logging
 
@@ -79,6 +81,12 @@ _OS_ERROR_CLASSES = {
 # Substrings of the messages of libraries that report a full disk without an errno
 # (TensorStore, Orbax): a full disk is not an out-of-memory error.
 _DISK_FULL_SIGNS = ("No space left on device", "ENOSPC", "Disk quota exceeded")
+# How gcsfs reports a bucket's HTTP 403 (an OSError without an errno or a file name):
+# "Forbidden: <the JSON API's path>\n<GCS's words, naming the account and the permission it
+# lacks>"; the API's path is b/BUCKET/o[/OBJECT, URL-quoted] (an upload's names no object).
+_FORBIDDEN = "Forbidden: "
+_GCS_API_PATH = re.compile(r"\bb/([^/\s]+)/o(?:/(\S+))?")
+_BUCKET_ACCESS = "give that account this access to the bucket, or use another {flag}"
 
 # The flag that names each path a command was given (its workdir, data, export folder...),
 # registered by the command, so that an error about a file under it names the flag that
@@ -107,6 +115,8 @@ def _errno_of(error: OSError) -> int | None:
             return number
     if is_disk_full(error):
         return errno.ENOSPC
+    if str(error.strerror or error).startswith(_FORBIDDEN):  # (See os_error_line.)
+        return errno.EACCES
     return None
 
 
@@ -123,14 +133,29 @@ def os_error_line(error: OSError, path=None, flag: str | None = None) -> str | N
     number = _errno_of(error)
     if number is None:
         return None
-    where = error.filename or path
+    text = str(error.strerror or error)
+    forbidden = text.startswith(_FORBIDDEN)  # A bucket's 403, as gcsfs says it.
+    where = error.filename or path or (_gcs_object(text) if forbidden else None)
     if where is None:
         where = "a file"
         flag = flag or "path"
     flag = flag or flag_for(where)
     other = f" -> {error.filename2}" if error.filename2 else ""
-    what = error.strerror or os.strerror(number)
-    return f"{where}{other}: {what}: {_OS_ERROR_FIXES[number].format(flag=flag)}"
+    if forbidden:  # GCS's words, which name the account and the permission it lacks.
+        what, fix = _FORBIDDEN + text.partition("\n")[2], _BUCKET_ACCESS
+    else:
+        what, fix = error.strerror or os.strerror(number), _OS_ERROR_FIXES[number]
+    what = " ".join(what.split())  # One line, whatever the library's message holds.
+    return f"{where}{other}: {what}: {fix.format(flag=flag)}"
+
+
+def _gcs_object(message: str) -> str | None:
+    """gs://BUCKET[/OBJECT], from the JSON API's path in gcsfs's message."""
+    found = _GCS_API_PATH.search(message.partition("\n")[0])
+    if found is None:
+        return None
+    bucket, name = found.groups()
+    return f"gs://{bucket}/{unquote(name)}" if name else f"gs://{bucket}"
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -165,11 +190,38 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
 
 
+# Cloud Storage refusing this machine's account, or not answering, as the error reaches a
+# command after its clients' own retries: gcsfs's HttpError by its HTTP code, TensorStore's
+# (Orbax's arrays) by its status, which it gives before the HTTP details.
+_REFUSED_CODES, _UNAVAILABLE_CODES = {401, 403}, {408, 429, 500, 502, 503, 504}
+_TENSORSTORE_REFUSALS = ("PERMISSION_DENIED: ", "UNAUTHENTICATED: ")
+
+
+def cloud_storage_line(error: BaseException) -> str | None:
+    """One line for a bucket that refuses this machine's account, or that did not answer
+    through the retries; None for anything else."""
+    text = " ".join(str(error).split())
+    refused = "give this machine's account access to the bucket (or renew its credentials)"
+    if type(error).__name__ == "HttpError" and type(error).__module__.startswith("gcsfs"):
+        code = int(getattr(error, "code", None) or 0)
+        if code in _REFUSED_CODES:
+            return f"Cloud Storage refused the request with HTTP {code} ({text[:200]}); {refused}"
+        if code in _UNAVAILABLE_CODES:
+            return (
+                f"Cloud Storage answered HTTP {code} through every retry ({text[:200]}); what "
+                "was saved is kept: rerun the same command to go on"
+            )
+    if text.startswith(_TENSORSTORE_REFUSALS) and "[http_response_code=" in text:
+        return f"Cloud Storage refused: {text.partition(' [http_')[0][:300]}; {refused}"
+    return None
+
+
 @contextlib.contextmanager
 def one_line_errors():
     """Ends the program with one line for a UserError, a file-system error a user can fix
-    (a full disk, a read-only or misplaced path), an out-of-memory error, another process of
-    the run gone (`is_peer_gone`: that one shows its own error), or a signal that stopped it
+    (a full disk, a read-only or misplaced path), a bucket refusing the account or not
+    answering (`cloud_storage_line`), an out-of-memory error, another process of the run
+    gone (`is_peer_gone`: that one shows its own error), or a signal that stopped it
     (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
     try:
         yield
@@ -196,6 +248,9 @@ def one_line_errors():
                 "command on every host",
                 1,
             )
+        line = cloud_storage_line(e)
+        if line is not None:
+            fail(line)
         if is_disk_full(e):
             fail(
                 f"the disk is full ({text.splitlines()[0][:160]}); free space on the device "

@@ -139,6 +139,8 @@ def kind(path: epath.Path) -> str | None:
             return "a folder" if path.stat().is_directory else "a file"
         except FileNotFoundError:
             return None
+        except OSError as e:  # (A bucket's 403, say, which gcsfs raises naming no file.)
+            raise _with_path(e, path) from None
     try:
         mode = os.stat(os.fspath(path)).st_mode
     except FileNotFoundError:
@@ -170,6 +172,8 @@ def require_kind(path: epath.Path, wanted: str, missing_ok: bool = True) -> bool
 def _with_path(error: OSError, path) -> OSError:
     """`error` naming `path` where it names no file (etils and fsspec raise some without)."""
     if error.filename is None:
+        if error.strerror is None:  # Raised with a message alone, which naming a file hides.
+            error.strerror = str(error)
         error.filename = os.fspath(path)
     return error
 

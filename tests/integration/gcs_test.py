@@ -391,3 +391,47 @@ def test_an_old_checkpoint_partly_deleted_in_a_bucket_is_never_listed(
     assert rerun.returncode == 0 and not _own_lines(rerun.stderr), rerun.stderr
     bucket.invalidate_cache()
     assert [p.rsplit("/", 1)[1] for p in bucket.ls(checkpoints, refresh=True)] == ["3"]
+
+
+# A command run where the bucket refuses this machine's account, as GCS does (HTTP 403 and
+# its JSON error), every request of the kind $REFUSE names ("writes" or "reads").
+_AS_AN_ACCOUNT_REFUSED = """
+import os, runpy, sys
+from gcsfs.core import GCSFileSystem
+from gcsfs.retry import validate_response
+
+request = GCSFileSystem._request
+refused = ("GET",) if os.environ["REFUSE"] == "reads" else ("POST", "PUT", "PATCH", "DELETE")
+body = b'{"error": {"code": 403, "message": "vm@p.iam.gserviceaccount.com does not have '
+body += b'storage.objects.x access to the Google Cloud Storage object."}}'
+
+async def as_refused(self, method, path, *args, **kwargs):
+    if method.upper() in refused:
+        validate_response(403, body, path, args)
+    return await request(self, method, path, *args, **kwargs)
+
+GCSFileSystem._request = as_refused
+sys.argv[0] = "mlp_jax.main"
+runpy.run_module("mlp_jax.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("refused", ["writes", "reads"])
+def test_a_bucket_that_refuses_the_account_is_one_line_naming_it(
+    gcs, synthetic_full_dir, tmp_path, refused
+):
+    run = f"gs://bucket/{tmp_path.name}/run"
+    if refused == "writes":
+        args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
+    else:
+        trained = _train(gcs, run, synthetic_full_dir, 1)
+        assert trained.returncode == 0, trained.stderr
+        args = ["--mode=eval", f"--workdir={run}"]
+    result = _python({**gcs, "REFUSE": refused}, _AS_AN_ACCOUNT_REFUSED, *args)
+    (line,) = _own_lines(result.stderr)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    # The object (not the API's b/bucket/o path), the account and the permission, the fix.
+    named = f"{run}: " if refused == "writes" else f"{run}/config.json: "
+    assert f"{named}Forbidden: vm@p.iam.gserviceaccount.com does not have storage." in line
+    assert "b/bucket" not in line, line
+    assert line.endswith("give that account this access to the bucket, or use another --workdir")

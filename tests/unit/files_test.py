@@ -8,7 +8,7 @@ import signal
 import pytest
 from helpers import kill_mid_write
 
-from mlp_jax import files
+from mlp_jax import errors, files
 from mlp_jax.errors import UserError, os_error_line
 
 
@@ -105,3 +105,27 @@ def test_a_folder_moved_to_another_file_system_is_copied_then_removed(tmp_path, 
     files.move_folder(source, target)
     assert not source.exists()
     assert (target / "state" / "data").read_bytes() == b"damaged bytes"
+
+
+# What gcsfs raises for a bucket's HTTP 403: an OSError with neither an errno nor a file name,
+# the JSON API's path on its first line and GCS's words on the second.
+_GCS_SAYS = "me@p.iam.gserviceaccount.com does not have storage.objects.get access."
+
+
+def test_a_buckets_refusal_is_one_line_naming_the_object_the_account_and_the_fix(monkeypatch):
+    monkeypatch.setitem(errors._PATH_FLAGS, "gs://bucket/run", "--workdir")
+    fix = "give that account this access to the bucket, or use another --workdir"
+    refused = OSError(f"Forbidden: b/bucket/o/run%2Fmetrics.jsonl\n{_GCS_SAYS}")
+    assert os_error_line(refused) == (
+        f"gs://bucket/run/metrics.jsonl: Forbidden: {_GCS_SAYS}: {fix}"
+    )
+    # A listing's names no object: the path asked for names it, its message kept.
+    run = files.as_path("gs://bucket/run")
+
+    def listing_refused(self, *args, **kwargs):
+        raise OSError(f"Forbidden: b/bucket/o\n{_GCS_SAYS}")
+
+    monkeypatch.setattr(type(run), "stat", listing_refused)
+    with pytest.raises(OSError) as raised:
+        files.kind(run)
+    assert os_error_line(raised.value) == f"gs://bucket/run: Forbidden: {_GCS_SAYS}: {fix}"
