@@ -5,6 +5,7 @@ lines of the errors that reach it."""
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
 
 from mlp_jax import errors
@@ -38,7 +39,7 @@ def test_a_command_imports_without_the_collector_and_runs_with_it_on_its_imports
     assert result.stdout.splitlines() == ["flags False", "main True True"]
 
 
-def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_are_not():
+def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_are_not(capsys):
     from gcsfs.retry import HttpError  # noqa: PLC0415  (the gcs extra's)
 
     unavailable = errors.cloud_storage_line(HttpError({"code": 503, "message": "Backend Error"}))
@@ -60,6 +61,10 @@ def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_a
         "Cloud Storage refused: PERMISSION_DENIED: Error writing gs://b/run/checkpoints/1/"
         "state/_sharding: no access; give this machine's account access"
     )
+    # As a command ends: that line, status 2.
+    with pytest.raises(SystemExit) as ended, errors.one_line_errors():
+        raise HttpError({"code": 503, "message": "Backend Error"})
+    assert ended.value.code == 2 and capsys.readouterr().err == f"error: {unavailable}\n"
     # A request gcsfs got wrong (a bug), and statuses of other origins, keep their traceback.
     assert errors.cloud_storage_line(HttpError({"code": 400, "message": "Bad"})) is None
     assert errors.cloud_storage_line(ValueError("PERMISSION_DENIED: /tmp/x")) is None
