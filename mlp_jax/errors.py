@@ -71,6 +71,22 @@ _OS_ERROR_FIXES = {
     errno.EFBIG: "larger than this process may write (`ulimit -f`); raise the limit and rerun",
     errno.ETXTBSY: "busy (another program is using it); wait for it or use another {flag}",
 }
+# A connection (to a bucket) that failed through its client's retries: the network's fault,
+# not the path's; what was saved is kept.
+_NETWORK_FIX = "check the network (and the bucket's endpoint), then rerun the same command"
+_OS_ERROR_FIXES.update(
+    dict.fromkeys(
+        (
+            errno.ECONNREFUSED,
+            errno.ECONNRESET,
+            errno.ECONNABORTED,
+            errno.ENETUNREACH,
+            errno.EHOSTUNREACH,
+            errno.ETIMEDOUT,
+        ),
+        _NETWORK_FIX,
+    )
+)
 _OS_ERROR_CLASSES = {
     FileNotFoundError: errno.ENOENT,
     IsADirectoryError: errno.EISDIR,
@@ -137,7 +153,7 @@ def os_error_line(error: OSError, path=None, flag: str | None = None) -> str | N
     forbidden = text.startswith(_FORBIDDEN)  # A bucket's 403, as gcsfs says it.
     where = error.filename or path or (_gcs_object(text) if forbidden else None)
     if where is None:
-        where = "a file"
+        where = "a connection" if _OS_ERROR_FIXES[number] == _NETWORK_FIX else "a file"
         flag = flag or "path"
     flag = flag or flag_for(where)
     other = f" -> {error.filename2}" if error.filename2 else ""

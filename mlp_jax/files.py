@@ -11,6 +11,7 @@ import contextlib
 import errno
 import functools
 import json
+import logging
 import os
 import resource
 import shutil
@@ -46,6 +47,15 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return path
 
 
+class _RaisedNext(logging.Filter):
+    """Drops gcsfs's log of the exception it raises next, when its retries are spent or the
+    error is not one it retries: a traceback in the log, then the same error raised to the
+    command, whose one line (or traceback, for a bug) reports it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.funcName == "retry_request")
+
+
 def _check_remote_support(uri: str) -> None:
     """Refuses a URI whose file system this environment lacks (gs:// without gcsfs), before
     anything tries to open it.
@@ -56,6 +66,9 @@ def _check_remote_support(uri: str) -> None:
     scheme = uri.split("://", 1)[0]
     reason = _missing_file_system(scheme)
     if reason is None:
+        gcsfs_log = logging.getLogger("gcsfs")
+        if not any(isinstance(f, _RaisedNext) for f in gcsfs_log.filters):
+            gcsfs_log.addFilter(_RaisedNext())
         return
     how = (
         "`make train` with a gs:// WORKDIR or ARGS (make adds the gcs extra), or `pip install "
@@ -172,7 +185,9 @@ def require_kind(path: epath.Path, wanted: str, missing_ok: bool = True) -> bool
 def _with_path(error: OSError, path) -> OSError:
     """`error` naming `path` where it names no file (etils and fsspec raise some without)."""
     if error.filename is None:
-        if error.strerror is None:  # Raised with a message alone, which naming a file hides.
+        if error.strerror is None and type(error) is OSError:
+            # Raised with a message alone (gcsfs's 403), which naming a file would hide; a
+            # subclass's meaning (FileNotFoundError) is its class.
             error.strerror = str(error)
         error.filename = os.fspath(path)
     return error

@@ -2,8 +2,10 @@
 interpreter, its garbage collector, is the process's, not a test session's), and the one
 lines of the errors that reach it."""
 
+import errno
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 from helpers import ROOT
@@ -68,3 +70,14 @@ def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_a
     # A request gcsfs got wrong (a bug), and statuses of other origins, keep their traceback.
     assert errors.cloud_storage_line(HttpError({"code": 400, "message": "Bad"})) is None
     assert errors.cloud_storage_line(ValueError("PERMISSION_DENIED: /tmp/x")) is None
+
+
+def test_a_connection_that_failed_through_the_retries_is_one_line_naming_the_network():
+    import aiohttp  # noqa: PLC0415  (gcsfs's client)
+
+    refused = OSError(errno.ECONNREFUSED, "Connect call failed ('10.0.0.2', 443)")
+    gone = aiohttp.ClientConnectorError(mock.Mock(ssl=True), refused)  # As gcsfs raises it.
+    assert errors.os_error_line(gone).startswith(
+        "a connection: Connect call failed ('10.0.0.2', 443): check the network (and the "
+        "bucket's endpoint), then rerun the same command"
+    )
