@@ -35,7 +35,7 @@ from etils import epath
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
-from mlp_jax import errors, files, models, optim, parallel, steps
+from mlp_jax import errors, files, locks, models, optim, parallel, steps
 from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
@@ -178,11 +178,11 @@ def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
         text = f"{error} {getattr(error, 'filename', '') or ''}"
         inside = any(name in text for name in names)
         if isinstance(error, _DECODING_ERRORS):
-            return _first_line(error)
+            return errors.first_line(error)
         if inside and (
             isinstance(error, FileNotFoundError) or any(sign in text for sign in _DAMAGE_SIGNS)
         ):
-            return _first_line(error)
+            return errors.first_line(error)
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return None
 
@@ -243,13 +243,6 @@ def _check_whole(folder: epath.Path) -> None:
         )
 
 
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    """The first line of `error`'s message (or its class's name), cut between words to
-    about `limit` characters: it goes into a line of a warning or an error."""
-    line = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
-
-
 # What a checkpoint holds beyond its arrays' bytes (Orbax's metadata, the meta JSON, file
 # system blocks), with room: measured under 3% and 20 KB for the chapter's model.
 _SAVE_OVERHEAD_FRACTION, _SAVE_OVERHEAD_BYTES = 0.1, 2**16
@@ -262,9 +255,6 @@ Layout = dict[str, tuple[tuple[int, ...], str]]
 # skips such folders when it lists the checkpoints: one being deleted is renamed so first.
 _UNFINISHED = ".orbax-checkpoint-tmp"
 _ROTATED = f"{_UNFINISHED}-rotated-"
-# In a bucket Orbax writes a save in place and counts it complete once this file, written
-# last, is in it: a folder N without it is an unfinished save, or one partly deleted.
-_COMMIT_MARKER = "commit_success.txt"
 
 
 def _take_out_of_sight(folder: epath.Path, epoch: int) -> epath.Path:
@@ -273,7 +263,10 @@ def _take_out_of_sight(folder: epath.Path, epoch: int) -> epath.Path:
     renamed as an unfinished save; in a bucket, where a rename copies every object, its
     commit marker goes first. Returns where it now is."""
     if files.is_remote(folder):
-        (folder / _COMMIT_MARKER).unlink(missing_ok=True)
+        # In a bucket Orbax writes a save in place and counts it complete while this file,
+        # which it writes last, is in it.
+        marker = importlib.import_module(ORBAX).path.atomicity_types.COMMIT_SUCCESS_FILE
+        (folder / marker).unlink(missing_ok=True)
         return folder
     return folder.rename(folder.with_name(f"{epoch}{_ROTATED}{time.time_ns()}"))
 
@@ -286,10 +279,17 @@ def _delete(folder: epath.Path, why: str) -> None:
         _warn_not_deleted(folder, why, e)
 
 
-def _uncommitted(folder: epath.Path) -> bool:
-    """Whether `folder`, in a bucket's checkpoints, is a save Orbax never completed (or one
-    whose deletion began): named by an epoch, without its commit marker."""
-    return folder.name.isdigit() and folder.is_dir() and not (folder / _COMMIT_MARKER).exists()
+def _abandoned(folder: epath.Path) -> bool:
+    """Whether `folder`, in a bucket's checkpoints, is a save Orbax never completed, or one
+    whose deletion began: named by an epoch, not a checkpoint by Orbax's own rule, and
+    untouched for locks.STALE_SECONDS (a save that a run whose lock went stale may still be
+    writing is left alone)."""
+    if not (folder.name.isdigit() and folder.is_dir()):
+        return False
+    if importlib.import_module(ORBAX).utils.is_checkpoint_finalized(folder):
+        return False
+    newest = max((path.stat().mtime for path in files.walk_files(folder)), default=0.0)
+    return time.time() - newest > locks.STALE_SECONDS
 
 
 def _warn_not_deleted(folder: epath.Path, why: str, error: OSError) -> None:
@@ -298,7 +298,7 @@ def _warn_not_deleted(folder: epath.Path, why: str, error: OSError) -> None:
         folder,
         why,
         error.filename or folder,
-        error.strerror or error,
+        " ".join(str(error.strerror or error).split()),  # (gcsfs's 403 holds two lines.)
     )
 
 
@@ -421,7 +421,7 @@ class CheckpointStore:
                     _delete(leftover, "the leftover of an unfinished or rotated-out save")
                 if files.is_remote(checkpoints):
                     for leftover in checkpoints.iterdir():
-                        if _uncommitted(leftover):
+                        if _abandoned(leftover):
                             _delete(leftover, "an unfinished save, or a checkpoint partly deleted")
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
@@ -603,7 +603,7 @@ class CheckpointStore:
             try:
                 state, meta = self._restore(epoch, abstract_state)
             except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-                reason = _first_line(e)
+                reason = errors.first_line(e)
                 if any(sign in str(e) for sign in _MISMATCH_SIGNS):
                     raise UserError(
                         f"{folder}: saved by a model of other shapes ({reason}); use the "

@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 
 from mlp_jax import files
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, first_line
 
 CLASS_NAMES = (
     "t-shirt",
@@ -304,7 +304,7 @@ def load_fashion_mnist(
         except UserError as e:
             tried.append(f"TFDS ({e})")
         except Exception as e:  # noqa: BLE001  (TFDS fails in many ways offline)
-            tried.append(f"TFDS ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            tried.append(f"TFDS ({type(e).__name__}: {first_line(e, 120)})")
     raise UserError(f"Fashion-MNIST not found; tried {'; '.join(tried)}; {_INSTALL_HINT}")
 
 

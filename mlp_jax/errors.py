@@ -13,6 +13,7 @@ import difflib
 import errno
 import functools
 import gc
+import logging as stdlib_logging
 import os
 import re
 import signal
@@ -45,6 +46,13 @@ def fail(message: str, exit_code: int = 2) -> NoReturn:
     sys.exit(exit_code)
 
 
+def first_line(error: BaseException | str, limit: int = 200) -> str:
+    """The first line of `error`'s message (or its class's name), cut between words to
+    about `limit` characters: it goes into a line of a warning or an error."""
+    line = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def closest(key: str, known: Iterable[str]) -> str:
     """ " (did you mean 'a' or 'b'?)" for the known names closest to `key`, or ""."""
     matches = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
@@ -71,22 +79,6 @@ _OS_ERROR_FIXES = {
     errno.EFBIG: "larger than this process may write (`ulimit -f`); raise the limit and rerun",
     errno.ETXTBSY: "busy (another program is using it); wait for it or use another {flag}",
 }
-# A connection (to a bucket) that failed through its client's retries: the network's fault,
-# not the path's; what was saved is kept.
-_NETWORK_FIX = "check the network (and the bucket's endpoint), then rerun the same command"
-_OS_ERROR_FIXES.update(
-    dict.fromkeys(
-        (
-            errno.ECONNREFUSED,
-            errno.ECONNRESET,
-            errno.ECONNABORTED,
-            errno.ENETUNREACH,
-            errno.EHOSTUNREACH,
-            errno.ETIMEDOUT,
-        ),
-        _NETWORK_FIX,
-    )
-)
 _OS_ERROR_CLASSES = {
     FileNotFoundError: errno.ENOENT,
     IsADirectoryError: errno.EISDIR,
@@ -101,7 +93,7 @@ _DISK_FULL_SIGNS = ("No space left on device", "ENOSPC", "Disk quota exceeded")
 # "Forbidden: <the JSON API's path>\n<GCS's words, naming the account and the permission it
 # lacks>"; the API's path is b/BUCKET/o[/OBJECT, URL-quoted] (an upload's names no object).
 _FORBIDDEN = "Forbidden: "
-_GCS_API_PATH = re.compile(r"\bb/([^/\s]+)/o(?:/(\S+))?")
+_GCS_API_PATH = re.compile(r"\bb/([^/\s?]+)(?:/o(?:/([^\s?]+))?)?")
 _BUCKET_ACCESS = "give that account this access to the bucket, or use another {flag}"
 
 # The flag that names each path a command was given (its workdir, data, export folder...),
@@ -153,12 +145,13 @@ def os_error_line(error: OSError, path=None, flag: str | None = None) -> str | N
     forbidden = text.startswith(_FORBIDDEN)  # A bucket's 403, as gcsfs says it.
     where = error.filename or path or (_gcs_object(text) if forbidden else None)
     if where is None:
-        where = "a connection" if _OS_ERROR_FIXES[number] == _NETWORK_FIX else "a file"
+        where = "a file"
         flag = flag or "path"
     flag = flag or flag_for(where)
     other = f" -> {error.filename2}" if error.filename2 else ""
     if forbidden:  # GCS's words, which name the account and the permission it lacks.
-        what, fix = _FORBIDDEN + text.partition("\n")[2], _BUCKET_ACCESS
+        words = " ".join(text.partition("\n")[2].split())
+        what, fix = f"Forbidden: {words}" if words else "Forbidden", _BUCKET_ACCESS
     else:
         what, fix = error.strerror or os.strerror(number), _OS_ERROR_FIXES[number]
     what = " ".join(what.split())  # One line, whatever the library's message holds.
@@ -207,29 +200,51 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 # Cloud Storage refusing this machine's account, or not answering, as the error reaches a
-# command after its clients' own retries: gcsfs's HttpError by its HTTP code, TensorStore's
-# (Orbax's arrays) by its status, which it gives before the HTTP details.
+# command after its clients' own retries: gcsfs's HttpError by its HTTP code (a 403 it raises
+# as an OSError: see os_error_line; a 502, as requests' ProxyError), a failed connection by
+# aiohttp's class (refused, reset, timed out, a name not resolved), TensorStore's (Orbax's
+# arrays) by its status, which it gives before the HTTP details.
 _REFUSED_CODES, _UNAVAILABLE_CODES = {401, 403}, {408, 429, 500, 502, 503, 504}
 _TENSORSTORE_REFUSALS = ("PERMISSION_DENIED: ", "UNAUTHENTICATED: ")
+_RERUN = "rerun the same command to go on: what was saved is kept"
+
+
+def _is_a(error: BaseException, module: str, name: str) -> bool:
+    """Whether `error` is of the class `name` of the package `module`, or of a subclass of
+    it, without importing that package."""
+    return any(c.__name__ == name and c.__module__.startswith(module) for c in type(error).__mro__)
 
 
 def cloud_storage_line(error: BaseException) -> str | None:
     """One line for a bucket that refuses this machine's account, or that did not answer
-    through the retries; None for anything else."""
-    text = " ".join(str(error).split())
+    through the clients' retries; None for anything else."""
     refused = "give this machine's account access to the bucket (or renew its credentials)"
-    if type(error).__name__ == "HttpError" and type(error).__module__.startswith("gcsfs"):
-        code = int(getattr(error, "code", None) or 0)
-        if code in _REFUSED_CODES:
-            return f"Cloud Storage refused the request with HTTP {code} ({text[:200]}); {refused}"
-        if code in _UNAVAILABLE_CODES:
-            return (
-                f"Cloud Storage answered HTTP {code} through every retry ({text[:200]}); what "
-                "was saved is kept: rerun the same command to go on"
-            )
+    code = int(getattr(error, "code", None) or 0) if _is_a(error, "gcsfs", "HttpError") else 0
+    if _is_a(error, "requests", "ProxyError"):  # gcsfs's 502.
+        code = 502
+    if code in _REFUSED_CODES:
+        reason = first_line(error)
+        return f"Cloud Storage refused a request with HTTP {code} ({reason}); {refused}"
+    if code in _UNAVAILABLE_CODES:
+        return f"Cloud Storage answered HTTP {code} through every retry; {_RERUN}"
+    if _is_a(error, "aiohttp", "ClientConnectionError"):
+        return (
+            f"no connection to Cloud Storage through every retry ({first_line(error)}); "
+            f"check the network, then {_RERUN}"
+        )
+    text = " ".join(str(error).split())
     if text.startswith(_TENSORSTORE_REFUSALS) and "[http_response_code=" in text:
-        return f"Cloud Storage refused: {text.partition(' [http_')[0][:300]}; {refused}"
+        return f"Cloud Storage refused: {first_line(text.partition(' [http_')[0], 300)}; {refused}"
     return None
+
+
+class _RaisedNext(stdlib_logging.Filter):
+    """Drops gcsfs's log of the exception it raises next, when its retries are spent or the
+    error is not one it retries: a traceback in the log, then the same error raised to the
+    command, whose one line (or traceback, for a bug) reports it."""
+
+    def filter(self, record: stdlib_logging.LogRecord) -> bool:
+        return not (record.exc_info and record.funcName == "retry_request")
 
 
 @contextlib.contextmanager
@@ -239,6 +254,8 @@ def one_line_errors():
     answering (`cloud_storage_line`), an out-of-memory error, another process of the run
     gone (`is_peer_gone`: that one shows its own error), or a signal that stopped it
     (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
+    raised_next = _RaisedNext()
+    stdlib_logging.getLogger("gcsfs").addFilter(raised_next)
     try:
         yield
     except UserError as e:
@@ -251,25 +268,24 @@ def one_line_errors():
             128 + number,
         )
     except OSError as e:
-        line = os_error_line(e)
+        line = os_error_line(e) or cloud_storage_line(e)
         if line is None:
             raise
         fail(line)
     except Exception as e:
-        text = str(e)
+        line = cloud_storage_line(e)
+        if line is not None:
+            fail(line)
         if is_peer_gone(e):
             fail(
-                f"another process of this run ended ({text.splitlines()[0][:160]}); its own "
+                f"another process of this run ended ({first_line(e, 160)}); its own "
                 "output says why; what was saved is kept: mend that, then rerun the same "
                 "command on every host",
                 1,
             )
-        line = cloud_storage_line(e)
-        if line is not None:
-            fail(line)
         if is_disk_full(e):
             fail(
-                f"the disk is full ({text.splitlines()[0][:160]}); free space on the device "
+                f"the disk is full ({first_line(e, 160)}); free space on the device "
                 "holding the workdir, or use another --workdir"
             )
         if not is_out_of_memory(e):
@@ -278,9 +294,11 @@ def one_line_errors():
 
         sizing = sorted(config.names(lambda field: bool(field.sizes)))
         fail(
-            f"out of memory ({text.splitlines()[0][:160]}); lower the sizes that set it: "
+            f"out of memory ({first_line(e, 160)}); lower the sizes that set it: "
             f"config.{', config.'.join(sizing)}"
         )
+    finally:
+        stdlib_logging.getLogger("gcsfs").removeFilter(raised_next)
 
 
 # Seconds a command's process may take to end once its work is done or has failed: time for

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import functools
 import json
-import logging
 import os
 import resource
 import shutil
@@ -47,15 +46,6 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return path
 
 
-class _RaisedNext(logging.Filter):
-    """Drops gcsfs's log of the exception it raises next, when its retries are spent or the
-    error is not one it retries: a traceback in the log, then the same error raised to the
-    command, whose one line (or traceback, for a bug) reports it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and record.funcName == "retry_request")
-
-
 def _check_remote_support(uri: str) -> None:
     """Refuses a URI whose file system this environment lacks (gs:// without gcsfs), before
     anything tries to open it.
@@ -66,9 +56,6 @@ def _check_remote_support(uri: str) -> None:
     scheme = uri.split("://", 1)[0]
     reason = _missing_file_system(scheme)
     if reason is None:
-        gcsfs_log = logging.getLogger("gcsfs")
-        if not any(isinstance(f, _RaisedNext) for f in gcsfs_log.filters):
-            gcsfs_log.addFilter(_RaisedNext())
         return
     how = (
         "`make train` with a gs:// WORKDIR or ARGS (make adds the gcs extra), or `pip install "

@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 from mlp_jax import config as config_lib
 from mlp_jax import steps
 from mlp_jax.config import EpochOptions
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, first_line
 
 AXIS = "batch"
 
@@ -115,9 +115,9 @@ def start_runtime() -> None:
         settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
         if not settings or "Unable to initialize backend" not in str(e):
             raise
-        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         raise UserError(
-            f"JAX cannot start the devices ({reason}); check or unset {', '.join(settings)}"
+            f"JAX cannot start the devices ({first_line(e, 300)}); check or unset "
+            f"{', '.join(settings)}"
         ) from None
 
 

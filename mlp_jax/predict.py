@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from mlp_jax import checkpointing, data, files, steps
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, first_line
 
 
 class Images(NamedTuple):
@@ -110,7 +110,7 @@ def read_images(paths: list[str]) -> Images:
 def _reason(error: Exception) -> str:
     if type(error).__name__ == "UnidentifiedImageError":  # PIL's message names a buffer.
         return "not an image PIL can read; give a PNG, a JPEG or a .npy batch"
-    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return first_line(error)
 
 
 def probabilities_fn(restored: checkpointing.Restored):

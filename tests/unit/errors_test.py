@@ -3,6 +3,7 @@ interpreter, its garbage collector, is the process's, not a test session's), and
 lines of the errors that reach it."""
 
 import errno
+import logging as stdlib_logging
 import subprocess
 import sys
 from unittest import mock
@@ -43,14 +44,14 @@ def test_a_command_imports_without_the_collector_and_runs_with_it_on_its_imports
 
 def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_are_not(capsys):
     from gcsfs.retry import HttpError  # noqa: PLC0415  (the gcs extra's)
+    from requests.exceptions import ProxyError  # noqa: PLC0415
 
+    rerun = "rerun the same command to go on: what was saved is kept"
     unavailable = errors.cloud_storage_line(HttpError({"code": 503, "message": "Backend Error"}))
-    assert unavailable == (
-        "Cloud Storage answered HTTP 503 through every retry (Backend Error, 503); what was "
-        "saved is kept: rerun the same command to go on"
-    )
+    assert unavailable == f"Cloud Storage answered HTTP 503 through every retry; {rerun}"
+    assert errors.cloud_storage_line(ProxyError()) == unavailable.replace("503", "502")
     credentials = errors.cloud_storage_line(HttpError({"code": 401, "message": "Invalid"}))
-    assert credentials.startswith("Cloud Storage refused the request with HTTP 401 (Invalid")
+    assert credentials.startswith("Cloud Storage refused a request with HTTP 401 (Invalid")
     assert credentials.endswith("account access to the bucket (or renew its credentials)")
     # TensorStore's, from Orbax's save: its status and path, not its HTTP details.
     refused = errors.cloud_storage_line(
@@ -63,10 +64,6 @@ def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_a
         "Cloud Storage refused: PERMISSION_DENIED: Error writing gs://b/run/checkpoints/1/"
         "state/_sharding: no access; give this machine's account access"
     )
-    # As a command ends: that line, status 2.
-    with pytest.raises(SystemExit) as ended, errors.one_line_errors():
-        raise HttpError({"code": 503, "message": "Backend Error"})
-    assert ended.value.code == 2 and capsys.readouterr().err == f"error: {unavailable}\n"
     # A request gcsfs got wrong (a bug), and statuses of other origins, keep their traceback.
     assert errors.cloud_storage_line(HttpError({"code": 400, "message": "Bad"})) is None
     assert errors.cloud_storage_line(ValueError("PERMISSION_DENIED: /tmp/x")) is None
@@ -75,9 +72,46 @@ def test_a_bucket_that_refuses_or_does_not_answer_is_one_line_and_other_errors_a
 def test_a_connection_that_failed_through_the_retries_is_one_line_naming_the_network():
     import aiohttp  # noqa: PLC0415  (gcsfs's client)
 
-    refused = OSError(errno.ECONNREFUSED, "Connect call failed ('10.0.0.2', 443)")
-    gone = aiohttp.ClientConnectorError(mock.Mock(ssl=True), refused)  # As gcsfs raises it.
-    assert errors.os_error_line(gone).startswith(
-        "a connection: Connect call failed ('10.0.0.2', 443): check the network (and the "
-        "bucket's endpoint), then rerun the same command"
-    )
+    key = mock.Mock(ssl=True, host="storage.googleapis.com", port=443)
+    # As gcsfs raises them once its retries are spent: refused, its name not resolved (a VM
+    # without its network), the server gone mid-answer, no answer in time.
+    failed = [
+        aiohttp.ClientConnectorError(key, OSError(errno.ECONNREFUSED, "Connect call failed")),
+        aiohttp.ClientConnectorDNSError(key, OSError(-3, "Temporary failure in name resolution")),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
+    ]
+    for error in failed:
+        line = errors.cloud_storage_line(error)
+        assert line.startswith("no connection to Cloud Storage through every retry ("), line
+        assert line.endswith(
+            "); check the network, then rerun the same command to go on: what was saved is kept"
+        )
+    # A local file's time-out is the file's, not the network's: no such line.
+    assert errors.cloud_storage_line(TimeoutError(errno.ETIMEDOUT, "Timed out")) is None
+
+
+def test_a_command_ends_in_the_line_with_no_traceback_logged_by_gcsfs(capsys, caplog):
+    import asyncio  # noqa: PLC0415
+
+    from gcsfs import retry  # noqa: PLC0415
+
+    @retry.retry_request(retries=1)
+    async def unavailable():
+        raise retry.HttpError({"code": 503, "message": "Backend Error"})
+
+    with caplog.at_level("DEBUG", logger="gcsfs"):
+        with pytest.raises(SystemExit) as ended, errors.one_line_errors():
+            asyncio.run(unavailable())  # gcsfs logs its traceback ("out of retries"), then raises.
+        stdlib_logging.getLogger("gcsfs").warning("its other records pass")
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.startswith("error: Cloud Storage answered HTTP 503 through")
+    assert [r.getMessage() for r in caplog.records] == ["its other records pass"]
+    # A failed connection is an OSError too, with an errno no path's fix names.
+    import aiohttp  # noqa: PLC0415
+
+    refused = OSError(errno.ECONNREFUSED, "Connect call failed")
+    with pytest.raises(SystemExit) as ended, errors.one_line_errors():
+        raise aiohttp.ClientConnectorError(mock.Mock(ssl=True), refused)
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no connection to Cloud Storage through")
