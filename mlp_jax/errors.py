@@ -204,7 +204,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 # as an OSError: see os_error_line; a 502, as requests' ProxyError), a failed connection by
 # aiohttp's class (refused, reset, timed out, a name not resolved), TensorStore's (Orbax's
 # arrays) by its status, which it gives before the HTTP details.
-_REFUSED_CODES, _UNAVAILABLE_CODES = {401, 403}, {408, 429, 500, 502, 503, 504}
+_REFUSED_CODES, _UNAVAILABLE_CODES = {401}, {408, 429, 500, 502, 503, 504}
 _TENSORSTORE_REFUSALS = ("PERMISSION_DENIED: ", "UNAUTHENTICATED: ")
 _RERUN = "rerun the same command to go on: what was saved is kept"
 
