@@ -175,8 +175,11 @@ def _read_idx(path: epath.Path, magic: int, expected_dims: tuple[int | None, ...
 
 def _find_file(directory: epath.Path, stem: str) -> epath.Path | None:
     for name in (stem, stem + ".gz"):
-        if (directory / name).is_file():
-            return directory / name
+        try:
+            if (directory / name).is_file():
+                return directory / name
+        except OSError as e:  # (A bucket's refusal, which gcsfs raises naming no file.)
+            raise files.with_path(e, directory / name) from None
     return None
 
 

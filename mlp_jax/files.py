@@ -140,13 +140,13 @@ def kind(path: epath.Path) -> str | None:
         except FileNotFoundError:
             return None
         except OSError as e:  # (A bucket's 403, say, which gcsfs raises naming no file.)
-            raise _with_path(e, path) from None
+            raise with_path(e, path) from None
     try:
         mode = os.stat(os.fspath(path)).st_mode
     except FileNotFoundError:
         return "a broken symbolic link" if os.path.islink(os.fspath(path)) else None
     except OSError as e:
-        raise _with_path(e, path) from None
+        raise with_path(e, path) from None
     return _KINDS.get(stat.S_IFMT(mode), "not a file")
 
 
@@ -169,7 +169,7 @@ def require_kind(path: epath.Path, wanted: str, missing_ok: bool = True) -> bool
     return True
 
 
-def _with_path(error: OSError, path) -> OSError:
+def with_path(error: OSError, path) -> OSError:
     """`error` naming `path` where it names no file (etils and fsspec raise some without)."""
     if error.filename is None:
         if error.strerror is None and type(error) is OSError:
@@ -212,7 +212,7 @@ def remove_folder(folder: epath.Path) -> None:
         try:
             folder.rmtree(missing_ok=True)
         except OSError as e:
-            raise _with_path(e, folder) from None
+            raise with_path(e, folder) from None
         return
     root = os.fspath(folder)
     if os.path.islink(root):
@@ -239,7 +239,7 @@ def walk_files(folder: epath.Path):
     try:
         entries = list(folder.iterdir())
     except OSError as e:
-        raise _with_path(e, folder) from None
+        raise with_path(e, folder) from None
     for entry in entries:
         found = kind(entry)
         if found == "a folder":
@@ -261,7 +261,7 @@ def read_bytes(path: epath.Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise _with_path(e, path) from None
+        raise with_path(e, path) from None
 
 
 def read_text(path: epath.Path) -> str:
@@ -294,7 +294,7 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         try:
             path.write_bytes(data)
         except OSError as e:
-            raise _with_path(e, path) from None
+            raise with_path(e, path) from None
         return
     tmp = path.parent / f".{path.name}.tmp"
     try:
@@ -304,7 +304,7 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _with_path(e, path) from None
+            raise with_path(e, path) from None
         raise
 
 
@@ -367,7 +367,7 @@ def prepare_folder(
         for place in writable:
             write_probe(place)
     except OSError as e:
-        line = os_error_line(_with_path(e, folder), flag=what) or f"{folder}: {e}"
+        line = os_error_line(with_path(e, folder), flag=what) or f"{folder}: {e}"
         raise UserError(f"{what}={folder} cannot be written: {line}") from None
 
 

@@ -427,22 +427,27 @@ runpy.run_module("mlp_jax.main", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("refused", ["writes", "reads"])
+@pytest.mark.parametrize("refused", ["writes", "reads", "data"])
 def test_a_bucket_that_refuses_the_account_is_one_line_naming_it(
     gcs, synthetic_full_dir, tmp_path, refused
 ):
-    run = f"gs://bucket/{tmp_path.name}/run"
+    run, flag = f"gs://bucket/{tmp_path.name}/run", "--workdir"
     if refused == "writes":
         args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
-    else:
+    elif refused == "reads":
         trained = _train(gcs, run, synthetic_full_dir, 1)
         assert trained.returncode == 0, trained.stderr
         args = ["--mode=eval", f"--workdir={run}"]
+    else:  # The data in the bucket, the workdir on this disk.
+        run, flag = f"gs://bucket/{tmp_path.name}/data", "--config.data_dir"
+        _bucket(gcs).put(f"{synthetic_full_dir}/", f"bucket/{tmp_path.name}/data/", recursive=True)
+        args = [*TINY, f"--config.data_dir={run}", f"--workdir={tmp_path / 'run'}"]
+        refused = "reads"
     result = _python({**gcs, "REFUSE": refused}, _AS_AN_ACCOUNT_REFUSED, *args)
     (line,) = _own_lines(result.stderr)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     # The object (not the API's b/bucket/o path), the account and the permission, the fix.
-    named = f"{run}: " if refused == "writes" else f"{run}/config.json: "
-    assert f"{named}Forbidden: vm@p.iam.gserviceaccount.com does not have storage." in line
+    named = f"{run}: " if refused == "writes" else f"{run}/"  # (config.json, or an IDX file.)
+    assert f"{named}" in line and ": Forbidden: vm@p.iam.gserviceaccount.com does not" in line
     assert "b/bucket" not in line, line
-    assert line.endswith("give that account this access to the bucket, or use another --workdir")
+    assert line.endswith(f"give that account this access to the bucket, or use another {flag}")
