@@ -286,7 +286,12 @@ def _abandoned(folder: epath.Path) -> bool:
     writing is left alone)."""
     if not (folder.name.isdigit() and folder.is_dir()):
         return False
-    if importlib.import_module(ORBAX).utils.is_checkpoint_finalized(folder):
+    ocp = importlib.import_module(ORBAX)
+    # The marker asked first: a failed request raises here, where Orbax's rule would say
+    # "not finalized" (gcsfs answers is_dir False for any error).
+    if (folder / ocp.path.atomicity_types.COMMIT_SUCCESS_FILE).exists():
+        return False
+    if ocp.path.step.is_path_finalized(folder):
         return False
     newest = max((path.stat().mtime for path in files.walk_files(folder)), default=0.0)
     return time.time() - newest > locks.STALE_SECONDS

@@ -227,10 +227,14 @@ def cloud_storage_line(error: BaseException) -> str | None:
         return f"Cloud Storage refused a request with HTTP {code} ({reason}); {refused}"
     if code in _UNAVAILABLE_CODES:
         return f"Cloud Storage answered HTTP {code} through every retry; {_RERUN}"
-    if _is_a(error, "aiohttp", "ClientConnectionError"):
+    # A refused connection is the network's (a firewall's EPERM too), a file limit is not.
+    file_limit = getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE)
+    if _is_a(error, "aiohttp", "ClientConnectionError") and not file_limit:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        reason = first_line(getattr(error, "strerror", None) or error)
         return (
-            f"no connection to Cloud Storage through every retry ({first_line(error)}); "
-            f"check the network, then {_RERUN}"
+            f"{where}no connection to Cloud Storage through every retry ({reason}); check the "
+            f"network, then {_RERUN}"
         )
     text = " ".join(str(error).split())
     if text.startswith(_TENSORSTORE_REFUSALS) and "[http_response_code=" in text:
@@ -254,8 +258,6 @@ def one_line_errors():
     answering (`cloud_storage_line`), an out-of-memory error, another process of the run
     gone (`is_peer_gone`: that one shows its own error), or a signal that stopped it
     (`mlp_jax.signals`). Anything else is a bug and keeps its traceback."""
-    raised_next = _RaisedNext()
-    stdlib_logging.getLogger("gcsfs").addFilter(raised_next)
     try:
         yield
     except UserError as e:
@@ -267,8 +269,8 @@ def one_line_errors():
             "rerun the same command to go on",
             128 + number,
         )
-    except OSError as e:
-        line = os_error_line(e) or cloud_storage_line(e)
+    except OSError as e:  # (A failed connection is one too: see cloud_storage_line.)
+        line = cloud_storage_line(e) or os_error_line(e)
         if line is None:
             raise
         fail(line)
@@ -297,8 +299,6 @@ def one_line_errors():
             f"out of memory ({first_line(e, 160)}); lower the sizes that set it: "
             f"config.{', config.'.join(sizing)}"
         )
-    finally:
-        stdlib_logging.getLogger("gcsfs").removeFilter(raised_next)
 
 
 # Seconds a command's process may take to end once its work is done or has failed: time for
@@ -323,6 +323,8 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
 
         signals.exit_on_signals()
         _collect_from_here()
+        # For the whole process: Orbax's save threads may still use gcsfs after the line.
+        stdlib_logging.getLogger("gcsfs").addFilter(_RaisedNext())
         code = 1
         try:
             with one_line_errors():

@@ -169,12 +169,16 @@ def require_kind(path: epath.Path, wanted: str, missing_ok: bool = True) -> bool
     return True
 
 
+# Errors whose class says what is wrong, which libraries raise with the path as message.
+_MEANING_IN_CLASS = (FileNotFoundError, FileExistsError)
+
+
 def with_path(error: OSError, path) -> OSError:
     """`error` naming `path` where it names no file (etils and fsspec raise some without)."""
     if error.filename is None:
-        if error.strerror is None and type(error) is OSError:
-            # Raised with a message alone (gcsfs's 403), which naming a file would hide; a
-            # subclass's meaning (FileNotFoundError) is its class.
+        if error.strerror is None and not isinstance(error, _MEANING_IN_CLASS):
+            # Raised with a message alone (gcsfs's 403, aiohttp's time-outs), which naming a
+            # file would hide.
             error.strerror = str(error)
         error.filename = os.fspath(path)
     return error

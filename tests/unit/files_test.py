@@ -133,3 +133,21 @@ def test_a_buckets_refusal_is_one_line_naming_the_object_the_account_and_the_fix
     with pytest.raises(OSError) as raised:
         files.kind(run)
     assert os_error_line(raised.value) == f"gs://bucket/run: Forbidden: {_GCS_SAYS}: {fix}"
+
+
+def test_a_remote_error_raised_with_a_message_alone_keeps_it_when_named(monkeypatch):
+    import aiohttp  # noqa: PLC0415  (gcsfs's client)
+
+    run = files.as_path("gs://bucket/run")
+
+    def timed_out(self, *args, **kwargs):
+        raise aiohttp.ServerTimeoutError("Timeout on reading data from socket")
+
+    monkeypatch.setattr(type(run), "stat", timed_out)
+    with pytest.raises(OSError) as raised:
+        files.kind(run)
+    assert raised.value.filename == "gs://bucket/run"
+    assert errors.cloud_storage_line(raised.value).startswith(
+        "gs://bucket/run: no connection to Cloud Storage through every retry (Timeout on "
+        "reading data from socket); "
+    )
