@@ -35,7 +35,7 @@ from etils import epath
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
-from mlp_jax import errors, files, locks, models, optim, parallel, steps
+from mlp_jax import errors, files, models, optim, parallel, steps
 from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
@@ -257,16 +257,25 @@ _UNFINISHED = ".orbax-checkpoint-tmp"
 _ROTATED = f"{_UNFINISHED}-rotated-"
 
 
+# In a bucket, the object that proves a folder's deletion was begun by a run's rotation:
+# written before the commit marker goes, so that a later start deletes only what a rotation
+# began (a folder without a marker may be a user's, or a save Orbax itself will redo).
+_ROTATED_OUT = ".rotated-out"
+
+
+def _commit_marker() -> str:
+    """The file Orbax writes last into a save in a bucket, and requires there to count it."""
+    return importlib.import_module(ORBAX).path.atomicity_types.COMMIT_SUCCESS_FILE
+
+
 def _take_out_of_sight(folder: epath.Path, epoch: int) -> epath.Path:
     """Hides checkpoint `folder` from Orbax in one step, before it is deleted file by file, so
     that a deletion failing midway never leaves it listed, half gone: on a local disk it is
-    renamed as an unfinished save; in a bucket, where a rename copies every object, its
-    commit marker goes first. Returns where it now is."""
+    renamed as an unfinished save; in a bucket, where a rename copies every object, it is
+    marked as rotated out, then its commit marker goes. Returns where it now is."""
     if files.is_remote(folder):
-        # In a bucket Orbax writes a save in place and counts it complete while this file,
-        # which it writes last, is in it.
-        marker = importlib.import_module(ORBAX).path.atomicity_types.COMMIT_SUCCESS_FILE
-        (folder / marker).unlink(missing_ok=True)
+        (folder / _ROTATED_OUT).write_text("")
+        (folder / _commit_marker()).unlink(missing_ok=True)
         return folder
     return folder.rename(folder.with_name(f"{epoch}{_ROTATED}{time.time_ns()}"))
 
@@ -279,22 +288,10 @@ def _delete(folder: epath.Path, why: str) -> None:
         _warn_not_deleted(folder, why, e)
 
 
-def _abandoned(folder: epath.Path) -> bool:
-    """Whether `folder`, in a bucket's checkpoints, is a save Orbax never completed, or one
-    whose deletion began: named by an epoch, not a checkpoint by Orbax's own rule, and
-    untouched for locks.STALE_SECONDS (a save that a run whose lock went stale may still be
-    writing is left alone)."""
-    if not (folder.name.isdigit() and folder.is_dir()):
-        return False
-    ocp = importlib.import_module(ORBAX)
-    # The marker asked first: a failed request raises here, where Orbax's rule would say
-    # "not finalized" (gcsfs answers is_dir False for any error).
-    if (folder / ocp.path.atomicity_types.COMMIT_SUCCESS_FILE).exists():
-        return False
-    if ocp.path.step.is_path_finalized(folder):
-        return False
-    newest = max((path.stat().mtime for path in files.walk_files(folder)), default=0.0)
-    return time.time() - newest > locks.STALE_SECONDS
+def _rotated_out(folder: epath.Path) -> bool:
+    """Whether `folder`, in a bucket's checkpoints, is what is left of a rotation's deletion:
+    marked so, and no longer a checkpoint (its commit marker gone)."""
+    return (folder / _ROTATED_OUT).exists() and not (folder / _commit_marker()).exists()
 
 
 def _warn_not_deleted(folder: epath.Path, why: str, error: OSError) -> None:
@@ -426,8 +423,8 @@ class CheckpointStore:
                     _delete(leftover, "the leftover of an unfinished or rotated-out save")
                 if files.is_remote(checkpoints):
                     for leftover in checkpoints.iterdir():
-                        if _abandoned(leftover):
-                            _delete(leftover, "an unfinished save, or a checkpoint partly deleted")
+                        if leftover.name.isdigit() and _rotated_out(leftover):
+                            _delete(leftover, "the leftover of a rotated-out checkpoint")
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously

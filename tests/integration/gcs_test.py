@@ -52,10 +52,6 @@ def _python(gcs, code: str, *args: str, timeout: float = 300) -> subprocess.Comp
     )
 
 
-# Locks, and saves left unfinished, stale as soon as they are seen.
-_STALE_AT_ONCE = {"MLP_JAX_LOCK_STALE": "0"}
-
-
 def _fingerprint(evaluated) -> str:
     assert evaluated.returncode == 0, evaluated.stderr
     return json.loads(evaluated.stdout.splitlines()[-1])["params_fingerprint"]
@@ -362,12 +358,10 @@ runpy.run_module("mlp_jax.main", run_name="__main__")
 """
 
 
-# A run's checkpoint store opened as a training run opens it (its start's clean-up done): the
-# epochs it lists.
 _CHECKPOINTS_LISTED = """
 import sys
 from mlp_jax import checkpointing
-print(checkpointing.CheckpointStore(sys.argv[1], keep=1).saved_epochs())
+print(checkpointing.CheckpointStore(sys.argv[1], keep=1, read_only=True).saved_epochs())
 """
 
 
@@ -376,8 +370,8 @@ def test_an_old_checkpoint_partly_deleted_in_a_bucket_is_never_listed(
 ):
     """Rotation whose deletion of a bucket checkpoint stops midway: one warning naming it,
     the run goes on, and Orbax never sees the half-deleted checkpoint (no metadata warnings,
-    no restore of it); a start deletes what is left once it is older than a stale lock (a
-    save another run may still be writing stays)."""
+    no restore of it); the next start deletes what is left, and nothing else (a folder of
+    the user's under checkpoints/ stays)."""
     run = f"gs://bucket/{tmp_path.name}/run"
     args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
     keep_one = "--config.keep_checkpoints=1"
@@ -394,14 +388,13 @@ def test_an_old_checkpoint_partly_deleted_in_a_bucket_is_never_listed(
     assert bucket.exists(f"{checkpoints}/1")  # Half of it, out of Orbax's sight.
     listed = _python(gcs, _CHECKPOINTS_LISTED, run, timeout=120)
     assert listed.stdout.strip() == "[2]", listed.stderr  # As every command lists them.
-    bucket.invalidate_cache()
-    assert bucket.exists(f"{checkpoints}/1")  # Written within the last STALE_SECONDS.
-    rerun = run_cli(*args, keep_one, "--config.num_epochs=3", env={**gcs, **_STALE_AT_ONCE})
+    bucket.pipe_file(f"{checkpoints}/7/notes.txt", b"the user's")  # No checkpoint either.
+    rerun = run_cli(*args, keep_one, "--config.num_epochs=3", env=gcs)
     assert rerun.returncode == 0 and not _own_lines(rerun.stderr), rerun.stderr
     # Checkpoint 2, as old now, is Orbax's: kept, and resumed from.
     assert f"resumed from the checkpoint of epoch 2 in {run}" in rerun.stdout, rerun.stdout
     bucket.invalidate_cache()
-    assert [p.rsplit("/", 1)[1] for p in bucket.ls(checkpoints, refresh=True)] == ["3"]
+    assert [p.rsplit("/", 1)[1] for p in bucket.ls(checkpoints, refresh=True)] == ["3", "7"]
 
 
 # A command run where the bucket refuses this machine's account, as GCS does (HTTP 403 and
