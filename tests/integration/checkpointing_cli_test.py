@@ -151,20 +151,32 @@ def test_a_run_started_ignoring_sighup_goes_on_through_it(synthetic_full_dir, tm
     assert len(records) == resumable_config(synthetic_full_dir).num_epochs
 
 
-def test_second_run_on_a_busy_workdir_is_refused(synthetic_full_dir, tmp_path):
-    first = _start_training(tmp_path, synthetic_full_dir, epochs=30)  # Outlasts the second.
-    _wait_for_epochs(tmp_path, 1, first)
-    started = time.monotonic()
-    second = _start_training(tmp_path, synthetic_full_dir, epochs=30)
-    _, stderr = second.communicate(timeout=120)
-    assert time.monotonic() - started < 60
-    assert second.returncode == 2, stderr
-    (line,) = stderr.strip().splitlines()
-    assert f"is in use by process {first.pid}" in line and "another --workdir" in line
-    _, first_stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, first_stderr
+def test_second_run_on_a_busy_workdir_is_refused_and_the_first_goes_on(
+    synthetic_full_dir, tmp_path
+):
+    first = _start_training(tmp_path, synthetic_full_dir, epochs=1000)  # Stopped below.
+    try:
+        _wait_for_epochs(tmp_path, 1, first)
+        started = time.monotonic()
+        second = _start_training(tmp_path, synthetic_full_dir, epochs=1000)
+        _, stderr = second.communicate(timeout=120)
+        assert time.monotonic() - started < 60
+        assert second.returncode == 2, stderr
+        (line,) = stderr.strip().splitlines()
+        assert f"is in use by process {first.pid}" in line and "another --workdir" in line
+        # The first goes on undisturbed, epoch after epoch, until a user stops it: saved.
+        refused_at = len((tmp_path / "metrics.jsonl").read_text().splitlines())
+        _wait_for_epochs(tmp_path, refused_at + 1, first)
+        first.send_signal(signal.SIGTERM)
+        _, first_stderr = first.communicate(timeout=300)
+        assert first.returncode == 128 + signal.SIGTERM, first_stderr
+        (stopped,) = first_stderr.strip().splitlines()
+        last = int(stopped.split("stopped by SIGTERM after epoch ")[1].split("/")[0])
+    finally:
+        first.kill()  # A no-op once it has ended; else the test failed midway.
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == list(range(1, 31))
+    assert [r["epoch"] for r in records] == list(range(1, last + 1)) and last > refused_at
+    assert str(last) in {p.name for p in (tmp_path / "checkpoints").iterdir()}
 
 
 # A rerun in an environment that cannot continue the run: refused in one line naming it,

@@ -5,7 +5,7 @@ import json
 import socket
 
 import pytest
-from helpers import ROOT, run_cli, start_cli
+from helpers import PARALLEL_LR, ROOT, run_cli, start_cli
 
 from mlp_jax import sweep
 
@@ -84,14 +84,18 @@ def test_population_over_two_processes_equals_one_process(synthetic_dir, tmp_pat
     _assert_same_results(distributed["all"], alone)
 
 
-def test_quick_exercise_on_four_devices_writes_the_same_numbers(real_data_dir, tmp_path):
-    """`make exercises QUICK=1`'s width grid on 1 and on 4 devices; its output shows one
-    progress line per population (it is not a terminal here)."""
+def test_quick_exercise_on_four_devices_writes_the_same_numbers(synthetic_dir, tmp_path):
+    """`make exercises QUICK=1`'s width grid on 1 and on 4 devices (on the small synthetic
+    data, at the rate at which device counts agree); its output shows one progress line per
+    population (it is not a terminal here)."""
     runs = {}
     for devices in (1, 4):
         result = run_cli(
             "--config=experiments/studies/exercises/width.py",
             "--quick",
+            f"--config.train.data_dir={synthetic_dir}",
+            "--config.train.validation_size=1000",
+            f"--config.train.lr={PARALLEL_LR}",
             f"--results_dir={tmp_path / str(devices)}",
             f"--workdir={tmp_path / f'work{devices}'}",
             module="experiments.studies.exercises.run",
