@@ -64,7 +64,8 @@ TEST_WORKERS ?= 2
 # and with its older emitters (each flag a quarter to a third off the tier's time; without the
 # new emitters an epoch's program compiles in half the time), and keeps them in .venv between
 # runs (a rerun compiles only what a change altered); test-all, what CI runs, compiles as
-# users do, afresh.
+# users do, afresh, but for the device check on tiny sizes, a check of the script that is
+# mostly compiling (these flags again: QUICK_COMPILE_XLA_FLAGS in tests/helpers.py).
 test: install
 	XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false $$XLA_FLAGS" \
 	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(PY) -m pytest -q tests/unit \

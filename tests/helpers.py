@@ -216,6 +216,13 @@ def without_tensorflow_env(env: dict | None = None) -> dict:
     return {**os.environ, **env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
 
 
+# XLA's CPU flags of `make test` (the Makefile's test target): compile without optimising,
+# with the older emitters. For a command whose time is mostly compiling tiny programs, the
+# device check on tiny sizes (88 CPU seconds with XLA's defaults, 55 with these, 2-core Xeon);
+# where epochs of full-size data run, its code runs slower than the compile saves.
+QUICK_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
 def run_cli(
     *args: str, env: dict | None = None, timeout: float = 300, module: str = "mlp_jax.main"
 ) -> launch.Finished:
