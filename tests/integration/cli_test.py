@@ -115,9 +115,14 @@ def test_two_epoch_sweep_from_the_command_line(real_data_dir, tmp_path):
         module="experiments.studies.exercises.run",
     )
     assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "results" / "width.json").read_text())
+    results = tmp_path / "results"
+    record = json.loads((results / "width.json").read_text())
+    assert record["quick"]
     assert [len(run["history"]) for run in record["runs"]] == [2] * 6  # 3 widths x 2 seeds.
-    assert (tmp_path / "results" / "width.png").stat().st_size > 10_000
+    assert (results / "width.png").stat().st_size > 10_000
+    assert "| val acc |" in (results / "width.md").read_text()
+    # The test split is reported, never used to choose: each run carries it once.
+    assert all("test_acc" in run and "test_acc" not in run["history"][-1] for run in record["runs"])
 
 
 def test_trace_epoch_writes_a_profile_of_that_epoch(synthetic_dir, tmp_path):

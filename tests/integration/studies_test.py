@@ -16,7 +16,8 @@ from mlp_jax import data, train
 from mlp_jax.config import load_experiment
 
 
-@pytest.mark.parametrize("name", ["width", "init"])
+# The width grid runs through the command line (cli_test.py), with these checks.
+@pytest.mark.parametrize("name", ["init"])
 def test_quick_grid_runs_end_to_end(name, real_data_dir, tmp_path):
     exercise = study(f"exercises/{name}")
     exercise.train.data_dir = str(real_data_dir)
