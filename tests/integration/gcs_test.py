@@ -155,23 +155,29 @@ def test_a_second_launch_on_a_busy_bucket_workdir_is_refused_within_seconds(
 ):
     run = f"gs://bucket/{tmp_path.name}/run"
     args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
-    first = start_cli(*args, "--config.num_epochs=20", env=gcs)
-    bucket = _bucket(gcs)
-    log = f"bucket/{tmp_path.name}/run/metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not bucket.exists(log):
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.05)
-        bucket.invalidate_cache()
-    started = time.monotonic()
-    second = run_cli(*args, "--config.num_epochs=20", env=gcs)
-    assert time.monotonic() - started < 30
-    (line,) = _own_lines(second.stderr)
-    assert second.returncode == 2 and f"is in use by process {first.pid}" in line, line
-    assert "expires 180 s after its last refresh" in line
-    _, stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, stderr
-    assert not bucket.exists(f"bucket/{tmp_path.name}/run/.lock")  # Released at the end.
+    first = start_cli(*args, "--config.num_epochs=1000", env=gcs)  # Stopped below.
+    try:
+        bucket = _bucket(gcs)
+        log = f"bucket/{tmp_path.name}/run/metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not bucket.exists(log):
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+            bucket.invalidate_cache()
+        started = time.monotonic()
+        second = run_cli(*args, "--config.num_epochs=1000", env=gcs)
+        assert time.monotonic() - started < 30
+        (line,) = _own_lines(second.stderr)
+        assert second.returncode == 2 and f"is in use by process {first.pid}" in line, line
+        assert "expires 180 s after its last refresh" in line
+        assert first.poll() is None  # Undisturbed, until a user stops it.
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()  # A no-op once it has ended; else the test failed midway.
+    assert first.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM after epoch" in stderr
+    assert not bucket.exists(f"bucket/{tmp_path.name}/run/.lock")  # Released as it stopped.
 
 
 @pytest.mark.parametrize("age, refused", [(10, True), (200, False)])
