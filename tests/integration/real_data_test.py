@@ -1,11 +1,10 @@
 """The real Fashion-MNIST (CI installs Debian's dataset-fashion-mnist)."""
 
 import numpy as np
-from helpers import run_cli
 
 from experiments.studies.parity import run as parity
 from experiments.studies.speedrun import run as speedrun
-from mlp_jax import data, train, writers
+from mlp_jax import data, train
 from mlp_jax.config import load_experiment
 
 
@@ -26,18 +25,6 @@ def test_scratch_mlp_reaches_80_percent_in_two_epochs(real_data_dir, tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
-def test_speedrun_085_recipe_reaches_84_percent_on_one_seed(real_data_dir, tmp_path):
-    # A single seed of a recipe whose 10-seed mean is 0.85 (results/speedrun.md), run as a
-    # user runs it; the command line validates on the test split, as the chapter does.
-    result = run_cli(
-        "--config=experiments/studies/speedrun/recipe_085.py",
-        f"--config.data_dir={real_data_dir}",
-        f"--workdir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr
-    assert writers.JsonlLog(tmp_path / "metrics.jsonl").read()[-1]["val_acc"] >= 0.84
-
-
 def test_speedrun_and_parity_report_their_numbers(real_data_dir, tmp_path):
     # The two reports on tiny budgets: 2 seeds, 2 d2l epochs, no ports (PyTorch is absent).
 
@@ -47,6 +34,11 @@ def test_speedrun_and_parity_report_their_numbers(real_data_dir, tmp_path):
         assert len(recipe["runs"]) == 2 and recipe["seconds"] > 0 and recipe["compile"] > 0
         assert [len(run["curve"]) for run in recipe["runs"]] == [1, 1]
         assert 0.8 < recipe["acc"]["mean"] < 0.9
+    # A single seed of the recipe whose 10-seed mean is 0.85 (results/speedrun.md), run as a
+    # user runs it (its own length); the command line validates on the test split, as the
+    # chapter does.
+    last_epoch = results["whole"][0.85]["line"]
+    assert float(last_epoch.split("val_acc ")[1].split()[0]) >= 0.84, last_epoch
     report = speedrun.markdown(results, seeds=2)
     assert "| 0.85 | experiments/studies/speedrun/recipe_085.py |" in report
     speedrun.plot(results, tmp_path / "speedrun.png")
