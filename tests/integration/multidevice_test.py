@@ -113,22 +113,9 @@ def _launch_two_processes(args: list[str]) -> list[subprocess.Popen]:
     ]
 
 
-@pytest.fixture(scope="module")
-def one_process_four_devices(synthetic_dir, tmp_path_factory):
-    """Parameters of the 2-process runs' config trained by 1 process on 4 devices."""
-    workdir = tmp_path_factory.mktemp("one_process")
-    single = run_cli(
-        *_two_process_args(synthetic_dir, "shard_map"),
-        f"--workdir={workdir}",
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
-    )
-    assert single.returncode == 0, single.stderr
-    return jax.tree.leaves(checkpointing.restore_workdir(workdir).state.params)
-
-
 @pytest.mark.parametrize("mode", ["shard_map", "pmap"])
 def test_two_processes_match_one_process_with_four_devices(
-    synthetic_dir, tmp_path, one_process_four_devices, mode
+    synthetic_dir, tmp_path, multidevice_runs, mode
 ):
     processes = _launch_two_processes(
         [*_two_process_args(synthetic_dir, mode), f"--workdir={tmp_path}"]
@@ -140,4 +127,6 @@ def test_two_processes_match_one_process_with_four_devices(
     assert f"epoch   {TWO_PROCESS_EPOCHS}/" in outputs[0][0] and "epoch" not in outputs[1][0]
     assert f"4 device(s) (cpu, parallel={mode})" in outputs[0][0]
     two = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
-    assert _max_relative_difference(two, one_process_four_devices) < 1e-5
+    # The same config (multidevice_runs.py) trained by one process on 4 of its 8 devices.
+    one = _load(multidevice_runs / "shard_map_4.npz")
+    assert _max_relative_difference(two, one) < 1e-5
