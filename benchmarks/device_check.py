@@ -353,9 +353,9 @@ def main() -> None:
     add("## Vmapped populations (mlp_jax.sweep)\n", "\n".join(lines) + "\n")
 
     matmul_sizes = hardware.QUICK_MATMUL_SIZES if FLAGS.quick else DEVICE_MATMUL_SIZES
-    budget = hardware.QUICK_BUDGET_SECONDS if FLAGS.quick else 1.0
-    bandwidth = hardware.copy_bandwidth(16 if FLAGS.quick else 1024, budget)
-    lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes, budget=budget)) + [""]
+    bandwidth = hardware.copy_bandwidth(16 if FLAGS.quick else 1024, FLAGS.quick)
+    lines = hardware.matmul_markdown(hardware.matmul_table(matmul_sizes, quick=FLAGS.quick))
+    lines.append("")
     lines += hardware.bandwidth_markdown(bandwidth, hardware.memory_transfer_rate())
     add("## Matrix products and memory bandwidth\n", "\n".join(lines) + "\n")
 

@@ -20,9 +20,6 @@ FLAGS = flags.FLAGS
 
 MATMUL_SIZES = (1024, 1025, 1026, 1028, 1032, 4096, 4097, 4100, 4104)
 QUICK_MATMUL_SIZES = (128, 129, 136)
-# With --quick (the tests), each timing is the median of its minimum of runs, not of a second
-# of them: the tables' numbers are not what such a run checks.
-QUICK_BUDGET_SECONDS = 0.0
 
 
 def median_seconds(fn, *args, min_reps: int = 5, budget: float = 1.0) -> float:
@@ -39,28 +36,32 @@ def median_seconds(fn, *args, min_reps: int = 5, budget: float = 1.0) -> float:
     return float(np.median(times))
 
 
-def matmul_table(sizes, dtypes=("float32", "bfloat16"), budget: float = 1.0) -> list[dict]:
-    """Square products n x n @ n x n: median seconds and TFLOP/s per size and dtype, each
-    timed over at least `budget` seconds (`median_seconds`)."""
+def _timing_budget(quick: bool) -> float:
+    """Seconds each timing runs for at least: with `quick` (the tests), its minimum of runs
+    alone, since the tables' numbers are not what such a run checks."""
+    return 0.0 if quick else 1.0
+
+
+def matmul_table(sizes, dtypes=("float32", "bfloat16"), quick: bool = False) -> list[dict]:
+    """Square products n x n @ n x n: median seconds and TFLOP/s per size and dtype."""
     rows = []
     matmul = jax.jit(jnp.matmul)
     for dtype in dtypes:
         for n in sizes:
             keys = jax.random.split(jax.random.key(n), 2)
             a, b = (jax.random.normal(k, (n, n), dtype) for k in keys)
-            seconds = median_seconds(matmul, a, b, budget=budget)
+            seconds = median_seconds(matmul, a, b, budget=_timing_budget(quick))
             rows.append(
                 {"dtype": dtype, "n": n, "seconds": seconds, "tflops": 2 * n**3 / seconds / 1e12}
             )
     return rows
 
 
-def copy_bandwidth(megabytes: int = 256, budget: float = 1.0) -> dict:
-    """Bytes read plus written per second by an elementwise pass over a large float32 array
-    (timed over at least `budget` seconds)."""
+def copy_bandwidth(megabytes: int = 256, quick: bool = False) -> dict:
+    """Bytes read plus written per second by an elementwise pass over a large float32 array."""
     x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
     add_one = jax.jit(lambda v: v + 1.0)
-    seconds = median_seconds(add_one, x, budget=budget)
+    seconds = median_seconds(add_one, x, budget=_timing_budget(quick))
     host = np.ones_like(np.asarray(x))
     out = np.empty_like(host)
     t = []
@@ -165,10 +166,9 @@ def run(quick: bool = False) -> str:
     """Measures everything and returns the Markdown."""
     sizes = QUICK_MATMUL_SIZES if quick else MATMUL_SIZES
     widths, depths = ((64, 128), (1, 2)) if quick else ((256, 512, 1024, 2048, 4096), (1, 2, 4, 8))
-    budget = QUICK_BUDGET_SECONDS if quick else 1.0
     return markdown(
-        matmul_table(sizes, budget=budget),
-        copy_bandwidth(16 if quick else 256, budget),
+        matmul_table(sizes, quick=quick),
+        copy_bandwidth(16 if quick else 256, quick),
         memory_transfer_rate(),
         framework_vs_scratch(widths, depths, quick),
     )

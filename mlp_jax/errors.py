@@ -150,8 +150,8 @@ def os_error_line(error: OSError, path=None, flag: str | None = None) -> str | N
     flag = flag or flag_for(where)
     other = f" -> {error.filename2}" if error.filename2 else ""
     if forbidden:  # GCS's words, which name the account and the permission it lacks.
-        words = " ".join(text.partition("\n")[2].split())
-        what, fix = f"Forbidden: {words}" if words else "Forbidden", _BUCKET_ACCESS
+        words = text.partition("\n")[2].strip()
+        what, fix = _FORBIDDEN + words if words else "Forbidden", _BUCKET_ACCESS
     else:
         what, fix = error.strerror or os.strerror(number), _OS_ERROR_FIXES[number]
     what = " ".join(what.split())  # One line, whatever the library's message holds.
