@@ -16,6 +16,8 @@ from mlp_jax import train
 
 # The per-epoch metrics each run records, compared across modes as the parameters are.
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# Each run's epochs (multidevice_test's 2-process runs train the same config).
+EPOCHS = 2
 
 
 def _save(path: Path, result) -> None:
@@ -30,17 +32,19 @@ def run_all(data_dir: Path, out: Path) -> None:
     assert jax.device_count() == 8, jax.devices()
     runs = [("none", 1)] + [(m, n) for m in ("pmap", "shard_map") for n in (2, 4, 8)]
     for mode, n in runs:
-        config = tiny_config(data_dir, num_epochs=2, parallel=mode, num_devices=n, lr=PARALLEL_LR)
+        config = tiny_config(
+            data_dir, num_epochs=EPOCHS, parallel=mode, num_devices=n, lr=PARALLEL_LR
+        )
         _save(out / f"{mode}_{n}.npz", train.train_and_evaluate(config, out / f"work_{mode}_{n}"))
     for mode in ("pmap", "shard_map"):
         config = tiny_config(
             data_dir,
-            num_epochs=2,
+            num_epochs=EPOCHS,
             parallel=mode,
             num_devices=4,
             lr=PARALLEL_LR,
-            epochs_per_program=2,
-            checkpoint_every_epochs=2,
+            epochs_per_program=EPOCHS,
+            checkpoint_every_epochs=EPOCHS,
         )
         _save(out / f"{mode}_4_fused.npz", train.train_and_evaluate(config, out / f"fused_{mode}"))
     # One epoch in one mode, the second resumed from its checkpoint in the other.
@@ -50,7 +54,9 @@ def run_all(data_dir: Path, out: Path) -> None:
             tiny_config(data_dir, num_epochs=1, parallel=first, num_devices=4, lr=PARALLEL_LR),
             workdir,
         )
-        config = tiny_config(data_dir, num_epochs=2, parallel=second, num_devices=4, lr=PARALLEL_LR)
+        config = tiny_config(
+            data_dir, num_epochs=EPOCHS, parallel=second, num_devices=4, lr=PARALLEL_LR
+        )
         _save(out / f"{first}_then_{second}.npz", train.train_and_evaluate(config, workdir))
 
 

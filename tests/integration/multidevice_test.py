@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import PARALLEL_LR, ROOT, run_cli, start_cli
+from multidevice_runs import EPOCHS  # The config the 2-process runs are compared with.
 
 from mlp_jax import checkpointing
 
@@ -85,14 +86,11 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
     return [
         "--config=experiments/mlp_concise.py",
         "--config.num_hiddens=32",
-        f"--config.num_epochs={TWO_PROCESS_EPOCHS}",
+        f"--config.num_epochs={EPOCHS}",
         f"--config.data_dir={data_dir}",
         f"--config.parallel={mode}",
         f"--config.lr={PARALLEL_LR}",
     ]
-
-
-TWO_PROCESS_EPOCHS = 2
 
 
 def _launch_two_processes(args: list[str]) -> list[subprocess.Popen]:
@@ -124,7 +122,7 @@ def test_two_processes_match_one_process_with_four_devices(
     for p, (_, stderr) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, stderr[-3000:]
     # Only process 0 prints and writes the run's files.
-    assert f"epoch   {TWO_PROCESS_EPOCHS}/" in outputs[0][0] and "epoch" not in outputs[1][0]
+    assert f"epoch   {EPOCHS}/" in outputs[0][0] and "epoch" not in outputs[1][0]
     assert f"4 device(s) (cpu, parallel={mode})" in outputs[0][0]
     two = jax.tree.leaves(checkpointing.restore_workdir(tmp_path).state.params)
     # The same config (multidevice_runs.py) trained by one process on 4 of its 8 devices.
