@@ -31,13 +31,15 @@ def show(*parts) -> None:
 def emit(line: str) -> None:
     """Prints one line of a command's product (eval's JSON, predict's classes, export's
     folder) on stdout: unlike `show`, a line that cannot be written (a full disk, a closed
-    pipe, /dev/full, or a stream an earlier line found gone) fails the command, since a
-    script reading it could not tell an empty answer from success.
+    pipe, /dev/full, a stream closed from the start, or one an earlier line found gone) fails
+    the command, since a script reading it could not tell an empty answer from success.
 
     Raises:
       UserError: naming standard output and what went wrong.
     """
     reason = "an earlier line found it closed" if _stdout_gone else None
+    if sys.stdout is None:  # Closed before Python started (`>&-`): print would drop the line.
+        reason = "it was closed when the command started"
     if reason is None:
         try:
             print(line, flush=True)

@@ -38,8 +38,8 @@ class Row:
       exit_code: the status the command must end with.
       arrange: changes the copy (and the scratch folder) before the command runs; returns
         extra environment variables.
-      stdout: where the command's stdout goes: "pipe", "/dev/full", or "gone" (a pipe
-        whose reader has left).
+      stdout: where the command's stdout goes: "pipe", "/dev/full", "gone" (a pipe whose
+        reader has left), or "closed" (no stdout at all, as `>&-` starts it).
       module: the command.
       untouched: globs under TMP that must match nothing afterwards (what the command would
         have written had it started its work).
@@ -302,6 +302,11 @@ PRODUCT_WRITES = {
         arrange=lambda w, t: np.save(t / "one.npy", np.zeros((1, 784), np.uint8)),
         stdout="gone",
     ),
+    "eval_with_stdout_closed_from_the_start": Row(
+        ["--mode=eval", "--workdir=WORKDIR"],
+        ["standard output: the result could not be written", "closed when the command"],
+        stdout="closed",
+    ),
 }
 
 # ---- 5. Every error names the path and the flag that moves it (errors.os_error_line,
@@ -491,6 +496,7 @@ def test_a_fault_holds_its_invariant(
             stdout=full or subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=(lambda: os.close(1)) if row.stdout == "closed" else None,
         )
         if row.stdout == "gone":
             process.stdout.close()  # The reader leaves before the answer comes.

@@ -1,6 +1,8 @@
 """What a run shows: the live board of a notebook (drawn once, redrawn in place after every
 epoch, nothing outside a notebook)."""
 
+import sys
+
 import IPython.display
 import pytest
 from helpers import tiny_config
@@ -52,3 +54,11 @@ def test_a_product_line_fails_where_progress_lines_found_stdout_gone(monkeypatch
     with pytest.raises(UserError, match="standard output: the result could not be written"):
         progress.emit('{"test_acc": 0.85}')
     assert capsys.readouterr().out == ""
+
+
+def test_a_product_line_fails_where_stdout_was_closed_from_the_start(monkeypatch):
+    # `python -m mlp_jax.main --mode=eval ... >&-`: Python starts with no sys.stdout, where
+    # print drops every line without a word.
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(UserError, match=r"could not be written \(it was closed when the"):
+        progress.emit('{"test_acc": 0.85}')
