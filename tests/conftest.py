@@ -6,13 +6,14 @@ import contextlib
 import gc
 import os
 import shutil
+import signal
 import tempfile
 
 import jax
 import pytest
 from helpers import FULL_SIZES, SMALL_SIZES, write_synthetic_dataset
 
-from mlp_jax import data
+from mlp_jax import data, signals
 
 _CACHE = pytest.StashKey[str]()
 LASTING_CACHE_BYTES = 512 * 2**20
@@ -55,6 +56,22 @@ def pytest_configure(config):
     # of averaging the wrong matrix. The library broadcasts explicitly where it means to.
     jax.config.update("jax_numpy_rank_promotion", "raise")
     os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+    _start_commands_with_default_signals()
+
+
+def _ignore(_signal_number, _frame) -> None:
+    """Ignores a signal, but unlike SIG_IGN is not inherited: exec resets it to the default."""
+
+
+def _start_commands_with_default_signals() -> None:
+    """Makes the commands the tests start receive every terminating signal as from a
+    terminal, however the tests were started: a background job of a shell without job
+    control ignores SIGINT and SIGQUIT, `nohup` SIGHUP, and a command keeps a signal its
+    parent ignored (as `nohup make train` must), so the stop tests would find it ignored. The
+    test process itself still ignores them."""
+    for number in signals.TERMINATING:
+        if signal.getsignal(number) == signal.SIG_IGN:
+            signal.signal(number, _ignore)
 
 
 def _cache_entries(folder: str) -> list[os.DirEntry]:
