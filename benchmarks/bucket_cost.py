@@ -19,7 +19,7 @@ from pathlib import Path
 from absl import flags
 
 from benchmarks import gcs_emulator, launch, report
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -75,7 +75,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the table with the machine it ran on."""
-    print(report.header() + "\n" + run(FLAGS.epochs, FLAGS.repeats))
+    progress.emit(report.header() + "\n" + run(FLAGS.epochs, FLAGS.repeats))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from benchmarks import report
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -186,7 +186,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the table."""
-    print(markdown(run(FLAGS.quick)))
+    progress.emit(markdown(run(FLAGS.quick)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from absl import flags
 
-from mlp_jax import errors, train
+from mlp_jax import errors, progress, train
 from mlp_jax.config import load_experiment
 
 FLAGS = flags.FLAGS
@@ -46,7 +46,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the table."""
-    print(run(FLAGS.epochs, FLAGS.repeats))
+    progress.emit(run(FLAGS.epochs, FLAGS.repeats))
 
 
 if __name__ == "__main__":

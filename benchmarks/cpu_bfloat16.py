@@ -19,7 +19,7 @@ from pathlib import Path
 from absl import flags
 
 from benchmarks import launch, report
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -134,9 +134,9 @@ def _define_flags() -> None:
 def main() -> None:
     """Prints the table (--rates: the products' rates, as the child process)."""
     if FLAGS.rates:
-        print(json.dumps(product_rates(FLAGS.rates)))
+        progress.emit(json.dumps(product_rates(FLAGS.rates)))
         return
-    print(run(1 if FLAGS.quick else FLAGS.epochs, FLAGS.quick))
+    progress.emit(run(1 if FLAGS.quick else FLAGS.epochs, FLAGS.quick))
 
 
 if __name__ == "__main__":

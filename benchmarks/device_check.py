@@ -55,7 +55,7 @@ from benchmarks import (  # noqa: E402
     sweep_speed,
     train_speed,
 )
-from mlp_jax import data, errors, files, writers  # noqa: E402
+from mlp_jax import data, errors, files, progress, writers  # noqa: E402
 
 FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +299,7 @@ def main() -> None:
         """Adds sections and rewrites the report, so a run cut short keeps what it measured."""
         sections.extend(new_sections)
         files.write_atomically(out, "\n".join(sections))
-        print(new_sections[-1], flush=True)
+        progress.show(new_sections[-1])
 
     dataset = data.load_dataset()
     if FLAGS.quick:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -181,7 +181,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the tables."""
-    print(run(FLAGS.quick))
+    progress.emit(run(FLAGS.quick))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 
 from benchmarks import report
-from mlp_jax import data, errors, loop
+from mlp_jax import data, errors, loop, progress
 from mlp_jax.config import load_experiment
 
 FLAGS = flags.FLAGS
@@ -111,8 +111,7 @@ def main() -> None:
         tuple(FLAGS.dtypes),
         FLAGS.repeats,
     )
-    print(report.header())
-    print(markdown(rows, FLAGS.epochs))
+    progress.emit(report.header() + "\n" + markdown(rows, FLAGS.epochs))
 
 
 if __name__ == "__main__":

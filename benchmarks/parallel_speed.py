@@ -10,7 +10,7 @@ import os
 from absl import flags
 
 from benchmarks import launch
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -51,15 +51,19 @@ def _define_flags() -> None:
 def main() -> None:
     """Prints the table (the child process does the measuring)."""
     if not FLAGS.child:
-        print(run(FLAGS.counts))
+        progress.emit(run(FLAGS.counts))
         return
     import jax
 
     device = jax.devices()[0]
-    print(f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}).\n")
-    print("| mode | devices | examples/s |\n|---|---:|---:|")
-    for mode, count, speed in _measure([int(c) for c in FLAGS.counts.split(",")]):
-        print(f"| {mode} | {count} | {speed:,.0f} |")
+    rows = [
+        f"| {mode} | {count} | {speed:,.0f} |"
+        for mode, count, speed in _measure([int(c) for c in FLAGS.counts.split(",")])
+    ]
+    progress.emit(
+        f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}).\n\n"
+        + "\n".join(["| mode | devices | examples/s |", "|---|---:|---:|", *rows])
+    )
 
 
 if __name__ == "__main__":

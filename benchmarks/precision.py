@@ -12,7 +12,7 @@ accuracy, and the bfloat16 - float32 difference in standard errors of that diffe
 from absl import flags
 
 from benchmarks import report
-from mlp_jax import data, errors, sweep
+from mlp_jax import data, errors, progress, sweep
 from mlp_jax.config import load_experiment
 
 FLAGS = flags.FLAGS
@@ -87,7 +87,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the tables."""
-    print(run(FLAGS.seeds, FLAGS.epochs))
+    progress.emit(run(FLAGS.seeds, FLAGS.epochs))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from benchmarks import (
     sweep_speed,
     train_speed,
 )
-from mlp_jax import errors, files
+from mlp_jax import errors, files, progress
 
 FLAGS = flags.FLAGS
 
@@ -66,7 +66,7 @@ def main() -> None:
     out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomically(out, "\n".join(sections))
-    print(out.read_text())
+    progress.show(out.read_text())
 
 
 if __name__ == "__main__":

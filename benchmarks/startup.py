@@ -11,7 +11,7 @@ from pathlib import Path
 from absl import flags
 
 from benchmarks import launch
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -64,7 +64,7 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Prints the table."""
-    print(run(FLAGS.epochs))
+    progress.emit(run(FLAGS.epochs))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import jax
 from absl import flags
 
 from benchmarks import launch
-from mlp_jax import data, errors, parallel, sweep
+from mlp_jax import data, errors, parallel, progress, sweep
 from mlp_jax.config import load_experiment
 
 FLAGS = flags.FLAGS
@@ -162,11 +162,11 @@ def _define_flags() -> None:
 def main() -> None:
     """Prints the table (--devices: the one over 1 and all devices)."""
     if FLAGS.devices_child:
-        print(_devices_rows([int(s) for s in FLAGS.sizes.split(",")], FLAGS.epochs))
+        progress.emit(_devices_rows([int(s) for s in FLAGS.sizes.split(",")], FLAGS.epochs))
     elif FLAGS.devices:
-        print(devices_table(FLAGS.sizes, FLAGS.epochs))
+        progress.emit(devices_table(FLAGS.sizes, FLAGS.epochs))
     else:
-        print(run(FLAGS.sizes, FLAGS.epochs))
+        progress.emit(run(FLAGS.sizes, FLAGS.epochs))
 
 
 if __name__ == "__main__":

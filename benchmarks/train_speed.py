@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags
 
 from benchmarks import ceiling, launch
-from mlp_jax import errors
+from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
 
@@ -373,7 +373,7 @@ def main() -> None:
         peer_main(globals()[f"run_{FLAGS.peer}"], FLAGS.epochs)
         return
     rows = [run_peer_process(peer, FLAGS.epochs) for peer in FLAGS.peers]
-    print(table(rows, FLAGS.epochs))
+    progress.emit(table(rows, FLAGS.epochs))
 
 
 def peer_main(run_peer, epochs: int) -> None:
@@ -384,7 +384,7 @@ def peer_main(run_peer, epochs: int) -> None:
     # ru_maxrss is in KiB on Linux; DataLoader workers are children of this process.
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_kib += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({**result, "peak_rss_mb": peak_kib / 1024}))
+    progress.emit(json.dumps({**result, "peak_rss_mb": peak_kib / 1024}))
 
 
 if __name__ == "__main__":

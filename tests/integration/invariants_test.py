@@ -307,6 +307,19 @@ PRODUCT_WRITES = {
         ["standard output: the result could not be written", "closed when the command"],
         stdout="closed",
     ),
+    # A benchmark's table is its product too (the cheapest benchmark: a child's rates).
+    "benchmark_to_a_full_device": Row(
+        ["--rates=1"],
+        ["standard output: the result could not be written", "No space left"],
+        stdout="/dev/full",
+        module="benchmarks.cpu_bfloat16",
+    ),
+    "benchmark_with_stdout_closed_from_the_start": Row(
+        ["--rates=1"],
+        ["standard output: the result could not be written", "closed when the command"],
+        stdout="closed",
+        module="benchmarks.cpu_bfloat16",
+    ),
 }
 
 # ---- 5. Every error names the path and the flag that moves it (errors.os_error_line,
