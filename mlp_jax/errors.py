@@ -41,16 +41,23 @@ class UserError(Exception):
 
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
-    """Prints `error: MESSAGE` (its first line) on stderr and exits with `exit_code`."""
-    print(f"error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr, flush=True)
+    """Prints `error: MESSAGE` (its first line that says something) on stderr and exits with
+    `exit_code`."""
+    print(f"error: {_first_words(message) or 'failed'}", file=sys.stderr, flush=True)
     sys.exit(exit_code)
 
 
 def first_line(error: BaseException | str, limit: int = 200) -> str:
-    """The first line of `error`'s message (or its class's name), cut between words to
-    about `limit` characters: it goes into a line of a warning or an error."""
-    line = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    """The first line of `error`'s message that says something (or its class's name), cut
+    between words to about `limit` characters: it goes into a line of a warning or an
+    error."""
+    line = _first_words(str(error)) or type(error).__name__
     return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _first_words(message: str) -> str:
+    """The first line of `message` that is not blank (a library's may start with one)."""
+    return next((line.strip() for line in message.splitlines() if line.strip()), "")
 
 
 def closest(key: str, known: Iterable[str]) -> str:

@@ -145,3 +145,14 @@ def test_a_refused_connection_is_the_networks_and_a_file_limit_is_not(capsys):
             raise aiohttp.ClientConnectorError(mock.Mock(ssl=True), refused)
         assert ended.value.code == 2
         assert capsys.readouterr().err.startswith(start)
+
+
+def test_the_line_is_the_messages_first_that_says_something(capsys):
+    # A library's message may start with a blank line: the line must not be empty.
+    message = "\n  \nthe words\nthe details"
+    assert errors.first_line(message) == "the words"
+    assert errors.first_line(ValueError("\n")) == "ValueError"
+    with pytest.raises(SystemExit) as ended, errors.one_line_errors():
+        raise errors.UserError(message)
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "error: the words\n"
