@@ -87,7 +87,7 @@ def main(arguments: list[str]) -> None:
         for line in lines:
             progress.emit(line)
         for line in unreadable:
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            errors.error_line(line)
         if unreadable:
             sys.exit(1)
     elif FLAGS.mode == "export":

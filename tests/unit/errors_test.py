@@ -156,3 +156,60 @@ def test_the_line_is_the_messages_first_that_says_something(capsys):
         raise errors.UserError(message)
     assert ended.value.code == 2
     assert capsys.readouterr().err == "error: the words\n"
+
+
+# A command stopped by a signal while it works, as a benchmark's timing loop is; an exit
+# handler stands for the interpreter's exit, which tore JAX's runtime down under such work.
+STOPPED_COMMAND = """
+import atexit, os, signal, sys
+from mlp_jax import errors
+
+
+def main():
+    atexit.register(print, "exit handlers ran", file=sys.stderr)
+    print("measured so far", flush=False)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_command_stopped_by_a_signal_ends_at_once_after_its_line():
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_COMMAND],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 128 + 15, result.stderr
+    assert result.stderr.startswith("error: stopped by SIGTERM;"), result.stderr
+    assert "exit handlers ran" not in result.stderr
+    assert result.stdout == "measured so far\n"  # Flushed on the way out.
+
+
+FAILING_COMMAND = """
+from mlp_jax import errors, progress
+
+
+def main():
+    progress.emit("the product")
+    raise errors.UserError("a user's error")
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_failing_command_with_stderr_closed_keeps_its_line_out_of_stdout():
+    # Started with `2>&-`: print(file=None) would write the line into stdout, the product.
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-c", FAILING_COMMAND],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stdout == "the product\n"
