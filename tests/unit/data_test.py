@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -93,6 +94,24 @@ def test_a_damaged_cache_file_is_inflated_afresh_and_replaced(tmp_path, idx_cach
         data.read_idx_split(tmp_path, "test").images, images.reshape(COUNT, 784)
     )
     assert cached.read_bytes() == whole
+
+
+def test_a_named_pipe_in_the_cache_is_passed_over_not_read(tmp_path, idx_cache):
+    images, _ = _split_files(tmp_path, gz=True)
+    data.read_idx_split(tmp_path, "test")
+    (cached,) = idx_cache.glob("t10k-images-idx3-ubyte.*")
+    whole = cached.read_bytes()
+    cached.unlink()
+    os.mkfifo(cached)  # Opening it to read would wait for a writer for ever.
+    read = []
+    reading = threading.Thread(target=lambda: read.append(data.read_idx_split(tmp_path, "test")))
+    reading.start()
+    reading.join(timeout=30)
+    if reading.is_alive():
+        os.close(os.open(cached, os.O_WRONLY))  # Lets the reader go before failing.
+        pytest.fail("the cache's named pipe was opened to be read")
+    np.testing.assert_array_equal(read[0].images, images.reshape(COUNT, 784))
+    assert cached.read_bytes() == whole  # Replaced by the file.
 
 
 @pytest.mark.parametrize("setting", ["under_a_file", "off"])
