@@ -292,7 +292,7 @@ def main() -> None:
     epochs = 1 if FLAGS.quick else 10
     started = time.perf_counter()
     sections = ["# The one-call accelerator check\n", report.header()]
-    out = Path(FLAGS.out)
+    out = Path(report.output_path("out"))
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def add(*new_sections: str) -> None:

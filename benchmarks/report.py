@@ -4,12 +4,14 @@ seeds, and Markdown tables. Used by the benchmarks and by the studies' reports."
 import contextlib
 import importlib.metadata
 import math
+import os
 import platform
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from absl import flags
 
 # The CPU flags that decide matrix-product speed, in the order they are printed.
 MATRIX_FLAGS = (
@@ -24,6 +26,17 @@ MATRIX_FLAGS = (
     "sve",
 )
 BFLOAT16_UNIT_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# Where a --quick run's outputs go when their flags are left at their defaults: a reduced
+# run never replaces the full one's results (results/, a study's tuned config).
+QUICK_OUTPUTS = "runs/quick"
+
+
+def output_path(flag: str, flag_values: flags.FlagValues = flags.FLAGS) -> str:
+    """The path the command's flag `flag` names; in a --quick run that leaves it at its
+    default, the same path under QUICK_OUTPUTS."""
+    if flag_values.quick and not flag_values[flag].present:
+        return os.path.join(QUICK_OUTPUTS, flag_values[flag].value)
+    return flag_values[flag].value
 
 
 def cpu_model() -> str:

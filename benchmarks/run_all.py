@@ -63,7 +63,7 @@ def main() -> None:
         "## Hardware exercises\n",
         hardware.run(FLAGS.quick),
     ]
-    out = Path(FLAGS.out)
+    out = Path(report.output_path("out"))
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_atomically(out, "\n".join(sections))
     progress.show(out.read_text())

@@ -110,3 +110,21 @@ def test_device_check_goals_mark_each_goal_met_or_not():
     assert rows["256 models (one shared data order) <= 0.6 ms per model-epoch"].endswith("| yes |")
     warm = "whole `make train` process, warm compilation cache <= 5.0 s"
     assert rows[warm].endswith("| 6.200 s | no |")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], "results/speedrun.md"),
+        (["--quick"], "runs/quick/results/speedrun.md"),  # Never the full run's file.
+        (["--quick", "--out=mine.md"], "mine.md"),
+    ],
+)
+def test_a_quick_run_writes_beside_the_full_runs_results_unless_told(argv, expected):
+    from absl import flags  # noqa: PLC0415
+
+    flag_values = flags.FlagValues()
+    flags.DEFINE_string("out", "results/speedrun.md", "", flag_values=flag_values)
+    flags.DEFINE_bool("quick", False, "", flag_values=flag_values)
+    flag_values(["command", *argv])
+    assert report.output_path("out", flag_values) == expected

@@ -190,8 +190,9 @@ def run_exercise(
 def main() -> None:
     """Runs the exercise the flags name; user errors become one line."""
     exercise = config_lib.flag_config(FLAGS["config"], EXAMPLE, "an exercise file", EXERCISE_FIELDS)
-    run_exercise(exercise, FLAGS.results_dir, FLAGS.workdir, FLAGS.quick)
-    progress.show(files.read_text(files.as_path(FLAGS.results_dir) / f"{exercise.name}.md"))
+    results_dir = report.output_path("results_dir")
+    run_exercise(exercise, results_dir, FLAGS.workdir, FLAGS.quick)
+    progress.show(files.read_text(files.as_path(results_dir) / f"{exercise.name}.md"))
 
 
 if __name__ == "__main__":

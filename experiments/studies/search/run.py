@@ -23,6 +23,7 @@ from absl import flags
 from matplotlib.figure import Figure
 from ml_collections import config_flags
 
+from benchmarks import report
 from mlp_jax import config as config_lib
 from mlp_jax import data, errors, files, metrics, models, plots, progress, search
 from mlp_jax.config import base_config
@@ -203,7 +204,11 @@ def main() -> None:
     """Runs the search the flags name; user errors become one line."""
     search_config = config_lib.flag_config(FLAGS["config"], EXAMPLE, "a search file", SEARCH_FIELDS)
     record = run_search(
-        search_config, FLAGS.results_dir, FLAGS.workdir, FLAGS.tuned_config, FLAGS.quick
+        search_config,
+        report.output_path("results_dir"),
+        FLAGS.workdir,
+        report.output_path("tuned_config"),
+        FLAGS.quick,
     )
     progress.show(json.dumps({"winner": record["winner"], "minutes": record["seconds"] / 60}))
 

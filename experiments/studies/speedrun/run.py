@@ -429,7 +429,7 @@ def main() -> None:
         ports=not FLAGS.quick,
         num_epochs=int(FLAGS.quick),
     )
-    out = Path(FLAGS.out)
+    out = Path(report.output_path("out"))
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(
         [
