@@ -35,6 +35,7 @@ from etils import epath
 from flax import linen as nn
 from jax.experimental import multihost_utils
 
+from mlp_jax import config as config_lib
 from mlp_jax import errors, files, models, optim, parallel, steps
 from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
@@ -661,13 +662,25 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     was saved takes its default, which is the behaviour the run had."""
     path = files.as_path(workdir) / CONFIG_FILE
     try:
-        return ml_collections.ConfigDict(
-            {**base_config().to_dict(), **json.loads(files.read_text(path))}
-        )
+        saved = json.loads(files.read_text(path))
     except FileNotFoundError:
         raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); restore it or retrain") from None
+    try:
+        if not isinstance(saved, dict):
+            raise UserError(f"a JSON {type(saved).__name__}, not an object of config fields")
+        config = ml_collections.ConfigDict({**base_config().to_dict(), **saved})
+        model_fields = models.model_fields(models.model_class(config))
+        known = {field.name for field in config_lib.BASE_FIELDS} | model_fields
+        for key in set(config.keys()) - known:  # A field the library has dropped since.
+            del config[key]
+        config_lib.validate(config, model_fields)
+    except UserError as e:
+        raise UserError(
+            f"{path}: not a run's config ({e}); restore the run's own, or use another --workdir"
+        ) from None
+    return config
 
 
 class Restored(NamedTuple):

@@ -40,6 +40,12 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMS = ("none", "layer")
 # Seeds become JAX keys (uint32 words) and numpy generators: whole numbers in this range.
 MAX_SEED = 2**32 - 1
+# Any other whole number (a size, a count) must fit JAX's 32-bit integers: a larger one
+# failed inside XLA with a traceback, or ran out of memory after JAX's int64 warnings.
+MAX_WHOLE = 2**31 - 1
+# The run plans its programs epoch by epoch (`loop.program_plan`): a billion epochs took the
+# machine's memory before the first one. A million is days of the largest runs here.
+MAX_EPOCHS = 10**6
 
 # The commands that read a field: a single run (`make train`, `python -m mlp_jax.main`) and
 # populations (the sweeps and searches of `mlp_jax.sweep`, which train on every device, keep
@@ -65,6 +71,8 @@ class Check:
 
     holds: Callable[[Any, ml_collections.ConfigDict], bool] = dataclasses.field(compare=False)
     requirement: str
+    # Whether a whole number may exceed MAX_WHOLE (a seed's range is its own).
+    wide: bool = False
 
     def words(self, config: ml_collections.ConfigDict | None = None) -> str:
         """The requirement with the other fields' values in `config` (their names without)."""
@@ -99,6 +107,7 @@ def one_of(choices: tuple[str, ...]) -> Check:
 SEED_CHECK = Check(
     lambda value, _: isinstance(value, int) and 0 <= value <= MAX_SEED,
     f"must be a whole number in 0..{MAX_SEED}",
+    wide=True,
 )
 
 
@@ -191,7 +200,7 @@ BASE_FIELDS = (
         "num_epochs",
         10,
         "Passes over the training split.",
-        _NEVER_NEGATIVE,
+        within(0, MAX_EPOCHS, whole=True),
         on_resume=FREE_IF_CONSTANT,
     ),
     Field(
@@ -595,11 +604,34 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
             f"{', '.join(sorted(known))}); fix the experiment file or the --config.KEY override"
         )
     for key, value in config.items():
-        check = declared(key).check
+        field = declared(key)
+        check, kind = field.check, _kind(field.default)
+        if kind is not None and not _is_a(value, kind):  # Type-safe from the command line,
+            # not from a file: a workdir's config.json, an experiment's own ConfigDict.
+            raise UserError(f"config.{key}={value!r} is invalid: must be {_KIND_WORDS[kind]}")
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes no comparison.
             raise UserError(f"config.{key}={value} is invalid: must be a finite number")
+        if kind is int and value > MAX_WHOLE and not (check is not None and check.wide):
+            raise UserError(f"config.{key}={value} is invalid: must be at most {MAX_WHOLE}")
         if check is not None and not check.holds(value, config):
             raise UserError(f"config.{key}={value!r} is invalid: {check.words(config)}")
+
+
+_KIND_WORDS = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _kind(default) -> type | None:
+    """The kind of value a field holds, as its default shows (None: any)."""
+    return next((kind for kind in _KIND_WORDS if type(default) is kind), None)
+
+
+def _is_a(value, kind: type) -> bool:
+    """Whether `value` is of `kind` (a whole number is a number; a bool is no number)."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def _roles(field: Field) -> list[str]:

@@ -143,6 +143,8 @@ def train_and_evaluate(
         cleanup.callback(store.close)
         if store.saved_epochs():
             _refuse_changed_config(config, workdir)
+        elif (workdir / checkpointing.CONFIG_FILE).exists():  # A run stopped before its
+            checkpointing.read_config(workdir)  # first save, or a file of no run: kept.
 
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
@@ -156,10 +158,10 @@ def train_and_evaluate(
         resuming = restored is not None
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
         _refuse_fewer_epochs(config, workdir, int(state.epoch))
-        _write_config(config, workdir)
         start_epoch = int(state.epoch)
         log = writers.JsonlLog(workdir / writers.JSONL_FILE)
         history = log.truncate_after(start_epoch) if is_main_process else []
+        _write_config(config, workdir)  # After every file it replaces was read and accepted.
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
         elif store.set_aside_epochs():

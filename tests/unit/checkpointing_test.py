@@ -95,6 +95,41 @@ def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2, lr=0.2), tmp_path)
 
 
+@pytest.mark.parametrize(
+    "saved, fragment",
+    [
+        ("[1, 2]", "a JSON list, not an object of config fields"),
+        ('{"eval_batch_size": null}', "config.eval_batch_size=None is invalid"),
+        ('{"num_hiddens": "32"}', "config.num_hiddens='32' is invalid: must be a whole number"),
+    ],
+)
+def test_a_config_json_that_is_no_runs_is_one_line_naming_it(
+    synthetic_dir, tmp_path, saved, fragment
+):
+    config = tiny_config(synthetic_dir).to_dict()
+    text = saved if saved.startswith("[") else json.dumps({**config, **json.loads(saved)})
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(UserError, match="config.json: not a run's config") as raised:
+        checkpointing.read_config(tmp_path)
+    assert fragment in str(raised.value)
+
+
+def test_a_config_json_keeps_what_the_library_reads_of_it(synthetic_dir, tmp_path):
+    # A field the library has dropped since the run is passed over, not refused.
+    config = tiny_config(synthetic_dir)
+    (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "dropped": 1}))
+    assert checkpointing.read_config(tmp_path).to_dict() == config.to_dict()
+
+
+def test_a_workdir_holding_a_config_json_of_no_run_is_refused_and_kept(synthetic_dir, tmp_path):
+    foreign = '{"name": "my project", "version": 3}\n'
+    (tmp_path / "config.json").write_text(foreign)
+    with pytest.raises(UserError, match="config.json: not a run's config"):
+        train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path)
+    assert (tmp_path / "config.json").read_text() == foreign
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_checkpoint_of_another_model_is_refused_not_set_aside(synthetic_dir, tmp_path):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
     before = tree_listing(tmp_path / "checkpoints")

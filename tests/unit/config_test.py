@@ -3,6 +3,7 @@
 import dataclasses
 import re
 
+import ml_collections
 import pytest
 from helpers import ROOT, experiment
 
@@ -40,7 +41,7 @@ def test_experiment_configs_are_valid_and_match_d2l(module):
         ("lr", -1.0, "config.lr=-1.0 is invalid"),
         ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
         ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
-        ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
+        ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be in 0..1000000"),
         ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
         ("parallel", "xmap", "config.parallel='xmap' is invalid"),
         ("compute_dtype", "float16", "config.compute_dtype='float16' is invalid"),
@@ -57,6 +58,32 @@ def test_experiment_configs_are_valid_and_match_d2l(module):
 def test_bad_values_are_named(key, value, message):
     config = mlp_concise.get_config()
     config[key] = value
+    with pytest.raises(UserError, match=re.escape(message)):
+        _validate(config)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        # Whole numbers past JAX's 32-bit ones failed inside XLA, or after its warnings.
+        ("batch_size", 10**20, "config.batch_size=100000000000000000000 is invalid: must be at"),
+        ("eval_batch_size", 2**31, f"must be at most {2**31 - 1}"),
+        ("num_epochs", 10**9, "config.num_epochs=1000000000 is invalid: must be in 0..1000000"),
+        ("seed", 2**32 - 1, None),  # A seed's own range.
+        # What a file gives (a workdir's config.json) has no ConfigDict's type safety.
+        ("num_hiddens", "32", "config.num_hiddens='32' is invalid: must be a whole number"),
+        ("eval_batch_size", None, "config.eval_batch_size=None is invalid: must be a whole"),
+        ("lr", True, "config.lr=True is invalid: must be a number"),
+        ("lr", 1, None),  # A whole number is a number.
+        ("optimizer", 3, "config.optimizer=3 is invalid: must be a string"),
+        ("augment_flip", 1, "config.augment_flip=1 is invalid: must be True or False"),
+    ],
+)
+def test_values_of_the_wrong_kind_or_beyond_the_integers_are_named(key, value, message):
+    config = ml_collections.ConfigDict({**mlp_concise.get_config().to_dict(), key: value})
+    if message is None:
+        _validate(config)
+        return
     with pytest.raises(UserError, match=re.escape(message)):
         _validate(config)
 

@@ -64,7 +64,7 @@ CONFIG_FAULTS = [
     ("batch_size", 0, "config.batch_size=0 is invalid: must be >= 1"),
     ("scan_unroll", 0, "config.scan_unroll=0 is invalid: must be >= 1"),
     ("eval_batch_size", 0, "config.eval_batch_size=0 is invalid: must be >= 1"),
-    ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be >= 0"),
+    ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be in 0..1000000"),
     ("validation_size", -1, "config.validation_size=-1 is invalid: must be >= 0"),
     ("warmup_epochs", -1, "config.warmup_epochs=-1 is invalid: must be >= 0"),
     ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
