@@ -146,9 +146,15 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 @functools.cache
 def _logits_of(model: nn.Module) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of a model's output for 2 images, traced, never computed."""
+    """The shape and dtype of a model's output for 2 images, traced, never computed: called
+    as evaluation calls it, then as the train step does (`train=True`, a dropout key)."""
     images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
-    return jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], images)
+
+    def logits(x):
+        variables = model.init(jax.random.key(0), x)
+        return model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+
+    return jax.eval_shape(logits, images)
 
 
 def check_logits(model: nn.Module, config: ml_collections.ConfigDict) -> None:

@@ -148,6 +148,11 @@ class _Linear:
         "        self.out = nnx.Linear(784, 10, rngs=rngs)\n\n"
         "    def __call__(self, x, train=False):\n        return self.out(x)\n"
     )
+    NO_TRAIN_ARGUMENT = (  # The train step calls it with train=True.
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x):\n"
+        "        return nn.Dense(10)(x)\n"
+    )
     ONE_LOGIT_AN_IMAGE = (
         "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
@@ -164,8 +169,9 @@ class _Linear:
         (_Linear.RAISES_AT_INIT, "fails on a batch of images (ValueError: no logits today)"),
         (_Linear.INTEGER_LOGITS, "gives int32 logits of shape (2, 10)"),
         (_Linear.ONE_LOGIT_AN_IMAGE, "gives float32 logits of shape (2,) for 2 images"),
+        (_Linear.NO_TRAIN_ARGUMENT, "unexpected keyword argument 'train'"),
     ],
-    ids=["import", "field", "nnx_field", "init", "dtype", "shape"],
+    ids=["import", "field", "nnx_field", "init", "dtype", "shape", "no_train_argument"],
 )
 def test_a_model_that_breaks_the_contract_is_one_line_before_anything_compiles(
     trained, synthetic_dir, tmp_path, source, fragment
