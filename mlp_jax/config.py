@@ -30,7 +30,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_flags
 
-from mlp_jax import files
+from mlp_jax import errors, files
 from mlp_jax.errors import UserError, closest
 
 PARALLEL_MODES = ("auto", "none", "pmap", "shard_map")
@@ -694,5 +694,12 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def main(experiment_files: list[str]) -> None:
+    """Writes docs/config.md's text (`reference_markdown`) on stdout."""
+    from mlp_jax import progress  # noqa: PLC0415  (it imports JAX, which validation needs not)
+
+    progress.emit(reference_markdown(experiment_files).removesuffix("\n"))
+
+
 if __name__ == "__main__":
-    print(reference_markdown(sys.argv[1:]), end="")
+    errors.run_command(main, arguments=True)

@@ -444,7 +444,11 @@ def run_command(
     """
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
     if define_flags is not None:
-        define_flags()
+        try:
+            define_flags()
+        except flags.Error as e:  # Defining --config reads the --flagfile files already.
+            words = first_line(e).removeprefix("ERROR::").strip()
+            fail(f"{words}; fix the --flagfile path or the file")
 
     def run(argv: list[str]) -> None:
         if not flags.FLAGS["verbosity"].present:

@@ -20,21 +20,26 @@ from mlp_jax import config as config_lib
 from mlp_jax import errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
-flags.DEFINE_enum(
-    "mode",
-    "train",
-    ["train", "eval", "predict", "export"],
-    "train: train (or resume); eval: test a workdir; predict: classify the image files given "
-    "after the flags; export: write the model as a jax.export artifact.",
-)
-flags.DEFINE_string("export_dir", None, "export: where to write; default WORKDIR/export.")
-flags.DEFINE_string(
-    "data_dir", None, "eval: the IDX folder, if not the one the run was trained from."
-)
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment file, e.g. experiments/mlp_scratch.py.", lock_config=True
-)
+
+
+def _define_flags() -> None:
+    """The command line's flags (defined by `errors.run_command`: defining --config reads
+    the --flagfile files already, whose faults are then one line)."""
+    flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and plots.")
+    flags.DEFINE_enum(
+        "mode",
+        "train",
+        ["train", "eval", "predict", "export"],
+        "train: train (or resume); eval: test a workdir; predict: classify the image files "
+        "given after the flags; export: write the model as a jax.export artifact.",
+    )
+    flags.DEFINE_string("export_dir", None, "export: where to write; default WORKDIR/export.")
+    flags.DEFINE_string(
+        "data_dir", None, "eval: the IDX folder, if not the one the run was trained from."
+    )
+    config_flags.DEFINE_config_file(
+        "config", None, "Experiment file, e.g. experiments/mlp_scratch.py.", lock_config=True
+    )
 
 
 def _enable_compilation_cache() -> None:
@@ -99,4 +104,4 @@ def main(arguments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    errors.run_command(main, arguments=True)
+    errors.run_command(main, _define_flags, arguments=True)

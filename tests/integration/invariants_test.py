@@ -307,6 +307,12 @@ PRODUCT_WRITES = {
         ["standard output: the result could not be written", "closed when the command"],
         stdout="closed",
     ),
+    "config_reference_to_a_full_device": Row(  # `make docs`'s generator.
+        ["experiments/mlp_scratch.py"],
+        ["standard output: the result could not be written", "No space left"],
+        stdout="/dev/full",
+        module="mlp_jax.config",
+    ),
     # A benchmark's table is its product too (the cheapest benchmark: a child's rates).
     "benchmark_to_a_full_device": Row(
         ["--rates=1"],
@@ -325,6 +331,10 @@ PRODUCT_WRITES = {
 # ---- 5. Every error names the path and the flag that moves it (errors.os_error_line,
 # errors.name_path, files).
 NAMES_PATH_AND_FLAG = {
+    # Read as --config is defined, before the flags are parsed (a traceback until 2026-12-06).
+    "a_flagfile_missing": Row(
+        ["--flagfile=TMP/missing.flags"], ["missing.flags", "fix the --flagfile path"]
+    ),
     "curves_png_a_folder": Row(
         _train_more(),
         ["curves.png is a folder where a file is needed", "--workdir"],
