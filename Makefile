@@ -49,10 +49,10 @@ $(VENV)/.gcs: $(VENV)/.installed
 	touch $@
 
 train: install $(GCS)
-	$(PY) -m mlp_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+	$(PY) -m mlp_jax.main --config="$(CONFIG)" --workdir="$(WORKDIR)" $(ARGS)
 
 eval: install $(GCS)
-	$(PY) -m mlp_jax.main --mode=eval --workdir=$(WORKDIR)
+	$(PY) -m mlp_jax.main --mode=eval --workdir="$(WORKDIR)"
 
 # Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
 # loadfile), so that its expensive fixtures are built once.

@@ -2,16 +2,19 @@
 
 import gzip
 import json
+import subprocess
 
 import pytest
 from helpers import (
     FULL_SIZES,
+    ROOT,
     SYNTHETIC_LABEL_NOISE,
     TINY,
     TRAINED_EPOCHS,
     assert_one_line_error,
     run_cli,
     start_cli,
+    without_tensorflow_env,
 )
 
 
@@ -290,3 +293,21 @@ def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env,
     result = run_cli(*TINY, f"--workdir={workdir}", *args, env=env)
     assert_one_line_error(result, *fragments)
     assert not workdir.exists()  # Refused before anything was made.
+
+
+def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
+    # The recipes quote it: unquoted, "with space" gave "unexpected arguments ['space']".
+    workdir = tmp_path / "with space"
+    env = without_tensorflow_env()
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # As a user's shell runs make.
+        env.pop(name, None)
+    result = subprocess.run(
+        ["make", "-s", "eval", f"WORKDIR={workdir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"error: {workdir}/config.json: missing" in result.stderr, result.stderr
