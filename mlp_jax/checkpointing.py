@@ -14,6 +14,7 @@ at any moment leaves the previous checkpoints intact; leftovers are cleaned on t
 Every path goes through etils.epath, so a workdir may be remote (gs://...).
 """
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -87,6 +88,13 @@ def params_fingerprint(params) -> str:
 # structure than the state asked for: a different model, not damaged bytes. (The layout check
 # catches these first; the signs hold where a checkpoint's metadata cannot be read.)
 _MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Missing key")
+# How many listings of a workdir's checkpoints a read-only restore makes, while a run saving
+# there rotates out the ones it was reading (an evaluation of a run in progress).
+_LISTINGS = 5
+
+
+class _Rotated(Exception):
+    """A checkpoint went away while a read-only restore read it: list them again."""
 
 
 def _keep_stray_reads_off_stderr() -> None:
@@ -577,7 +585,9 @@ class CheckpointStore:
         and fail their fingerprint, or Orbax or TensorStore found them truncated, undecodable
         or missing (`damage_evidence`), while this process can read every one of its files.
         Then the next older one is tried. Any other failure (the environment, a library, a
-        bug) ends the restore with nothing moved.
+        bug) ends the restore with nothing moved. Read-only, a checkpoint that goes away
+        while it is read (a run saving into the workdir rotated it out) sends the restore
+        back to a fresh listing.
 
         Args:
           abstract_state: a TrainState of jax.ShapeDtypeStruct leaves (with shardings).
@@ -587,6 +597,20 @@ class CheckpointStore:
             `abstract_state`, or cannot be read by this process (nothing is moved), or
             checkpoints exist but every one is damaged (each set aside).
         """
+        for _ in range(_LISTINGS):
+            with contextlib.suppress(_Rotated):
+                return self._restore_newest(abstract_state)
+        raise UserError(
+            f"{self.workdir / CHECKPOINT_DIR}: the run saving there replaced every checkpoint "
+            f"while it was read ({_LISTINGS} tries); try again, or once that run has stopped"
+        )
+
+    def _restore_newest(self, abstract_state) -> tuple[steps.TrainState, dict] | None:
+        """`restore_latest` over one listing of the checkpoints.
+
+        Raises:
+          _Rotated: read-only, a checkpoint went away while it was read.
+        """
         epochs = self.saved_epochs()[::-1]
         wanted = layout(abstract_state)
         if epochs:
@@ -594,45 +618,14 @@ class CheckpointStore:
             _keep_stray_reads_off_stderr()
         for epoch in epochs:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
-            _check_entries(folder)
-            _check_whole(folder)
-            saved = self._saved_layout(epoch)
-            mismatch = saved is not None and layout_mismatch(saved, wanted)
-            if mismatch:
-                raise UserError(
-                    f"{folder}: {mismatch}; nothing was moved; run it as it was trained (the "
-                    "same config and environment) or use a new --workdir"
-                )
             try:
-                state, meta = self._restore(epoch, abstract_state)
-            except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-                reason = errors.first_line(e)
-                if any(sign in str(e) for sign in _MISMATCH_SIGNS):
-                    raise UserError(
-                        f"{folder}: saved by a model of other shapes ({reason}); use the "
-                        "config that trained it or a new --workdir"
-                    ) from None
-                self._check_readable(epoch)  # The environment's failure is one line.
-                evidence = damage_evidence(e, folder)
-                if evidence is None:
-                    e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
-                    raise
-                if self.read_only:
-                    logging.warning("checkpoint %s is damaged (%s); skipped", epoch, evidence)
-                    continue
-                target = self._set_aside(epoch)
-                logging.warning(
-                    "checkpoint %s is damaged (%s); moved to %s", epoch, evidence, target
-                )
-                continue
-            if first_value(state.epoch) != epoch:
-                folder, held = self.workdir / CHECKPOINT_DIR, first_value(state.epoch)
-                raise UserError(
-                    f"{folder / str(epoch)}: holds the state after epoch {held}, not {epoch} "
-                    f"(was the folder renamed?); rename it to {folder / str(held)} or move it "
-                    "out of that folder"
-                )
-            return state, meta
+                found = self._restore_epoch(epoch, folder, wanted, abstract_state)
+            except Exception as e:
+                if self.read_only and not folder.exists():  # The run saving there rotated
+                    raise _Rotated(f"{folder} went away while it was read") from e  # it out.
+                raise
+            if found is not None:
+                return found
         if epochs:
             where = "skipped" if self.read_only else f"set aside in {self.workdir / UNREADABLE_DIR}"
             raise UserError(
@@ -640,6 +633,48 @@ class CheckpointStore:
                 f"(epochs {epochs}, {where}); a training rerun will start afresh, or use a new "
                 "--workdir"
             )
+        return None
+
+    def _restore_epoch(self, epoch: int, folder, wanted, abstract_state):
+        """One checkpoint's (state, meta), or None where it is damaged (set aside, or skipped
+        when read-only)."""
+        _check_entries(folder)
+        _check_whole(folder)
+        saved = self._saved_layout(epoch)
+        mismatch = saved is not None and layout_mismatch(saved, wanted)
+        if mismatch:
+            raise UserError(
+                f"{folder}: {mismatch}; nothing was moved; run it as it was trained (the "
+                "same config and environment) or use a new --workdir"
+            )
+        try:
+            state, meta = self._restore(epoch, abstract_state)
+        except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+            reason = errors.first_line(e)
+            if any(sign in str(e) for sign in _MISMATCH_SIGNS):
+                raise UserError(
+                    f"{folder}: saved by a model of other shapes ({reason}); use the "
+                    "config that trained it or a new --workdir"
+                ) from None
+            self._check_readable(epoch)  # The environment's failure is one line.
+            evidence = damage_evidence(e, folder)
+            if evidence is None:
+                e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
+                raise
+            if self.read_only:
+                logging.warning("checkpoint %s is damaged (%s); skipped", epoch, evidence)
+                return None
+            target = self._set_aside(epoch)
+            logging.warning("checkpoint %s is damaged (%s); moved to %s", epoch, evidence, target)
+            return None
+        if first_value(state.epoch) != epoch:
+            folder, held = self.workdir / CHECKPOINT_DIR, first_value(state.epoch)
+            raise UserError(
+                f"{folder / str(epoch)}: holds the state after epoch {held}, not {epoch} "
+                f"(was the folder renamed?); rename it to {folder / str(held)} or move it "
+                "out of that folder"
+            )
+        return state, meta
         return None
 
     def close(self) -> None:

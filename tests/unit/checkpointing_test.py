@@ -130,6 +130,23 @@ def test_a_workdir_holding_a_config_json_of_no_run_is_refused_and_kept(synthetic
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
+def test_a_read_only_restore_lists_again_when_a_running_run_rotates_one_out(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # --mode=eval of a run in progress: the newest checkpoint it listed may go mid-read.
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
+    newest, restore = tmp_path / "checkpoints" / "2", checkpointing.CheckpointStore._restore
+
+    def rotated_out_while_read(store, epoch, abstract_state):
+        if epoch == 2 and newest.exists():
+            shutil.rmtree(newest)
+            raise FileNotFoundError(2, "No such file or directory", str(newest / "state"))
+        return restore(store, epoch, abstract_state)
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", rotated_out_while_read)
+    assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
+
+
 def test_checkpoint_of_another_model_is_refused_not_set_aside(synthetic_dir, tmp_path):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=1), tmp_path)
     before = tree_listing(tmp_path / "checkpoints")
