@@ -484,8 +484,17 @@ def _config_error(error: Exception, argv: list[str]) -> str:
                 f"--{unknown[0]}: unknown config key {key!r}"
                 f"{closest(key, _known_keys(argv))}; see the experiment file for the keys"
             )
-    reason = str(error).splitlines()[0] if str(error) else ""
-    return f"--config: {type(error).__name__}: {reason}"
+    nested = [o for o in overrides if o.count(".") > 1]  # --config.model.x: model is no dict.
+    if isinstance(error, TypeError) and nested:
+        key = nested[0].split(".")[1]
+        return (
+            f"--{nested[0]}: config.{key} holds no fields to set; set it whole, "
+            f"--config.{key}=VALUE"
+        )
+    reason = f"{type(error).__name__}: {first_line(error)}"
+    if path:
+        return f"--config={path}: loading it raised {reason}; fix that file"
+    return f"--config: {reason}"
 
 
 def _config_path(argv: list[str]) -> str | None:

@@ -46,10 +46,19 @@ def _enable_compilation_cache() -> None:
     """Keeps compiled programs on disk so that a second run skips compilation.
 
     The folder is $MLP_JAX_COMPILATION_CACHE, default ~/.cache/mlp_jax/xla; "" disables it.
+    The cache only saves time: a local one that cannot be a folder this process writes (a
+    file there, a read-only home) is passed over, where JAX would warn at every compilation.
     """
     import jax  # noqa: PLC0415
 
     path = os.environ.get("MLP_JAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/mlp_jax/xla"))
+    if path and "://" not in path:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            return
+        if not os.access(path, os.W_OK | os.X_OK):
+            return
     if path:
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

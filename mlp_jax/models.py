@@ -68,6 +68,11 @@ def model_class(config: ml_collections.ConfigDict) -> type:
     looked up from the current folder upwards) or "package.module:ClassName" (an importable
     module)."""
     location, _, class_name = config.model.partition(":")
+    if not (location and class_name):
+        raise UserError(
+            f"config.model={config.model!r} names no model: give it as 'PATH.py:ClassName' or "
+            "'package.module:ClassName', e.g. 'experiments/mlp_scratch.py:MLPScratch'"
+        )
     try:
         if location.endswith(".py"):
             module = config_lib.load_module(location)

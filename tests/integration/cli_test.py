@@ -57,12 +57,21 @@ def test_train_then_eval_end_to_end(trained_workdir):
         (["--config.num_hiddens=0"], ["config.num_hiddens=0 is invalid"]),
         (["--config.num_epochs=-1"], ["config.num_epochs=-1 is invalid"]),
         (["--config.lr=abc"], ["lr"]),
+        (["--config.model.x=1"], ["--config.model.x: config.model holds no fields to set"]),
     ],
 )
 def test_bad_config_fails_in_one_line(tmp_path, args, fragments):
     result = run_cli(*TINY, f"--workdir={tmp_path / 'run'}", *args)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run" / "checkpoints").exists()  # Failed before anything ran.
+
+
+def test_a_compilation_cache_that_cannot_be_a_folder_is_passed_over(trained_workdir, tmp_path):
+    # It only saves time: JAX warned at every compilation that read or wrote it.
+    (tmp_path / "cache").write_text("")
+    env = {"MLP_JAX_COMPILATION_CACHE": str(tmp_path / "cache")}
+    evaluated = run_cli("--mode=eval", f"--workdir={trained_workdir[0]}", env=env)
+    assert evaluated.returncode == 0 and evaluated.stderr == "", evaluated.stderr
 
 
 def test_missing_config_file_and_workdir(tmp_path):
@@ -235,6 +244,7 @@ CONFIG_FILES = {
         "import ml_collections\n\n\ndef get_config():\n"
         "    config = ml_collections.ConfigDict()\n    config.lr = 0.1\n    return config\n"
     ),
+    "raises": "def get_config():\n    return 1 / 0\n",
 }
 
 
@@ -245,6 +255,7 @@ CONFIG_FILES = {
         ("mlp_jax.main", "a_dict", ["a_dict.py: its get_config() is a dict, not an"]),
         ("mlp_jax.main", "none", ["none.py: its get_config() is a NoneType"]),
         ("mlp_jax.main", "no_base_fields", ["no_base_fields.py: its get_config() lacks the"]),
+        ("mlp_jax.main", "raises", ["raises.py: loading it raised ZeroDivisionError", "fix"]),
         ("experiments.studies.exercises.run", None, ["--config is required, e.g."]),
         ("experiments.studies.search.run", None, ["--config is required, e.g."]),
         (

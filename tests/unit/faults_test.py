@@ -87,6 +87,8 @@ CONFIG_FAULTS = [
     ("model", "experiments/mlp_concise.py:NoSuchModel", "defines no 'NoSuchModel'"),
     ("model", "no_such_package.models:MLP", "cannot be loaded"),
     ("model", "mlp_jax.models:ACTIVATIONS", "is not a Flax module class"),
+    ("model", ":MLP", "config.model=':MLP' names no model: give it as 'PATH.py:ClassName'"),
+    ("model", "experiments/mlp_concise.py", "names no model"),
     ("validation_size", 10**6, "trained with validation_size=0, not 1000000"),
     ("lr", 0.2, "trained with lr=0.1, not 0.2; resume with the same config"),
 ]
