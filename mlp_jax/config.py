@@ -221,7 +221,12 @@ BASE_FIELDS = (
         _NEVER_NEGATIVE,
     ),
     Field("schedule", "constant", "Learning-rate schedule.", one_of(SCHEDULES)),
-    Field("warmup_epochs", 0, "Epochs of linear warm-up before the schedule.", _NEVER_NEGATIVE),
+    Field(
+        "warmup_epochs",
+        0,
+        "Epochs of linear warm-up before the schedule.",
+        within(0, MAX_EPOCHS, whole=True),
+    ),
     Field(
         "ema_decay",
         0.0,

@@ -11,6 +11,9 @@ import jax
 import ml_collections
 import optax
 
+from mlp_jax.config import MAX_WHOLE
+from mlp_jax.errors import UserError
+
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Optimiser steps in one epoch over `num_examples` (the last, partial batch counts)."""
@@ -66,12 +69,22 @@ def make_optimizer(
 
     For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
 
+    Raises:
+      UserError: the run's epochs (or warm-up) have more steps than it can count.
+
     Equal configs get the very same optimiser (of the last 64 made). An optax
     optimiser is a pair of closures, equal only to itself, and a train state holds it in its
     structure: so a second run of one config in a process (a notebook's rerun, a study's
     runs, the tests) meets the programs jit compiled for the first instead of tracing them
     again.
     """
+    longest = max(config.num_epochs, config.warmup_epochs)
+    if longest * steps_per_epoch > MAX_WHOLE:  # The schedule counts steps in 32-bit integers.
+        key = "num_epochs" if longest == config.num_epochs else "warmup_epochs"
+        raise UserError(
+            f"config.{key}={longest} is too long: {longest} epochs of {steps_per_epoch} steps "
+            f"pass the {MAX_WHOLE} steps a run can count; lower it, or raise config.batch_size"
+        )
     # Keyed by every value of the config, as JSON: any config has one (a frozen ConfigDict
     # refuses a list of dicts, which a study's config may hold).
     key = (config.to_json_best_effort(sort_keys=True), steps_per_epoch)

@@ -8,7 +8,7 @@ import pytest
 from helpers import ROOT, experiment
 
 from mlp_jax import config as config_lib
-from mlp_jax import models, sweep
+from mlp_jax import models, optim, sweep
 from mlp_jax.errors import UserError
 
 mlp_scratch, mlp_concise = experiment("mlp_scratch"), experiment("mlp_concise")
@@ -69,6 +69,7 @@ def test_bad_values_are_named(key, value, message):
         ("batch_size", 10**20, "config.batch_size=100000000000000000000 is invalid: must be at"),
         ("eval_batch_size", 2**31, f"must be at most {2**31 - 1}"),
         ("num_epochs", 10**9, "config.num_epochs=1000000000 is invalid: must be in 0..1000000"),
+        ("warmup_epochs", 2 * 10**9, "config.warmup_epochs=2000000000 is invalid: must be in"),
         ("seed", 2**32 - 1, None),  # A seed's own range.
         # What a file gives (a workdir's config.json) has no ConfigDict's type safety.
         ("num_hiddens", "32", "config.num_hiddens='32' is invalid: must be a whole number"),
@@ -86,6 +87,15 @@ def test_values_of_the_wrong_kind_or_beyond_the_integers_are_named(key, value, m
         return
     with pytest.raises(UserError, match=re.escape(message)):
         _validate(config)
+
+
+def test_a_run_of_more_steps_than_it_can_count_is_refused():
+    # Its schedule's step counts are 32-bit: an overflow was a traceback inside jit.
+    config = mlp_concise.get_config()
+    config.num_epochs = 10**6
+    with pytest.raises(UserError, match="num_epochs=1000000 is too long: 1000000 epochs of 3000"):
+        optim.make_optimizer(config, steps_per_epoch=3000)
+    optim.make_optimizer(config, steps_per_epoch=2000)  # 2e9 steps: counted.
 
 
 def test_unknown_key_in_an_experiment_file_is_named():

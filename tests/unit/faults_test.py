@@ -66,7 +66,7 @@ CONFIG_FAULTS = [
     ("eval_batch_size", 0, "config.eval_batch_size=0 is invalid: must be >= 1"),
     ("num_epochs", -1, "config.num_epochs=-1 is invalid: must be in 0..1000000"),
     ("validation_size", -1, "config.validation_size=-1 is invalid: must be >= 0"),
-    ("warmup_epochs", -1, "config.warmup_epochs=-1 is invalid: must be >= 0"),
+    ("warmup_epochs", -1, "config.warmup_epochs=-1 is invalid: must be in 0..1000000"),
     ("num_hiddens", 0, "config.num_hiddens=0 is invalid: must be >= 1"),
     ("num_layers", 0, "config.num_layers=0 is invalid: must be >= 1"),
     ("optimizer", "rmsprop", "config.optimizer='rmsprop' is invalid"),
