@@ -40,6 +40,11 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+class StoppedExit(SystemExit):
+    """The exit of a command a terminating signal stopped wherever it was (its line is
+    written): `command` ends the process at once."""
+
+
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     """Prints `error: MESSAGE` (`error_line`) and exits with `exit_code`."""
     error_line(message)
@@ -280,11 +285,11 @@ def one_line_errors():
         fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:  # Ctrl-C, or any signal `signals.exit_on_signals` took.
         number = getattr(e, "signal_number", signal.SIGINT)
-        fail(
+        error_line(
             f"stopped by {signal.Signals(number).name}; what was saved before it is kept; "
-            "rerun the same command to go on",
-            128 + number,
+            "rerun the same command to go on"
         )
+        raise StoppedExit(128 + number) from None
     except OSError as e:  # (A failed connection is one too: see cloud_storage_line.)
         line = cloud_storage_line(e) or os_error_line(e)
         if line is None:
@@ -354,12 +359,12 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
-            stopped = isinstance(e.__context__, KeyboardInterrupt)
+            stopped = isinstance(e, StoppedExit)
             raise
         finally:
+            _end_within(EXIT_GRACE_SECONDS, code)  # First: a flush below may block.
             if stopped:
                 _exit_now(code)
-            _end_within(EXIT_GRACE_SECONDS, code)
             _leave_the_heap_to_the_exit()
 
     return run
@@ -396,9 +401,9 @@ def _exit_now(code: int) -> NoReturn:
 
 def _end_within(seconds: float, code: int) -> None:
     """Ends the process with `code` after `seconds`, unless it has ended by then: a daemon
-    timer, so it keeps nothing alive itself."""
-
-    timer = threading.Timer(seconds, _exit_now, args=(code,))
+    timer, so it keeps nothing alive itself. It flushes nothing (a flush may be what blocks;
+    every line the commands print is flushed as it is printed)."""
+    timer = threading.Timer(seconds, os._exit, args=(code,))
     timer.daemon = True
     timer.start()
 
@@ -446,7 +451,7 @@ def run_command(
     if define_flags is not None:
         try:
             define_flags()
-        except flags.Error as e:  # Defining --config reads the --flagfile files already.
+        except flags.CantOpenFlagFileError as e:  # Defining --config reads them already.
             words = first_line(e).removeprefix("ERROR::").strip()
             fail(f"{words}; fix the --flagfile path or the file")
 
@@ -486,11 +491,8 @@ def _config_error(error: Exception, argv: list[str]) -> str:
             )
     nested = [o for o in overrides if o.count(".") > 1]  # --config.model.x: model is no dict.
     if isinstance(error, TypeError) and nested:
-        key = nested[0].split(".")[1]
-        return (
-            f"--{nested[0]}: config.{key} holds no fields to set; set it whole, "
-            f"--config.{key}=VALUE"
-        )
+        group = nested[0].rsplit(".", 1)[0]
+        return f"--{nested[0]}: {group} holds no fields to set; set it whole, --{group}=VALUE"
     reason = f"{type(error).__name__}: {first_line(error)}"
     if path:
         return f"--config={path}: loading it raised {reason}; fix that file"

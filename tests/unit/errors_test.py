@@ -160,6 +160,7 @@ def test_the_line_is_the_messages_first_that_says_something(capsys):
 
 # A command stopped by a signal while it works, as a benchmark's timing loop is; an exit
 # handler stands for the interpreter's exit, which tore JAX's runtime down under such work.
+# The crash itself came one stop in five; the test checks the mechanism that prevents it.
 STOPPED_COMMAND = """
 import atexit, os, signal, sys
 from mlp_jax import errors
