@@ -38,7 +38,6 @@ from jax.experimental import multihost_utils
 
 from mlp_jax import config as config_lib
 from mlp_jax import errors, files, models, optim, parallel, steps
-from mlp_jax.config import base_config
 from mlp_jax.errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -621,8 +620,8 @@ class CheckpointStore:
             try:
                 found = self._restore_epoch(epoch, folder, wanted, abstract_state)
             except Exception as e:
-                if self.read_only and not folder.exists():  # The run saving there rotated
-                    raise _Rotated(f"{folder} went away while it was read") from e  # it out.
+                if self.read_only and epoch not in self.saved_epochs():  # The run saving
+                    raise _Rotated(f"{folder} went away while it was read") from e  # there.
                 raise
             if found is not None:
                 return found
@@ -635,9 +634,10 @@ class CheckpointStore:
             )
         return None
 
-    def _restore_epoch(self, epoch: int, folder, wanted, abstract_state):
-        """One checkpoint's (state, meta), or None where it is damaged (set aside, or skipped
-        when read-only)."""
+    def _restore_epoch(
+        self, epoch: int, folder: epath.Path, wanted: Layout, abstract_state
+    ) -> tuple[steps.TrainState, dict] | None:
+        """One checkpoint's (state, meta); None where it is damaged (set aside, or skipped)."""
         _check_entries(folder)
         _check_whole(folder)
         saved = self._saved_layout(epoch)
@@ -675,7 +675,6 @@ class CheckpointStore:
                 "out of that folder"
             )
         return state, meta
-        return None
 
     def close(self) -> None:
         """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`,
@@ -694,7 +693,14 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sha
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The resolved config a run saved in its workdir; a library field added since the run
-    was saved takes its default, which is the behaviour the run had."""
+    was saved takes its default, which is the behaviour the run had, and one dropped since
+    is passed over.
+
+    Raises:
+      UserError: config.json is missing, is not a run's (not a JSON object naming a model,
+        or holding a value of the wrong kind), or names a model that cannot be loaded here
+        (that line is the model's own: the file may be fine).
+    """
     path = files.as_path(workdir) / CONFIG_FILE
     try:
         saved = json.loads(files.read_text(path))
@@ -702,19 +708,23 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); restore it or retrain") from None
+
+    def not_a_runs(why: str) -> UserError:
+        return UserError(
+            f"{path}: not a run's config ({why}); restore the run's own, or use another --workdir"
+        )
+
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), str):
+        raise not_a_runs(f"a JSON {type(saved).__name__} without the model a run records")
+    config = ml_collections.ConfigDict({**config_lib.base_config().to_dict(), **saved})
+    model_fields = models.model_fields(models.model_class(config))
+    known = {field.name for field in config_lib.BASE_FIELDS} | model_fields
+    for key in set(config.keys()) - known:
+        del config[key]
     try:
-        if not isinstance(saved, dict):
-            raise UserError(f"a JSON {type(saved).__name__}, not an object of config fields")
-        config = ml_collections.ConfigDict({**base_config().to_dict(), **saved})
-        model_fields = models.model_fields(models.model_class(config))
-        known = {field.name for field in config_lib.BASE_FIELDS} | model_fields
-        for key in set(config.keys()) - known:  # A field the library has dropped since.
-            del config[key]
         config_lib.validate(config, model_fields)
     except UserError as e:
-        raise UserError(
-            f"{path}: not a run's config ({e}); restore the run's own, or use another --workdir"
-        ) from None
+        raise not_a_runs(str(e)) from None
     return config
 
 

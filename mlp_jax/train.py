@@ -74,6 +74,19 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
         )
 
 
+def _refuse_files_of_no_run(workdir: epath.Path) -> None:
+    """Refuses, before a fresh run replaces them, a config.json that is not a run's, or
+    epoch records without a config.json (a run writes its config before its first record):
+    a run stopped before its first save leaves its own, which are replaced."""
+    if (workdir / checkpointing.CONFIG_FILE).exists():
+        checkpointing.read_config(workdir)
+    elif writers.JsonlLog(workdir / writers.JSONL_FILE).read():
+        raise UserError(
+            f"{workdir / writers.JSONL_FILE}: records of a run whose config.json is not there; "
+            "move them away or use another --workdir"
+        )
+
+
 def _refuse_fewer_epochs(config: ml_collections.ConfigDict, workdir: epath.Path, saved: int):
     """Refuses a rerun asking for fewer epochs than the workdir has trained: it would train
     nothing and record a config the checkpoints do not match."""
@@ -143,8 +156,8 @@ def train_and_evaluate(
         cleanup.callback(store.close)
         if store.saved_epochs():
             _refuse_changed_config(config, workdir)
-        elif (workdir / checkpointing.CONFIG_FILE).exists():  # A run stopped before its
-            checkpointing.read_config(workdir)  # first save, or a file of no run: kept.
+        else:
+            _refuse_files_of_no_run(workdir)
 
         # ---- Data on the devices.
         dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)

@@ -98,7 +98,7 @@ def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
 @pytest.mark.parametrize(
     "saved, fragment",
     [
-        ("[1, 2]", "a JSON list, not an object of config fields"),
+        ("[1, 2]", "a JSON list without the model a run records"),
         ('{"eval_batch_size": null}', "config.eval_batch_size=None is invalid"),
         ('{"num_hiddens": "32"}', "config.num_hiddens='32' is invalid: must be a whole number"),
     ],
@@ -121,13 +121,41 @@ def test_a_config_json_keeps_what_the_library_reads_of_it(synthetic_dir, tmp_pat
     assert checkpointing.read_config(tmp_path).to_dict() == config.to_dict()
 
 
-def test_a_workdir_holding_a_config_json_of_no_run_is_refused_and_kept(synthetic_dir, tmp_path):
-    foreign = '{"name": "my project", "version": 3}\n'
-    (tmp_path / "config.json").write_text(foreign)
-    with pytest.raises(UserError, match="config.json: not a run's config"):
+@pytest.mark.parametrize(
+    "name, foreign, fragment",
+    [
+        ("config.json", '{"name": "my project", "version": 3}\n', "not a run's config"),
+        ("metrics.jsonl", '{"epoch": 1, "loss": 0.5}\n', "whose config.json is not there"),
+    ],
+)
+def test_a_workdir_holding_files_of_no_run_is_refused_and_they_are_kept(
+    synthetic_dir, tmp_path, name, foreign, fragment
+):
+    (tmp_path / name).write_text(foreign)
+    with pytest.raises(UserError, match=fragment):
         train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path)
-    assert (tmp_path / "config.json").read_text() == foreign
-    assert not (tmp_path / "metrics.jsonl").exists()
+    assert {p.name for p in tmp_path.iterdir()} <= {name, ".lock", "checkpoints"}  # Empty.
+    assert (tmp_path / name).read_text() == foreign
+
+
+def test_a_run_stopped_before_its_first_save_is_run_again_over_its_own_files(
+    synthetic_dir, tmp_path
+):
+    config = tiny_config(synthetic_dir)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert train.train_and_evaluate(config, tmp_path).history[-1]["epoch"] == 1
+
+
+def test_a_config_json_whose_model_cannot_be_loaded_here_is_the_models_line(tmp_path):
+    # Not "not a run's config": the file is fine, its model's file was moved since the run.
+    config = tiny_config(tmp_path)
+    config.model = f"{tmp_path / 'moved.py'}:MLP"
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    with pytest.raises(UserError) as raised:
+        checkpointing.read_config(tmp_path)
+    assert "cannot be loaded" in str(raised.value)
+    assert "not a run's config" not in str(raised.value)
 
 
 def test_a_read_only_restore_lists_again_when_a_running_run_rotates_one_out(
