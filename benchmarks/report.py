@@ -34,9 +34,12 @@ QUICK_OUTPUTS = "runs/quick"
 def output_path(flag: str, flag_values: flags.FlagValues = flags.FLAGS) -> str:
     """The path the command's flag `flag` names; in a --quick run that leaves it at its
     default, the same path under QUICK_OUTPUTS."""
+    path = flag_values[flag].value
     if flag_values.quick and not flag_values[flag].present:
-        return os.path.join(QUICK_OUTPUTS, flag_values[flag].value)
-    return flag_values[flag].value
+        return os.path.join(
+            QUICK_OUTPUTS, os.path.relpath(path, "/") if os.path.isabs(path) else path
+        )
+    return path
 
 
 def cpu_model() -> str:

@@ -589,6 +589,9 @@ def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()
     return config
 
 
+_KIND_WORDS = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
+
+
 def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) -> None:
     """Checks every field before anything is compiled, each by its declared `Check`.
 
@@ -616,13 +619,10 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
             raise UserError(f"config.{key}={value!r} is invalid: must be {_KIND_WORDS[kind]}")
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes no comparison.
             raise UserError(f"config.{key}={value} is invalid: must be a finite number")
-        if kind is int and value > MAX_WHOLE and not (check is not None and check.wide):
-            raise UserError(f"config.{key}={value} is invalid: must be at most {MAX_WHOLE}")
         if check is not None and not check.holds(value, config):
             raise UserError(f"config.{key}={value!r} is invalid: {check.words(config)}")
-
-
-_KIND_WORDS = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
+        if kind is int and abs(value) > MAX_WHOLE and not (check is not None and check.wide):
+            raise UserError(f"config.{key}={value} is invalid: must be at most {MAX_WHOLE}")
 
 
 def _kind(default) -> type | None:

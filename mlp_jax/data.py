@@ -111,9 +111,9 @@ def _inflate(path: epath.Path) -> bytes:
     compressed = files.read_bytes(path)
     trailer = compressed[-8:]
     cached = _cache_path(path, trailer) if len(trailer) == 8 else None
-    if cached is not None and cached.is_file():  # Not a pipe, whose read waits for ever.
-        with contextlib.suppress(OSError):
-            raw = cached.read_bytes()
+    if cached is not None:
+        with contextlib.suppress(OSError, UserError):  # A pipe there is refused, not read.
+            raw = files.read_bytes(cached)
             if struct.pack("<II", zlib.crc32(raw), len(raw) % 2**32) == trailer:
                 return raw
     raw = gzip.decompress(compressed)

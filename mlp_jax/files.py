@@ -318,22 +318,24 @@ def write_record(path: epath.Path, record) -> None:
     write_atomically(path, json.dumps(record, indent=1) + "\n")
 
 
-def read_record(path: epath.Path):
-    """The JSON record at `path`, or None where there is none.
+def read_record(path: epath.Path, kind: type = dict):
+    """The JSON record at `path` (a JSON object, or what `kind` says), or None where there
+    is none.
 
     Raises:
       UserError: the file is not valid JSON (edited by hand, or written by a version that
-        did not write atomically), or is not a file.
+        did not write atomically), holds another kind of value, or is not a file.
     """
     if not require_kind(path, "a file"):
         return None
+    fix = f"restore it (git checkout -- {path.name} in its folder) or delete it to measure again"
     try:
-        return json.loads(read_text(path))
+        record = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise UserError(
-            f"{path}: not valid JSON ({e}); restore it (git checkout -- {path.name} in its "
-            "folder) or delete it to measure again"
-        ) from None
+        raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
+    if not isinstance(record, kind):
+        raise UserError(f"{path}: a JSON {type(record).__name__}, not the record kept there; {fix}")
+    return record
 
 
 def prepare_folder(

@@ -152,7 +152,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 @functools.cache
 def _logits_of(model: nn.Module) -> jax.ShapeDtypeStruct:
     """The shape and dtype of a model's output for 2 images, traced, never computed: called
-    as evaluation calls it, then as the train step does (`train=True`, a dropout key)."""
+    as evaluation calls it, then with the arguments the train step gives (`train=True`, a
+    dropout key)."""
     images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
 
     def logits(x):

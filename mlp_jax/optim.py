@@ -69,14 +69,14 @@ def make_optimizer(
 
     For "sgd" with a constant schedule this is exactly optax.sgd(lr), d2l's optimiser.
 
-    Raises:
-      UserError: the run's epochs (or warm-up) have more steps than it can count.
-
     Equal configs get the very same optimiser (of the last 64 made). An optax
     optimiser is a pair of closures, equal only to itself, and a train state holds it in its
     structure: so a second run of one config in a process (a notebook's rerun, a study's
     runs, the tests) meets the programs jit compiled for the first instead of tracing them
     again.
+
+    Raises:
+      UserError: the run's epochs (or warm-up) have more steps than it can count.
     """
     longest = max(config.num_epochs, config.warmup_epochs)
     if longest * steps_per_epoch > MAX_WHOLE:  # The schedule counts steps in 32-bit integers.

@@ -359,7 +359,7 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
         return train(), False
     stem = files.as_path(cache_dir) / _digest(members, evaluate_test)
     path, partial = stem.with_suffix(".json"), stem.with_suffix(".partial")
-    cached = files.read_record(path)
+    cached = files.read_record(path, list)
     if cached is not None:
         return cached, True
     saved = checkpointing.CheckpointStore(partial, keep=1)

@@ -3,6 +3,7 @@
 import gzip
 import json
 import subprocess
+import sys
 
 import pytest
 from helpers import (
@@ -308,17 +309,18 @@ def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env,
 
 def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # The recipes quote it: unquoted, "with space" gave "unexpected arguments ['space']".
+    # `-o install`: the set-up is this session's own, with this interpreter.
     workdir = tmp_path / "with space"
     env = without_tensorflow_env()
     for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # As a user's shell runs make.
         env.pop(name, None)
-    result = subprocess.run(
-        ["make", "-s", "eval", f"WORKDIR={workdir}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert f"error: {workdir}/config.json: missing" in result.stderr, result.stderr
+
+    def make(*args):
+        command = ["make", "-s", "-o", "install", f"PY={sys.executable}", *args]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+
+    evaluated = make("eval", f"WORKDIR={workdir}")
+    assert evaluated.returncode != 0
+    assert f"error: {workdir}/config.json: missing" in evaluated.stderr, evaluated.stderr
+    trained = make("-n", "train", f"WORKDIR={workdir}", "CONFIG=experiments/mlp concise.py")
+    assert f'--config="experiments/mlp concise.py" --workdir="{workdir}"' in trained.stdout

@@ -24,6 +24,16 @@ def test_a_kill_while_a_record_is_written_leaves_the_last_one_whole(tmp_path, mo
     assert files.read_record(path) == {"rows": {}}
 
 
+def test_a_record_of_another_kind_is_a_one_line_error_naming_it(tmp_path):
+    # A population's cached results are a list, a study's record an object: another kind
+    # was a traceback where it was first indexed.
+    path = tmp_path / "record.json"
+    path.write_text("[]")
+    assert files.read_record(path, list) == []
+    with pytest.raises(UserError, match="record.json: a JSON list, not the record kept there"):
+        files.read_record(path)
+
+
 def test_a_record_that_is_not_json_is_a_one_line_error_naming_it(tmp_path):
     path = tmp_path / "tune.json"
     assert files.read_record(path) is None
