@@ -17,6 +17,10 @@ from mlp_jax import config as config_lib
 from mlp_jax import metrics, sweep
 from mlp_jax.errors import UserError
 
+# The most points a grid may have: its configs are all made before the first trains (a
+# million took minutes and gigabytes); the largest study's grid has a few hundred.
+MAX_POINTS = 10_000
+
 
 def expand_grid(
     train: ml_collections.ConfigDict, grid: dict
@@ -31,9 +35,13 @@ def expand_grid(
       (label, config) pairs; the label maps each grid key to the value shown for it.
 
     Raises:
-      UserError: a key has no values, or names neither a field nor named variants.
+      UserError: a key has no values, a value twice or one of another kind than its field,
+        or names neither a field nor named variants; the grid has more than MAX_POINTS.
     """
     check_choices(grid, "sweep")
+    points = math.prod(len(values) for values in grid.values())
+    if points > MAX_POINTS:  # Each point a config in memory, before any trains.
+        raise UserError(f"the sweep has {points:,} points, more than {MAX_POINTS:,}; give fewer")
     keys = list(grid)
     members = []
     for values in itertools.product(*(grid[k] for k in keys)):
@@ -41,7 +49,14 @@ def expand_grid(
         label = {}
         for key, value in zip(keys, values, strict=True):
             if key in member:
-                member[key] = label[key] = value
+                try:
+                    member[key] = label[key] = value
+                except TypeError:  # ml_collections keeps each field's type.
+                    kind = type(member[key]).__name__
+                    raise UserError(
+                        f"sweep key {key!r} has {value!r} among its values; give values of "
+                        f"the field's kind ({kind})"
+                    ) from None
             elif isinstance(value, dict) and "name" in value:
                 label[key] = value["name"]
                 for field, setting in value.items():
@@ -69,6 +84,9 @@ def check_choices(choices: dict, what: str) -> None:
             raise UserError(
                 f"{what} key {key!r} has {values!r} for its values; give a non-empty list"
             )
+        shown = [json.dumps(v, sort_keys=True, default=repr) for v in values]
+        if len(set(shown)) < len(shown):  # One model counted twice, as two seeds say.
+            raise UserError(f"{what} key {key!r} has a value twice in {values!r}; give each once")
 
 
 def check_halving(rungs, eta) -> None:

@@ -28,6 +28,7 @@ from optax import tree_utils as optax_tree
 from mlp_jax import checkpointing, data, files, loop, models, optim, parallel, signals, steps
 from mlp_jax import config as config_lib
 from mlp_jax.config import EpochOptions
+from mlp_jax.errors import UserError
 from mlp_jax.progress import Progress
 
 # The device-mesh axis along which a population's members are spread.
@@ -361,6 +362,13 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
     path, partial = stem.with_suffix(".json"), stem.with_suffix(".partial")
     cached = files.read_record(path, list)
     if cached is not None:
+        if len(cached) != len(members) or not all(
+            isinstance(result, dict) and "history" in result for result in cached
+        ):
+            raise UserError(
+                f"{path}: not the results of this population ({len(members)} members, each "
+                "with its history); delete it to train them again"
+            )
         return cached, True
     saved = checkpointing.CheckpointStore(partial, keep=1)
     try:

@@ -2,6 +2,7 @@
 halving, and a rerun that keeps what an earlier search recorded."""
 
 import json
+import re
 
 import ml_collections
 import pytest
@@ -9,6 +10,7 @@ from helpers import ROOT, small_dataset, tiny_config
 
 from mlp_jax import config as config_lib
 from mlp_jax import search
+from mlp_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,21 @@ def test_recorded_scores_of_another_base_config_or_space_are_not_kept(synthetic_
     assert search.recorded_scores(record, other, space, candidates) == {}
     assert search.recorded_scores(record, base, {"lr": [1e-6, 0.5, 1.0]}, candidates) == {}
     assert search.recorded_scores(None, base, space, candidates) == {}
+
+
+@pytest.mark.parametrize(
+    "grid, fragment",
+    [
+        # A value of another kind than its field was ml_collections' traceback.
+        ({"num_hiddens": [8, "16"]}, "sweep key 'num_hiddens' has '16' among its values"),
+        ({"seed": ["a"]}, "sweep key 'seed' has 'a' among its values; give values of the"),
+        # One model counted twice: "2 seeds, ± 0.0000" in the report.
+        ({"num_hiddens": [8, 8], "seed": [0]}, "sweep key 'num_hiddens' has a value twice"),
+        ({"lr": [0.1] * 3, "seed": list(range(4000))}, "sweep key 'lr' has a value twice"),
+        # Made whole before the first trains: a million took minutes and gigabytes.
+        ({"lr": list(range(1, 101)), "seed": list(range(101))}, "10,100 points, more than"),
+    ],
+)
+def test_a_grid_that_cannot_be_trained_as_given_is_one_line(synthetic_dir, grid, fragment):
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        search.expand_grid(tiny_config(synthetic_dir), grid)

@@ -13,6 +13,7 @@ from helpers import BEST_FEATURES, TUNED_FEATURES, count_traces, small_dataset, 
 
 from mlp_jax import loop, signals, sweep
 from mlp_jax.config import EpochOptions
+from mlp_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +174,18 @@ def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, dataset
     assert best > max(r["history"][-1]["val_acc"] for r in first)  # Else the check is blind.
     assert f"best val_acc so far {best:.4f}" in live
     assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cached", ["[]", "[{}, {}]", "[1, 2]"])
+def test_a_cached_result_of_another_shape_is_one_line_and_kept(
+    synthetic_dir, dataset, tmp_path, cached
+):
+    # Each was a zip or key traceback where the results were first read.
+    configs = [tiny_config(synthetic_dir, seed=s) for s in (0, 1)]
+    (tmp_path / f"{sweep._digest(configs, True)}.json").write_text(cached)
+    with pytest.raises(UserError, match="not the results of this population .* delete it"):
+        sweep.train_population(configs, dataset, cache_dir=tmp_path, progress=False)
+    assert [p.read_text() for p in tmp_path.glob("*.json")] == [cached]
 
 
 def test_a_signal_in_a_populations_last_epoch_stops_the_sweep_after_caching_it(
