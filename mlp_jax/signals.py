@@ -61,8 +61,16 @@ class Interrupted(UserError):
     signal's number."""
 
 
+_stopping = False
+
+
 def _raise_stopped(signal_number, _frame):
-    raise Stopped(signal_number)
+    """Raises Stopped once: a second signal (`timeout` signals the process, then its
+    group) while the first unwinds would break its cleanups with a second traceback."""
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise Stopped(signal_number)
 
 
 def _is_default(handler) -> bool:

@@ -214,3 +214,35 @@ def test_a_failing_command_with_stderr_closed_keeps_its_line_out_of_stdout():
     )
     assert result.returncode == 2
     assert result.stdout == "the product\n"
+
+
+# The first signal's stop unwinds through a cleanup slow enough for a second to arrive.
+STOPPED_TWICE_COMMAND = """
+import os, signal, time
+from mlp_jax import errors
+
+
+def main():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    finally:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_second_signal_while_the_first_stops_the_command_changes_nothing():
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_TWICE_COMMAND],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 128 + 15, result.stderr
+    assert result.stderr.startswith("error: stopped by SIGTERM;"), result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
