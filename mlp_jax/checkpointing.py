@@ -701,6 +701,7 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         or holding a value of the wrong kind), or names a model that cannot be loaded here
         (that line is the model's own: the file may be fine).
     """
+    files.require_kind(files.as_path(workdir), "a folder")  # A file there: one line.
     path = files.as_path(workdir) / CONFIG_FILE
     try:
         saved = json.loads(files.read_text(path))

@@ -8,6 +8,7 @@ classified. The model is the workdir's latest readable checkpoint, read-only.
 
 import io
 import os
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -89,10 +90,17 @@ def _npy_file(path: str) -> np.ndarray:
     raise ValueError(f"{array.dtype} values; give uint8 pixels or floats in [0, 1]")
 
 
-def read_images(paths: list[str]) -> Images:
-    """Reads every file it can; each one it cannot is a line in `errors`."""
+def read_images(paths: Sequence[str | os.PathLike]) -> Images:
+    """Reads every file it can; each one it cannot is a line in `errors`.
+
+    Raises:
+      UserError: `paths` is one path, not a list of them (whose letters would each be
+        read as a file).
+    """
+    if isinstance(paths, str | bytes | os.PathLike):
+        raise UserError(f"{os.fsdecode(paths)}: give a list of paths, e.g. [{str(paths)!r}]")
     names, batches, errors = [], [], []
-    for path in paths:
+    for path in map(os.fspath, paths):
         try:
             batch = _npy_file(path) if path.endswith(".npy") else _image_file(path)
         except FileNotFoundError:
@@ -137,14 +145,17 @@ def top_classes_lines(names: list[str], probabilities: np.ndarray, k: int = 3) -
     return lines
 
 
-def classify(workdir: str | os.PathLike, paths: list[str]) -> tuple[list[str], list[str]]:
+def classify(
+    workdir: str | os.PathLike, paths: Sequence[str | os.PathLike]
+) -> tuple[list[str], list[str]]:
     """Classifies the images in `paths` with the workdir's latest readable checkpoint.
 
     Returns:
       (one line per image, one line per file that could not be read).
 
     Raises:
-      UserError: no files given, or the workdir has no readable checkpoint.
+      UserError: no files given, one path given where a list is needed, or the workdir has
+        no readable checkpoint.
     """
     if not paths:
         raise UserError("--mode=predict needs image files (PNG, JPEG or .npy) after the flags")

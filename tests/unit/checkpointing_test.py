@@ -114,6 +114,12 @@ def test_a_config_json_that_is_no_runs_is_one_line_naming_it(
     assert fragment in str(raised.value)
 
 
+def test_a_workdir_that_is_a_file_is_one_line_from_python_too(tmp_path):
+    (tmp_path / "run").write_text("")
+    with pytest.raises(UserError, match="run is a file"):
+        checkpointing.restore_workdir(tmp_path / "run")
+
+
 def test_a_config_json_keeps_what_the_library_reads_of_it(synthetic_dir, tmp_path):
     # A field the library has dropped since the run is passed over, not refused.
     config = tiny_config(synthetic_dir)

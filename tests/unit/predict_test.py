@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from mlp_jax import predict
+from mlp_jax.errors import UserError
 
 # A 28x28 picture with every gray level, as Fashion-MNIST stores one (bright on black).
 GRAY = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)
@@ -95,3 +96,12 @@ def test_what_is_not_an_image_of_pixels_is_one_line_naming_it(tmp_path, name, wr
     images = predict.read_images([str(tmp_path / name)])
     assert images.names == [] and len(images.errors) == 1
     assert images.errors[0].startswith(str(tmp_path / name)) and reason in images.errors[0]
+
+
+def test_one_path_where_a_list_is_needed_is_refused_and_a_path_object_is_read(tmp_path):
+    # A string was read letter by letter ("t: no such file", ...), a Path blamed its file.
+    image = tmp_path / "shirt.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+    with pytest.raises(UserError, match="give a list of paths"):
+        predict.read_images(str(image))
+    assert predict.read_images([image]).names == [str(image)]
