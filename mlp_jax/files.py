@@ -12,9 +12,11 @@ import errno
 import functools
 import json
 import os
+import re
 import resource
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 from etils import epath
@@ -32,18 +34,46 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     """
     if is_remote(path):
         _check_remote_support(os.fspath(path))
+        _check_bucket_name(os.fspath(path))
         return epath.Path(path)
     path = epath.Path(path).expanduser().absolute()
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        if sys.getfilesystemencoding() == "utf-8":  # Bytes no locale makes UTF-8.
+            raise UserError(
+                f"{shown}: this name holds bytes that are not UTF-8, so its files cannot be "
+                "named to TensorStore; rename it, or use another path"
+            ) from None
         raise UserError(
-            f"{os.fsencode(path).decode('utf-8', 'backslashreplace')}: this name is not "
+            f"{shown}: this name is not "
             f"valid in this process's locale (LANG={os.environ.get('LANG', '')!r}, "
             f"LC_ALL={os.environ.get('LC_ALL', '')!r}), so its files cannot be named to "
             "TensorStore; run with PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"
         ) from None
     return path
+
+
+# A Cloud Storage bucket's name: 3 to 63 lowercase letters, digits, dashes, underscores and
+# dots, starting and ending with a letter or digit (longer dotted names are rare and left to
+# the service). Anything else was retried for half a minute, then a traceback.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+
+
+def _check_bucket_name(uri: str) -> None:
+    """Refuses a gs:// path whose bucket name Cloud Storage cannot hold, before any request.
+
+    Raises:
+      UserError: naming the path and the rule.
+    """
+    scheme, _, rest = uri.partition("://")
+    bucket = rest.split("/", 1)[0]
+    if scheme == "gs" and not _BUCKET_NAME.fullmatch(bucket):
+        raise UserError(
+            f"{uri}: {bucket!r} is not a bucket name; give gs://BUCKET/PATH, BUCKET of 3-63 "
+            "lowercase letters, digits, dashes, underscores or dots"
+        )
 
 
 def _check_remote_support(uri: str) -> None:

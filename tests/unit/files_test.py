@@ -4,6 +4,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 
 import pytest
 from helpers import kill_mid_write
@@ -161,3 +162,19 @@ def test_a_remote_error_raised_with_a_message_alone_keeps_it_when_named(monkeypa
         "gs://bucket/run: no connection to Cloud Storage through every retry (Timeout on "
         "reading data from socket); "
     )
+
+
+@pytest.mark.parametrize("uri", ["gs://", "gs:///run", "gs://Bad_Bucket!/run", "gs://ab/run"])
+def test_a_bucket_path_without_a_bucket_name_is_refused_before_any_request(uri):
+    # Each was retried for half a minute, then a traceback.
+    with pytest.raises(UserError, match="is not a bucket name; give gs://BUCKET/PATH"):
+        files._check_bucket_name(uri)
+    files._check_bucket_name("gs://my-bucket_1.x/run")
+
+
+def test_a_name_of_bytes_no_locale_makes_utf8_says_to_rename_it(tmp_path):
+    # Under a UTF-8 locale, "run with LANG=C.UTF-8" was the fix given, which changes nothing.
+    name = os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffname")
+    assert sys.getfilesystemencoding() == "utf-8"
+    with pytest.raises(UserError, match="holds bytes that are not UTF-8.*rename it"):
+        files.as_path(name)
