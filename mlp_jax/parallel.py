@@ -10,6 +10,7 @@ program.
 
 import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -75,11 +76,51 @@ def maybe_initialize_distributed() -> None:
     if not is_multiprocess_launch() or jax.distributed.is_initialized():
         return
     env = os.environ
-    jax.distributed.initialize(
-        coordinator_address=env.get("JAX_COORDINATOR_ADDRESS"),
-        num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
-        process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+    num_processes, process_id = (
+        _whole_setting("JAX_NUM_PROCESSES"),
+        _whole_setting("JAX_PROCESS_ID"),
     )
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise UserError(
+            f"JAX_PROCESS_ID={process_id} is not one of the {num_processes} processes "
+            f"(JAX_NUM_PROCESSES); give each process its own id in 0..{num_processes - 1}"
+        )
+    address = env.get("JAX_COORDINATOR_ADDRESS")
+    if address and not re.fullmatch(r".+:\d+", address):
+        raise UserError(
+            f"JAX_COORDINATOR_ADDRESS={address!r} is not HOST:PORT; give process 0's address "
+            "and a free port, e.g. 10.0.0.2:8476"
+        )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+    except (ValueError, RuntimeError) as e:  # A setting JAX refuses, or no coordinator.
+        settings = [f"{k}={env[k]!r}" for k in _DISTRIBUTED_SETTINGS if k in env]
+        raise UserError(
+            f"JAX's distributed runtime did not start ({first_line(e, 300)}); check "
+            f"{', '.join(settings) or 'the launch'}, and that every process was started"
+        ) from None
+
+
+_DISTRIBUTED_SETTINGS = (
+    "MLP_JAX_DISTRIBUTED",
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+)
+
+
+def _whole_setting(name: str) -> int | None:
+    """The environment variable `name` as a whole number >= 0 (None where it is unset)."""
+    if name not in os.environ:
+        return None
+    value = os.environ[name]
+    if not value.strip().isdigit():
+        raise UserError(f"{name}={value!r} is not a whole number >= 0; set it to one, or unset it")
+    return int(value)
 
 
 # The environment's settings that choose and shape JAX's devices: what a user sets, and can

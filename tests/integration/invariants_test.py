@@ -384,9 +384,45 @@ NAMES_PATH_AND_FLAG = {
     ),
 }
 
+
 # ---- 6. Everything is validated before work starts or anything is written (config.validate,
 # train._refuse_fewer_epochs, search.check_choices and check_halving, the exercise's check).
+def _launch(**settings: str):
+    """Arranges a multi-process launch's environment (a `Row`'s extra variables)."""
+    return lambda workdir, tmp: settings
+
+
 VALIDATED_FIRST = {
+    # A multi-process launch's settings, before JAX's runtime starts (each was a traceback).
+    **{
+        f"a_launch_{name}": Row(_train_more(), fragments, arrange=_launch(**settings))
+        for name, settings, fragments in (
+            (
+                "process_id_not_a_number",
+                {"JAX_PROCESS_ID": "abc", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"},
+                ["JAX_PROCESS_ID='abc' is not a whole number"],
+            ),
+            (
+                "process_id_past_the_count",
+                {
+                    "JAX_PROCESS_ID": "5",
+                    "JAX_NUM_PROCESSES": "2",
+                    "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1",
+                },
+                ["JAX_PROCESS_ID=5 is not one of the 2 processes"],
+            ),
+            (
+                "coordinator_without_a_port",
+                {"JAX_COORDINATOR_ADDRESS": "localhost"},
+                ["JAX_COORDINATOR_ADDRESS='localhost' is not HOST:PORT"],
+            ),
+            (
+                "asked_for_without_a_coordinator",
+                {"MLP_JAX_DISTRIBUTED": "1"},
+                ["distributed runtime did not start", "MLP_JAX_DISTRIBUTED='1'"],
+            ),
+        )
+    },
     "a_rerun_with_fewer_epochs": Row(
         [*TINY, "--config.data_dir=DATA", "--config.num_epochs=1", "--workdir=WORKDIR"],
         ["holds epoch 2, more than config.num_epochs=1", "--config.num_epochs=3"],
