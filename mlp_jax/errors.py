@@ -16,6 +16,7 @@ import gc
 import logging as stdlib_logging
 import os
 import re
+import resource
 import signal
 import sys
 import threading
@@ -217,6 +218,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     TensorStore reports as RESOURCE_EXHAUSTED too, is not)."""
     if is_disk_full(error):
         return False
+    if isinstance(error, RuntimeError) and str(error) == "can't start new thread":
+        return True  # No memory left for a thread's stack (a low ulimit -v, say).
     return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
 
 
@@ -316,6 +319,13 @@ def one_line_errors():
         from mlp_jax import config  # noqa: PLC0415  (config imports this module)
 
         sizing = sorted(config.names(lambda field: bool(field.sizes)))
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:  # The sizes may not be what ran out.
+            fail(
+                f"out of memory ({first_line(e, 160)}) under this process's memory limit "
+                f"({limit // 2**20:,} MiB, ulimit -v); raise it, or lower the sizes: "
+                f"config.{', config.'.join(sizing)}"
+            )
         fail(
             f"out of memory ({first_line(e, 160)}); lower the sizes that set it: "
             f"config.{', config.'.join(sizing)}"

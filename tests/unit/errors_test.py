@@ -246,3 +246,13 @@ def test_a_second_signal_while_the_first_stops_the_command_changes_nothing():
     assert result.returncode == 128 + 15, result.stderr
     assert result.stderr.startswith("error: stopped by SIGTERM;"), result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("can't start new thread")])
+def test_out_of_memory_under_a_memory_limit_names_the_limit(capsys, monkeypatch, error):
+    # Under `ulimit -v` the sizes may not be what ran out (a thread's stack, say).
+    monkeypatch.setattr(errors.resource, "getrlimit", lambda _: (2**30, 2**30))
+    with pytest.raises(SystemExit), errors.one_line_errors():
+        raise error
+    line = capsys.readouterr().err
+    assert line.startswith("error: out of memory (") and "(1,024 MiB, ulimit -v)" in line
