@@ -6,6 +6,7 @@ This is the only module that sequences a run; `mlp_jax.main` only parses flags.
 
 import contextlib
 import functools
+import hashlib
 import importlib
 import json
 import os
@@ -71,6 +72,21 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
             f"{workdir / checkpointing.CONFIG_FILE}: this workdir was trained with "
             f"{key}={saved.get(key)!r}, not {current.get(key)!r}; resume with the same config "
             "or use a new --workdir"
+        )
+
+
+def _refuse_configs_that_differ_between_processes(config: ml_collections.ConfigDict) -> None:
+    """Refuses, on every process of a multi-process run, configs that differ between them
+    (but for the fields that say where, on each machine): their programs would differ,
+    and the first collective aborted every process without a word."""
+    local = config_lib.names(lambda field: field.local)
+    shared = {k: v for k, v in config.to_dict().items() if k not in local}
+    text = json.dumps(shared, sort_keys=True, default=repr).encode()
+    digest = int(hashlib.sha256(text).hexdigest()[:7], 16)  # Within int32, for the gather.
+    if parallel.max_over_processes(digest) != -parallel.max_over_processes(-digest):
+        raise UserError(
+            "the processes of this run were given different configs; start every host with "
+            "the same command and config file"
         )
 
 
@@ -149,6 +165,7 @@ def train_and_evaluate(
                 refused = e
         if parallel.max_over_processes(int(refused is not None)):  # Every process refuses.
             raise refused or UserError(f"{workdir} is in use; process 0 says by whom")
+        _refuse_configs_that_differ_between_processes(config)
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())

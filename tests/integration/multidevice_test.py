@@ -93,12 +93,14 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
     ]
 
 
-def _launch_two_processes(args: list[str]) -> list[subprocess.Popen]:
-    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together."""
+def _launch_two_processes(args: list[str], second: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together
+    (the second given `second` after them)."""
     port = _free_port()
     return [
         start_cli(
             *args,
+            *(second if i == 1 else ()),
             env={
                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                 "JAX_PLATFORMS": "cpu",
@@ -128,3 +130,14 @@ def test_two_processes_match_one_process_with_four_devices(
     # The same config (multidevice_runs.py) trained by one process on 4 of its 8 devices.
     one = _load(multidevice_runs / "shard_map_4.npz")
     assert _max_relative_difference(two, one) < 1e-5
+
+
+def test_two_processes_given_different_configs_each_say_so_in_one_line(synthetic_dir, tmp_path):
+    # Their programs differ: the first collective aborted both, with no line from either.
+    args = [*_two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"]
+    processes = _launch_two_processes(args, second=("--config.num_hiddens=64",))
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2, stderr
+        assert stderr.strip().startswith("error: the processes of this run were given different")
+        assert len(stderr.strip().splitlines()) == 1, stderr
