@@ -122,6 +122,20 @@ def _keep_stray_reads_off_stderr() -> None:
         asyncio_logger.addFilter(_DropStrayReads())
 
 
+class _DropMissingMetadata(stdlib_logging.Filter):
+    """Drops Orbax's warning that a checkpoint folder lacks its metadata file, logged as it
+    lists them: `_check_whole` says so of that folder in the command's one line."""
+
+    def filter(self, record: stdlib_logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Metadata file does not exist")
+
+
+def _quiet_missing_metadata() -> None:
+    absl_logger = logging.get_absl_logger()
+    if not any(isinstance(f, _DropMissingMetadata) for f in absl_logger.filters):
+        absl_logger.addFilter(_DropMissingMetadata())
+
+
 class _DropStrayReads(stdlib_logging.Filter):
     """Passes every record of asyncio's logger but the reports of stray reads."""
 
@@ -379,6 +393,7 @@ class CheckpointStore:
         self.read_only = read_only
         self.keep = keep
         self._manager = None
+        _quiet_missing_metadata()
         if not read_only:
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,16 @@ def _chmod(relative: str, mode: int):
     return arrange
 
 
+def _emptied(relative: str):
+    """Arranges WORKDIR/relative emptied of everything it holds."""
+
+    def arrange(workdir, tmp):
+        shutil.rmtree(workdir / relative)
+        (workdir / relative).mkdir()
+
+    return arrange
+
+
 def _write(relative: str, text: str):
     def arrange(workdir, tmp):
         path = tmp / relative
@@ -192,6 +202,12 @@ def _tmp_fifo(relative: str):
 # `_check_entries`; files.as_path for the locale, tried with the ordinary resume after it in
 # checkpointing_cli_test).
 MOVED_ONLY_IF_DAMAGED = {
+    # Orbax logged three lines of its own as it listed the folder (a second trial's).
+    "the_newest_checkpoint_emptied_in_eval": Row(
+        ["--mode=eval", "--workdir=WORKDIR"],
+        [f"checkpoints/{TRAINED_EPOCHS}: not a whole checkpoint", "nothing was moved"],
+        arrange=_emptied(f"checkpoints/{TRAINED_EPOCHS}"),
+    ),
     "a_checkpoint_file_unreadable_by_the_user": Row(
         _train_more(),
         ["cannot be read by this process", "Permission denied", "nothing was moved"],
