@@ -11,6 +11,7 @@ program.
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -91,18 +92,35 @@ def maybe_initialize_distributed() -> None:
             f"JAX_COORDINATOR_ADDRESS={address!r} is not HOST:PORT; give process 0's address "
             "and a free port, e.g. 10.0.0.2:8476"
         )
+    settings = {"coordinator_address": address, "num_processes": num_processes}
     try:
-        jax.distributed.initialize(
-            coordinator_address=address,
-            num_processes=num_processes,
-            process_id=process_id,
-        )
+        _in_a_thread(jax.distributed.initialize, **settings, process_id=process_id)
     except (ValueError, RuntimeError) as e:  # A setting JAX refuses, or no coordinator.
         settings = [f"{k}={env[k]!r}" for k in _DISTRIBUTED_SETTINGS if k in env]
         raise UserError(
             f"JAX's distributed runtime did not start ({first_line(e, 300)}); check "
             f"{', '.join(settings) or 'the launch'}, and that every process was started"
         ) from None
+
+
+def _in_a_thread(function, **kwargs) -> None:
+    """Calls `function` in a thread of its own and waits for it in this one, which a stop
+    signal can then end: JAX waits for every process of the run (up to its time-out, five
+    minutes) inside one C++ call, where no signal handler runs."""
+    raised = []
+
+    def call():
+        try:
+            function(**kwargs)
+        except BaseException as e:  # noqa: BLE001  (raised again in the caller's thread)
+            raised.append(e)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if raised:
+        raise raised[0]
 
 
 _DISTRIBUTED_SETTINGS = (

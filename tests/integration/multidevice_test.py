@@ -1,7 +1,9 @@
 """Data parallelism on 8 CPU devices (and on 2 processes): the results match one device."""
 
+import signal
 import socket
 import subprocess
+import time
 
 import jax
 import numpy as np
@@ -93,9 +95,11 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
     ]
 
 
-def _launch_two_processes(args: list[str], second: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+def _launch_two_processes(
+    args: list[str], second: tuple[str, ...] = (), count: int = 2
+) -> list[subprocess.Popen]:
     """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together
-    (the second given `second` after them)."""
+    (the second given `second` after them); the first `count` of them are started."""
     port = _free_port()
     return [
         start_cli(
@@ -109,7 +113,7 @@ def _launch_two_processes(args: list[str], second: tuple[str, ...] = ()) -> list
                 "JAX_PROCESS_ID": str(i),
             },
         )
-        for i in range(2)
+        for i in range(count)
     ]
 
 
@@ -141,3 +145,15 @@ def test_two_processes_given_different_configs_each_say_so_in_one_line(synthetic
         assert process.returncode == 2, stderr
         assert stderr.strip().startswith("error: the processes of this run were given different")
         assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_a_process_waiting_for_the_others_ends_on_a_stop_signal(synthetic_dir, tmp_path):
+    # JAX waits for every process inside one C++ call (five minutes): SIGTERM went unheard.
+    (waiting,) = _launch_two_processes(
+        [*_two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"], count=1
+    )
+    time.sleep(5)  # Well into the wait for process 1, which never starts.
+    waiting.send_signal(signal.SIGTERM)
+    _, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.startswith("error: stopped by SIGTERM;") and len(stderr.splitlines()) == 1
