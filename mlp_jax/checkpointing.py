@@ -706,15 +706,12 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sha
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
-def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The resolved config a run saved in its workdir; a library field added since the run
-    was saved takes its default, which is the behaviour the run had, and one dropped since
-    is passed over.
+def saved_config_fields(workdir: str | os.PathLike) -> dict:
+    """The fields a workdir's config.json holds, checked to be a run's (a JSON object
+    naming its model) but not validated against the library or the model.
 
     Raises:
-      UserError: config.json is missing, is not a run's (not a JSON object naming a model,
-        or holding a value of the wrong kind), or names a model that cannot be loaded here
-        (that line is the model's own: the file may be fine).
+      UserError: config.json is missing, not valid JSON, or not a run's.
     """
     files.require_kind(files.as_path(workdir), "a folder")  # A file there: one line.
     path = files.as_path(workdir) / CONFIG_FILE
@@ -724,14 +721,28 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise UserError(f"{path}: missing; is {workdir} a training workdir?") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); restore it or retrain") from None
-
-    def not_a_runs(why: str) -> UserError:
-        return UserError(
-            f"{path}: not a run's config ({why}); restore the run's own, or use another --workdir"
-        )
-
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), str):
-        raise not_a_runs(f"a JSON {type(saved).__name__} without the model a run records")
+        raise _not_a_runs(path, f"a JSON {type(saved).__name__} without the model a run records")
+    return saved
+
+
+def _not_a_runs(path: epath.Path, why: str) -> UserError:
+    return UserError(
+        f"{path}: not a run's config ({why}); restore the run's own, or use another --workdir"
+    )
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in its workdir; a library field added since the run
+    was saved takes its default, which is the behaviour the run had, and one dropped since
+    is passed over.
+
+    Raises:
+      UserError: config.json is missing, is not a run's (`saved_config_fields`, or holding
+        a value of the wrong kind), or names a model that cannot be loaded here (that line
+        is the model's own: the file may be fine).
+    """
+    saved = saved_config_fields(workdir)
     config = ml_collections.ConfigDict({**config_lib.base_config().to_dict(), **saved})
     model_fields = models.model_fields(models.model_class(config))
     known = {field.name for field in config_lib.BASE_FIELDS} | model_fields
@@ -740,7 +751,7 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     try:
         config_lib.validate(config, model_fields)
     except UserError as e:
-        raise not_a_runs(str(e)) from None
+        raise _not_a_runs(files.as_path(workdir) / CONFIG_FILE, str(e)) from None
     return config
 
 

@@ -93,9 +93,10 @@ def _refuse_configs_that_differ_between_processes(config: ml_collections.ConfigD
 def _refuse_files_of_no_run(workdir: epath.Path) -> None:
     """Refuses, before a fresh run replaces them, a config.json that is not a run's, or
     epoch records without a config.json (a run writes its config before its first record):
-    a run stopped before its first save leaves its own, which are replaced."""
+    a run stopped before its first save leaves its own, which are replaced whatever they
+    hold (its model's file may have moved since)."""
     if (workdir / checkpointing.CONFIG_FILE).exists():
-        checkpointing.read_config(workdir)
+        checkpointing.saved_config_fields(workdir)
     elif writers.JsonlLog(workdir / writers.JSONL_FILE).read():
         raise UserError(
             f"{workdir / writers.JSONL_FILE}: records of a run whose config.json is not there; "

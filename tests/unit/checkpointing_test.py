@@ -144,13 +144,18 @@ def test_a_workdir_holding_files_of_no_run_is_refused_and_they_are_kept(
     assert (tmp_path / name).read_text() == foreign
 
 
+@pytest.mark.parametrize("model_since", ["the same", "moved"])
 def test_a_run_stopped_before_its_first_save_is_run_again_over_its_own_files(
-    synthetic_dir, tmp_path
+    synthetic_dir, tmp_path, model_since
 ):
     config = tiny_config(synthetic_dir)
-    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    saved = config.to_dict()
+    if model_since == "moved":  # Its file renamed since: the rerun names the new one.
+        saved["model"] = f"{tmp_path / 'renamed_since.py'}:MLP"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
     (tmp_path / "metrics.jsonl").write_text("")
     assert train.train_and_evaluate(config, tmp_path).history[-1]["epoch"] == 1
+    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
 
 
 def test_a_config_json_whose_model_cannot_be_loaded_here_is_the_models_line(tmp_path):
