@@ -320,15 +320,12 @@ def one_line_errors():
 
         sizing = sorted(config.names(lambda field: bool(field.sizes)))
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        under, fix = "", "lower the sizes that set it"
         if limit != resource.RLIM_INFINITY:  # The sizes may not be what ran out.
-            fail(
-                f"out of memory ({first_line(e, 160)}) under this process's memory limit "
-                f"({limit // 2**20:,} MiB, ulimit -v); raise it, or lower the sizes: "
-                f"config.{', config.'.join(sizing)}"
-            )
+            under = f" under this process's memory limit ({limit // 2**20:,} MiB, ulimit -v)"
+            fix = "raise it, or lower the sizes"
         fail(
-            f"out of memory ({first_line(e, 160)}); lower the sizes that set it: "
-            f"config.{', config.'.join(sizing)}"
+            f"out of memory ({first_line(e, 160)}){under}; {fix}: config.{', config.'.join(sizing)}"
         )
 
 

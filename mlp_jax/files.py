@@ -47,8 +47,8 @@ def as_path(path: str | os.PathLike) -> epath.Path:
                 "named to TensorStore; rename it, or use another path"
             ) from None
         raise UserError(
-            f"{shown}: this name is not "
-            f"valid in this process's locale (LANG={os.environ.get('LANG', '')!r}, "
+            f"{shown}: this name is not valid in this process's locale "
+            f"(LANG={os.environ.get('LANG', '')!r}, "
             f"LC_ALL={os.environ.get('LC_ALL', '')!r}), so its files cannot be named to "
             "TensorStore; run with PYTHONUTF8=1 or a UTF-8 locale (LANG=C.UTF-8)"
         ) from None

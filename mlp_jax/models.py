@@ -63,16 +63,20 @@ def weight_initializer(name: str, scale: float):
     return INITIALIZERS[name](scale)
 
 
+# How config.model names a model class, for the lines that refuse one.
+_MODEL_FORM = (
+    "'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
+    "'experiments/mlp_scratch.py:MLPScratch'"
+)
+
+
 def model_class(config: ml_collections.ConfigDict) -> type:
     """The Flax module class (linen or NNX) `config.model` names: "PATH.py:ClassName" (a file,
     looked up from the current folder upwards) or "package.module:ClassName" (an importable
     module)."""
     location, _, class_name = config.model.partition(":")
     if not (location and class_name):
-        raise UserError(
-            f"config.model={config.model!r} names no model: give it as 'PATH.py:ClassName' or "
-            "'package.module:ClassName', e.g. 'experiments/mlp_scratch.py:MLPScratch'"
-        )
+        raise UserError(f"config.model={config.model!r} names no model: give it as {_MODEL_FORM}")
     try:
         if location.endswith(".py"):
             module = config_lib.load_module(location)
@@ -89,9 +93,7 @@ def model_class(config: ml_collections.ConfigDict) -> type:
     if cls is None:
         raise UserError(
             f"config.model={config.model!r} cannot be loaded: {location} defines no "
-            f"{class_name!r}; give the "
-            "model as 'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
-            "'experiments/mlp_scratch.py:MLPScratch'"
+            f"{class_name!r}; give the model as {_MODEL_FORM}"
         )
     if not (isinstance(cls, type) and (issubclass(cls, nn.Module) or is_nnx(cls))):
         raise UserError(

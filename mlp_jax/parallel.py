@@ -92,14 +92,18 @@ def maybe_initialize_distributed() -> None:
             f"JAX_COORDINATOR_ADDRESS={address!r} is not HOST:PORT; give process 0's address "
             "and a free port, e.g. 10.0.0.2:8476"
         )
-    settings = {"coordinator_address": address, "num_processes": num_processes}
     try:
-        _in_a_thread(jax.distributed.initialize, **settings, process_id=process_id)
+        _in_a_thread(
+            jax.distributed.initialize,
+            coordinator_address=address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
     except (ValueError, RuntimeError) as e:  # A setting JAX refuses, or no coordinator.
-        settings = [f"{k}={env[k]!r}" for k in _DISTRIBUTED_SETTINGS if k in env]
+        given = [f"{k}={env[k]!r}" for k in _DISTRIBUTED_SETTINGS if k in env]
         raise UserError(
             f"JAX's distributed runtime did not start ({first_line(e, 300)}); check "
-            f"{', '.join(settings) or 'the launch'}, and that every process was started"
+            f"{', '.join(given) or 'the launch'}, and that every process was started"
         ) from None
 
 
