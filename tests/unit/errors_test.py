@@ -32,12 +32,19 @@ errors.run_command(main, define_flags)
 """
 
 
+def _run_source(source: str, *shell: str) -> subprocess.CompletedProcess:
+    """Runs `source` as a command in a Python process of its own (started through the
+    `sh -c` script `shell`, where given), to its end."""
+    command = [sys.executable, "-c", source]
+    if shell:
+        command = ["sh", "-c", *shell, "sh", *command]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_a_command_imports_without_the_collector_and_runs_with_it_on_its_imports_frozen():
     # Off while the modules are imported and the flags parsed (a tenth of a second of JAX's
     # start); on for the work, or a long run's cycles would never be freed.
-    result = subprocess.run(
-        [sys.executable, "-c", COMMAND], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = _run_source(COMMAND)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["flags False", "main True True"]
 
@@ -120,13 +127,7 @@ errors.run_command(main, lambda: None)
 
 
 def test_a_command_ends_in_the_line_with_no_traceback_logged_by_gcsfs():
-    result = subprocess.run(
-        [sys.executable, "-c", UNAVAILABLE_COMMAND],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_source(UNAVAILABLE_COMMAND)
     lines = result.stderr.splitlines()
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("error: Cloud Storage answered HTTP 503 through"), lines
@@ -177,13 +178,7 @@ errors.run_command(main, lambda: None)
 
 
 def test_a_command_stopped_by_a_signal_ends_at_once_after_its_line():
-    result = subprocess.run(
-        [sys.executable, "-c", STOPPED_COMMAND],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_source(STOPPED_COMMAND)
     assert result.returncode == 128 + 15, result.stderr
     assert result.stderr.startswith("error: stopped by SIGTERM;"), result.stderr
     assert "exit handlers ran" not in result.stderr
@@ -205,13 +200,7 @@ errors.run_command(main, lambda: None)
 
 def test_a_failing_command_with_stderr_closed_keeps_its_line_out_of_stdout():
     # Started with `2>&-`: print(file=None) would write the line into stdout, the product.
-    result = subprocess.run(
-        ["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-c", FAILING_COMMAND],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_source(FAILING_COMMAND, 'exec "$@" 2>&-')
     assert result.returncode == 2
     assert result.stdout == "the product\n"
 
@@ -236,13 +225,7 @@ errors.run_command(main, lambda: None)
 
 
 def test_a_second_signal_while_the_first_stops_the_command_changes_nothing():
-    result = subprocess.run(
-        [sys.executable, "-c", STOPPED_TWICE_COMMAND],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_source(STOPPED_TWICE_COMMAND)
     assert result.returncode == 128 + 15, result.stderr
     assert result.stderr.startswith("error: stopped by SIGTERM;"), result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
