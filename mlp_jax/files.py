@@ -348,13 +348,19 @@ def write_record(path: epath.Path, record) -> None:
     write_atomically(path, json.dumps(record, indent=1) + "\n")
 
 
-def read_record(path: epath.Path, kind: type = dict):
-    """The JSON record at `path` (a JSON object, or what `kind` says), or None where there
-    is none.
+def read_record(path: epath.Path, shape=dict):
+    """The JSON record at `path`, or None where there is none.
+
+    Args:
+      path: the record's file.
+      shape: what the reader indexes: a type (float takes an int too), a dict of key ->
+        shape (other keys may be there too), {str: shape} for an object of any keys whose
+        values are of that shape, or a one-item list [shape] for a list of them.
 
     Raises:
       UserError: the file is not valid JSON (edited by hand, or written by a version that
-        did not write atomically), holds another kind of value, or is not a file.
+        did not write atomically), lacks a value its reader takes or holds one of another
+        kind, or is not a file.
     """
     if not require_kind(path, "a file"):
         return None
@@ -363,9 +369,56 @@ def read_record(path: epath.Path, kind: type = dict):
         record = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
-    if not isinstance(record, kind):
-        raise UserError(f"{path}: a JSON {type(record).__name__}, not the record kept there; {fix}")
+    if (problem := _shape_problem(record, shape, "")) is not None:
+        raise UserError(f"{path}: {problem}: not the record kept there; {fix}")
     return record
+
+
+_JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
+
+
+def _shape_problem(value, shape, where: str) -> str | None:
+    """What in `value` (a JSON value, at `where` in its record) is not of `shape`
+    (read_record's), or None."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return _kind_problem(value, dict, where)
+        if list(shape) == [str]:
+            shape = dict.fromkeys(value, shape[str])
+        for key, inner in shape.items():
+            if key not in value:
+                return f"{_where(where)} lacks {key!r}"
+            if (problem := _shape_problem(value[key], inner, f"{where}[{key!r}]")) is not None:
+                return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return _kind_problem(value, list, where)
+        (inner,) = shape
+        for i, item in enumerate(value):
+            if (problem := _shape_problem(item, inner, f"{where}[{i}]")) is not None:
+                return problem
+        return None
+    kinds = (int, float) if shape is float else shape
+    if isinstance(value, kinds) and (shape is bool or not isinstance(value, bool)):
+        return None
+    return _kind_problem(value, shape, where)
+
+
+def _kind_problem(value, kind: type, where: str) -> str:
+    return f"{_where(where)} is {_JSON_KINDS[type(value)]}, not {_JSON_KINDS[kind]}"
+
+
+def _where(where: str) -> str:
+    return f"record{where}" if where else "the record"
 
 
 def prepare_folder(

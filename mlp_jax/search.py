@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from mlp_jax import config as config_lib
-from mlp_jax import metrics, sweep
+from mlp_jax import files, metrics, sweep
 from mlp_jax.errors import UserError
 
 # The most points a grid may have: its configs are all made before the first trains (a
@@ -229,6 +229,40 @@ def searched_config(train) -> dict:
         for k, v in metrics.json_safe(train.to_dict()).items()
         if not config_lib.declared(k).local
     }
+
+
+# What a search's record (tune.json, which experiments/studies/search/run.py writes) holds
+# that is read back: by a rerun (`recorded_scores`) and by the best study's report. Its base
+# config ("train") is not required: records written before it was kept have none, and a
+# rerun trains every candidate again.
+RECORD_SHAPE = {
+    "space": dict,
+    "seconds": float,
+    "date": str,
+    "candidates": [dict],
+    "history": [[{"candidate": int, "epochs": int, "val_acc": float}]],
+}
+
+
+def read_record(path) -> dict | None:
+    """The search's record at `path` (None where there is none), checked as it is read.
+
+    Raises:
+      UserError: not a search's record (edited by hand, say), naming the file.
+    """
+    record = files.read_record(path, RECORD_SHAPE)
+    if record is None:
+        return None
+    count = len(record["candidates"])
+    if not isinstance(record.get("train", {}), dict):
+        problem = "record['train'] is not an object"
+    elif not record["history"] or not all(record["history"]):
+        problem = "a rung of no candidates"
+    elif any(not 0 <= entry["candidate"] < count for rung in record["history"] for entry in rung):
+        problem = f"a score of a candidate outside its {count} candidates"
+    else:
+        return record
+    raise UserError(f"{path}: {problem}: not a search's record; delete it to search again")
 
 
 def recorded_scores(record: dict | None, train, space: dict, candidates) -> dict:

@@ -120,11 +120,16 @@ def test_a_missing_or_broken_record_ends_the_report_with_one_line(tmp_path):
         f"error: {tmp_path / 'finals.json'}: missing; "
         "`python -m experiments.studies.best.run --stage=finals` writes it"
     ]
-    (tmp_path / "finals.json").write_text('{"runs": [')
-    broken = report()
-    assert broken.returncode == 2 and "Traceback" not in broken.stderr
-    (line,) = broken.stderr.strip().splitlines()
-    assert line.startswith(f"error: {tmp_path / 'finals.json'}: not valid JSON")
+    for text, problem in (
+        ('{"runs": [', "not valid JSON"),
+        # Edited by hand: a KeyError where the report first read it.
+        ('{"runs": [{"seed": 0}]}', "the record lacks 'recipe'"),
+    ):
+        (tmp_path / "finals.json").write_text(text)
+        broken = report()
+        assert broken.returncode == 2 and "Traceback" not in broken.stderr
+        (line,) = broken.stderr.strip().splitlines()
+        assert line.startswith(f"error: {tmp_path / 'finals.json'}: {problem}")
 
 
 def test_report_states_the_goal_and_each_removal(finals, tmp_path):

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 
@@ -31,8 +32,33 @@ def test_a_record_of_another_kind_is_a_one_line_error_naming_it(tmp_path):
     path = tmp_path / "record.json"
     path.write_text("[]")
     assert files.read_record(path, list) == []
-    with pytest.raises(UserError, match="record.json: a JSON list, not the record kept there"):
+    with pytest.raises(
+        UserError,
+        match="record.json: the record is a list, not an object: not the record kept there",
+    ):
         files.read_record(path)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"rows": {}}', "the record lacks 'runs'"),
+        ('{"runs": [{"seed": 0}, {}]}', "record['runs'][1] lacks 'seed'"),
+        ('{"runs": [{"seed": "0"}]}', "record['runs'][0]['seed'] is a string, not a number"),
+        ('{"runs": [{"seed": true}]}', "['seed'] is true or false, not a number"),
+        ('{"runs": {"seed": 0}}', "record['runs'] is an object, not a list"),
+        ('{"runs": [], "rows": {"a": {"acc": null}}}', "record['rows']['a']['acc'] is null"),
+    ],
+)
+def test_a_record_lacking_what_its_reader_takes_is_one_line_naming_it(tmp_path, text, problem):
+    # A study's record edited by hand was a KeyError or TypeError where it was first indexed.
+    path = tmp_path / "finals.json"
+    path.write_text(text)
+    shape = {"runs": [{"seed": int}], "rows": {str: {"acc": float}}}
+    with pytest.raises(UserError, match=f"finals.json: .*{re.escape(problem)}.*: not the record"):
+        files.read_record(path, shape)
+    path.write_text('{"runs": [{"seed": 1, "more": 2}], "rows": {"a": {"acc": 1}}, "x": 3}')
+    assert files.read_record(path, shape)["runs"] == [{"seed": 1, "more": 2}]
 
 
 def test_a_record_that_is_not_json_is_a_one_line_error_naming_it(tmp_path):

@@ -5,11 +5,11 @@ tests/integration/studies_test.py.)"""
 import json
 
 import pytest
-from helpers import synthetic_split, tiny_config
+from helpers import ROOT, synthetic_split, tiny_config
 
 from benchmarks import report
 from experiments.studies.best import run as best
-from mlp_jax import data, sweep
+from mlp_jax import data, files, sweep
 
 RECIPE_FEATURES = {
     "augment_shift": 1,
@@ -121,3 +121,10 @@ def test_ablation_keeps_the_rows_an_earlier_recipes_record_trained(
     kept = earlier["rows"]["(none: the recipe)"]
     assert record["rows"]["MixUp"] == {**kept, "change": {"mixup_alpha": 0.0}}
     assert json.loads(record_path.read_text()) == record
+
+
+def test_the_committed_records_are_of_the_shapes_the_report_reads():
+    # The shapes refuse a record edited by hand; they must take every record the study wrote.
+    results = ROOT / "results" / "best"
+    assert files.read_record(results / "finals.json", best.FINALS_SHAPE)["runs"]
+    assert files.read_record(results / "ablation.json", best.ABLATION_SHAPE)["rows"]

@@ -11,9 +11,24 @@ from mlp_jax import config as config_lib
 from mlp_jax import models, search
 from mlp_jax.errors import UserError
 
+# A search's record with its candidates and its history left to fill in.
+_RECORD = '{"space": {}, "seconds": 1, "date": "", "candidates": %s, "history": %s}'
+_ENTRY = '[[{"epochs": 1, "val_acc": %s, "candidate": %d}]]'
 
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"history": [[{"val_acc": 0.9', "not valid JSON"),
+        ('{"space": {}, "candidates": [], "seconds": 1, "date": ""}', "lacks 'history'"),
+        (_RECORD % ("[{}]", "[[]]"), "a rung of no candidates"),
+        (_RECORD % ("[{}]", _ENTRY % ("0.5", 1)), "outside its 1 candidates"),
+        (_RECORD % ("[{}]", _ENTRY % ('"high"', 0)), r"\['val_acc'\] is a string"),
+        (_RECORD % ("[{}]", '[[{"epochs": 1, "val_acc": 0.5}]]'), "lacks 'candidate'"),
+    ],
+)
 def test_a_broken_search_record_is_a_user_error_before_anything_trains(
-    tmp_path, synthetic_dir, monkeypatch
+    tmp_path, synthetic_dir, monkeypatch, text, problem
 ):
     def no_training(*args, **kwargs):
         raise AssertionError("trained before reading the record")
@@ -22,11 +37,18 @@ def test_a_broken_search_record_is_a_user_error_before_anything_trains(
     joint = study("search/joint_search")
     joint.train.data_dir, joint.train.validation_size = str(synthetic_dir), 1_000
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "tune.json").write_text('{"history": [[{"val_acc": 0.9')
-    with pytest.raises(UserError, match="tune.json: not valid JSON"):
+    (tmp_path / "results" / "tune.json").write_text(text)
+    with pytest.raises(UserError, match=f"tune.json: .*{problem}"):
         search_study.run_search(
             joint, tmp_path / "results", tmp_path / "work", tmp_path / "t.py", True
         )
+
+
+def test_the_committed_search_records_are_read_as_records():
+    # results/tune.json predates the base config kept in each record: it is read, and not
+    # reused (see recorded_scores), not refused.
+    for path in ("results/tune.json", "results/best/tune.json"):
+        assert search.read_record(ROOT / path)["history"]
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ results/best/tune.json. This module then measures the recipe:
   removals not yet measured and the command that measures them.
 """
 
+import functools
 import json
 import subprocess
 import time
@@ -37,6 +38,7 @@ from benchmarks import report
 from mlp_jax import data, errors, files, plots, progress, sweep
 from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError
+from mlp_jax.search import read_record as read_search_record
 
 FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[3]
@@ -70,6 +72,30 @@ INGREDIENTS = {
     "dropout": {"dropout": 0.0},
     "weight decay": {"weight_decay": 0.0},
     "cosine schedule": {"schedule": "constant"},
+}
+# What finals.json and ablation.json hold that is read back (a file edited by hand into
+# another shape is one line naming it, not a traceback where it is first indexed).
+FINALS_SHAPE = {
+    "recipe": dict,
+    "extra_args": [str],
+    "processor": str,
+    "runs": [
+        {
+            "seed": int,
+            "test_acc": float,
+            "epochs": int,
+            "epoch_seconds": float,
+            "wall_seconds": float,
+            "resumed": bool,
+            "date": str,
+        }
+    ],
+}
+ABLATION_SHAPE = {
+    "recipe": dict,
+    "epochs": int,
+    "validation_size": int,
+    "rows": {str: {"change": dict, "val_acc": float, "train_loss": float, "val_loss": float}},
 }
 
 
@@ -139,7 +165,7 @@ def run_ablation(
 
 def _recorded_rows(path: Path) -> dict[str, dict]:
     """The rows of the ablation recorded at `path` (if any), keyed by the config each trained."""
-    ablation = files.read_record(path)
+    ablation = files.read_record(path, ABLATION_SHAPE)
     if ablation is None:
         return {}
     recipe = ml_collections.ConfigDict({**load_experiment(CONCISE).to_dict(), **ablation["recipe"]})
@@ -170,7 +196,7 @@ def recorded_ablation(recipe, path: Path) -> dict | None:
     """The ablation `path` holds if it was measured for this very recipe, else None: a search
     that changes the recipe leaves the last one's ablation behind, and it must not be reported
     as the new one's."""
-    ablation = files.read_record(path) or {}
+    ablation = files.read_record(path, ABLATION_SHAPE) or {}
     return ablation if ablation.get("recipe") == recipe_fields(recipe) else None
 
 
@@ -217,7 +243,7 @@ def run_finals(
     "processor", "runs"}."""
     path = results_dir / "finals.json"
     fields = recipe_fields(recipe)
-    record = files.read_record(path) or {}
+    record = files.read_record(path, FINALS_SHAPE) or {}
     if record.get("recipe") != fields or record.get("extra_args") != list(extra_args):
         record = {
             "recipe": fields,
@@ -412,10 +438,10 @@ def _plot_ablation(right, ablation: dict) -> None:
     right.grid(alpha=0.3, axis="x")
 
 
-def _required_record(path: Path, command: str) -> dict:
-    """The record at `path`, which the report needs: a missing one names the command that
-    writes it."""
-    record = files.read_record(path)
+def _required_record(path: Path, command: str, read=files.read_record) -> dict:
+    """The record at `path`, which the report needs, read by `read`: a missing one names the
+    command that writes it."""
+    record = read(path)
     if record is None:
         raise UserError(f"{path}: missing; `{command}` writes it")
     return record
@@ -448,11 +474,13 @@ def main() -> None:
             results_dir / "ablation.json",
         )
     finals = _required_record(
-        results_dir / "finals.json", "python -m experiments.studies.best.run --stage=finals"
+        results_dir / "finals.json",
+        "python -m experiments.studies.best.run --stage=finals",
+        functools.partial(files.read_record, shape=FINALS_SHAPE),
     )
     ablation = recorded_ablation(recipe, results_dir / "ablation.json")
     search_record = _required_record(
-        results_dir / "tune.json", "make best (the search comes first)"
+        results_dir / "tune.json", "make best (the search comes first)", read_search_record
     )
     text = markdown(recipe, finals, ablation, search_record)
     files.write_atomically(results_dir.parent / "best.md", text)

@@ -166,7 +166,7 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir = files.as_path(results_dir)
     record_path = results_dir / "tune.json"
-    earlier = files.read_record(record_path)
+    earlier = search.read_record(record_path)
     kept = search.recorded_scores(earlier, train, space, candidates)
     history, seconds = search.successive_halving(
         candidates, dataset, rungs, eta, cache_dir=workdir, kept=kept
