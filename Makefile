@@ -15,7 +15,10 @@ TORCH_INDEX ?= $(if $(HAS_NVIDIA_GPU),,--retries 1 --extra-index-url https://dow
 # TFDS, a data source where the network allows); gcs (gs:// paths without TensorFlow).
 EXTRAS ?= test
 CONFIG ?= experiments/mlp_scratch.py
-WORKDIR ?= runs/$(basename $(notdir $(CONFIG)))
+# Empty: runs/ and the config file's name less .py, worked out by the shell (make's own
+# functions split a name that holds a space).
+WORKDIR ?=
+RUN_WORKDIR = "$(if $(WORKDIR),$(WORKDIR),runs/$$(basename "$(CONFIG)" .py))"
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -49,10 +52,10 @@ $(VENV)/.gcs: $(VENV)/.installed
 	touch $@
 
 train: install $(GCS)
-	$(PY) -m mlp_jax.main --config="$(CONFIG)" --workdir="$(WORKDIR)" $(ARGS)
+	$(PY) -m mlp_jax.main --config="$(CONFIG)" --workdir=$(RUN_WORKDIR) $(ARGS)
 
 eval: install $(GCS)
-	$(PY) -m mlp_jax.main --mode=eval --workdir="$(WORKDIR)"
+	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR)
 
 # Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
 # loadfile), so that its expensive fixtures are built once.

@@ -324,3 +324,7 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     assert f"error: {workdir}/config.json: missing" in evaluated.stderr, evaluated.stderr
     trained = make("-n", "train", f"WORKDIR={workdir}", "CONFIG=experiments/mlp concise.py")
     assert f'--config="experiments/mlp concise.py" --workdir="{workdir}"' in trained.stdout
+    # The default workdir, named after a config whose path holds spaces (make's own
+    # functions, word by word, made it "runs/my mlp concise").
+    evaluated = make("eval", "CONFIG=my experiments/mlp concise.py")
+    assert f"error: {ROOT}/runs/mlp concise/config.json: missing" in evaluated.stderr
