@@ -14,6 +14,7 @@ import errno
 import functools
 import gc
 import logging as stdlib_logging
+import math
 import os
 import re
 import resource
@@ -39,6 +40,28 @@ class UserError(Exception):
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def environment_number(name: str, default=None, *, whole: bool = False, env=os.environ):
+    """The environment variable `name` (of `env`) as a number (`default` where it is unset or
+    empty): a whole number >= 0, or with `whole` False a finite number > 0 (a time, say).
+
+    Raises:
+      UserError: it is set to anything else, naming the variable.
+    """
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if whole:
+        if value.isdigit():
+            return int(value)
+        wanted = "a whole number >= 0"
+    else:
+        with contextlib.suppress(ValueError):
+            if math.isfinite(number := float(value)) and number > 0:
+                return number
+        wanted = "a number > 0"
+    raise UserError(f"{name}={value!r} is not {wanted}; set it to one, or unset it")
 
 
 class StoppedExit(SystemExit):

@@ -331,6 +331,7 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
             raise with_path(e, path) from None
         return
     tmp = path.parent / f".{path.name}.tmp"
+    _make_temporary(tmp)
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
@@ -340,6 +341,33 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         if isinstance(e, OSError):
             raise with_path(e, path) from None
         raise
+
+
+def _make_temporary(tmp: epath.Path) -> None:
+    """Makes `tmp` an empty regular file (a write cut short leaves one there), to be written:
+    never a link's target, and never a pipe left there, which would block the write for ever.
+
+    Raises:
+      UserError: something other than a regular file stands there (it is left as it is).
+    """
+    require_kind(tmp, "a file")
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+        descriptor = os.open(tmp, flags, 0o666)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO):  # A link; a pipe nobody reads.
+            # Named by the file the user knows (a read-only folder, a full disk).
+            raise OSError(e.errno, e.strerror, os.fspath(tmp.parent / tmp.name[1:-4])) from None
+        descriptor = None
+    if descriptor is not None:
+        regular = stat.S_ISREG(os.fstat(descriptor).st_mode)
+        os.close(descriptor)
+        if regular:
+            return
+    raise UserError(
+        f"{tmp}: a link or a pipe where this command writes {tmp.name[1:-4]} first; remove "
+        f"it, or use another {flag_for(tmp)}"
+    )
 
 
 def write_record(path: epath.Path, record) -> None:

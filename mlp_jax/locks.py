@@ -6,9 +6,9 @@ local disk and in a bucket.
 - A workdir in a Cloud Storage bucket (gs://): the object WORKDIR/.lock, created only if
   absent (a generation precondition, `ifGenerationMatch=0`: of two launches, exactly one
   creates it). An object outlives a killed process, so the run that holds it rewrites it
-  every HEARTBEAT_SECONDS, each rewrite conditional on the generation it wrote last; a later
+  every heartbeat (30 s), each rewrite conditional on the generation it wrote last; a later
   run takes it over when it is stale: its holder ran in this process namespace of this host
-  and is gone, or it was last refreshed more than STALE_SECONDS ago (a holder elsewhere that
+  and is gone, or it was last refreshed more than 180 s ago (a holder elsewhere that
   died). Taking over deletes that generation only, so of two runs taking over one stale lock,
   one wins; and a holder whose rewrite finds another generation has lost the lock, and stops
   (`Lock.lost_to`, read between epochs) before it saves again.
@@ -18,8 +18,10 @@ Either way the lock records who holds it, for the refusal's one line.
 """
 
 import contextlib
+import errno
 import fcntl
 import json
+import math
 import os
 import socket
 import threading
@@ -29,15 +31,29 @@ from absl import logging
 from etils import epath
 
 from mlp_jax import files
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, environment_number
 
 LOCK_FILE = ".lock"
-# How often a run rewrites its lock in a bucket, and how long after its last rewrite a run
-# elsewhere may take the lock over (a holder in this namespace that is gone releases it at
-# once); $MLP_JAX_LOCK_HEARTBEAT and $MLP_JAX_LOCK_STALE change them (a slow network may
-# want both longer; the tests, shorter).
-HEARTBEAT_SECONDS = float(os.environ.get("MLP_JAX_LOCK_HEARTBEAT", 30))
-STALE_SECONDS = float(os.environ.get("MLP_JAX_LOCK_STALE", 180))
+
+
+def _times() -> tuple[float, float]:
+    """How often a run rewrites its lock in a bucket, and how long after its last rewrite a
+    run elsewhere may take the lock over (a holder in this namespace that is gone releases it
+    at once), in seconds: $MLP_JAX_LOCK_HEARTBEAT (30) and $MLP_JAX_LOCK_STALE (180); a slow
+    network may want both longer, the tests shorter.
+
+    Raises:
+      UserError: either is not a number > 0, or a heartbeat is not shorter than a stale
+        lock's age (other runs would take a live run's lock).
+    """
+    heartbeat = environment_number("MLP_JAX_LOCK_HEARTBEAT", 30.0)
+    stale = environment_number("MLP_JAX_LOCK_STALE", 180.0)
+    if heartbeat >= stale:
+        raise UserError(
+            f"MLP_JAX_LOCK_HEARTBEAT={heartbeat:g} is not shorter than MLP_JAX_LOCK_STALE="
+            f"{stale:g}: other runs would take a live run's workdir; lower the first"
+        )
+    return heartbeat, stale
 
 
 class Lock:
@@ -52,7 +68,7 @@ def lost_line(workdir: epath.Path, holder: str | None) -> str:
     """The one line of a run that lost its workdir's lock to `holder`."""
     return (
         f"{workdir / LOCK_FILE}: this run's lock was taken over by {holder or 'another run'} "
-        f"(it was not refreshed for over {STALE_SECONDS:.0f} s); stopped without saving more; "
+        f"(it was not refreshed for over {_times()[1]:.0f} s); stopped without saving more; "
         "check which run should own this workdir"
     )
 
@@ -65,8 +81,10 @@ def workdir_lock(workdir: epath.Path):
       The `Lock`.
 
     Raises:
-      UserError: another live run holds it, naming who and, in a bucket, when it expires.
+      UserError: another live run holds it, naming who and, in a bucket, when it expires;
+        or the lock's times in the environment are not valid (checked wherever the workdir).
     """
+    _times()
     if not files.is_remote(workdir):
         with _local_lock(workdir):
             yield Lock()
@@ -89,7 +107,16 @@ def _holder() -> str:
 @contextlib.contextmanager
 def _local_lock(workdir: epath.Path):
     path = os.path.join(os.fspath(workdir), LOCK_FILE)
-    with open(path, "a+") as lock:
+    try:  # Never through a link: the lock is rewritten, and a user's file there would be.
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise UserError(
+            f"{path}: a symbolic link where this run writes its lock; remove the link (its "
+            "target is not touched), or use another --workdir"
+        ) from None
+    with open(descriptor, "r+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,6 +150,7 @@ class _BucketLock(Lock):
         import fsspec  # noqa: PLC0415  (only buckets need it)
 
         self.path = path
+        self.heartbeat, self.stale = _times()
         self.fs, key = fsspec.core.url_to_fs(os.fspath(path))
         self.bucket, self.key, _ = self.fs.split_path(key)
         self.record = {
@@ -168,9 +196,9 @@ class _BucketLock(Lock):
                 if held.get("token") == self.record["token"]:  # Our create, retried.
                     self._generation = generation
                 else:
-                    reason = _stale_reason(held)
+                    reason = _stale_reason(held, self.stale)
                     if reason is None:
-                        raise UserError(_busy_line(self.path, held)) from None
+                        raise UserError(_busy_line(self.path, held, self.stale)) from None
                     holder = held.get("holder", "a run")
                     logging.warning("took over %s from %s: %s", self.path, holder, reason)
                     self._delete(generation)
@@ -189,8 +217,11 @@ class _BucketLock(Lock):
             return None, None
         try:
             record = json.loads(content)
-            float(record.get("refreshed"))
+            refreshed = float(record.get("refreshed"))
         except (ValueError, TypeError, AttributeError):
+            refreshed = math.nan
+        # Refreshed at no time, or later than a clock's skew explains: written by no run.
+        if not (math.isfinite(refreshed) and refreshed < time.time() + self.stale):
             record = {"holder": "an unreadable lock", "refreshed": 0.0}
         return record, str(info.get("generation"))
 
@@ -201,7 +232,7 @@ class _BucketLock(Lock):
         self.fs.invalidate_cache()
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(self.heartbeat):
             try:
                 self._generation = self._write(self._generation)
             except FileExistsError:  # Another run took it over: this one no longer holds it.
@@ -222,7 +253,7 @@ class _BucketLock(Lock):
             self._delete(self._generation)
 
 
-def _stale_reason(held: dict) -> str | None:
+def _stale_reason(held: dict, stale_seconds: float) -> str | None:
     """Why a lock's holder is gone (its process ended, where its pid can be checked, or it
     stopped refreshing the lock), or None while it may be running."""
     if held.get("namespace") == _namespace() and isinstance(held.get("pid"), int):
@@ -233,15 +264,15 @@ def _stale_reason(held: dict) -> str | None:
         except PermissionError:
             pass  # Alive, another user's.
     age = time.time() - float(held.get("refreshed", 0.0))
-    return f"not refreshed for {age:.0f} s" if age > STALE_SECONDS else None
+    return f"not refreshed for {age:.0f} s" if age > stale_seconds else None
 
 
-def _busy_line(path: epath.Path, held: dict) -> str:
+def _busy_line(path: epath.Path, held: dict, stale_seconds: float) -> str:
     age = time.time() - float(held.get("refreshed", 0.0))
-    expires = time.strftime("%H:%M:%S", time.localtime(time.time() + STALE_SECONDS - age))
+    expires = time.strftime("%H:%M:%S", time.localtime(time.time() + stale_seconds - age))
     return (
         f"{path.parent} is in use by {held.get('holder', 'another run')} (its lock {path} was "
         f"refreshed {age:.0f} s ago); wait for that run to end, stop it, or use another "
-        f"--workdir (a lock whose run died expires {STALE_SECONDS:.0f} s after its last "
+        f"--workdir (a lock whose run died expires {stale_seconds:.0f} s after its last "
         f"refresh, at {expires})"
     )

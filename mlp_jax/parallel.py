@@ -25,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 from mlp_jax import config as config_lib
 from mlp_jax import steps
 from mlp_jax.config import EpochOptions
-from mlp_jax.errors import UserError, first_line
+from mlp_jax.errors import UserError, environment_number, first_line
 
 AXIS = "batch"
 
@@ -60,12 +60,19 @@ def is_multiprocess_launch(env=os.environ) -> bool:
     reads the topology from the TPU metadata), when JAX_COORDINATOR_ADDRESS is set, or when
     a multi-host TPU (TPU_WORKER_HOSTNAMES), SLURM or Open MPI launch names several processes.
     """
-    if env.get("MLP_JAX_DISTRIBUTED") == "1" or env.get("JAX_COORDINATOR_ADDRESS"):
+    distributed = env.get("MLP_JAX_DISTRIBUTED", "").strip()
+    if distributed not in ("", "0", "1"):  # "true" was taken for one process, without a word.
+        raise UserError(
+            f"MLP_JAX_DISTRIBUTED={distributed!r} is neither 1 (one of several processes) nor "
+            "0; set it to one of them, or unset it"
+        )
+    if distributed == "1" or env.get("JAX_COORDINATOR_ADDRESS"):
         return True
     if "," in env.get("TPU_WORKER_HOSTNAMES", ""):
         return True
     return any(
-        int(env.get(name, "1") or 1) > 1 for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+        environment_number(name, 1, whole=True, env=env) > 1
+        for name in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
     )
 
 
@@ -78,8 +85,8 @@ def maybe_initialize_distributed() -> None:
         return
     env = os.environ
     num_processes, process_id = (
-        _whole_setting("JAX_NUM_PROCESSES"),
-        _whole_setting("JAX_PROCESS_ID"),
+        environment_number("JAX_NUM_PROCESSES", whole=True),
+        environment_number("JAX_PROCESS_ID", whole=True),
     )
     if num_processes is not None and process_id is not None and process_id >= num_processes:
         raise UserError(
@@ -133,16 +140,6 @@ _DISTRIBUTED_SETTINGS = (
     "JAX_NUM_PROCESSES",
     "JAX_PROCESS_ID",
 )
-
-
-def _whole_setting(name: str) -> int | None:
-    """The environment variable `name` as a whole number >= 0 (None where it is unset)."""
-    if name not in os.environ:
-        return None
-    value = os.environ[name]
-    if not value.strip().isdigit():
-        raise UserError(f"{name}={value!r} is not a whole number >= 0; set it to one, or unset it")
-    return int(value)
 
 
 # The environment's settings that choose and shape JAX's devices: what a user sets, and can

@@ -5,6 +5,7 @@ folders, no rename, preconditions, listing, HTTP) is what these exercise. (One t
 gcsfs's deletions fail midway, as a fault.)"""
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -180,7 +181,13 @@ def test_a_second_launch_on_a_busy_bucket_workdir_is_refused_within_seconds(
     assert not bucket.exists(f"bucket/{tmp_path.name}/run/.lock")  # Released as it stopped.
 
 
-@pytest.mark.parametrize("age, refused", [(10, True), (200, False)])
+@pytest.mark.parametrize(
+    "age, refused",
+    # A refresh time no run writes (far ahead, or NaN) is a damaged lock, taken over: they
+    # were tracebacks, and NaN a lock that never expired.
+    [(10, True), (200, False), (-1e300, False), (math.nan, False)],
+    ids=["10s", "200s", "refreshed_1e300", "refreshed_nan"],
+)
 def test_a_lock_left_by_a_run_on_another_host_expires(
     gcs, synthetic_full_dir, tmp_path, age, refused
 ):

@@ -129,6 +129,24 @@ def test_a_file_that_is_not_a_file_is_refused_before_it_is_opened(tmp_path, make
             files.write_atomically(files.as_path(path), "{}")
 
 
+def test_what_stands_at_a_writes_temporary_name_is_refused_and_left(tmp_path):
+    # A pipe there blocked the run for ever, deaf to SIGTERM; a link there had its target
+    # written (and, the write failing, removed).
+    path, tmp = tmp_path / "metrics.jsonl", tmp_path / ".metrics.jsonl.tmp"
+    users = tmp_path / "users_file"
+    users.write_text("the user's\n")
+    for make in (os.mkfifo, lambda p: os.symlink(users, p), lambda p: os.symlink(tmp_path, p)):
+        make(tmp)
+        with _failing_after(5), pytest.raises(UserError, match=r"\.metrics\.jsonl\.tmp"):
+            files.write_atomically(files.as_path(path), "a record\n")
+        assert os.path.lexists(tmp) and not path.exists()
+        os.remove(tmp)
+    assert users.read_text() == "the user's\n"
+    tmp.write_text("half a record")  # A write cut short: its own leftover, written over.
+    files.write_atomically(files.as_path(path), "a record\n")
+    assert path.read_text() == "a record\n" and not tmp.exists()
+
+
 def test_a_folder_moved_to_another_file_system_is_copied_then_removed(tmp_path, monkeypatch):
     source, target = tmp_path / "checkpoints" / "3", tmp_path / "aside" / "3"
     (source / "state").mkdir(parents=True)

@@ -33,3 +33,17 @@ def test_auto_mode():
 )
 def test_multiprocess_launch_detection(env, expected):
     assert parallel.is_multiprocess_launch(env) is expected
+
+
+@pytest.mark.parametrize(
+    "env, problem",
+    [
+        ({"SLURM_NTASKS": "abc"}, "SLURM_NTASKS='abc' is not a whole number >= 0"),
+        ({"OMPI_COMM_WORLD_SIZE": "2x"}, "OMPI_COMM_WORLD_SIZE='2x' is not a whole number"),
+        # "true" ran one process of what the user meant as several, without a word.
+        ({"MLP_JAX_DISTRIBUTED": "true"}, "MLP_JAX_DISTRIBUTED='true' is neither 1 .* nor 0"),
+    ],
+)
+def test_a_launch_setting_that_is_no_answer_is_one_line(env, problem):
+    with pytest.raises(UserError, match=problem):
+        parallel.is_multiprocess_launch(env)

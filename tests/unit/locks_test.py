@@ -1,0 +1,56 @@
+"""The workdir lock's local side and its settings. (Two runs on one workdir, and the lock in a
+bucket: tests/integration/checkpointing_cli_test.py and gcs_test.py.)"""
+
+import os
+
+import pytest
+
+from mlp_jax import files, locks
+from mlp_jax.errors import UserError
+
+
+def test_a_link_where_the_lock_goes_is_refused_and_its_target_kept(tmp_path):
+    # The lock file is rewritten with its holder: through a link, a user's file was.
+    users = tmp_path / "notes.txt"
+    users.write_text("the user's notes\n")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    os.symlink(users, workdir / ".lock")
+    with (
+        pytest.raises(UserError, match=r"run/\.lock: a symbolic link .* remove the link"),
+        locks.workdir_lock(files.as_path(workdir)),
+    ):
+        pass
+    assert users.read_text() == "the user's notes\n" and os.path.islink(workdir / ".lock")
+
+
+def test_a_lock_is_held_and_names_its_holder(tmp_path):
+    busy = rf"{tmp_path} is in use by process {os.getpid()}"
+    with (
+        locks.workdir_lock(files.as_path(tmp_path)),
+        pytest.raises(UserError, match=busy),
+        locks.workdir_lock(files.as_path(tmp_path)),
+    ):
+        pass
+    with locks.workdir_lock(files.as_path(tmp_path)):  # Released.
+        pass
+
+
+@pytest.mark.parametrize(
+    "settings, problem",
+    [
+        ({"MLP_JAX_LOCK_HEARTBEAT": "abc"}, "MLP_JAX_LOCK_HEARTBEAT='abc' is not a number > 0"),
+        ({"MLP_JAX_LOCK_STALE": "nan"}, "MLP_JAX_LOCK_STALE='nan' is not a number > 0"),
+        ({"MLP_JAX_LOCK_STALE": "-1"}, "MLP_JAX_LOCK_STALE='-1' is not a number > 0"),
+        ({"MLP_JAX_LOCK_HEARTBEAT": "0"}, "MLP_JAX_LOCK_HEARTBEAT='0' is not a number > 0"),
+        ({"MLP_JAX_LOCK_HEARTBEAT": "200"}, "HEARTBEAT=200 is not shorter than .*STALE=180"),
+    ],
+)
+def test_the_locks_times_from_the_environment_are_checked(tmp_path, monkeypatch, settings, problem):
+    # Each was a traceback at import, a live run's lock taken over, or a heartbeat at full
+    # speed slowing the epochs.
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError, match=problem), locks.workdir_lock(files.as_path(tmp_path)):
+        pass
+    assert not (tmp_path / ".lock").exists()
