@@ -240,17 +240,43 @@ def _check_entries(folder: epath.Path) -> None:
     for root, folders, names in os.walk(os.fspath(folder), onerror=refuse):
         for name in folders + names:
             entry = epath.Path(root) / name
-            found = files.kind(entry)
-            if found not in ("a file", "a folder"):
-                raise UserError(
-                    f"{entry} is {found}, where a checkpoint holds files and folders only; "
-                    "nothing was moved; move it away and rerun"
-                )
+            found = _file_or_folder(entry)
             if found == "a file":
                 try:
                     os.close(os.open(os.fspath(entry), os.O_RDONLY))
                 except OSError as e:
                     refuse(e)
+
+
+def _file_or_folder(entry: epath.Path) -> str:
+    """What `entry` of a checkpoint is: "a file" or "a folder".
+
+    Raises:
+      UserError: it is neither (a pipe, a device), which a read would wait on for ever.
+    """
+    found = files.kind(entry)
+    if found not in ("a file", "a folder"):
+        raise UserError(
+            f"{entry} is {found}, where a checkpoint holds files and folders only; nothing "
+            "was moved; move it away and rerun"
+        )
+    return found
+
+
+def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
+    """Checks what Orbax's manager reads as it lists the checkpoints (each one's own
+    metadata file), as _check_entries checks a checkpoint before it is restored: a pipe or a
+    device there held the listing for ever, deaf to SIGTERM.
+
+    Raises:
+      UserError: naming the entry.
+    """
+    if files.is_remote(checkpoints) or files.kind(checkpoints) != "a folder":
+        return
+    for step in os.scandir(checkpoints):
+        if step.name.isdigit() and step.is_dir():
+            for entry in os.scandir(step.path):
+                _file_or_folder(epath.Path(entry.path))
 
 
 def _check_whole(folder: epath.Path) -> None:
@@ -411,6 +437,7 @@ class CheckpointStore:
         return self._manager
 
     def _new_manager(self):
+        _check_checkpoint_metadata(self.workdir / CHECKPOINT_DIR)
         ocp = importlib.import_module(ORBAX)
         return ocp.CheckpointManager(
             self.workdir / CHECKPOINT_DIR,
@@ -432,6 +459,7 @@ class CheckpointStore:
             files.require_kind(folder, "a folder") and any(folder.iterdir())
         ):
             return []  # Nothing saved yet: no need of Orbax.
+        _check_checkpoint_metadata(folder)
         self.manager.reload()
         return sorted(self.manager.all_steps())
 

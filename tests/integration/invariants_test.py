@@ -77,6 +77,17 @@ def _fifo(relative: str, replace: bool = True):
     return arrange
 
 
+def _link(relative: str, target: str):
+    """Arranges, in place of WORKDIR/relative, a link to `target`."""
+
+    def arrange(workdir, tmp):
+        path = workdir / relative
+        path.unlink()
+        path.symlink_to(target)
+
+    return arrange
+
+
 def _folder(relative: str):
     def arrange(workdir, tmp):
         path = workdir / relative
@@ -232,6 +243,18 @@ MOVED_ONLY_IF_DAMAGED = {
         ["--mode=eval", "--workdir=WORKDIR"],
         ["is a named pipe (FIFO)", "nothing was moved"],
         arrange=_fifo(f"checkpoints/{TRAINED_EPOCHS}/meta/metadata"),
+    ),
+    # Read by Orbax as it lists the checkpoints, before any checkpoint was checked: each held
+    # the process for ever, deaf to SIGTERM (the device's read growing by 400 MB/s).
+    "a_pipe_for_a_checkpoints_own_metadata_in_eval": Row(
+        ["--mode=eval", "--workdir=WORKDIR"],
+        ["is a named pipe (FIFO), where a checkpoint holds files", "nothing was moved"],
+        arrange=_fifo(f"checkpoints/{TRAINED_EPOCHS}/_CHECKPOINT_METADATA"),
+    ),
+    "a_device_for_a_checkpoints_own_metadata": Row(
+        _train_more(),
+        ["_CHECKPOINT_METADATA is a character device", "nothing was moved"],
+        arrange=_link(f"checkpoints/{TRAINED_EPOCHS}/_CHECKPOINT_METADATA", "/dev/urandom"),
     ),
     "too_few_open_files_allowed": Row(
         _train_more(),
