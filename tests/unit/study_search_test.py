@@ -108,6 +108,25 @@ def test_written_winner_keeps_what_its_base_config_set(tmp_path):
     expected = {**winner.to_dict(), "validation_size": 0, "data_dir": ""}
     assert written.to_dict() == expected  # ema_decay, lr, depth: not only the drawn fields.
     assert path.read_text().startswith(f'r"""{best.title}')
+    search_study.check_tuned_config(path)  # One a search wrote may be replaced by the next.
+
+
+def test_a_tuned_config_that_names_a_users_file_is_refused_before_anything_trains(
+    tmp_path, synthetic_dir, monkeypatch
+):
+    # The winner silently replaced it (experiments/mlp_scratch.py, say, and with it every
+    # workdir that file trained).
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --tuned_config")
+
+    monkeypatch.setattr(search.sweep, "train_population", no_training)
+    joint = study("search/joint_search")
+    joint.train.data_dir, joint.train.validation_size = str(synthetic_dir), 1_000
+    users = tmp_path / "mine.py"
+    users.write_text((ROOT / "experiments" / "mlp_scratch.py").read_text())
+    with pytest.raises(UserError, match="mine.py: an experiment file no search wrote"):
+        search_study.run_search(joint, tmp_path / "results", tmp_path / "work", users, True)
+    assert users.read_text() == (ROOT / "experiments" / "mlp_scratch.py").read_text()
 
 
 def test_best_search_keeps_its_record_and_trains_only_what_it_added():

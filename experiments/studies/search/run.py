@@ -27,6 +27,7 @@ from benchmarks import report
 from mlp_jax import config as config_lib
 from mlp_jax import data, errors, files, metrics, models, plots, progress, search
 from mlp_jax.config import base_config
+from mlp_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 # What a search file holds (see joint_search.py), and one of them.
@@ -68,6 +69,26 @@ def _python_literal(value) -> str:
 _MACHINE_FIELDS = ("data_dir",)
 
 
+# The docstring of every experiment file a search writes, by which it knows one it may
+# replace from any other (a user's own experiment, named by mistake).
+WINNER_DOCSTRING = "The search's winner; every other field as in mlp_jax.config.base_config()."
+
+
+def check_tuned_config(path: str | os.PathLike) -> None:
+    """Refuses, before the search trains, a `path` where a file stands that no search wrote:
+    it would be replaced at the end.
+
+    Raises:
+      UserError: naming it and the fix.
+    """
+    path = files.as_path(path)
+    if files.require_kind(path, "a file") and WINNER_DOCSTRING not in files.read_text(path):
+        raise UserError(
+            f"{path}: an experiment file no search wrote, which the winner would replace; "
+            "give another --tuned_config, or move it away"
+        )
+
+
 def write_tuned_config(
     path: str | os.PathLike, winner: ml_collections.ConfigDict, title: str, note: str
 ) -> None:
@@ -90,7 +111,7 @@ def write_tuned_config(
         f"  make train CONFIG={path}\n\n{textwrap.fill(note, 92)}\n"
         '"""\n\nfrom mlp_jax.config import base_config\n\n\n'
         "def get_config():\n"
-        '    """The search\'s winner; every other field as in mlp_jax.config.base_config()."""\n'
+        f'    """{WINNER_DOCSTRING}"""\n'
         f"    config = base_config()\n{body}\n    return config\n",
     )
 
@@ -162,6 +183,7 @@ def run_search(search_config, results_dir, workdir, tuned_config, quick: bool) -
     # And where the results go, so that a search of hours cannot fail at its last line.
     files.prepare_folder(files.as_path(results_dir), "--results_dir")
     files.prepare_folder(files.as_path(tuned_config).parent, "--tuned_config's folder")
+    check_tuned_config(tuned_config)
     train = search_config.train
     dataset = data.load_held_out_dataset(train.data_dir, train.validation_size, train.split_seed)
     results_dir = files.as_path(results_dir)
