@@ -392,6 +392,7 @@ def command(main: Callable[..., None]) -> Callable[..., None]:
             stopped = isinstance(e, StoppedExit)
             raise
         finally:
+            _end_at_once_on_signals(code, signals.TERMINATING)
             _end_within(EXIT_GRACE_SECONDS, code)  # First: a flush below may block.
             if stopped:
                 _exit_now(code)
@@ -418,6 +419,16 @@ def _leave_the_heap_to_the_exit() -> None:
     finalized, the streams flushed; only objects left in cycles are not, which Python never
     promises at exit. Files a command writes it closes itself."""
     gc.freeze()
+
+
+def _end_at_once_on_signals(code: int, numbers: Iterable[int]) -> None:
+    """Makes each of the signals `numbers` not ignored end the process at once with `code`:
+    the command is over, so a stop that arrives while the process ends (a supervisor
+    stopping it as it prints its last line) has no work to save. Raised as a stop, it was a
+    traceback from the exit handlers and the wrong status."""
+    for number in numbers:
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, lambda *_: _exit_now(code))
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -185,6 +185,29 @@ def test_a_command_stopped_by_a_signal_ends_at_once_after_its_line():
     assert result.stdout == "measured so far\n"  # Flushed on the way out.
 
 
+# Stopped as it ends: its exit handlers ask for the stop (a supervisor's SIGTERM as the
+# command printed its last line).
+STOPPED_AS_IT_ENDS_COMMAND = """
+import atexit, os, signal, time
+from mlp_jax import errors, progress
+
+
+def main():
+    atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))
+    progress.emit("the product")
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_stop_that_arrives_as_a_command_ends_ends_it_with_its_own_status():
+    # The stop raised in the exit handlers: "Exception ignored ... Stopped" and status 0, or
+    # a traceback and status 1.
+    result = _run_source(STOPPED_AS_IT_ENDS_COMMAND)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "the product\n", "")
+
+
 FAILING_COMMAND = """
 from mlp_jax import errors, progress
 
