@@ -397,7 +397,7 @@ def read_record(path: epath.Path, shape=dict):
         record = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e}); {fix}") from None
-    if (problem := _shape_problem(record, shape, "")) is not None:
+    if (problem := shape_problem(record, shape)) is not None:
         raise UserError(f"{path}: {problem}: not the record kept there; {fix}")
     return record
 
@@ -413,7 +413,7 @@ _JSON_KINDS = {
 }
 
 
-def _shape_problem(value, shape, where: str) -> str | None:
+def shape_problem(value, shape, where: str = "") -> str | None:
     """What in `value` (a JSON value, at `where` in its record) is not of `shape`
     (read_record's), or None."""
     if isinstance(shape, dict):
@@ -424,7 +424,7 @@ def _shape_problem(value, shape, where: str) -> str | None:
         for key, inner in shape.items():
             if key not in value:
                 return f"{_where(where)} lacks {key!r}"
-            if (problem := _shape_problem(value[key], inner, f"{where}[{key!r}]")) is not None:
+            if (problem := shape_problem(value[key], inner, f"{where}[{key!r}]")) is not None:
                 return problem
         return None
     if isinstance(shape, list):
@@ -432,7 +432,7 @@ def _shape_problem(value, shape, where: str) -> str | None:
             return _kind_problem(value, list, where)
         (inner,) = shape
         for i, item in enumerate(value):
-            if (problem := _shape_problem(item, inner, f"{where}[{i}]")) is not None:
+            if (problem := shape_problem(item, inner, f"{where}[{i}]")) is not None:
                 return problem
         return None
     kinds = (int, float) if shape is float else shape

@@ -33,6 +33,11 @@ from mlp_jax.errors import UserError
 JSONL_FILE = "metrics.jsonl"
 
 
+# What a run reads back of each epoch's record (its curves, its progress board): a line
+# edited to lack one was a KeyError after the next epoch had trained.
+EPOCH_RECORD = {"epoch": int, "train_loss": float, "val_loss": float, "val_acc": float}
+
+
 class JsonlLog:
     """metrics.jsonl: one JSON object per epoch, kept consistent with the checkpoints.
 
@@ -47,8 +52,8 @@ class JsonlLog:
         """All records, or [] when the file does not exist.
 
         Raises:
-          UserError: a line is not a record (a JSON object with a whole "epoch"), naming the
-            file and the line; nothing is written then.
+          UserError: a line is not an epoch's record (EPOCH_RECORD), naming the file and the
+            line; nothing is written then.
         """
         if not files.require_kind(self.path, "a file"):
             return []
@@ -64,9 +69,9 @@ class JsonlLog:
         except json.JSONDecodeError as e:
             problem = f"not valid JSON ({e})"
         else:
-            if isinstance(record, dict) and type(record.get("epoch")) is int:
+            if (shape := files.shape_problem(record, EPOCH_RECORD)) is None:
                 return record
-            problem = 'not a record (a JSON object with a whole "epoch")'
+            problem = f"not an epoch's record ({shape})"
         raise UserError(
             f"{self.path} line {number}: {problem}; mend or delete that line (the "
             "checkpoints hold the state, the file only its history)"

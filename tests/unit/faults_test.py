@@ -314,6 +314,8 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         log.write_text("[1, 2]\n" + "\n".join(lines[1:]) + "\n")
     elif damage == "metrics_line_without_epoch":
         log.write_text(lines[0].replace('"epoch"', '"epoch_"') + "\n" + lines[1] + "\n")
+    elif damage == "metrics_line_without_its_losses":  # Was a KeyError after an epoch more.
+        log.write_text('{"epoch": 1}\n' + lines[1] + "\n")
     elif damage == "checkpoint_folder_renamed":
         (workdir / "checkpoints" / "2").rename(workdir / "checkpoints" / "7")
     elif damage == "checkpoint_without_its_meta":
@@ -338,8 +340,9 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
     [
         ("x64", "saved with step as int32, this process builds int64 (JAX_ENABLE_X64"),
         ("metrics_line_not_json", "metrics.jsonl line 2: not valid JSON"),
-        ("metrics_line_a_list", "metrics.jsonl line 1: not a record"),
-        ("metrics_line_without_epoch", "metrics.jsonl line 1: not a record"),
+        ("metrics_line_a_list", "metrics.jsonl line 1: not an epoch's record (the record is"),
+        ("metrics_line_without_epoch", "line 1: not an epoch's record (the record lacks 'epoch'"),
+        ("metrics_line_without_its_losses", "line 1: not an epoch's record (the record lacks"),
         ("checkpoint_folder_renamed", "checkpoints/7: holds the state after epoch 2, not 7"),
         ("checkpoint_without_its_meta", "checkpoints/2: not a whole checkpoint (no meta folder"),
         ("empty_checkpoint_folder", "checkpoints/9: not a whole checkpoint (no state or meta"),
