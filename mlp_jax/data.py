@@ -87,7 +87,7 @@ def _cache_path(path: epath.Path, trailer: bytes) -> Path | None:
     a remote file): named by the file's absolute path, then by its size, modification time
     and gzip trailer (the CRC-32 and length of its content), so that a changed file is
     inflated afresh and its older copy replaced."""
-    folder = os.environ.get(CACHE_ENV_VAR, _DEFAULT_CACHE)
+    folder = files.expand_home(os.environ.get(CACHE_ENV_VAR, _DEFAULT_CACHE))  # None: no home.
     try:
         stat = os.stat(os.fspath(path))
     except (OSError, TypeError):  # Remote (gs://): read as it is.
@@ -96,7 +96,7 @@ def _cache_path(path: epath.Path, trailer: bytes) -> Path | None:
         return None
     where = _digest(os.path.abspath(os.fspath(path)))
     version = _digest(f"{stat.st_size}:{stat.st_mtime_ns}:{trailer.hex()}")
-    return Path(folder).expanduser() / f"{path.name.removesuffix('.gz')}.{where}.{version}"
+    return Path(folder) / f"{path.name.removesuffix('.gz')}.{where}.{version}"
 
 
 def _digest(text: str) -> str:

@@ -24,6 +24,29 @@ from etils import epath
 from mlp_jax.errors import UserError, flag_for, name_path, os_error_line
 
 
+def expand_home(path: str) -> str | None:
+    """`path` with a leading ~ or ~USER made that home folder, or None where there is none
+    here (HOME unset for a user the system has no entry for, as in a container started
+    with a bare --user; an unknown USER): such a path is not left to name a folder "~" in
+    the current one."""
+    expanded = os.path.expanduser(path)
+    return None if expanded.startswith("~") else expanded
+
+
+def _expanded(path: str | os.PathLike) -> str:
+    """`path` with its ~ made the home folder.
+
+    Raises:
+      UserError: it names a home folder there is none of here.
+    """
+    if (expanded := expand_home(os.fspath(path))) is None:
+        raise UserError(
+            f"{os.fspath(path)}: names a home folder this process has none of (HOME is unset "
+            "or the user unknown); give the path in full"
+        )
+    return expanded
+
+
 def as_path(path: str | os.PathLike) -> epath.Path:
     """`path` as an epath.Path: a URI stays as it is, a local path becomes absolute.
 
@@ -36,7 +59,7 @@ def as_path(path: str | os.PathLike) -> epath.Path:
         _check_remote_support(os.fspath(path))
         _check_bucket_name(os.fspath(path))
         return epath.Path(path)
-    path = epath.Path(path).expanduser().absolute()
+    path = epath.Path(_expanded(path)).absolute()
     try:
         os.fspath(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -130,7 +153,7 @@ def find_file(path: str | os.PathLike) -> Path:
     Raises:
       UserError: no such file, naming where it was looked for.
     """
-    path = Path(path).expanduser()
+    path = Path(_expanded(path))
     if path.is_absolute():
         candidates = [path]
     else:

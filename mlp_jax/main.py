@@ -47,11 +47,14 @@ def _enable_compilation_cache() -> None:
 
     The folder is $MLP_JAX_COMPILATION_CACHE, default ~/.cache/mlp_jax/xla; "" disables it.
     The cache only saves time: a local one that cannot be a folder this process writes (a
-    file there, a read-only home) is passed over, where JAX would warn at every compilation.
+    file there, a read-only home, no home at all) is passed over, where JAX would warn at
+    every compilation.
     """
     import jax  # noqa: PLC0415
 
-    path = os.environ.get("MLP_JAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/mlp_jax/xla"))
+    from mlp_jax import files  # noqa: PLC0415
+
+    path = files.expand_home(os.environ.get("MLP_JAX_COMPILATION_CACHE", "~/.cache/mlp_jax/xla"))
     if path and "://" not in path:
         try:
             os.makedirs(path, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -73,6 +74,23 @@ def test_a_compilation_cache_that_cannot_be_a_folder_is_passed_over(trained_work
     env = {"MLP_JAX_COMPILATION_CACHE": str(tmp_path / "cache")}
     evaluated = run_cli("--mode=eval", f"--workdir={trained_workdir[0]}", env=env)
     assert evaluated.returncode == 0 and evaluated.stderr == "", evaluated.stderr
+
+
+def test_a_home_folder_this_process_has_none_of_is_passed_over_or_one_line(trained_workdir):
+    # As under a container's bare --user (no HOME, no account): the compilation cache made a
+    # folder named "~" in the current one, the data cache and --workdir were tracebacks.
+    nobody = "~nosuchuser_mlp_jax"
+    env = {"MLP_JAX_COMPILATION_CACHE": f"{nobody}/xla", "MLP_JAX_DATA_CACHE": f"{nobody}/idx"}
+    try:
+        evaluated = run_cli("--mode=eval", f"--workdir={trained_workdir[0]}", env=env)
+        assert evaluated.returncode == 0 and evaluated.stderr == "", evaluated.stderr
+        assert not (ROOT / nobody).exists()
+        assert_one_line_error(
+            run_cli("--mode=eval", f"--workdir={nobody}/run"),
+            f"{nobody}/run: names a home folder this process has none of",
+        )
+    finally:
+        shutil.rmtree(ROOT / nobody, ignore_errors=True)
 
 
 def test_missing_config_file_and_workdir(tmp_path):

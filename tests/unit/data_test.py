@@ -114,11 +114,17 @@ def test_a_named_pipe_in_the_cache_is_passed_over_not_read(tmp_path, idx_cache):
     assert cached.read_bytes() == whole  # Replaced by the file.
 
 
-@pytest.mark.parametrize("setting", ["under_a_file", "off"])
+@pytest.mark.parametrize("setting", ["under_a_file", "off", "no_such_home"])
 def test_a_cache_that_cannot_be_written_or_is_off_reads_the_files(tmp_path, monkeypatch, setting):
+    # No such home: a traceback (pathlib's RuntimeError), or a folder "~" in the current one.
     (tmp_path / "a_file").write_text("")
-    folder = str(tmp_path / "a_file" / "cache") if setting == "under_a_file" else ""
+    folder = {
+        "under_a_file": str(tmp_path / "a_file" / "cache"),
+        "off": "",
+        "no_such_home": "~nosuchuser_mlp_jax/idx",
+    }[setting]
     monkeypatch.setenv(data.CACHE_ENV_VAR, folder)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "files").mkdir()
     images, _ = _split_files(tmp_path / "files", gz=True)
     split = data.read_idx_split(tmp_path / "files", "test")
