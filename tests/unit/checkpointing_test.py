@@ -127,11 +127,15 @@ def test_a_config_json_keeps_what_the_library_reads_of_it(synthetic_dir, tmp_pat
     assert checkpointing.read_config(tmp_path).to_dict() == config.to_dict()
 
 
+_EPOCH_RECORD = '{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_acc": 0.8}\n'
+
+
 @pytest.mark.parametrize(
     "name, foreign, fragment",
     [
         ("config.json", '{"name": "my project", "version": 3}\n', "not a run's config"),
-        ("metrics.jsonl", '{"epoch": 1, "loss": 0.5}\n', "whose config.json is not there"),
+        ("metrics.jsonl", _EPOCH_RECORD, "whose config.json is not there"),
+        ("metrics.jsonl", '{"epoch": 1, "loss": 0.5}\n', "line 1: not an epoch's record"),
     ],
 )
 def test_a_workdir_holding_files_of_no_run_is_refused_and_they_are_kept(
