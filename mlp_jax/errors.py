@@ -489,6 +489,7 @@ def run_command(
       arguments: whether the command takes words after its flags; if not, any is an error.
     """
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
+    _import_jax()
     if define_flags is not None:
         try:
             define_flags()
@@ -508,6 +509,27 @@ def run_command(
         main()
 
     app.run(command(run), flags_parser=parse_flags)
+
+
+def _import_jax() -> None:
+    """Imports JAX, which every command uses, before anything else does: JAX reads its
+    JAX_* settings from the environment as it is imported, and a value it refuses was taken
+    for a fault of whatever imported it first (the --config file).
+
+    Raises:
+      SystemExit: one line naming the environment variable.
+    """
+    try:
+        import jax  # noqa: F401, PLC0415
+    except ValueError as e:
+        refused = re.fullmatch(r'Invalid value "(.*)" for JAX flag (\w+)', str(e), re.S)
+        if refused is None:
+            raise
+        value, name = refused.groups()
+        fail(
+            f"{name.upper()}={value!r} is not a value JAX takes for its setting {name}; fix "
+            "or unset that environment variable"
+        )
 
 
 def _config_error(error: Exception, argv: list[str]) -> str:

@@ -171,6 +171,17 @@ def start_runtime() -> None:
     maybe_initialize_distributed()
     try:
         jax.devices()
+    except AssertionError:
+        # JAX asserts where JAX_PLATFORMS names only platforms without a plugin here
+        # ("cuda" on a machine without jax[cuda12]).
+        platforms = os.environ.get("JAX_PLATFORMS")
+        if not platforms:
+            raise
+        raise UserError(
+            f"JAX cannot start the devices: JAX_PLATFORMS={platforms!r} names no platform "
+            "this installation has (is its JAX wheel installed? make's JAX=...); unset it or "
+            "name one that is"
+        ) from None
     except RuntimeError as e:
         settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
         if not settings or "Unable to initialize backend" not in str(e):

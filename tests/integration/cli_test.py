@@ -309,6 +309,10 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
     [
         ({"JAX_PLATFORMS": "gpu"}, [], ["JAX cannot start the devices", "JAX_PLATFORMS='gpu'"]),
         ({"JAX_PLATFORMS": "tpuu"}, [], ["Unable to initialize backend 'tpuu'", "or unset"]),
+        # A platform JAX knows, without its plugin here: JAX's AssertionError, a traceback.
+        ({"JAX_PLATFORMS": "cuda"}, [], ["JAX_PLATFORMS='cuda' names no platform this"]),
+        # Read by JAX as it is imported: the --config file that imported it first was blamed.
+        ({"JAX_NUM_CPU_DEVICES": "abc"}, [], ["JAX_NUM_CPU_DEVICES='abc' is not a value JAX"]),
         (
             {"XLA_FLAGS": "--xla_force_host_platform_device_count=-3"},
             [],
@@ -316,7 +320,14 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
         ),
         ({}, ["--data_dir=/tmp"], ["--data_dir is for --mode=eval", "--config.data_dir"]),
     ],
-    ids=["platform_missing", "platform_unknown", "device_count", "eval_flag_in_training"],
+    ids=[
+        "platform_missing",
+        "platform_unknown",
+        "platform_without_its_plugin",
+        "jax_setting_refused",
+        "device_count",
+        "eval_flag_in_training",
+    ],
 )
 def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env, args, fragments):
     workdir = tmp_path / "run"
