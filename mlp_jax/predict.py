@@ -8,6 +8,7 @@ classified. The model is the workdir's latest readable checkpoint, read-only.
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -35,11 +36,16 @@ class Images(NamedTuple):
 def _image_file(path: str) -> np.ndarray:
     """A PNG or JPEG as 28x28 uint8 grayscale, shaped (1, 784): read at its own bit depth
     and with its transparency (see `_intensity`), resized in floating point, rounded once."""
-    from PIL import Image  # noqa: PLC0415  (only classification reads images)
+    from PIL import Image, ImageOps  # noqa: PLC0415  (only classification reads images)
 
-    with Image.open(io.BytesIO(files.read_bytes(files.as_path(path)))) as image:
-        image.load()
-        intensity = Image.fromarray(_intensity(image), mode="F")
+    with warnings.catch_warnings():  # A large photo is read as it is; past PIL's limit, refused.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(files.read_bytes(files.as_path(path)))) as image:
+            image.load()
+            # Upright, as a phone's photo is seen: its pixels are stored as the sensor lay,
+            # and its EXIF orientation says how to turn them.
+            upright = ImageOps.exif_transpose(image)
+            intensity = Image.fromarray(_intensity(upright), mode="F")
     small = intensity.resize(data.IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
     pixels = np.clip(np.round(np.asarray(small, np.float32) * 255), 0, 255)
     return pixels.astype(np.uint8).reshape(1, data.NUM_PIXELS)
@@ -101,15 +107,16 @@ def read_images(paths: Sequence[str | os.PathLike]) -> Images:
         raise UserError(f"{os.fsdecode(paths)}: give a list of paths, e.g. [{str(paths)!r}]")
     names, batches, errors = [], [], []
     for path in map(os.fspath, paths):
+        is_batch = path.lower().endswith(".npy")
         try:
-            batch = _npy_file(path) if path.endswith(".npy") else _image_file(path)
+            batch = _npy_file(path) if is_batch else _image_file(path)
         except FileNotFoundError:
             errors.append(f"{path}: no such file")
             continue
         except Exception as e:  # noqa: BLE001  (a bad file is the user's, whatever PIL raises)
             errors.append(f"{path}: cannot be classified ({_reason(e)})")
             continue
-        names += [f"{path}[{i}]" for i in range(len(batch))] if path.endswith(".npy") else [path]
+        names += [f"{path}[{i}]" for i in range(len(batch))] if is_batch else [path]
         batches.append(batch)
     pixels = np.concatenate(batches) if batches else np.zeros((0, data.NUM_PIXELS), np.uint8)
     return Images(names, pixels, errors)
@@ -118,6 +125,8 @@ def read_images(paths: Sequence[str | os.PathLike]) -> Images:
 def _reason(error: Exception) -> str:
     if type(error).__name__ == "UnidentifiedImageError":  # PIL's message names a buffer.
         return "not an image PIL can read; give a PNG, a JPEG or a .npy batch"
+    if type(error).__name__ == "DecompressionBombError":
+        return f"{first_line(error).split(', could')[0]}; resize it first"
     return first_line(error)
 
 

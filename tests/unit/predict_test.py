@@ -2,6 +2,8 @@
 (mlp_jax/predict.py's `_intensity`). Each row writes one image two ways that mean the same
 picture, or one that cannot mean a Fashion-MNIST image, and reads them back."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,6 +72,36 @@ def test_a_palette_image_with_a_transparent_colour_is_read_with_it(tmp_path):
 def test_half_transparency_is_half_the_level(tmp_path):
     la = np.stack([np.full((28, 28), 200, np.uint8), np.full((28, 28), 128, np.uint8)], -1)
     assert np.all(_read(_save(la, tmp_path / "half.png", mode="LA")) == round(200 * 128 / 255))
+
+
+def test_a_photo_is_read_upright_as_its_exif_orientation_says(tmp_path):
+    # As a phone stores a photo taken upright: its pixels turned, and EXIF tag 274 (value 6)
+    # saying to turn them back a quarter clockwise. Read as stored, a trouser was a bag.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(GRAY)).save(tmp_path / "photo.png", exif=exif)
+    assert np.array_equal(_read(tmp_path / "photo.png"), _reference(tmp_path))
+
+
+def test_a_batch_named_in_capitals_is_read_as_a_batch(tmp_path):
+    np.save(tmp_path / "u8.npy", GRAY[None])
+    (tmp_path / "u8.npy").rename(tmp_path / "BATCH.NPY")  # Was read as an image, refused.
+    images = predict.read_images([str(tmp_path / "BATCH.NPY")])
+    assert images.names == [f"{tmp_path / 'BATCH.NPY'}[0]"]
+    assert np.array_equal(images.pixels, _reference(tmp_path))
+
+
+def test_a_large_photo_is_read_and_one_past_pils_limit_says_to_resize_it(tmp_path, monkeypatch):
+    # PIL's limit lowered to 261 pixels (it warns past it, refuses past twice it), so that
+    # these images stand for photos of 100 and 200 megapixels: the first warned twice, the
+    # second's line gave no fix.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 261)
+    _save(GRAY[:, :14], tmp_path / "large.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _read(tmp_path / "large.png").shape == (1, 784)
+    (error,) = predict.read_images([str(_save(GRAY, tmp_path / "huge.png"))]).errors
+    assert error.endswith("exceeds limit of 522 pixels; resize it first)"), error
 
 
 def test_floats_in_0_1_are_the_uint8_levels(tmp_path):
