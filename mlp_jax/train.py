@@ -153,10 +153,12 @@ def train_and_evaluate(
     # ---- Config, model, workdir, and what must be closed however the run ends.
     model = models.resolve_model(config)
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
+    clock = _PhaseClock()
+    # Read and checked before the workdir is made: data that cannot be read leave nothing.
+    dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
     workdir = files.as_path(workdir)
     files.prepare_folder(workdir, folders=_RUN_FOLDERS, regular_files=_RUN_FILES)
     is_main_process = jax.process_index() == 0
-    clock = _PhaseClock()
     with contextlib.ExitStack() as cleanup:
         lock, refused = locks.Lock(), None
         if is_main_process:  # Before anything in the workdir is touched.
@@ -178,7 +180,6 @@ def train_and_evaluate(
             _refuse_files_of_no_run(workdir)
 
         # ---- Data on the devices.
-        dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
         run = loop.prepare(config, dataset, runner)
         clock.lap("data")
 

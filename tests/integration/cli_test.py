@@ -121,6 +121,8 @@ def test_missing_and_corrupt_data_fail_in_one_line(synthetic_dir, tmp_path):
     broken.write_bytes((synthetic_dir / broken.name).read_bytes()[:1000])
     result = run_cli(*TINY, f"--workdir={tmp_path / 'b'}", f"--config.data_dir={corrupt}")
     assert_one_line_error(result, "train-labels-idx1-ubyte: truncated")
+    # Refused before the workdir was made (it held a lock and an empty checkpoints/).
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_divergence_stops_with_the_epoch_and_saves_nothing_of_it(synthetic_dir, tmp_path):

@@ -89,7 +89,8 @@ CONFIG_FAULTS = [
     ("model", "mlp_jax.models:ACTIVATIONS", "is not a Flax module class"),
     ("model", ":MLP", "config.model=':MLP' names no model: give it as 'PATH.py:ClassName'"),
     ("model", "experiments/mlp_concise.py", "names no model"),
-    ("validation_size", 10**6, "trained with validation_size=0, not 1000000"),
+    ("validation_size", 1000, "trained with validation_size=0, not 1000"),
+    ("validation_size", 10**6, "validation_size=1000000 must lie in 1..5999"),
     ("lr", 0.2, "trained with lr=0.1, not 0.2; resume with the same config"),
 ]
 
