@@ -21,6 +21,7 @@ import json
 import logging as stdlib_logging
 import os
 import re
+import resource
 import sys
 import time
 import traceback
@@ -279,6 +280,22 @@ def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
                 _file_or_folder(epath.Path(entry.path))
 
 
+def _file_size_limit_problem(state, epoch: int | None = None) -> str | None:
+    """The process's limit on the size of a file it writes (`ulimit -f`), if a checkpoint of
+    `state` (arrays, or their shapes) may need a larger one (Orbax packs the arrays into few
+    files): past it, the save failed in Orbax's threads with hundreds of lines, and four
+    tracebacks."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    if limit == resource.RLIM_INFINITY or limit >= state_bytes + _SAVE_OVERHEAD_BYTES:
+        return None
+    which = "each checkpoint" if epoch is None else f"the checkpoint of epoch {epoch}"
+    return (
+        f"this process may write files of {limit / 2**20:.2f} MB at most (`ulimit -f`), and "
+        f"{which} writes up to about {(state_bytes + _SAVE_OVERHEAD_BYTES) / 2**20:.2f} MB in one"
+    )
+
+
 def _check_whole(folder: epath.Path) -> None:
     """Refuses a folder Orbax takes for a finished checkpoint that lacks an item's folder (a
     folder made by hand, or a part removed): Orbax would fail with a KeyError naming no
@@ -529,6 +546,18 @@ class CheckpointStore:
         except Exception:  # noqa: BLE001  (damaged metadata: the restore decides)
             return None
 
+    def check_file_size_limit(self, abstract_state) -> None:
+        """Refuses, before a run trains, a limit on the size of a file this process writes
+        (`ulimit -f`) that its checkpoints would pass (`_check_room` checks it again at
+        each save).
+
+        Raises:
+          UserError: naming the limit and the fix.
+        """
+        folder = self.workdir / CHECKPOINT_DIR
+        if not files.is_remote(folder) and (problem := _file_size_limit_problem(abstract_state)):
+            raise UserError(f"{folder}: {problem}; raise it (`ulimit -f unlimited`) and rerun")
+
     def _check_room(self, state, epoch: int) -> None:
         """Refuses a save that checkpoints/ cannot take (this process cannot write a file
         there, or the file system holding it lacks the bytes or the files), before any of it
@@ -537,6 +566,9 @@ class CheckpointStore:
         Remote file systems are neither probed nor measured."""
         folder = self.workdir / CHECKPOINT_DIR
         problem, fix = _unwritable(folder), "mend that, then rerun to resume"
+        if problem is None and not files.is_remote(folder):
+            problem = _file_size_limit_problem(state, epoch)
+            fix = "raise it (`ulimit -f unlimited`), then rerun to resume"
         if problem is None:
             problem = self._space_shortage(state, epoch)
             fix = (

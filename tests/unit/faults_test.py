@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import resource
 import shutil
 import types
 
@@ -328,6 +329,13 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
         full = types.SimpleNamespace(**{**fields, "f_bavail": 10_000 // real.f_frsize})
         monkeypatch.setattr(os, "statvfs", lambda _: full)
+    elif damage == "file_size_limit":  # `ulimit -f 20`: Orbax's threads failed one by one.
+        real = resource.getrlimit
+
+        def limited(which):
+            return (20_000, real(which)[1]) if which == resource.RLIMIT_FSIZE else real(which)
+
+        monkeypatch.setattr(resource, "getrlimit", limited)
     elif damage == "no_inodes_left":  # Room in bytes, none for the checkpoint's files.
         real = os.statvfs(workdir)
         fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
@@ -349,6 +357,7 @@ def _damage_the_workdir(workdir, damage, monkeypatch):
         ("empty_checkpoint_folder", "checkpoints/9: not a whole checkpoint (no state or meta"),
         ("disk_full", "MB free, and the checkpoint of epoch 3 needs about"),
         ("no_inodes_left", "can hold 10 more files, and the checkpoint of epoch 3 needs about"),
+        ("file_size_limit", "may write files of 0.02 MB at most (`ulimit -f`), and each checkpo"),
     ],
 )
 def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_checkpoint(
@@ -394,6 +403,14 @@ def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_i
     )
     _assert_refused_in_one_line(
         lambda: store.save(state, meta), f"(the last saved is epoch {int(state.epoch)})"
+    )
+    monkeypatch.undo()
+    # A file size limit lowered while the run goes on (`prlimit --fsize` on its pid).
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (20_000, real(which)[1]))
+    _assert_refused_in_one_line(
+        lambda: store.save(state, meta),
+        f"at most (`ulimit -f`), and the checkpoint of epoch {int(state.epoch)} writes up to",
     )
     monkeypatch.undo()
     store.close()
