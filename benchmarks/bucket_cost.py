@@ -69,8 +69,8 @@ def run(epochs: int = 10, repeats: int = 3) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
-    flags.DEFINE_integer("repeats", 3, "Runs into each place, alternated.")
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
+    flags.DEFINE_integer("repeats", 3, "Runs into each place, alternated.", lower_bound=1)
 
 
 def main() -> None:

@@ -126,7 +126,7 @@ def run(epochs: int, quick: bool) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("epochs", 5, "Epochs per run.")
+    flags.DEFINE_integer("epochs", 5, "Epochs per run.", lower_bound=1)
     flags.DEFINE_bool("quick", False, "Two settings, for tests.")
     flags.DEFINE_integer("rates", None, "(The child process) print the products' rates.")
 

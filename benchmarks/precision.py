@@ -81,8 +81,8 @@ def run(num_seeds: int = 10, epochs: int = 10) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("seeds", 10, "Seeds per dtype.")
-    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_integer("seeds", 10, "Seeds per dtype.", lower_bound=1)
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
 
 
 def main() -> None:

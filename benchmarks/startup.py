@@ -59,7 +59,7 @@ def run(epochs: int) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("epochs", 10, "Epochs per run.")
+    flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
 
 
 def main() -> None:

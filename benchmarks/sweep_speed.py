@@ -154,7 +154,7 @@ def run(sizes: str, epochs: int) -> str:
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
     flags.DEFINE_string("sizes", default_sizes(), "The population sizes.")
-    flags.DEFINE_integer("epochs", 2, "Epochs per population.")
+    flags.DEFINE_integer("epochs", 2, "Epochs per population.", lower_bound=1)
     flags.DEFINE_bool("devices", False, "1 device vs every device.")
     flags.DEFINE_bool("devices_child", False, "(The child process of --devices) measure.")
 

@@ -362,8 +362,13 @@ def table(rows: list[dict], epochs: int, ceiling_gflops: dict[str, float] | None
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("epochs", 10, "Epochs per peer.")
+    flags.DEFINE_integer("epochs", 10, "Epochs per peer.", lower_bound=1)
     flags.DEFINE_list("peers", list(PEERS), "The peers, each in its own process.")
+    flags.register_validator(
+        "peers",
+        lambda peers: bool(peers) and set(peers) <= set(PEERS),
+        f"give one or more of {', '.join(PEERS)}",
+    )
     flags.DEFINE_string("peer", None, "(A peer's child process) run this peer, print JSON.")
 
 

@@ -219,6 +219,10 @@ def test_exercise_and_search_errors_are_one_line_too(tmp_path):
         ("benchmarks.run_all", "--quik", "Did you mean: quick ?"),
         ("experiments.studies.best.run", "--stage=nope", "<all|finals|ablation|report>"),
         ("experiments.studies.speedrun.run", "results", "unexpected arguments ['results']"),
+        # Each ran and printed a table of "skipped: IndexError", "inf" or "skipped: KeyError".
+        ("benchmarks.train_speed", "--epochs=0", "flag --epochs=0: 0 is not a positive integer"),
+        ("benchmarks.checkpoint_cost", "--repeats=0", "--repeats=0: 0 is not a positive"),
+        ("benchmarks.train_speed", "--peers=mlp_jax,nope", "give one or more of mlp_jax, flax_"),
     ],
 )
 def test_bad_flags_of_the_benchmarks_and_studies_are_one_line_too(module, arg, fragment):

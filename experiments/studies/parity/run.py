@@ -140,9 +140,9 @@ def markdown(results: dict) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("seeds", 30, "Seeds per model and library.")
+    flags.DEFINE_integer("seeds", 30, "Seeds per model and library.", lower_bound=1)
     flags.DEFINE_string("out", "results/parity.md", "The Markdown file to write.")
-    flags.DEFINE_integer("epochs", EPOCHS, "Epochs per run.")
+    flags.DEFINE_integer("epochs", EPOCHS, "Epochs per run.", lower_bound=1)
     flags.DEFINE_string("peer", None, "(A PyTorch peer's child process) run it, print JSON.")
 
 

@@ -403,7 +403,7 @@ def plot(results: dict, path) -> None:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_integer("seeds", 10, "Seeds per recipe.")
+    flags.DEFINE_integer("seeds", 10, "Seeds per recipe.", lower_bound=1)
     flags.DEFINE_string("out", "results/speedrun.md", "The Markdown file to write.")
     flags.DEFINE_bool("quick", False, "2 seeds, 1 epoch per recipe, 2 d2l epochs, no ports.")
     flags.DEFINE_float("search", None, "The target whose recipe to choose.")
