@@ -162,6 +162,9 @@ def find_file(path: str | os.PathLike) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if path.is_absolute() and (found := kind(epath.Path(path))) is not None:
+        # A folder or a pipe of that name was "no such file ...; give an absolute path".
+        raise UserError(f"{path}: {found}, not a file; give the file's path")
     where = (
         "" if path.is_absolute() else f" in {Path.cwd()}, any folder above it or {_PACKAGE_PARENT}"
     )

@@ -83,6 +83,13 @@ def test_find_file_looks_in_the_folder_then_above_it(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"experiments/other.py: no such file in .*a/b"):
         monkeypatch.chdir(tmp_path / "a" / "b")
         files.find_file("experiments/other.py")
+    # An absolute path to what is not a file was "no such file ...; give an absolute path".
+    (tmp_path / "folder.py").mkdir()
+    os.mkfifo(tmp_path / "pipe.py")
+    with pytest.raises(UserError, match=r"folder.py: a folder, not a file; give the file's path"):
+        files.find_file(tmp_path / "folder.py")
+    with pytest.raises(UserError, match=r"pipe.py: a named pipe \(FIFO\), not a file"):
+        files.find_file(tmp_path / "pipe.py")
 
 
 def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):
