@@ -18,7 +18,10 @@ CONFIG ?= experiments/mlp_scratch.py
 # Empty: runs/ and the config file's name less .py, worked out by the shell (make's own
 # functions split a name that holds a space).
 WORKDIR ?=
-RUN_WORKDIR = "$(if $(WORKDIR),$(WORKDIR),runs/$$(basename "$(CONFIG)" .py))"
+# A value as one word of the shell, whatever it holds: in single quotes, each quote of its
+# own closed, escaped and reopened.
+quote = '$(subst ','\'',$(1))'
+RUN_WORKDIR = $(if $(WORKDIR),$(call quote,$(WORKDIR)),"runs/$$(basename $(call quote,$(CONFIG)) .py)")
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -52,7 +55,7 @@ $(VENV)/.gcs: $(VENV)/.installed
 	touch $@
 
 train: install $(GCS)
-	$(PY) -m mlp_jax.main --config="$(CONFIG)" --workdir=$(RUN_WORKDIR) $(ARGS)
+	$(PY) -m mlp_jax.main --config=$(call quote,$(CONFIG)) --workdir=$(RUN_WORKDIR) $(ARGS)
 
 eval: install $(GCS)
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR)

@@ -358,7 +358,11 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     assert evaluated.returncode != 0
     assert f"error: {workdir}/config.json: missing" in evaluated.stderr, evaluated.stderr
     trained = make("-n", "train", f"WORKDIR={workdir}", "CONFIG=experiments/mlp concise.py")
-    assert f'--config="experiments/mlp concise.py" --workdir="{workdir}"' in trained.stdout
+    assert f"--config='experiments/mlp concise.py' --workdir='{workdir}'" in trained.stdout
+    # Quotes in a name: a '"' was "Syntax error: Unterminated quoted string".
+    for name in ('a"b', "it's"):
+        evaluated = make("eval", f"WORKDIR={tmp_path / name}")
+        assert f"error: {tmp_path / name}/config.json: missing" in evaluated.stderr
     # The default workdir, named after a config whose path holds spaces (make's own
     # functions, word by word, made it "runs/my mlp concise").
     evaluated = make("eval", "CONFIG=my experiments/mlp concise.py")
