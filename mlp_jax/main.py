@@ -82,6 +82,11 @@ def main(arguments: list[str]) -> None:
         )
     if FLAGS.export_dir and FLAGS.mode != "export":
         errors.fail("--export_dir is for --mode=export")
+    if FLAGS["config"].present and FLAGS.mode != "train":  # Its overrides were passed over.
+        errors.fail(
+            f"--config is for --mode=train; --mode={FLAGS.mode} reads the config the run "
+            "saved (WORKDIR/config.json)"
+        )
     # Imported here so that flag errors are reported before JAX starts.
     from mlp_jax import files, parallel, progress, train  # noqa: PLC0415
 

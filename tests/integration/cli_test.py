@@ -325,6 +325,8 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
             ["JAX cannot start the devices", "XLA_FLAGS='--xla_force_host_platform_device_count"],
         ),
         ({}, ["--data_dir=/tmp"], ["--data_dir is for --mode=eval", "--config.data_dir"]),
+        # Its overrides were passed over without a word: eval reads the run's own config.
+        ({}, ["--mode=eval", "--config.num_hiddens=99"], ["--config is for --mode=train"]),
     ],
     ids=[
         "platform_missing",
@@ -333,6 +335,7 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
         "jax_setting_refused",
         "device_count",
         "eval_flag_in_training",
+        "training_flag_in_eval",
     ],
 )
 def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env, args, fragments):
