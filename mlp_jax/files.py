@@ -333,7 +333,10 @@ def read_text(path: epath.Path) -> str:
     try:
         return read_bytes(path).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}), so not the file kept "
+            "there; restore it, or move it away"
+        ) from None
 
 
 def write_atomically(path: epath.Path, content: str | bytes) -> None:

@@ -61,6 +61,16 @@ def test_a_record_lacking_what_its_reader_takes_is_one_line_naming_it(tmp_path, 
     assert files.read_record(path, shape)["runs"] == [{"seed": 1, "more": 2}]
 
 
+def test_a_file_of_bytes_that_are_not_text_is_one_line_with_the_fix(tmp_path):
+    # metrics.jsonl overwritten with random bytes: the line named no fix.
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"epoch": 1}\n\xff\xfe\x00')
+    with pytest.raises(UserError, match=r"metrics.jsonl: not UTF-8 text \(invalid start byte at"):
+        files.read_text(files.as_path(path))
+    with pytest.raises(UserError, match="restore it, or move it away"):
+        files.read_text(files.as_path(path))
+
+
 def test_a_record_that_is_not_json_is_a_one_line_error_naming_it(tmp_path):
     path = tmp_path / "tune.json"
     assert files.read_record(path) is None
