@@ -454,6 +454,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     parses with it. (What ml_collections logs while it loads a
     config file, a `get_config()` returning None, say, is said by that one line instead.)"""
     path = _config_path(argv)
+    given = [a for a in argv if a.startswith("--config=")]
+    if len(given) > 1:  # absl said "flag 'config.KEY' is defined twice" of its overrides.
+        fail(
+            f"--config is given {len(given)} times; give one experiment file, and change its "
+            "fields with --config.KEY=VALUE"
+        )
     if path and os.path.exists(path) and not os.path.isfile(path):  # Never open a pipe.
         from mlp_jax import files  # noqa: PLC0415  (files imports this module)
 

@@ -60,6 +60,8 @@ def test_train_then_eval_end_to_end(trained_workdir):
         (["--config.num_epochs=-1"], ["config.num_epochs=-1 is invalid"]),
         (["--config.lr=abc"], ["lr"]),
         (["--config.model.x=1"], ["--config.model.x: config.model holds no fields to set"]),
+        # absl's "The flag 'config.lr' is defined twice. First from absl.flags._flag, ...".
+        (["--config.lr=0.2", "--config=experiments/mlp_scratch.py"], ["--config is given 2 t"]),
     ],
 )
 def test_bad_config_fails_in_one_line(tmp_path, args, fragments):
