@@ -103,10 +103,12 @@ class TensorBoardWriter:
         self._logdir.mkdir(parents=True, exist_ok=True)
         # The writer's number in this process: a run resumed in the same second by the same
         # process (a notebook, a test) must not write over the file of the run before it.
+        # Padded, since TensorBoard reads a folder's files in the order of their names: the
+        # tenth writer's ".10" came before the ninth's ".9", and its steps first.
         number = next(_WRITERS_MADE)
         name = (
             f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
-            f".{number}"
+            f".{number:06d}"
         )
         self.path = self._logdir / name
         self._buffer = io.BytesIO()

@@ -2,6 +2,7 @@
 
 import importlib.util
 import inspect
+import itertools
 from pathlib import Path
 
 import clu
@@ -112,7 +113,11 @@ def test_background_writer_raises_a_failed_write_on_close():
     assert recorder.calls[-1] == ("close",)
 
 
-def test_writers_made_in_the_same_second_write_their_own_files(tmp_path):
+@pytest.mark.parametrize("made_before", [0, 9])
+def test_writers_made_in_the_same_second_write_their_own_files(tmp_path, monkeypatch, made_before):
+    # The ninth and tenth writers of a process: their files were read back in the wrong
+    # order (".10" before ".9"), seen once in the full tier.
+    monkeypatch.setattr(writers, "_WRITERS_MADE", itertools.count(made_before))
     first, second = writers.TensorBoardWriter(tmp_path), writers.TensorBoardWriter(tmp_path)
     first.write_scalars(1, {"loss": 1.0})
     second.write_scalars(2, {"loss": 0.5})
