@@ -264,20 +264,31 @@ def _file_or_folder(entry: epath.Path) -> str:
     return found
 
 
+# The file of each checkpoint that Orbax's manager reads as it lists them.
+_LISTED_METADATA = "_CHECKPOINT_METADATA"
+
+
 def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
     """Checks what Orbax's manager reads as it lists the checkpoints (each one's own
     metadata file), as _check_entries checks a checkpoint before it is restored: a pipe or a
-    device there held the listing for ever, deaf to SIGTERM.
+    device there held the listing for ever, deaf to SIGTERM. A checkpoint a running run
+    rotates out meanwhile is passed over, as the listing passes it over.
 
     Raises:
-      UserError: naming the entry.
+      UserError: naming the file.
     """
     if files.is_remote(checkpoints) or files.kind(checkpoints) != "a folder":
         return
-    for step in os.scandir(checkpoints):
-        if step.name.isdigit() and step.is_dir():
-            for entry in os.scandir(step.path):
-                _file_or_folder(epath.Path(entry.path))
+    with contextlib.suppress(FileNotFoundError):
+        for step in os.scandir(checkpoints):
+            if not (step.name.isdigit() and step.is_dir()):
+                continue
+            metadata = epath.Path(step.path) / _LISTED_METADATA
+            if (found := files.kind(metadata)) not in (None, "a file"):
+                raise UserError(
+                    f"{metadata} is {found}, where a checkpoint holds a file; nothing was "
+                    "moved; move it away and rerun"
+                )
 
 
 def _file_size_limit_problem(state, epoch: int | None = None) -> str | None:

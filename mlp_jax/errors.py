@@ -53,7 +53,7 @@ def environment_number(name: str, default=None, *, whole: bool = False, env=os.e
     if not value:
         return default
     if whole:
-        if value.isdigit():
+        if value.isascii() and value.isdigit():  # Not "²", a digit int() refuses.
             return int(value)
         wanted = "a whole number >= 0"
     else:
@@ -528,13 +528,17 @@ def _import_jax() -> None:
     try:
         import jax  # noqa: F401, PLC0415
     except ValueError as e:
+        # JAX's two wordings: of a setting's value, and of a true-or-false one's.
         refused = re.fullmatch(r'Invalid value "(.*)" for JAX flag (\w+)', str(e), re.S)
+        refused = refused or re.fullmatch(
+            r"invalid truth value '(.*)' for environment '(\w+)'", str(e), re.S
+        )
         if refused is None:
             raise
         value, name = refused.groups()
         fail(
-            f"{name.upper()}={value!r} is not a value JAX takes for its setting {name}; fix "
-            "or unset that environment variable"
+            f"{name.upper()}={value!r} is not a value JAX takes for that setting; fix or unset "
+            "that environment variable"
         )
 
 

@@ -87,7 +87,7 @@ def main(arguments: list[str]) -> None:
             f"--config is for --mode=train; --mode={FLAGS.mode} reads the config the run "
             "saved (WORKDIR/config.json)"
         )
-    # Imported here so that flag errors are reported before JAX starts.
+    # Imported here so that flag errors are reported before Flax and Orbax are imported.
     from mlp_jax import files, parallel, progress, train  # noqa: PLC0415
 
     config = None

@@ -36,7 +36,7 @@ from helpers import (
     tree_listing,
 )
 
-from mlp_jax import checkpointing, data, models, optim, steps, train
+from mlp_jax import checkpointing, data, files, models, optim, steps, train
 from mlp_jax.errors import UserError
 
 EPOCHS = RESUMABLE_EPOCHS
@@ -541,3 +541,18 @@ def test_a_signal_while_the_last_checkpoint_is_written_loses_nothing(
     assert params_fingerprint(result) == checkpointing.params_fingerprint(
         checkpointing.restore_workdir(tmp_path).state.params
     )
+
+
+def test_the_listing_check_passes_over_what_orbax_does_not_read(tmp_path):
+    # What a rotation leaves as it goes (a folder without its metadata yet, or gone) and
+    # what a user leaves (a file named like an epoch) are not the listing's to refuse.
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "3").mkdir(parents=True)
+    (checkpoints / "4").write_text("a user's notes")
+    (checkpoints / "5").mkdir()
+    (checkpoints / "5" / "notes").symlink_to(tmp_path / "nowhere")  # Restore's to judge.
+    checkpointing._check_checkpoint_metadata(files.as_path(checkpoints))
+    checkpointing._check_checkpoint_metadata(files.as_path(tmp_path / "gone"))
+    os.mkfifo(checkpoints / "3" / "_CHECKPOINT_METADATA")
+    with pytest.raises(UserError, match=r"3/_CHECKPOINT_METADATA is a named pipe"):
+        checkpointing._check_checkpoint_metadata(files.as_path(checkpoints))

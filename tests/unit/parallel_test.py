@@ -40,6 +40,7 @@ def test_multiprocess_launch_detection(env, expected):
     [
         ({"SLURM_NTASKS": "abc"}, "SLURM_NTASKS='abc' is not a whole number >= 0"),
         ({"OMPI_COMM_WORLD_SIZE": "2x"}, "OMPI_COMM_WORLD_SIZE='2x' is not a whole number"),
+        ({"SLURM_NTASKS": "²"}, "SLURM_NTASKS='²' is not a whole number"),  # A digit to isdigit.
         # "true" ran one process of what the user meant as several, without a word.
         ({"MLP_JAX_DISTRIBUTED": "true"}, "MLP_JAX_DISTRIBUTED='true' is neither 1 .* nor 0"),
     ],
