@@ -154,6 +154,9 @@ def train_and_evaluate(
     model = models.resolve_model(config)
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     clock = _PhaseClock()
+    # Before each process reads its data by its own config: one failing alone would leave
+    # the others waiting in the next collective.
+    _refuse_configs_that_differ_between_processes(config)
     # Read and checked before the workdir is made: data that cannot be read leave nothing.
     dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
     workdir = files.as_path(workdir)
@@ -168,7 +171,6 @@ def train_and_evaluate(
                 refused = e
         if parallel.max_over_processes(int(refused is not None)):  # Every process refuses.
             raise refused or UserError(f"{workdir} is in use; process 0 says by whom")
-        _refuse_configs_that_differ_between_processes(config)
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())
