@@ -95,9 +95,14 @@ def markdown(rows: list[dict], epochs: int) -> str:
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
     flags.DEFINE_integer("epochs", 10, "Epochs per run.", lower_bound=1)
-    flags.DEFINE_list("unrolls", ["1", "4", "16"], "The scan_unroll values.")
-    flags.DEFINE_list("per_program", ["1", "10"], "The epochs_per_program values.")
+    report.define_counts("unrolls", ["1", "4", "16"], "The scan_unroll values.")
+    report.define_counts("per_program", ["1", "10"], "The epochs_per_program values.")
     flags.DEFINE_list("dtypes", list(DTYPES), "The compute dtypes.")
+    flags.register_validator(
+        "dtypes",
+        lambda dtypes: bool(dtypes) and set(dtypes) <= set(DTYPES),
+        f"give one or more of {', '.join(DTYPES)}",
+    )
     flags.DEFINE_integer("repeats", 3, "Timed runs per setting.", lower_bound=1)
 
 

@@ -42,6 +42,17 @@ def output_path(flag: str, flag_values: flags.FlagValues = flags.FLAGS) -> str:
     return path
 
 
+def define_counts(name: str, default: list[str], help_text: str) -> None:
+    """Defines the list flag `name` of whole numbers >= 1 (sizes, unrolls), refused in one
+    line when a word is anything else (`int()` of it was a traceback)."""
+    flags.DEFINE_list(name, default, help_text)
+    flags.register_validator(
+        name,
+        lambda words: bool(words) and all(w.isascii() and w.isdigit() and int(w) for w in words),
+        "give whole numbers >= 1, separated by commas",
+    )
+
+
 def cpu_model() -> str:
     """The CPU's model name, as /proc/cpuinfo gives it."""
     with contextlib.suppress(OSError, StopIteration):

@@ -23,7 +23,7 @@ import time
 import jax
 from absl import flags
 
-from benchmarks import launch
+from benchmarks import launch, report
 from mlp_jax import data, errors, parallel, progress, sweep
 from mlp_jax.config import load_experiment
 
@@ -153,7 +153,7 @@ def run(sizes: str, epochs: int) -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_string("sizes", default_sizes(), "The population sizes.")
+    report.define_counts("sizes", default_sizes().split(","), "The population sizes.")
     flags.DEFINE_integer("epochs", 2, "Epochs per population.", lower_bound=1)
     flags.DEFINE_bool("devices", False, "1 device vs every device.")
     flags.DEFINE_bool("devices_child", False, "(The child process of --devices) measure.")
@@ -162,11 +162,11 @@ def _define_flags() -> None:
 def main() -> None:
     """Prints the table (--devices: the one over 1 and all devices)."""
     if FLAGS.devices_child:
-        progress.emit(_devices_rows([int(s) for s in FLAGS.sizes.split(",")], FLAGS.epochs))
+        progress.emit(_devices_rows([int(s) for s in FLAGS.sizes], FLAGS.epochs))
     elif FLAGS.devices:
-        progress.emit(devices_table(FLAGS.sizes, FLAGS.epochs))
+        progress.emit(devices_table(",".join(FLAGS.sizes), FLAGS.epochs))
     else:
-        progress.emit(run(FLAGS.sizes, FLAGS.epochs))
+        progress.emit(run(",".join(FLAGS.sizes), FLAGS.epochs))
 
 
 if __name__ == "__main__":
