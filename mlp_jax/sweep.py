@@ -33,6 +33,12 @@ from mlp_jax.progress import Progress
 
 # The device-mesh axis along which a population's members are spread.
 POPULATION_AXIS = "population"
+# What each member's cached result holds that is read back (by the searches and the
+# studies): a result file edited to lack it was an IndexError or KeyError there.
+RESULT_SHAPE = {
+    "history": [{"train_loss": float, "val_loss": float, "val_acc": float}],
+    "train_seconds": float,
+}
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
@@ -360,11 +366,9 @@ def _train_chunk(members, dataset, cache_dir, evaluate_test, mesh, progress, sto
         return train(), False
     stem = files.as_path(cache_dir) / _digest(members, evaluate_test)
     path, partial = stem.with_suffix(".json"), stem.with_suffix(".partial")
-    cached = files.read_record(path, list)
+    cached = files.read_record(path, [RESULT_SHAPE])
     if cached is not None:
-        if len(cached) != len(members) or not all(
-            isinstance(result, dict) and "history" in result for result in cached
-        ):
+        if len(cached) != len(members) or not all(result["history"] for result in cached):
             raise UserError(
                 f"{path}: not the results of this population ({len(members)} members, each "
                 "with its history); delete it to train them again"

@@ -176,14 +176,28 @@ def test_cached_populations_are_reused_with_their_seconds(synthetic_dir, dataset
     assert f"cached; best val_acc so far {best:.4f}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("cached", ["[]", "[{}, {}]", "[1, 2]"])
+_RESULT = '{"history": [%s], "train_seconds": 1.5}'
+_EPOCH = '{"train_loss": 1, "val_loss": 1, "val_acc": %s}'
+
+
+@pytest.mark.parametrize(
+    "cached, problem",
+    [
+        ("[]", "not the results of this population"),
+        ("[{}, {}]", r"record\[0\] lacks 'history'"),
+        ("[1, 2]", r"record\[0\] is a number, not an object"),
+        # Read back by a search as the last epoch's: IndexError and KeyError tracebacks.
+        (f"[{_RESULT % ''}, {_RESULT % ''}]", "not the results of this population"),
+        (f"[{_RESULT % (_EPOCH % 0.5)}, {_RESULT % (_EPOCH % 'null')}]", r"\['val_acc'\] is null"),
+    ],
+)
 def test_a_cached_result_of_another_shape_is_one_line_and_kept(
-    synthetic_dir, dataset, tmp_path, cached
+    synthetic_dir, dataset, tmp_path, cached, problem
 ):
     # Each was a zip or key traceback where the results were first read.
     configs = [tiny_config(synthetic_dir, seed=s) for s in (0, 1)]
     (tmp_path / f"{sweep._digest(configs, True)}.json").write_text(cached)
-    with pytest.raises(UserError, match="not the results of this population .* delete it"):
+    with pytest.raises(UserError, match=f"{problem}.* delete it"):
         sweep.train_population(configs, dataset, cache_dir=tmp_path, progress=False)
     assert [p.read_text() for p in tmp_path.glob("*.json")] == [cached]
 
