@@ -162,9 +162,9 @@ def find_file(path: str | os.PathLike) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    if path.is_absolute() and (found := kind(epath.Path(path))) is not None:
-        # A folder or a pipe of that name was "no such file ...; give an absolute path".
-        raise UserError(f"{path}: {found}, not a file; give the file's path")
+    for candidate in candidates:  # A folder or a pipe there was "no such file".
+        if (found := kind(epath.Path(candidate))) is not None:
+            raise UserError(f"{candidate}: {found}, not a file; give the file's path")
     where = (
         "" if path.is_absolute() else f" in {Path.cwd()}, any folder above it or {_PACKAGE_PARENT}"
     )
@@ -359,8 +359,7 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         except OSError as e:
             raise with_path(e, path) from None
         return
-    tmp = path.parent / f".{path.name}.tmp"
-    _make_temporary(tmp)
+    tmp = _make_temporary(path)
     try:
         tmp.write_bytes(data)
         tmp.replace(path)
@@ -372,31 +371,29 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         raise
 
 
-def _make_temporary(tmp: epath.Path) -> None:
-    """Makes `tmp` an empty regular file (a write cut short leaves one there), to be written:
-    never a link's target, and never a pipe left there, which would block the write for ever.
+def _make_temporary(path: epath.Path) -> epath.Path:
+    """Makes the temporary file beside the local `path` that a write fills, then renames
+    over `path`: an empty regular file (a write cut short leaves one there, truncated here),
+    never a link's target, and never a pipe, which would hold the write for ever.
 
     Raises:
-      UserError: something other than a regular file stands there (it is left as it is).
+      UserError: something other than a regular file stands at its name (left as it is).
     """
-    require_kind(tmp, "a file")
+    tmp = path.parent / f".{path.name}.tmp"
+    require_kind(tmp, "a file")  # A pipe, a folder: named as what they are.
+    # A link, or a pipe made since: refused without being followed or waited on.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
-        descriptor = os.open(tmp, flags, 0o666)
+        os.close(os.open(tmp, flags, 0o666))
     except OSError as e:
-        if e.errno not in (errno.ELOOP, errno.ENXIO):  # A link; a pipe nobody reads.
+        if e.errno not in (errno.ELOOP, errno.ENXIO):
             # Named by the file the user knows (a read-only folder, a full disk).
-            raise OSError(e.errno, e.strerror, os.fspath(tmp.parent / tmp.name[1:-4])) from None
-        descriptor = None
-    if descriptor is not None:
-        regular = stat.S_ISREG(os.fstat(descriptor).st_mode)
-        os.close(descriptor)
-        if regular:
-            return
-    raise UserError(
-        f"{tmp}: a link or a pipe where this command writes {tmp.name[1:-4]} first; remove "
-        f"it, or use another {flag_for(tmp)}"
-    )
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+        raise UserError(
+            f"{tmp}: a link or a pipe where this command writes {path.name} first; remove "
+            f"it, or use another {flag_for(path)}"
+        ) from None
+    return tmp
 
 
 def write_record(path: epath.Path, record) -> None:

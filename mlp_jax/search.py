@@ -256,7 +256,9 @@ def read_record(path) -> dict | None:
     count = len(record["candidates"])
     if not isinstance(record.get("train", {}), dict):
         problem = "record['train'] is not an object"
-    elif not record["history"] or not all(record["history"]):
+    elif not record["history"]:
+        problem = "no rungs"
+    elif not all(record["history"]):
         problem = "a rung of no candidates"
     elif any(not 0 <= entry["candidate"] < count for rung in record["history"] for entry in rung):
         problem = f"a score of a candidate outside its {count} candidates"

@@ -100,6 +100,9 @@ def test_find_file_looks_in_the_folder_then_above_it(tmp_path, monkeypatch):
         files.find_file(tmp_path / "folder.py")
     with pytest.raises(UserError, match=r"pipe.py: a named pipe \(FIFO\), not a file"):
         files.find_file(tmp_path / "pipe.py")
+    monkeypatch.chdir(tmp_path / "a")
+    with pytest.raises(UserError, match=r"a/b: a folder, not a file"):
+        files.find_file("b")  # Relative, found where the search starts.
 
 
 def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ _ENTRY = '[[{"epochs": 1, "val_acc": %s, "candidate": %d}]]'
     [
         ('{"history": [[{"val_acc": 0.9', "not valid JSON"),
         ('{"space": {}, "candidates": [], "seconds": 1, "date": ""}', "lacks 'history'"),
+        (_RECORD % ("[{}]", "[]"), "no rungs"),
         (_RECORD % ("[{}]", "[[]]"), "a rung of no candidates"),
         (_RECORD % ("[{}]", _ENTRY % ("0.5", 1)), "outside its 1 candidates"),
         (_RECORD % ("[{}]", _ENTRY % ('"high"', 0)), r"\['val_acc'\] is a string"),

@@ -438,7 +438,7 @@ def _plot_ablation(right, ablation: dict) -> None:
     right.grid(alpha=0.3, axis="x")
 
 
-def _required_record(path: Path, command: str, read=files.read_record) -> dict:
+def _required_record(path: Path, command: str, read) -> dict:
     """The record at `path`, which the report needs, read by `read`: a missing one names the
     command that writes it."""
     record = read(path)

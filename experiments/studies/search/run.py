@@ -82,7 +82,9 @@ def check_tuned_config(path: str | os.PathLike) -> None:
       UserError: naming it and the fix.
     """
     path = files.as_path(path)
-    if files.require_kind(path, "a file") and WINNER_DOCSTRING not in files.read_text(path):
+    # As bytes: a user's file need not be UTF-8 to be theirs.
+    written = WINNER_DOCSTRING.encode()
+    if files.require_kind(path, "a file") and written not in files.read_bytes(path):
         raise UserError(
             f"{path}: an experiment file no search wrote, which the winner would replace; "
             "give another --tuned_config, or move it away"
