@@ -307,11 +307,16 @@ def _file_size_limit_problem(state, epoch: int | None = None) -> str | None:
     )
 
 
+def _missing_items(folder: epath.Path) -> list[str]:
+    """The item folders (state, meta) a checkpoint's folder lacks: none in a whole one."""
+    return [item for item in _ITEMS if files.kind(folder / item) != "a folder"]
+
+
 def _check_whole(folder: epath.Path) -> None:
     """Refuses a folder Orbax takes for a finished checkpoint that lacks an item's folder (a
     folder made by hand, or a part removed): Orbax would fail with a KeyError naming no
     path. Nothing is moved, since no bytes of it were read to prove it damaged."""
-    missing = [item for item in _ITEMS if files.kind(folder / item) != "a folder"]
+    missing = _missing_items(folder)
     if missing:
         raise UserError(
             f"{folder}: not a whole checkpoint (no {' or '.join(missing)} folder in it); "
@@ -447,6 +452,7 @@ class CheckpointStore:
         self.read_only = read_only
         self.keep = keep
         self._manager = None
+        self._saved = False  # Whether this store has saved: rotation follows a save only.
         _quiet_missing_metadata()
         if not read_only:
             self._remove_unfinished_saves()
@@ -528,6 +534,7 @@ class CheckpointStore:
             ),
             force=True,
         )
+        self._saved = True
 
     def _finish_saving(self) -> None:
         """Waits for the save in flight, if any, then deletes the checkpoints older than the
@@ -535,9 +542,13 @@ class CheckpointStore:
         if self._manager is None:
             return  # Nothing saved or read by this store: nothing new to rotate.
         self.manager.wait_until_finished()
-        if jax.process_index() != 0:
+        # A run refused before it saved deletes nothing (one refused for another config
+        # deleted the checkpoints past its own `keep`), and only whole checkpoints count
+        # towards the newest kept (a folder made by hand took the place of the last good one).
+        if jax.process_index() != 0 or not self._saved:
             return
-        saved = self.saved_epochs()
+        folder = self.workdir / CHECKPOINT_DIR
+        saved = [epoch for epoch in self.saved_epochs() if not _missing_items(folder / str(epoch))]
         for epoch in saved[: max(len(saved) - self.keep, 0)]:
             folder = self.workdir / CHECKPOINT_DIR / str(epoch)
             why = f"checkpoint {epoch}, older than the newest {self.keep}, which are kept"

@@ -374,6 +374,33 @@ def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_chec
     assert not (workdir / "checkpoints_unreadable").exists()
 
 
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"num_hiddens": 64}, "trained with num_hiddens=32, not 64"),
+        ({"num_epochs": 1}, "holds epoch 2, more than config.num_epochs=1"),
+        ({"num_epochs": 3, "folder": "9"}, "checkpoints/9: not a whole checkpoint"),
+    ],
+    ids=["another_shape", "fewer_epochs", "a_folder_made_by_hand"],
+)
+def test_a_refused_rerun_keeping_fewer_checkpoints_deletes_none(
+    trained, synthetic_dir, tmp_path, change, fragment
+):
+    # With keep_checkpoints=1 each deleted every checkpoint but the newest (the made one
+    # counted as the newest: all of them), then said "nothing was moved".
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    if folder := change.pop("folder", None):
+        (workdir / "checkpoints" / folder).mkdir()
+    config = tiny_config(synthetic_dir, keep_checkpoints=1, **change)
+    before = tree_listing(workdir / "checkpoints")
+    _assert_refused_in_one_line(lambda: train.train_and_evaluate(config, workdir), fragment)
+    assert tree_listing(workdir / "checkpoints") == before
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == sorted(
+        ["1", "2", *([folder] if folder else [])]
+    )
+
+
 def test_a_save_checkpoints_cannot_take_is_one_line_before_orbax_writes_any_of_it(
     trained, tmp_path, monkeypatch
 ):
