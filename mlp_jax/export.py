@@ -6,13 +6,16 @@ its parameters inside; beside it a JSON of the class names and the input layout.
 needs JAX alone (`jax.export.deserialize(bytes).call(pixels)`): neither mlp_jax nor Flax.
 """
 
+import hashlib
 import json
 import os
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
-from mlp_jax import checkpointing, data, files, predict
+from mlp_jax import checkpointing, data, errors, files, predict
+from mlp_jax.errors import UserError
 
 EXPORT_DIR = "export"
 MODEL_FILE = "model.jaxexport"
@@ -34,6 +37,8 @@ def export_workdir(
     """
     restored = checkpointing.restore_workdir(workdir)
     folder = files.as_path(export_dir) if export_dir else files.as_path(workdir) / EXPORT_DIR
+    errors.name_path(folder, "--export_dir")  # WORKDIR/export too: moved by that flag.
+    _refuse_folders_of_others(folder, files.as_path(workdir))
     files.prepare_folder(folder, what="--export_dir")
     (batch,) = jax.export.symbolic_shape("batch")
     pixels = jax.ShapeDtypeStruct((batch, data.NUM_PIXELS), jnp.uint8)
@@ -54,7 +59,44 @@ def export_workdir(
         "epoch": int(restored.state.epoch),
         "params_fingerprint": checkpointing.params_fingerprint(restored.state.params),
     }
+    artifact = bytes(exported.serialize())
+    # The artifact's digest, so that a model.json tells whether the model.jaxexport beside it
+    # is its own (two files cannot be replaced at once: a write of model.json that fails
+    # leaves the new artifact beside the old description, and the command failing).
+    info["model_sha256"] = hashlib.sha256(artifact).hexdigest()
     if jax.process_index() == 0:  # One writer: every process holds the same model.
-        files.write_atomically(folder / MODEL_FILE, bytes(exported.serialize()))
+        files.write_atomically(folder / MODEL_FILE, artifact)
         files.write_atomically(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
     return folder
+
+
+def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
+    """Refuses an export folder whose files an export would replace but did not write (a
+    user's own model.json), or that a run manages (its checkpoints, which it rotates away):
+    each was written over, or deleted later, without a word.
+
+    Raises:
+      UserError: naming the folder and the fix.
+    """
+    checkpoints = workdir / checkpointing.CHECKPOINT_DIR
+    if os.fspath(folder) == os.fspath(checkpoints) or os.fspath(folder).startswith(
+        os.fspath(checkpoints) + "/"
+    ):
+        raise UserError(
+            f"{folder}: inside the run's checkpoints, which its runs rotate away; give another "
+            "--export_dir"
+        )
+    info = folder / INFO_FILE
+    if files.kind(folder) != "a folder" or not (
+        files.kind(info) or files.kind(folder / MODEL_FILE)
+    ):
+        return  # Nothing to replace (what cannot be a folder, prepare_folder names).
+    try:
+        described = json.loads(files.read_text(info)) if files.kind(info) == "a file" else None
+    except (json.JSONDecodeError, UserError):
+        described = None
+    if not (isinstance(described, dict) and "params_fingerprint" in described):
+        raise UserError(
+            f"{folder}: holds {INFO_FILE} or {MODEL_FILE} that no export wrote, which this one "
+            "would replace; give another --export_dir, or move them away"
+        )

@@ -2,6 +2,7 @@
 served by a process that has JAX alone. The model is the NNX scratch MLP trained 2 epochs on
 the real Fashion-MNIST (so the classes it gives can be checked against the labels)."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -82,6 +83,10 @@ def test_the_export_serves_the_predictions_of_predict_without_mlp_jax_or_flax(tr
     assert exported.returncode == 0, exported.stderr
     info = json.loads((tmp_path / "e" / "model.json").read_text())
     assert info["class_names"] == list(data.CLASS_NAMES) and info["epoch"] == 2
+    artifact = (tmp_path / "e" / "model.jaxexport").read_bytes()
+    assert info["model_sha256"] == hashlib.sha256(artifact).hexdigest()
+    again = run_cli("--mode=export", f"--workdir={workdir}", f"--export_dir={tmp_path / 'e'}")
+    assert again.returncode == 0, again.stderr  # Its own earlier export is replaced.
 
     (tmp_path / "serve.py").write_text(SERVE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -125,3 +130,17 @@ def test_predict_and_export_refuse_what_they_cannot_use_in_one_line(trained, tmp
         "is a file, not a folder",
     )
     assert_one_line_error(run_cli("--mode=eval", f"--workdir={workdir}", "x.png"), "unexpected")
+    # A folder of the user's own files, and the run's checkpoints: each was written into
+    # without a word (a user's model.json replaced; an export a later run rotated away).
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.json").write_text('{"my": "notes"}')
+    before = tree_listing(workdir)
+    for folder, fragment in (
+        (mine, "holds model.json or model.jaxexport that no export wrote"),
+        (workdir / "checkpoints" / "2", "inside the run's checkpoints"),
+    ):
+        exported = run_cli("--mode=export", f"--workdir={workdir}", f"--export_dir={folder}")
+        assert_one_line_error(exported, fragment, "give another --export_dir")
+    assert (mine / "model.json").read_text() == '{"my": "notes"}'
+    assert tree_listing(workdir) == before
