@@ -308,7 +308,9 @@ def one_line_errors():
     try:
         yield
     except UserError as e:
-        fail(str(e), e.exit_code)
+        # One line by design: a newline in it is a name's (a path holding one), shown as
+        # Python writes it, not the end of the line (which cut the path short).
+        fail(str(e).replace("\n", "\\n"), e.exit_code)
     except KeyboardInterrupt as e:  # Ctrl-C, or any signal `signals.exit_on_signals` took.
         number = getattr(e, "signal_number", signal.SIGINT)
         error_line(

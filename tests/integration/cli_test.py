@@ -101,6 +101,10 @@ def test_missing_config_file_and_workdir(tmp_path):
     )
     assert_one_line_error(run_cli(*TINY), "--workdir is required")
     assert_one_line_error(run_cli("--mode=eval", f"--workdir={tmp_path}"), "config.json: missing")
+    # A newline in the path: the line was cut there, naming "TMP/no".
+    assert_one_line_error(
+        run_cli("--mode=eval", f"--workdir={tmp_path}/no\nsuch"), "no\\nsuch/config.json: miss"
+    )
 
 
 def _linked_copy(source, target):
