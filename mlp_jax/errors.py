@@ -471,7 +471,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        fail(f"{str(e).splitlines()[0]} (see --helpshort)")
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if "Traceback (most recent call last):" in lines:
+            # The config file raised: ml_collections puts its traceback after the first
+            # line, which names no reason. The exception's own line does.
+            fail(f"{lines[0]} {lines[-1]}; fix the experiment file")
+        fail(f"{lines[0]} (see --helpshort)")
     except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
         fail(_config_error(e, argv))
     finally:

@@ -279,6 +279,11 @@ CONFIG_FILES = {
         "    config = ml_collections.ConfigDict()\n    config.lr = 0.1\n    return config\n"
     ),
     "raises": "def get_config():\n    return 1 / 0\n",
+    "another_kind": (
+        "from mlp_jax.config import load_experiment\n\n\ndef get_config():\n"
+        "    config = load_experiment('experiments/mlp_scratch.py')\n"
+        "    config.num_hiddens = '16'\n    return config\n"
+    ),
 }
 
 
@@ -290,6 +295,8 @@ CONFIG_FILES = {
         ("mlp_jax.main", "none", ["none.py: its get_config() is a NoneType"]),
         ("mlp_jax.main", "no_base_fields", ["no_base_fields.py: its get_config() lacks the"]),
         ("mlp_jax.main", "raises", ["raises.py: loading it raised ZeroDivisionError", "fix"]),
+        # ml_collections' line named no reason: "Error whilst parsing config file:".
+        ("mlp_jax.main", "another_kind", ["TypeError: Could not override field 'num_hiddens'"]),
         ("experiments.studies.exercises.run", None, ["--config is required, e.g."]),
         ("experiments.studies.search.run", None, ["--config is required, e.g."]),
         (
