@@ -71,8 +71,17 @@ class StoppedExit(SystemExit):
 
 def fail(message: str, exit_code: int = 2) -> NoReturn:
     """Prints `error: MESSAGE` (`error_line`) and exits with `exit_code`."""
-    error_line(message)
+    error_line(_names_escaped(message))
     sys.exit(exit_code)
+
+
+def _names_escaped(message: str) -> str:
+    """`message` with each newline of a path a flag named (`name_path`) written as Python
+    writes it: the line ends at the message's first newline, which cut such a path short."""
+    for path in _PATH_FLAGS:
+        if "\n" in path:
+            message = message.replace(path, path.replace("\n", "\\n"))
+    return message
 
 
 def error_line(message: str) -> None:
@@ -83,6 +92,15 @@ def error_line(message: str) -> None:
         return
     with contextlib.suppress(OSError, ValueError):  # A full or closed stream: the status.
         print(f"error: {_first_words(message) or 'failed'}", file=sys.stderr, flush=True)
+
+
+def signal_name(number: int) -> str:
+    """'SIGHUP' for its number; 'SIGRTMIN+3' for a real-time signal, which Python names
+    only at the ends of their range."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
 def first_line(error: BaseException | str, limit: int = 200) -> str:
@@ -308,13 +326,11 @@ def one_line_errors():
     try:
         yield
     except UserError as e:
-        # One line by design: a newline in it is a name's (a path holding one), shown as
-        # Python writes it, not the end of the line (which cut the path short).
-        fail(str(e).replace("\n", "\\n"), e.exit_code)
+        fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:  # Ctrl-C, or any signal `signals.exit_on_signals` took.
         number = getattr(e, "signal_number", signal.SIGINT)
         error_line(
-            f"stopped by {signal.Signals(number).name}; what was saved before it is kept; "
+            f"stopped by {signal_name(number)}; what was saved before it is kept; "
             "rerun the same command to go on"
         )
         raise StoppedExit(128 + number) from None

@@ -15,12 +15,13 @@ over, in two ways.
 import signal
 import threading
 
-from mlp_jax.errors import UserError
+from mlp_jax.errors import UserError, signal_name
 
 # The signals whose default action ends the process and that nothing in this process uses:
 # the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to the
 # runtime, SIGPROF to profilers, SIGKILL and SIGSTOP cannot be caught; Python itself ignores
-# SIGPIPE and SIGXFSZ (a write then fails with an error, handled where it happens).
+# SIGPIPE and SIGXFSZ (a write then fails with an error, handled where it happens). The
+# real-time signals end a process by default too (SIGRTMIN+3 killed a run, its epoch lost).
 TERMINATING = tuple(
     getattr(signal, name)
     for name in (
@@ -34,14 +35,16 @@ TERMINATING = tuple(
         "SIGVTALRM",
         "SIGXCPU",
         "SIGPOLL",
+        "SIGPWR",
+        "SIGSTKFLT",
     )
     if hasattr(signal, name)
-)
+) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1) if hasattr(signal, "SIGRTMIN") else ())
 
 
 def name(signal_number: int) -> str:
-    """'SIGHUP' for its number."""
-    return signal.Signals(signal_number).name
+    """'SIGHUP' for its number (errors.signal_name)."""
+    return signal_name(signal_number)
 
 
 class Stopped(KeyboardInterrupt):

@@ -27,6 +27,7 @@ from helpers import (
 )
 
 from mlp_jax import train
+from mlp_jax.errors import signal_name
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +114,21 @@ def test_sigkill_mid_run_then_rerun_reaches_the_same_parameters(
 
 
 # Every signal whose default ends a process (mlp_jax.signals.TERMINATING): a preemption
-# notice, Ctrl-C, a dropped ssh session or closed terminal, Ctrl-\\, a batch system's.
+# notice, Ctrl-C, a dropped ssh session or closed terminal, Ctrl-\\, a batch system's; a
+# power failure's and a real-time one (each killed the run, its epoch lost).
 @pytest.mark.parametrize(
     "signal_number",
-    [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGXCPU],
-    ids=lambda number: signal.Signals(number).name,
+    [
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGXCPU,
+        signal.SIGPWR,
+        signal.SIGRTMIN + 3,
+    ],
+    ids=signal_name,
 )
 def test_stop_signal_saves_a_resumable_checkpoint(
     synthetic_full_dir, tmp_path, uninterrupted, signal_number
@@ -131,7 +142,7 @@ def test_stop_signal_saves_a_resumable_checkpoint(
         pytest.fail("the run finished before the signal arrived; make its epochs longer")
     assert process.returncode == 128 + signal_number
     lines = [line for line in stderr.splitlines() if line.strip()]
-    name = signal.Signals(signal_number).name
+    name = signal_name(signal_number)
     assert len(lines) == 1 and f"stopped by {name} after epoch" in lines[0], stderr
     assert "rerun the same command to resume" in lines[0]
     stopped_at = int(lines[0].split("after epoch ")[1].split("/")[0])
