@@ -312,6 +312,31 @@ def _missing_items(folder: epath.Path) -> list[str]:
     return [item for item in _ITEMS if files.kind(folder / item) != "a folder"]
 
 
+# How much longer than the workdir's name the paths of a checkpoint's files are, with room
+# (Orbax's are about 90 bytes longer: checkpoints/N/state/ocdbt.process_0/d/<32 hex>).
+_CHECKPOINT_PATH_ROOM = 160
+
+
+def _check_path_room(workdir: epath.Path) -> None:
+    """Refuses, before a run trains, a local workdir whose name leaves too little of the
+    system's limit on a path (PATH_MAX) for its checkpoints' files: a save then failed in
+    Orbax's threads, hundreds of lines, nothing saved.
+
+    Raises:
+      UserError: naming the lengths and the fix.
+    """
+    if files.is_remote(workdir):
+        return
+    limit = os.pathconf("/", "PC_PATH_MAX")
+    length = len(os.fsencode(os.fspath(workdir)))
+    if length + _CHECKPOINT_PATH_ROOM > limit:
+        raise UserError(
+            f"{os.fspath(workdir)[:60]}...: a workdir of {length} bytes leaves too little of "
+            f"the system's {limit} for the paths of its checkpoints' files; use a shorter "
+            "--workdir"
+        )
+
+
 def _check_whole(folder: epath.Path) -> None:
     """Refuses a folder Orbax takes for a finished checkpoint that lacks an item's folder (a
     folder made by hand, or a part removed): Orbax would fail with a KeyError naming no
@@ -455,6 +480,7 @@ class CheckpointStore:
         self._saved = False  # Whether this store has saved: rotation follows a save only.
         _quiet_missing_metadata()
         if not read_only:
+            _check_path_room(self.workdir)
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         if jax.process_count() > 1:

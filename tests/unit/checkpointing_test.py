@@ -556,3 +556,13 @@ def test_the_listing_check_passes_over_what_orbax_does_not_read(tmp_path):
     os.mkfifo(checkpoints / "3" / "_CHECKPOINT_METADATA")
     with pytest.raises(UserError, match=r"3/_CHECKPOINT_METADATA is a named pipe"):
         checkpointing._check_checkpoint_metadata(files.as_path(checkpoints))
+
+
+def test_a_workdir_whose_name_leaves_no_room_for_its_checkpoints_is_refused(tmp_path, monkeypatch):
+    # A workdir of 4,024 bytes trained, then its save failed in Orbax's threads: 476 lines.
+    # The limit is lowered here to stand for a name that long.
+    monkeypatch.setattr(os, "pathconf", lambda *_: len(str(tmp_path)) + 100)
+    with pytest.raises(UserError, match=r"leaves too little of the system's \d+ .* shorter"):
+        checkpointing.CheckpointStore(tmp_path / "run", keep=1)
+    assert not (tmp_path / "run").exists()
+    checkpointing.CheckpointStore(tmp_path / "run", keep=1, read_only=True)  # Reads, though.
