@@ -152,44 +152,61 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 @functools.cache
-def _logits_of(model: nn.Module) -> jax.ShapeDtypeStruct:
-    """The shape and dtype of a model's output for 2 images, traced, never computed: called
-    as evaluation calls it, then with the arguments the train step gives (`train=True`, a
-    dropout key)."""
-    images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
+def _logits_of(model: nn.Module, batch: int, train: bool) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of a model's output for `batch` images, traced, never computed:
+    called as evaluation calls it (its parameters alone), or with the arguments the train
+    step gives (`train=True`, a dropout key)."""
+    images = jax.ShapeDtypeStruct((batch, NUM_PIXELS), jnp.float32)
 
     def logits(x):
         variables = model.init(jax.random.key(0), x)
+        if not train:
+            return model.apply({"params": variables["params"]}, x)
         return model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
 
     return jax.eval_shape(logits, images)
 
 
+# How the contract check calls a model: in evaluation and in training, on batches of two
+# sizes (a model whose output kept 2 rows whatever the batch passed a check of one).
+_CALLS = ((2, False, "in evaluation"), (3, True, "in training"))
+
+
 def check_logits(model: nn.Module, config: ml_collections.ConfigDict) -> None:
     """Refuses, before anything compiles, a model that does not map a batch of flattened
-    images (B, 784) to float logits (B, 10), the model's contract.
+    images (B, 784) to float logits (B, 10), the model's contract, in evaluation and in
+    training, or that has no parameters to train.
 
     Raises:
       UserError: naming the model, what it gives or raises, and the fix.
     """
+    name = f"config.model={config.model!r}"
+    images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
     try:
-        logits = _logits_of(model)
+        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        if not jax.tree.leaves(variables.get("params", {})):
+            raise UserError(f"{name} has no parameters to train; give it a layer that has")
+        results = [(_logits_of(model, batch, train), batch, when) for batch, train, when in _CALLS]
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001  (the model's own code runs; it may raise anything)
         raise UserError(
-            f"config.model={config.model!r} fails on a batch of images ({_one_line(e)}); fix "
-            "the model or the config fields it reads"
+            f"{name} fails on a batch of images ({_one_line(e)}); fix the model or the config "
+            "fields it reads"
         ) from None
-    shape, dtype = getattr(logits, "shape", None), getattr(logits, "dtype", None)
-    if shape == (2, NUM_CLASSES) and dtype is not None and jnp.issubdtype(dtype, jnp.floating):
-        return
-    given = f"{dtype} logits of shape {shape}" if shape is not None else type(logits).__name__
-    fix = "make it return one float logit per class"
-    if config.get("num_outputs", NUM_CLASSES) != NUM_CLASSES:
-        fix = f"set config.num_outputs={NUM_CLASSES} (it is {config.num_outputs})"
-    raise UserError(
-        f"config.model={config.model!r} gives {given} for 2 images, where Fashion-MNIST's "
-        f"{NUM_CLASSES} classes need float logits of shape (2, {NUM_CLASSES}); {fix}"
-    )
+    for logits, batch, when in results:
+        shape, dtype = getattr(logits, "shape", None), getattr(logits, "dtype", None)
+        floating = dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+        if shape == (batch, NUM_CLASSES) and floating:
+            continue
+        given = f"{dtype} logits of shape {shape}" if shape is not None else type(logits).__name__
+        fix = "make it return one float logit per class"
+        if config.get("num_outputs", NUM_CLASSES) != NUM_CLASSES:
+            fix = f"set config.num_outputs={NUM_CLASSES} (it is {config.num_outputs})"
+        raise UserError(
+            f"{name} gives {given} for {batch} images {when}, where Fashion-MNIST's "
+            f"{NUM_CLASSES} classes need float logits of shape ({batch}, {NUM_CLASSES}); {fix}"
+        )
 
 
 def resolve_model(config: ml_collections.ConfigDict) -> nn.Module:

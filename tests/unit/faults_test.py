@@ -162,6 +162,23 @@ class _Linear:
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
         "        return nn.Dense(1)(x)[:, 0]\n"
     )
+    # Each passed the check, then: a KeyError traceback; a traceback after the workdir was
+    # written; a run of NaN validation losses and an export unlike its model.json.
+    NO_PARAMETERS = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        return x[:, :10]\n"
+    )
+    TWO_ROWS_WHATEVER_THE_BATCH = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        return nn.Dense(10)(x)[:2]\n"
+    )
+    FEWER_CLASSES_IN_EVALUATION = (
+        "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x, train=False):\n"
+        "        h = nn.Dense(10)(x)\n        return h if train else h[:, :5]\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -174,8 +191,22 @@ class _Linear:
         (_Linear.INTEGER_LOGITS, "gives int32 logits of shape (2, 10)"),
         (_Linear.ONE_LOGIT_AN_IMAGE, "gives float32 logits of shape (2,) for 2 images"),
         (_Linear.NO_TRAIN_ARGUMENT, "unexpected keyword argument 'train'"),
+        (_Linear.NO_PARAMETERS, "has no parameters to train"),
+        (_Linear.TWO_ROWS_WHATEVER_THE_BATCH, "gives float32 logits of shape (2, 10) for 3 i"),
+        (_Linear.FEWER_CLASSES_IN_EVALUATION, "of shape (2, 5) for 2 images in evaluation"),
     ],
-    ids=["import", "field", "nnx_field", "init", "dtype", "shape", "no_train_argument"],
+    ids=[
+        "import",
+        "field",
+        "nnx_field",
+        "init",
+        "dtype",
+        "shape",
+        "no_train_argument",
+        "no_parameters",
+        "batch_dependent",
+        "evaluation_shape",
+    ],
 )
 def test_a_model_that_breaks_the_contract_is_one_line_before_anything_compiles(
     trained, synthetic_dir, tmp_path, source, fragment
