@@ -9,7 +9,7 @@ import os
 
 from absl import flags
 
-from benchmarks import launch
+from benchmarks import launch, report
 from mlp_jax import errors, progress
 
 FLAGS = flags.FLAGS
@@ -44,21 +44,21 @@ def run(counts: str = "1,2,4,8") -> str:
 
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
-    flags.DEFINE_string("counts", "1,2,4,8", "The device counts.")
+    report.define_counts("counts", ["1", "2", "4", "8"], "The device counts.")
     flags.DEFINE_bool("child", False, "(The child process, on faked devices) measure.")
 
 
 def main() -> None:
     """Prints the table (the child process does the measuring)."""
     if not FLAGS.child:
-        progress.emit(run(FLAGS.counts))
+        progress.emit(run(",".join(FLAGS.counts)))
         return
     import jax
 
     device = jax.devices()[0]
     rows = [
         f"| {mode} | {count} | {speed:,.0f} |"
-        for mode, count, speed in _measure([int(c) for c in FLAGS.counts.split(",")])
+        for mode, count, speed in _measure([int(c) for c in FLAGS.counts])
     ]
     progress.emit(
         f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}).\n\n"

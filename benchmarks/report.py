@@ -48,8 +48,12 @@ def define_counts(name: str, default: list[str], help_text: str) -> None:
     flags.DEFINE_list(name, default, help_text)
     flags.register_validator(
         name,
-        lambda words: bool(words) and all(w.isascii() and w.isdigit() and int(w) for w in words),
-        "give whole numbers >= 1, separated by commas",
+        lambda words: (
+            bool(words)
+            and len(set(words)) == len(words)
+            and all(w.isascii() and w.isdigit() and int(w) for w in words)
+        ),
+        "give whole numbers >= 1, each once, separated by commas",
     )
 
 

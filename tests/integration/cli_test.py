@@ -229,9 +229,10 @@ def test_exercise_and_search_errors_are_one_line_too(tmp_path):
         ("benchmarks.train_speed", "--epochs=0", "flag --epochs=0: 0 is not a positive integer"),
         ("benchmarks.checkpoint_cost", "--repeats=0", "--repeats=0: 0 is not a positive"),
         ("benchmarks.train_speed", "--peers=mlp_jax,nope", "give one or more of mlp_jax, flax_"),
-        ("benchmarks.knobs", "--unrolls=4,x", "give whole numbers >= 1, separated by commas"),
+        ("benchmarks.knobs", "--unrolls=4,x", "give whole numbers >= 1, each once, separated"),
         ("benchmarks.knobs", "--dtypes=nope", "give one or more of float32, bfloat16"),
-        ("benchmarks.sweep_speed", "--sizes=8,0", "give whole numbers >= 1, separated by commas"),
+        ("benchmarks.sweep_speed", "--sizes=8,0", "give whole numbers >= 1, each once, separated"),
+        ("benchmarks.parallel_speed", "--counts=3,3", "give whole numbers >= 1, each once"),
     ],
 )
 def test_bad_flags_of_the_benchmarks_and_studies_are_one_line_too(module, arg, fragment):
