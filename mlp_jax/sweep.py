@@ -313,7 +313,14 @@ def train_population(
       signals.Interrupted: a terminating signal (Ctrl-C, SIGTERM, SIGHUP...) arrived; the
         population's epoch in flight finished, and with `cache_dir` it was saved there, so
         that a rerun resumes it.
+      UserError: a config of no epochs, or `max_population` below 1.
     """
+    if (fewest := min((config.num_epochs for config in configs), default=1)) < 1:
+        # Its results hold no epoch: it was trained, cached, then an IndexError at the
+        # summary, and the rerun refused what it had cached itself.
+        raise UserError(f"num_epochs={fewest}: each member of a population trains 1 epoch or more")
+    if max_population < 1:
+        raise UserError(f"max_population={max_population} is invalid: give 1 or more")
     mesh = mesh or population_mesh()
     dataset = parallel.place(dataset, NamedSharding(mesh, P()))  # Once, not per population.
     chunk_size = max_population * mesh.size

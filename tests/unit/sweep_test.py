@@ -149,6 +149,21 @@ def test_shapes_form_separate_groups_and_keep_their_order(synthetic_dir, dataset
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in results)
 
 
+@pytest.mark.parametrize(
+    "epochs, max_population, problem",
+    [(0, 64, "num_epochs=0: each member"), (1, 0, "max_population=0 is invalid")],
+)
+def test_a_population_that_cannot_train_is_one_line_before_it_trains(
+    synthetic_dir, dataset, tmp_path, epochs, max_population, problem
+):
+    # No epochs: trained, cached, then an IndexError where the results were summarized; no
+    # models a program: range()'s ValueError.
+    configs = [tiny_config(synthetic_dir, seed=s, num_epochs=epochs) for s in (0, 1)]
+    with pytest.raises(UserError, match=problem):
+        sweep.train_population(configs, dataset, max_population=max_population, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_diverged_member_does_not_spoil_the_others(synthetic_dir, dataset):
     configs = [tiny_config(synthetic_dir, lr=lr, num_epochs=2) for lr in (0.1, 1e30)]
     good, bad = sweep.train_population(configs, dataset)
