@@ -86,11 +86,13 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
             f"{folder}: inside the run's checkpoints, which its runs rotate away; give another "
             "--export_dir"
         )
-    info = folder / INFO_FILE
-    if files.kind(folder) != "a folder" or not (
-        files.kind(info) or files.kind(folder / MODEL_FILE)
-    ):
-        return  # Nothing to replace (what cannot be a folder, prepare_folder names).
+    info, model = folder / INFO_FILE, folder / MODEL_FILE
+    if files.kind(folder) != "a folder":
+        return  # What cannot be a folder, prepare_folder names.
+    # A folder or a pipe at either name is named as what it is; neither there, nothing to
+    # replace.
+    if not (files.require_kind(info, "a file") | files.require_kind(model, "a file")):
+        return
     try:
         described = json.loads(files.read_text(info)) if files.kind(info) == "a file" else None
     except (json.JSONDecodeError, UserError):
