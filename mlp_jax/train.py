@@ -67,7 +67,9 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
         and not config_lib.declared(key).may_change_on_resume(config)
     )
     if changed:
-        key = changed[0]
+        # The model first: another model's fields differ too, and the first of those in
+        # order ("dropout=0.0, not None") hid that the experiment itself was another.
+        key = "model" if "model" in changed else changed[0]
         raise UserError(
             f"{workdir / checkpointing.CONFIG_FILE}: this workdir was trained with "
             f"{key}={saved.get(key)!r}, not {current.get(key)!r}; resume with the same config "

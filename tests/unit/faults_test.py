@@ -17,9 +17,10 @@ import types
 
 import jax
 import pytest
-from helpers import TRAINED_EPOCHS, tiny_config, tree_listing
+from helpers import ROOT, TRAINED_EPOCHS, tiny_config, tree_listing
 
 from mlp_jax import checkpointing, errors, files, train
+from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError, os_error_line
 
 # (config field, bad value, what the one line says). Each row changes one field of the tiny
@@ -403,6 +404,19 @@ def test_a_workdir_this_process_cannot_continue_is_one_line_and_keeps_every_chec
     monkeypatch.undo()
     assert tree_listing(workdir / "checkpoints") == before
     assert not (workdir / "checkpoints_unreadable").exists()
+
+
+def test_a_rerun_of_another_experiment_names_the_model(trained, synthetic_dir):
+    # Another model's fields differ too: the line named the first of them in order
+    # ("trained with dropout=0.0, not None"), which hid that the model itself was another.
+    config = load_experiment(ROOT / "experiments" / "mlp_scratch.py")
+    config.data_dir, config.num_epochs = str(synthetic_dir), TRAINED_EPOCHS + 1
+    before = tree_listing(trained / "checkpoints")
+    _assert_refused_in_one_line(
+        lambda: train.train_and_evaluate(config, trained),
+        "this workdir was trained with model='experiments/mlp_c",
+    )
+    assert tree_listing(trained / "checkpoints") == before
 
 
 @pytest.mark.parametrize(
