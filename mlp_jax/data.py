@@ -185,8 +185,20 @@ def _find_file(directory: epath.Path, stem: str) -> epath.Path | None:
 
 def has_idx_files(directory: str | os.PathLike) -> bool:
     """Whether `directory` holds all four Fashion-MNIST IDX files (raw or .gz)."""
+    return not _missing_idx_files(directory)
+
+
+def _missing_idx_files(directory: str | os.PathLike) -> list[str]:
+    """The stems of the four IDX files `directory` lacks (raw or .gz)."""
     stems = [stem for pair in _FILE_STEMS.values() for stem in pair]
-    return all(_find_file(files.as_path(directory), stem) is not None for stem in stems)
+    return [stem for stem in stems if _find_file(files.as_path(directory), stem) is None]
+
+
+def _lacks(label: str, directory) -> str:
+    """'LABEL=DIR lacks ...', naming the files missing when the folder holds some of them."""
+    missing = _missing_idx_files(directory)
+    which = f" ({', '.join(missing)})" if len(missing) < 4 else ""
+    return f"{label}={directory} lacks the Fashion-MNIST IDX files{which}"
 
 
 def read_idx_split(directory: str | os.PathLike, split: str) -> Split:
@@ -294,11 +306,10 @@ def load_fashion_mnist(
         if has_idx_files(directory):
             return read_idx_split(directory, "train"), read_idx_split(directory, "test")
         if label == source[0]:  # The user asked for that folder.
-            raise UserError(f"{label}={directory} lacks the Fashion-MNIST IDX files; {source[1]}")
+            raise UserError(f"{_lacks(label, directory)}; {source[1]}")
         if label == f"${ENV_VAR}":
             raise UserError(
-                f"{label}={directory} lacks the Fashion-MNIST IDX files; point it at a folder "
-                "that holds them or unset it"
+                f"{_lacks(label, directory)}; point it at a folder that holds them or unset it"
             )
         tried.append(f"{label} ({directory})")
     if use_tfds:

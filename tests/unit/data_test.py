@@ -217,6 +217,12 @@ def test_a_data_folder_named_by_the_environment_must_hold_the_files(tmp_path, mo
 def test_explicit_data_dir_without_files_is_an_error(tmp_path):
     with pytest.raises(UserError, match=r"--config.data_dir=.* lacks the Fashion-MNIST IDX files"):
         data.load_fashion_mnist(str(tmp_path), use_tfds=False)
+    # Three of the four: the line said only that the folder lacked "the IDX files".
+    _split_files(tmp_path, "train")
+    _split_files(tmp_path, "test")
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(UserError, match=r"lacks the Fashion-MNIST IDX files \(t10k-labels-idx1"):
+        data.load_fashion_mnist(str(tmp_path), use_tfds=False)
 
 
 def test_carve_validation_is_a_seeded_partition(synthetic_dir):
