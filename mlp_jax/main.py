@@ -88,7 +88,7 @@ def main(arguments: list[str]) -> None:
             "saved (WORKDIR/config.json)"
         )
     # Imported here so that flag errors are reported before Flax and Orbax are imported.
-    from mlp_jax import files, parallel, progress, train  # noqa: PLC0415
+    from mlp_jax import files, metrics, parallel, progress, train  # noqa: PLC0415
 
     config = None
     if FLAGS.mode == "train":
@@ -101,7 +101,9 @@ def main(arguments: list[str]) -> None:
     _enable_compilation_cache()
     parallel.start_runtime()
     if FLAGS.mode == "eval":
-        progress.emit(json.dumps(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir)))
+        # Valid JSON, which has no NaN: a model whose evaluation gives none is null there.
+        evaluated = metrics.json_safe(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir))
+        progress.emit(json.dumps(evaluated, allow_nan=False))
     elif FLAGS.mode == "predict":
         from mlp_jax import predict  # noqa: PLC0415
 

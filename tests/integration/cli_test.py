@@ -95,6 +95,47 @@ def test_a_home_folder_this_process_has_none_of_is_passed_over_or_one_line(train
         shutil.rmtree(ROOT / nobody, ignore_errors=True)
 
 
+# A model whose evaluation gives no number: eval's line held "NaN", which is not JSON.
+NAN_IN_EVALUATION = """
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mlp_jax.config import base_config
+
+
+class Model(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        logits = nn.Dense(10)(x)
+        return logits if train else logits * jnp.nan
+
+
+def get_config():
+    config = base_config()
+    config.model = __file__ + ":Model"
+    return config
+"""
+
+
+def test_evals_output_is_json_when_the_model_gives_no_number(synthetic_dir, tmp_path):
+    (tmp_path / "nan_model.py").write_text(NAN_IN_EVALUATION)
+    trained = run_cli(
+        f"--config={tmp_path / 'nan_model.py'}",
+        f"--workdir={tmp_path / 'run'}",
+        f"--config.data_dir={synthetic_dir}",
+        "--config.num_epochs=1",
+    )
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_cli("--mode=eval", f"--workdir={tmp_path / 'run'}")
+    assert evaluated.returncode == 0, evaluated.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    line = json.loads(evaluated.stdout.strip().splitlines()[-1], parse_constant=refuse)
+    assert line["test_loss"] is None and 0 <= line["test_acc"] <= 1
+
+
 def test_missing_config_file_and_workdir(tmp_path):
     assert_one_line_error(
         run_cli("--config=experiments/nope.py", f"--workdir={tmp_path}"), "nope.py"
