@@ -241,27 +241,17 @@ def _check_entries(folder: epath.Path) -> None:
     for root, folders, names in os.walk(os.fspath(folder), onerror=refuse):
         for name in folders + names:
             entry = epath.Path(root) / name
-            found = _file_or_folder(entry)
+            found = files.kind(entry)
+            if found not in ("a file", "a folder"):
+                raise UserError(
+                    f"{entry} is {found}, where a checkpoint holds files and folders only; "
+                    "nothing was moved; move it away and rerun"
+                )
             if found == "a file":
                 try:
                     os.close(os.open(os.fspath(entry), os.O_RDONLY))
                 except OSError as e:
                     refuse(e)
-
-
-def _file_or_folder(entry: epath.Path) -> str:
-    """What `entry` of a checkpoint is: "a file" or "a folder".
-
-    Raises:
-      UserError: it is neither (a pipe, a device), which a read would wait on for ever.
-    """
-    found = files.kind(entry)
-    if found not in ("a file", "a folder"):
-        raise UserError(
-            f"{entry} is {found}, where a checkpoint holds files and folders only; nothing "
-            "was moved; move it away and rerun"
-        )
-    return found
 
 
 # The file of each checkpoint that Orbax's manager reads as it lists them.
@@ -297,7 +287,7 @@ def _file_size_limit_problem(state, epoch: int | None = None) -> str | None:
     files): past it, the save failed in Orbax's threads with hundreds of lines, and four
     tracebacks."""
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    state_bytes = parallel.nbytes(state)
     if limit == resource.RLIM_INFINITY or limit >= state_bytes + _SAVE_OVERHEAD_BYTES:
         return None
     which = "each checkpoint" if epoch is None else f"the checkpoint of epoch {epoch}"
@@ -635,7 +625,7 @@ class CheckpointStore:
 
     def _space_shortage(self, state, epoch: int) -> str | None:
         """What the file system holding checkpoints/ lacks for this save, if anything."""
-        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+        state_bytes = parallel.nbytes(state)
         needed = state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
         try:
             stats = os.statvfs(os.fspath(self.workdir / CHECKPOINT_DIR))

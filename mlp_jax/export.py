@@ -91,10 +91,11 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
         return  # What cannot be a folder, prepare_folder names.
     # A folder or a pipe at either name is named as what it is; neither there, nothing to
     # replace.
-    if not (files.require_kind(info, "a file") | files.require_kind(model, "a file")):
+    has_info = files.require_kind(info, "a file")
+    if not (has_info | files.require_kind(model, "a file")):
         return
     try:
-        described = json.loads(files.read_text(info)) if files.kind(info) == "a file" else None
+        described = json.loads(files.read_text(info)) if has_info else None
     except (json.JSONDecodeError, UserError):
         described = None
     if not (isinstance(described, dict) and "params_fingerprint" in described):

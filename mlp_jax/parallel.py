@@ -200,7 +200,8 @@ def device_memory_bytes(device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _nbytes(tree) -> int:
+def nbytes(tree) -> int:
+    """The bytes of a tree's arrays (or of their shapes and dtypes)."""
     return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
@@ -211,7 +212,7 @@ def check_state_fits(abstract_state, config) -> None:
     Raises:
       UserError: with the bytes needed and the bytes there are.
     """
-    state_bytes, gradient_bytes = _nbytes(abstract_state), _nbytes(abstract_state.params)
+    state_bytes, gradient_bytes = nbytes(abstract_state), nbytes(abstract_state.params)
     device = jax.local_devices()[0]
     available = device_memory_bytes(device)
     if state_bytes + gradient_bytes > available:
