@@ -382,18 +382,29 @@ def _make_temporary(path: epath.Path) -> epath.Path:
     tmp = path.parent / f".{path.name}.tmp"
     require_kind(tmp, "a file")  # A pipe, a folder: named as what they are.
     # A link, or a pipe made since: refused without being followed or waited on.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        os.close(os.open(tmp, flags, 0o666))
+        descriptor = os.open(tmp, flags, 0o666)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
             # Named by the file the user knows (a read-only folder, a full disk).
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
-        raise UserError(
-            f"{tmp}: a link or a pipe where this command writes {path.name} first; remove "
-            f"it, or use another {flag_for(path)}"
-        ) from None
-    return tmp
+        descriptor = None
+    # A hard link is another name of a file elsewhere: emptied, that file would be.
+    if descriptor is not None and os.fstat(descriptor).st_nlink == 1:
+        try:
+            os.ftruncate(descriptor, 0)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+        finally:
+            os.close(descriptor)
+        return tmp
+    if descriptor is not None:
+        os.close(descriptor)
+    raise UserError(
+        f"{tmp}: a link or a pipe where this command writes {path.name} first; remove it, or "
+        f"use another {flag_for(path)}"
+    )
 
 
 def write_record(path: epath.Path, record) -> None:

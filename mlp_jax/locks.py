@@ -116,6 +116,12 @@ def _local_lock(workdir: epath.Path):
             f"{path}: a symbolic link where this run writes its lock; remove the link (its "
             "target is not touched), or use another --workdir"
         ) from None
+    if os.fstat(descriptor).st_nlink > 1:  # A hard link: another name of a user's file.
+        os.close(descriptor)
+        raise UserError(
+            f"{path}: another name (a hard link) of a file elsewhere, where this run writes "
+            "its lock; remove this name (the file keeps its others), or use another --workdir"
+        )
     with open(descriptor, "r+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -155,7 +155,8 @@ def test_what_stands_at_a_writes_temporary_name_is_refused_and_left(tmp_path):
     path, tmp = tmp_path / "metrics.jsonl", tmp_path / ".metrics.jsonl.tmp"
     users = tmp_path / "users_file"
     users.write_text("the user's\n")
-    for make in (os.mkfifo, lambda p: os.symlink(users, p), lambda p: os.symlink(tmp_path, p)):
+    links = (lambda p: os.symlink(users, p), lambda p: os.symlink(tmp_path, p))
+    for make in (os.mkfifo, *links, lambda p: os.link(users, p)):  # (A hard link: emptied.)
         make(tmp)
         with _failing_after(5), pytest.raises(UserError, match=r"\.metrics\.jsonl\.tmp"):
             files.write_atomically(files.as_path(path), "a record\n")

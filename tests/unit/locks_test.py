@@ -24,6 +24,21 @@ def test_a_link_where_the_lock_goes_is_refused_and_its_target_kept(tmp_path):
     assert users.read_text() == "the user's notes\n" and os.path.islink(workdir / ".lock")
 
 
+def test_a_hard_link_where_the_lock_goes_is_refused_and_its_file_kept(tmp_path):
+    # Another name of a user's file: the lock's holder was written into it.
+    users = tmp_path / "notes.txt"
+    users.write_text("the user's notes\n")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    os.link(users, workdir / ".lock")
+    with (
+        pytest.raises(UserError, match=r"run/\.lock: another name \(a hard link\)"),
+        locks.workdir_lock(files.as_path(workdir)),
+    ):
+        pass
+    assert users.read_text() == "the user's notes\n"
+
+
 def test_a_lock_is_held_and_names_its_holder(tmp_path):
     busy = rf"{tmp_path} is in use by process {os.getpid()}"
     with (
