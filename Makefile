@@ -63,26 +63,24 @@ eval: install $(GCS)
 # Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
 # loadfile), so that its expensive fixtures are built once.
 TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The fast tier, after every change: each module's own behaviour on small synthetic data
-# (tests/unit, less the whole runs marked slow), in TEST_WORKERS processes as test-all. Its
-# programs are tiny and each runs once, so XLA's CPU back end compiles them without optimising
-# and with its older emitters (each flag a quarter to a third off the tier's time; without the
-# new emitters an epoch's program compiles in half the time), and keeps them in .venv between
-# runs (a rerun compiles only what a change altered); test-all, what CI runs, compiles as
-# users do, afresh, but for the device check on tiny sizes, a check of the script that is
-# mostly compiling (these flags again: QUICK_COMPILE_XLA_FLAGS in tests/helpers.py).
+# (tests/unit, less the whole runs marked slow). Its programs are tiny and each runs once, so
+# XLA's CPU back end compiles them without optimising and with its older emitters
+# (--quick-compile: half the unit tier's time), and keeps them in .venv between runs (a
+# rerun compiles only what a change altered).
 test: install
-	XLA_FLAGS="--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false $$XLA_FLAGS" \
-	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(PY) -m pytest -q tests/unit \
-	  -m "not slow" $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(PYTEST) --quick-compile tests/unit -m "not slow"
 
-# Everything: the fast tier and the full one (tests/integration: the command line, several
-# processes and devices, a bucket, a pod slice, the real data, the notebook, the device
-# check), in TEST_WORKERS processes, since the time is mostly single-threaded (XLA compiles,
-# processes starting). What CI runs (.ci/run).
+# Everything, what CI runs (.ci/run): the whole unit tier, compiled quick as above, then the
+# full tier (tests/integration: the command line, several processes and devices, a bucket, a
+# pod slice, the real data, the notebook, the device check), whose programs are compiled as
+# users' are, afresh. TEST_WORKERS processes, since the time is mostly single-threaded (XLA
+# compiles, processes starting).
 test-all: install
-	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(PYTEST) --quick-compile tests/unit
+	$(PYTEST) tests/integration
 
 # The config reference (docs/config.md): every field's declaration in mlp_jax/config.py and
 # the chapter's two experiments' values; tests/unit/config_test.py fails when it is stale.

@@ -11,7 +11,7 @@ import tempfile
 
 import jax
 import pytest
-from helpers import FULL_SIZES, SMALL_SIZES, write_synthetic_dataset
+from helpers import FULL_SIZES, QUICK_COMPILE_XLA_FLAGS, SMALL_SIZES, write_synthetic_dataset
 
 from mlp_jax import data, signals
 
@@ -19,8 +19,21 @@ _CACHE = pytest.StashKey[str]()
 LASTING_CACHE_BYTES = 512 * 2**20
 
 
+def pytest_addoption(parser):
+    """--quick-compile: XLA's CPU back end compiles without optimising (the Makefile's unit
+    tier; see helpers.QUICK_COMPILE_XLA_FLAGS)."""
+    parser.addoption(
+        "--quick-compile",
+        action="store_true",
+        help="compile for the CPU without optimising: tiny programs each run once",
+    )
+
+
 def pytest_configure(config):
-    """One persistent compilation cache for the session, set before anything is collected
+    """With --quick-compile, XLA's quick flags, before any device is made (JAX reads XLA_FLAGS
+    then), for this process and the commands it starts.
+
+    One persistent compilation cache for the session, set before anything is collected
     (JAX decides at its first compilation whether to use one), in-process and for every
     command the tests start: a program compiled once (the same tiny model in many tests) is
     not compiled again.
@@ -30,6 +43,10 @@ def pytest_configure(config):
     after a change compiles only the programs the change altered. That is safe because a
     program's key is its whole HLO, compile options, XLA flags and JAX version: a changed
     program is never served an old one."""
+    if config.getoption("quick_compile") and QUICK_COMPILE_XLA_FLAGS not in os.environ.get(
+        "XLA_FLAGS", ""
+    ):
+        os.environ["XLA_FLAGS"] = f"{QUICK_COMPILE_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}"
     lasting = os.environ.get("MLP_JAX_TEST_XLA_CACHE")
     if lasting:
         # Programs of old code pile up there: past this size it starts afresh (the tier

@@ -5,7 +5,7 @@ import json
 import socket
 
 import pytest
-from helpers import PARALLEL_LR, ROOT, run_cli, start_cli
+from helpers import PARALLEL_LR, QUICK_COMPILE_XLA_FLAGS, ROOT, run_cli, start_cli
 
 from mlp_jax import sweep
 
@@ -33,7 +33,11 @@ def _assert_same_results(results, reference, tolerance=1e-5):
 def test_population_spread_over_eight_devices_equals_one_device(synthetic_dir, tmp_path):
     out = tmp_path / "sweeps.json"
     process = _run_multidevice_sweeps(
-        synthetic_dir, out, "8,10,5s", {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+        synthetic_dir,
+        out,
+        "8,10,5s",
+        # Tiny programs each run once: compiled quick (the two-process runs as users do).
+        {"XLA_FLAGS": f"{QUICK_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count=8"},
     )
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
@@ -100,7 +104,8 @@ def test_quick_exercise_on_four_devices_writes_the_same_numbers(synthetic_dir, t
             f"--workdir={tmp_path / f'work{devices}'}",
             module="experiments.studies.exercises.run",
             env={
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                "XLA_FLAGS": f"{QUICK_COMPILE_XLA_FLAGS} "
+                f"--xla_force_host_platform_device_count={devices}",
                 "JAX_PLATFORMS": "cpu",
             },
         )

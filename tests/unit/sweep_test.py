@@ -1,6 +1,7 @@
 """The vmap sweep engine on small synthetic data: populations equal separate runs, groups by
 shape, a diverged member, the cache. (Several devices and processes, and the exercises on the
-real data: tests/integration/multidevice_sweep_test.py and studies_test.py.)"""
+real data: tests/integration/multidevice_sweep_test.py and studies_test.py; a population of one
+equal bit for bit to its own run: compiled_as_users_test.py.)"""
 
 import functools
 import json
@@ -117,15 +118,6 @@ def test_a_shared_order_gathers_each_batch_once_for_every_member(synthetic_dir, 
     # The batch of pixels: one (128, 784) for all three members, or one per member.
     assert ("u8[3,128,784]" not in program) == share
     assert ("u8[128,784]" in program) == share
-
-
-@pytest.mark.slow
-def test_population_of_one_trains_exactly_as_its_own_run(synthetic_dir, dataset):
-    # A search's candidate is a population of one: not vmapped, it is its own run, bit for bit.
-    config = tiny_config(synthetic_dir, num_epochs=2, batch_size=128, **BEST_FEATURES)
-    (result,) = sweep.train_population([config], dataset)
-    history = [(r["train_loss"], r["val_loss"], r["val_acc"]) for r in result["history"]]
-    assert history == _separate_run(config, dataset)
 
 
 def test_a_population_traces_its_epoch_once(synthetic_dir, dataset, monkeypatch):
