@@ -518,7 +518,7 @@ def run_command(
       arguments: whether the command takes words after its flags; if not, any is an error.
     """
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
-    _import_jax()
+    import_jax()
     if define_flags is not None:
         try:
             define_flags()
@@ -540,10 +540,12 @@ def run_command(
     app.run(command(run), flags_parser=parse_flags)
 
 
-def _import_jax() -> None:
+def import_jax() -> None:
     """Imports JAX, which every command uses, before anything else does: JAX reads its
     JAX_* settings from the environment as it is imported, and a value it refuses was taken
-    for a fault of whatever imported it first (the --config file).
+    for a fault of whatever imported it first (the --config file), or was a traceback where
+    a module imports JAX first. Called by `run_command`, and by the packages of the studies
+    and the benchmarks as they are imported, before their modules import JAX.
 
     Raises:
       SystemExit: one line naming the environment variable.

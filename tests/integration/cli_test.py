@@ -405,6 +405,15 @@ def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env,
     assert not workdir.exists()  # Refused before anything was made.
 
 
+@pytest.mark.parametrize(
+    "module", ["benchmarks.knobs", "experiments.studies.exercises.run", "mlp_jax.main"]
+)
+def test_a_jax_setting_jax_refuses_is_one_line_in_every_command(module):
+    # A benchmark's or a study's module imports JAX first: it was JAX's traceback there.
+    result = run_cli(module=module, env={"JAX_ENABLE_X64": "maybe"})
+    assert_one_line_error(result, "JAX_ENABLE_X64='maybe' is not a value JAX takes")
+
+
 def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # The recipes quote it: unquoted, "with space" gave "unexpected arguments ['space']".
     # `-o install`: the set-up is this session's own, with this interpreter.
