@@ -517,6 +517,16 @@ def run_command(
         allows each flag name once. None where the module defines them itself.
       arguments: whether the command takes words after its flags; if not, any is an error.
     """
+    try:
+        _start(main, define_flags, arguments)
+    except KeyboardInterrupt:  # Ctrl-C before `command` took the signals: JAX's import,
+        # the flags, the --config file (its main's own stops are StoppedExit).
+        error_line("stopped by SIGINT as it started, before it did anything; rerun the command")
+        raise StoppedExit(128 + signal.SIGINT) from None
+
+
+def _start(main, define_flags, arguments: bool) -> None:
+    """`run_command`'s work: JAX imported, the flags defined and parsed, `main` run."""
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
     import_jax()
     if define_flags is not None:

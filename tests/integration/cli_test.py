@@ -3,6 +3,7 @@
 import gzip
 import json
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -412,6 +413,21 @@ def test_a_jax_setting_jax_refuses_is_one_line_in_every_command(module):
     # A benchmark's or a study's module imports JAX first: it was JAX's traceback there.
     result = run_cli(module=module, env={"JAX_ENABLE_X64": "maybe"})
     assert_one_line_error(result, "JAX_ENABLE_X64='maybe' is not a value JAX takes")
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line_and_makes_nothing(tmp_path):
+    # As its --config file loads, before the command takes the signals: Python's
+    # KeyboardInterrupt was a traceback.
+    config = tmp_path / "interrupted.py"
+    config.write_text(
+        "import os, signal\n\nos.kill(os.getpid(), signal.SIGINT)\n\n\n"
+        "def get_config():\n    raise AssertionError('not reached')\n"
+    )
+    workdir = tmp_path / "run"
+    result = run_cli(f"--config={config}", f"--workdir={workdir}")
+    assert result.returncode == 128 + signal.SIGINT
+    assert_one_line_error(result, "stopped by SIGINT as it started, before it did anything")
+    assert not workdir.exists()
 
 
 def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
