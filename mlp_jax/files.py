@@ -9,6 +9,7 @@ before it is known to be of the kind expected (a pipe would block the run).
 
 import contextlib
 import errno
+import fcntl
 import functools
 import json
 import os
@@ -17,6 +18,7 @@ import resource
 import shutil
 import stat
 import sys
+import time
 from pathlib import Path
 
 from etils import epath
@@ -344,10 +346,12 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
 
     On a local disk it is written to a temporary name beside it, then renamed over it; an
     object store (gs://) writes an object whole or not at all, so it is written in place
-    (a rename there is a copy and a delete).
+    (a rename there is a copy and a delete). Two processes writing one file take turns
+    (see `_temporary_beside`): the later one's content is the file's.
 
     Raises:
-      UserError: a folder, a pipe or a device stands at `path`.
+      UserError: a folder, a pipe or a device stands at `path`, or another process held
+        its temporary file for TEMPORARY_WAIT_SECONDS.
       OSError: the write failed (a full disk, a read-only folder), naming the path; the
         temporary file is removed.
     """
@@ -359,27 +363,64 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
         except OSError as e:
             raise with_path(e, path) from None
         return
-    tmp = _make_temporary(path)
+    with _temporary_beside(path) as (tmp, descriptor):
+        _write_all(descriptor, data)
+        os.replace(tmp, path)  # Before the lock is let go: the next writer waits for it.
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Writes all of `data` at the descriptor's offset (os.write may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+# How long a write waits for another process writing the same file (a record of a few
+# kilobytes takes milliseconds) before it gives up in one line.
+TEMPORARY_WAIT_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: epath.Path):
+    """Yields (the temporary name beside the local `path`, a descriptor of it open for
+    writing), empty and locked (flock): a regular file of one name, never a link's target,
+    and never a pipe, which would hold the write for ever. A process writing the same file
+    holds that lock until its rename: this one waits for it, then writes a file of its own,
+    where both had written into one (one's truncation emptying what the other had written,
+    the renamed file holding part of each). A write cut short leaves its file there, unlocked,
+    and the next takes it. Removed, and the error named by `path`, where the write fails.
+
+    Raises:
+      UserError: something other than a regular file stands at the temporary name (left as
+        it is), or another process held it for TEMPORARY_WAIT_SECONDS.
+    """
+    tmp = path.parent / f".{path.name}.tmp"
+    deadline = time.monotonic() + TEMPORARY_WAIT_SECONDS
+    while True:
+        descriptor = _open_temporary(tmp, path)
+        try:
+            _lock_before(descriptor, deadline, tmp)
+            if _names_it(tmp, descriptor):  # Not renamed or removed by the writer waited for.
+                break
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.close(descriptor)
     try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        os.ftruncate(descriptor, 0)
+        yield tmp, descriptor
     except BaseException as e:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            os.remove(tmp)
         if isinstance(e, OSError):
             raise with_path(e, path) from None
         raise
+    finally:
+        os.close(descriptor)
 
 
-def _make_temporary(path: epath.Path) -> epath.Path:
-    """Makes the temporary file beside the local `path` that a write fills, then renames
-    over `path`: an empty regular file (a write cut short leaves one there, truncated here),
-    never a link's target, and never a pipe, which would hold the write for ever.
-
-    Raises:
-      UserError: something other than a regular file stands at its name (left as it is).
-    """
-    tmp = path.parent / f".{path.name}.tmp"
+def _open_temporary(tmp: epath.Path, path: epath.Path) -> int:
+    """A descriptor of the regular file of one name at `tmp`, made if missing, for writing."""
     require_kind(tmp, "a file")  # A pipe, a folder: named as what they are.
     # A link, or a pipe made since: refused without being followed or waited on.
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -392,19 +433,39 @@ def _make_temporary(path: epath.Path) -> epath.Path:
         descriptor = None
     # A hard link is another name of a file elsewhere: emptied, that file would be.
     if descriptor is not None and os.fstat(descriptor).st_nlink == 1:
-        try:
-            os.ftruncate(descriptor, 0)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
-        finally:
-            os.close(descriptor)
-        return tmp
+        return descriptor
     if descriptor is not None:
         os.close(descriptor)
     raise UserError(
         f"{tmp}: a link or a pipe where this command writes {path.name} first; remove it, or "
         f"use another {flag_for(path)}"
     )
+
+
+def _lock_before(descriptor: int, deadline: float, tmp: epath.Path) -> None:
+    """Takes the exclusive lock of `descriptor`'s file, waiting for its holder until
+    `deadline` (polled: a blocking flock would not end at a deadline)."""
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"{tmp}: another process has been writing it for {TEMPORARY_WAIT_SECONDS:.0f} "
+                    "s; let it end (or end it), then rerun"
+                ) from None
+            time.sleep(0.01)
+
+
+def _names_it(tmp: epath.Path, descriptor: int) -> bool:
+    """Whether `tmp` still names the file open at `descriptor`."""
+    try:
+        named = os.lstat(tmp)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def write_record(path: epath.Path, record) -> None:

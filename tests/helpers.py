@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from benchmarks import launch
-from mlp_jax import checkpointing, data, steps, train
+from mlp_jax import checkpointing, data, files, steps, train
 from mlp_jax import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,8 +130,13 @@ def kill_mid_write(monkeypatch):
             f.write(content[: len(content) // 2])
         raise KeyboardInterrupt
 
+    def half_of_the_write_then_killed(descriptor, data):  # files.write_atomically's.
+        os.write(descriptor, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(Path, "write_text", half_then_killed)
     monkeypatch.setattr(Path, "write_bytes", half_then_killed)
+    monkeypatch.setattr(files, "_write_all", half_of_the_write_then_killed)
 
 
 # Epochs of the runs that resumption tests interrupt and compare.

@@ -2,10 +2,13 @@
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import signal
 import sys
+import threading
+import time
 
 import pytest
 from helpers import kill_mid_write
@@ -107,12 +110,13 @@ def test_find_file_looks_in_the_folder_then_above_it(tmp_path, monkeypatch):
 
 def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     # A full disk as TensorStore's and some file systems' errors report it: no file named.
-    def full(self, content):
+    def full(descriptor, data):
+        os.write(descriptor, data[:3])  # Part written, then the disk is full.
         raise OSError(errno.ENOSPC, "No space left on device")
 
     path = tmp_path / "metrics.jsonl"
     path.write_text("the last whole record\n")
-    monkeypatch.setattr(type(files.as_path(path)), "write_bytes", full)
+    monkeypatch.setattr(files, "_write_all", full)
     with pytest.raises(OSError) as raised:
         files.write_atomically(files.as_path(path), "a new record\n")
     monkeypatch.undo()
@@ -166,6 +170,45 @@ def test_what_stands_at_a_writes_temporary_name_is_refused_and_left(tmp_path):
     tmp.write_text("half a record")  # A write cut short: its own leftover, written over.
     files.write_atomically(files.as_path(path), "a record\n")
     assert path.read_text() == "a record\n" and not tmp.exists()
+
+
+def _another_writer_midway(tmp) -> int:
+    """The descriptor of `tmp` as another process holds it while it writes: locked, half
+    written."""
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    os.write(descriptor, b'{"epoch": 1, "train_lo')
+    return descriptor
+
+
+def test_two_writers_of_one_file_take_turns(tmp_path):
+    # One temporary name per file: the second writer emptied and wrote the first's file,
+    # which the first then renamed into place, half of each.
+    path, tmp = tmp_path / "results.json", tmp_path / ".results.json.tmp"
+    other = _another_writer_midway(tmp)
+    mine = threading.Thread(target=files.write_atomically, args=(files.as_path(path), "mine\n"))
+    mine.start()
+    time.sleep(0.5)
+    assert mine.is_alive() and tmp.read_bytes() == b'{"epoch": 1, "train_lo'
+    os.write(other, b'ss": 0.5}\n')  # The other ends its write and renames its file in place.
+    os.rename(tmp, path)
+    assert path.read_text() == '{"epoch": 1, "train_loss": 0.5}\n'
+    os.close(other)
+    mine.join(10)
+    assert not mine.is_alive()
+    assert path.read_text() == "mine\n" and not tmp.exists()
+
+
+def test_a_writer_that_never_lets_go_is_one_line_after_a_while(tmp_path, monkeypatch):
+    path, tmp = tmp_path / "results.json", tmp_path / ".results.json.tmp"
+    path.write_text("the last whole record\n")
+    other = _another_writer_midway(tmp)
+    monkeypatch.setattr(files, "TEMPORARY_WAIT_SECONDS", 0.3)
+    with pytest.raises(UserError, match=r"\.results\.json\.tmp: another process has been writ"):
+        files.write_atomically(files.as_path(path), "mine\n")
+    os.close(other)
+    assert path.read_text() == "the last whole record\n"
+    assert tmp.read_bytes() == b'{"epoch": 1, "train_lo'  # The other's, untouched.
 
 
 def test_a_folder_moved_to_another_file_system_is_copied_then_removed(tmp_path, monkeypatch):
