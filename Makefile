@@ -77,10 +77,9 @@ test: install
 # full tier (tests/integration: the command line, several processes and devices, a bucket, a
 # pod slice, the real data, the notebook, the device check), whose programs are compiled as
 # users' are, afresh. TEST_WORKERS processes, since the time is mostly single-threaded (XLA
-# compiles, processes starting).
+# compiles, processes starting). Both tiers run whatever the first gives; either failing fails.
 test-all: install
-	$(PYTEST) --quick-compile tests/unit
-	$(PYTEST) tests/integration
+	$(PYTEST) --quick-compile tests/unit; unit=$$?; $(PYTEST) tests/integration && exit $$unit
 
 # The config reference (docs/config.md): every field's declaration in mlp_jax/config.py and
 # the chapter's two experiments' values; tests/unit/config_test.py fails when it is stale.

@@ -519,10 +519,14 @@ def run_command(
     """
     try:
         _start(main, define_flags, arguments)
-    except KeyboardInterrupt:  # Ctrl-C before `command` took the signals: JAX's import,
-        # the flags, the --config file (its main's own stops are StoppedExit).
-        error_line("stopped by SIGINT as it started, before it did anything; rerun the command")
-        raise StoppedExit(128 + signal.SIGINT) from None
+    except KeyboardInterrupt as e:  # Ctrl-C before `command` took the signals: JAX's
+        # import, the flags, the --config file (its main's own stops are StoppedExit).
+        number = getattr(e, "signal_number", signal.SIGINT)
+        error_line(
+            f"stopped by {signal_name(number)} as it started, before it did anything; rerun "
+            "the command"
+        )
+        raise StoppedExit(128 + number) from None
 
 
 def _start(main, define_flags, arguments: bool) -> None:

@@ -364,7 +364,14 @@ def write_atomically(path: epath.Path, content: str | bytes) -> None:
             raise with_path(e, path) from None
         return
     with _temporary_beside(path) as (tmp, descriptor):
-        _write_all(descriptor, data)
+        # Written through a second descriptor, closed before the rename: NFS reports a
+        # write it deferred (a full disk, a quota) at close, which must fail the write
+        # while the old file is still in place. The first holds the lock.
+        written = os.dup(descriptor)
+        try:
+            _write_all(written, data)
+        finally:
+            os.close(written)
         os.replace(tmp, path)  # Before the lock is let go: the next writer waits for it.
 
 
@@ -388,7 +395,10 @@ def _temporary_beside(path: epath.Path):
     holds that lock until its rename: this one waits for it, then writes a file of its own,
     where both had written into one (one's truncation emptying what the other had written,
     the renamed file holding part of each). A write cut short leaves its file there, unlocked,
-    and the next takes it. Removed, and the error named by `path`, where the write fails.
+    and the next takes it. Removed, and the error named by `path`, where the write fails. On
+    a file system without locks (Lustre's default, NFS without its lock daemon) it is
+    written unlocked, as before there were locks. (Two hosts writing one file on NFS may
+    still meet: a host's view of the name can lag.)
 
     Raises:
       UserError: something other than a regular file stands at the temporary name (left as
@@ -399,19 +409,23 @@ def _temporary_beside(path: epath.Path):
     while True:
         descriptor = _open_temporary(tmp, path)
         try:
-            _lock_before(descriptor, deadline, tmp)
+            _lock_before(descriptor, deadline, path)
             if _names_it(tmp, descriptor):  # Not renamed or removed by the writer waited for.
                 break
-        except BaseException:
+        except BaseException as e:
             os.close(descriptor)
+            if isinstance(e, OSError):
+                raise with_path(e, path) from None
             raise
         os.close(descriptor)
     try:
         os.ftruncate(descriptor, 0)
         yield tmp, descriptor
     except BaseException as e:
+        # Only while it is still this write's: renamed, its name may be another writer's.
         with contextlib.suppress(OSError):
-            os.remove(tmp)
+            if _names_it(tmp, descriptor):
+                os.remove(tmp)
         if isinstance(e, OSError):
             raise with_path(e, path) from None
         raise
@@ -426,13 +440,14 @@ def _open_temporary(tmp: epath.Path, path: epath.Path) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         descriptor = os.open(tmp, flags, 0o666)
+        links = os.fstat(descriptor).st_nlink
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
             # Named by the file the user knows (a read-only folder, a full disk).
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         descriptor = None
     # A hard link is another name of a file elsewhere: emptied, that file would be.
-    if descriptor is not None and os.fstat(descriptor).st_nlink == 1:
+    if descriptor is not None and links == 1:
         return descriptor
     if descriptor is not None:
         os.close(descriptor)
@@ -442,9 +457,14 @@ def _open_temporary(tmp: epath.Path, path: epath.Path) -> int:
     )
 
 
-def _lock_before(descriptor: int, deadline: float, tmp: epath.Path) -> None:
-    """Takes the exclusive lock of `descriptor`'s file, waiting for its holder until
-    `deadline` (polled: a blocking flock would not end at a deadline)."""
+# flock's answers where the file system has no locks: the write goes on unlocked.
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+
+
+def _lock_before(descriptor: int, deadline: float, path: epath.Path) -> None:
+    """Takes the exclusive lock of the temporary file of `path` open at `descriptor`,
+    waiting for its holder until `deadline` (polled: a blocking flock would not end at a
+    deadline)."""
     while True:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -452,10 +472,15 @@ def _lock_before(descriptor: int, deadline: float, tmp: epath.Path) -> None:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 raise UserError(
-                    f"{tmp}: another process has been writing it for {TEMPORARY_WAIT_SECONDS:.0f} "
-                    "s; let it end (or end it), then rerun"
+                    f"{path.parent / f'.{path.name}.tmp'}: another process has been writing "
+                    f"{path.name} for {TEMPORARY_WAIT_SECONDS:.0f} s; let it end (or end it), "
+                    f"then rerun, or use another {flag_for(path)}"
                 ) from None
             time.sleep(0.01)
+        except OSError as e:
+            if e.errno in _NO_LOCKS:
+                return
+            raise
 
 
 def _names_it(tmp: epath.Path, descriptor: int) -> bool:

@@ -123,20 +123,14 @@ PARALLEL_LR = 0.02
 
 
 def kill_mid_write(monkeypatch):
-    """Makes every file write (text or bytes) stop halfway through, as a kill would."""
+    """Makes every write of `files.write_atomically` (the library's files and records) stop
+    halfway through, as a kill would."""
 
-    def half_then_killed(self, content, *args, **kwargs):
-        with open(self, "w" if isinstance(content, str) else "wb") as f:
-            f.write(content[: len(content) // 2])
-        raise KeyboardInterrupt
-
-    def half_of_the_write_then_killed(descriptor, data):  # files.write_atomically's.
+    def half_then_killed(descriptor, data):
         os.write(descriptor, data[: len(data) // 2])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "write_text", half_then_killed)
-    monkeypatch.setattr(Path, "write_bytes", half_then_killed)
-    monkeypatch.setattr(files, "_write_all", half_of_the_write_then_killed)
+    monkeypatch.setattr(files, "_write_all", half_then_killed)
 
 
 # Epochs of the runs that resumption tests interrupt and compare.

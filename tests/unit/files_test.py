@@ -186,17 +186,64 @@ def test_two_writers_of_one_file_take_turns(tmp_path):
     # which the first then renamed into place, half of each.
     path, tmp = tmp_path / "results.json", tmp_path / ".results.json.tmp"
     other = _another_writer_midway(tmp)
-    mine = threading.Thread(target=files.write_atomically, args=(files.as_path(path), "mine\n"))
+    raised = []
+
+    def write_mine():
+        try:
+            files.write_atomically(files.as_path(path), "mine\n")
+        except BaseException as e:  # noqa: BLE001  (reported by the test's thread)
+            raised.append(e)
+
+    mine = threading.Thread(target=write_mine)
     mine.start()
     time.sleep(0.5)
     assert mine.is_alive() and tmp.read_bytes() == b'{"epoch": 1, "train_lo'
     os.write(other, b'ss": 0.5}\n')  # The other ends its write and renames its file in place.
     os.rename(tmp, path)
-    assert path.read_text() == '{"epoch": 1, "train_loss": 0.5}\n'
+    theirs = os.fstat(other).st_ino
     os.close(other)
     mine.join(10)
-    assert not mine.is_alive()
-    assert path.read_text() == "mine\n" and not tmp.exists()
+    assert not mine.is_alive() and not raised, raised
+    # A file of its own, renamed over theirs: not written into theirs, which `path` named.
+    assert path.read_text() == "mine\n" and os.stat(path).st_ino != theirs
+    assert not tmp.exists()
+
+
+def test_a_file_system_without_locks_is_written_unlocked(tmp_path, monkeypatch):
+    # Lustre's default mount, NFS without its lock daemon: every write failed there.
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    path = tmp_path / "config.json"
+    files.write_atomically(files.as_path(path), "{}\n")
+    assert path.read_text() == "{}\n" and not (tmp_path / ".config.json.tmp").exists()
+
+
+def test_an_error_reported_at_close_fails_the_write_before_the_rename(tmp_path, monkeypatch):
+    # NFS reports a write it deferred (a full disk, a quota) when the file is closed: the
+    # old file must still be there, and the error name it.
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("the last whole record\n")
+    written, real_dup, real_close = [], os.dup, os.close
+
+    def dup(descriptor):
+        written.append(real_dup(descriptor))
+        return written[-1]
+
+    def close_reporting_a_full_disk(descriptor):
+        real_close(descriptor)
+        if written and descriptor == written[0]:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "dup", dup)
+    monkeypatch.setattr(os, "close", close_reporting_a_full_disk)
+    with pytest.raises(OSError) as raised:
+        files.write_atomically(files.as_path(path), "a new record\n")
+    monkeypatch.undo()
+    assert os_error_line(raised.value).startswith(f"{path}: Disk quota exceeded")
+    assert path.read_text() == "the last whole record\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
 def test_a_writer_that_never_lets_go_is_one_line_after_a_while(tmp_path, monkeypatch):
