@@ -415,16 +415,33 @@ def test_a_jax_setting_jax_refuses_is_one_line_in_every_command(module):
     assert_one_line_error(result, "JAX_ENABLE_X64='maybe' is not a value JAX takes")
 
 
-def test_ctrl_c_while_a_command_starts_is_one_line_and_makes_nothing(tmp_path):
-    # As its --config file loads, before the command takes the signals: Python's
-    # KeyboardInterrupt was a traceback.
+# Ctrl-C as the --config file loads, before the command takes the signals: Python's
+# KeyboardInterrupt was a traceback; raised in a finalizer (as in JAX's garbage-collection
+# callback, where a trial's Ctrl-C fell), it was lost, and the command trained to its end.
+CTRL_C_WHILE_STARTING = {
+    "in_the_config_file": "import os, signal\n\nos.kill(os.getpid(), signal.SIGINT)\n",
+    "in_a_finalizer": (
+        "import os, signal\n\n\nclass Finalized:\n    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n\n\nFinalized()\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("where", CTRL_C_WHILE_STARTING)
+def test_ctrl_c_while_a_command_starts_is_one_line_and_makes_nothing(tmp_path, where):
     config = tmp_path / "interrupted.py"
+    scratch = ROOT / "experiments" / "mlp_scratch.py"
     config.write_text(
-        "import os, signal\n\nos.kill(os.getpid(), signal.SIGINT)\n\n\n"
-        "def get_config():\n    raise AssertionError('not reached')\n"
+        CTRL_C_WHILE_STARTING[where]
+        + "import importlib.util\n\n"
+        + f"spec = importlib.util.spec_from_file_location('scratch', {str(scratch)!r})\n"
+        + "scratch = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(scratch)\n"
+        + "get_config = scratch.get_config\n"
     )
     workdir = tmp_path / "run"
-    result = run_cli(f"--config={config}", f"--workdir={workdir}")
+    result = run_cli(
+        f"--config={config}", *TINY[1:], "--config.num_epochs=1", f"--workdir={workdir}"
+    )
     assert result.returncode == 128 + signal.SIGINT
     assert_one_line_error(result, "stopped by SIGINT as it started, before it did anything")
     assert not workdir.exists()
