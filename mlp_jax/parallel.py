@@ -144,7 +144,13 @@ _DISTRIBUTED_SETTINGS = (
 
 # The environment's settings that choose and shape JAX's devices: what a user sets, and can
 # unset, when the devices do not start.
-_DEVICE_SETTINGS = ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "JAX_NUM_CPU_DEVICES")
+_DEVICE_SETTINGS = (
+    "JAX_PLATFORMS",
+    "JAX_PLATFORM_NAME",
+    "XLA_FLAGS",
+    "CUDA_VISIBLE_DEVICES",
+    "JAX_NUM_CPU_DEVICES",
+)
 
 
 def make_mesh(devices, axis_name: str) -> Mesh:
@@ -184,7 +190,8 @@ def start_runtime() -> None:
         ) from None
     except RuntimeError as e:
         settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
-        if not settings or "Unable to initialize backend" not in str(e):
+        # JAX's wordings for a platform it cannot start, and for one it does not know.
+        if not settings or not re.search("Unable to initialize backend|Unknown backend", str(e)):
             raise
         raise UserError(
             f"JAX cannot start the devices ({first_line(e, 300)}); check or unset "

@@ -374,6 +374,7 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
     [
         ({"JAX_PLATFORMS": "gpu"}, [], ["JAX cannot start the devices", "JAX_PLATFORMS='gpu'"]),
         ({"JAX_PLATFORMS": "tpuu"}, [], ["Unable to initialize backend 'tpuu'", "or unset"]),
+        ({"JAX_PLATFORM_NAME": "bogus"}, [], ["Unknown backend bogus", "JAX_PLATFORM_NAME="]),
         # A platform JAX knows, without its plugin here: JAX's AssertionError, a traceback.
         ({"JAX_PLATFORMS": "cuda"}, [], ["JAX_PLATFORMS='cuda' names no platform this"]),
         # Read by JAX as it is imported: the --config file that imported it first was blamed.
@@ -391,6 +392,7 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
     ids=[
         "platform_missing",
         "platform_unknown",
+        "platform_name_unknown",
         "platform_without_its_plugin",
         "jax_setting_refused",
         "jax_true_or_false_refused",
