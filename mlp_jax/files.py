@@ -440,17 +440,22 @@ def _open_temporary(tmp: epath.Path, path: epath.Path) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         descriptor = os.open(tmp, flags, 0o666)
-        links = os.fstat(descriptor).st_nlink
+        opened = os.fstat(descriptor)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
             # Named by the file the user knows (a read-only folder, a full disk).
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         descriptor = None
     # A hard link is another name of a file elsewhere: emptied, that file would be.
-    if descriptor is not None and links == 1:
+    if descriptor is not None and opened.st_nlink == 1 and opened.st_uid == os.geteuid():
         return descriptor
     if descriptor is not None:
         os.close(descriptor)
+        if opened.st_nlink == 1:  # Renamed into place, it would be that user's, not ours.
+            raise UserError(
+                f"{tmp}: a file of another user (uid {opened.st_uid}) where this command "
+                f"writes {path.name} first; remove it, or use another {flag_for(path)}"
+            )
     raise UserError(
         f"{tmp}: a link or a pipe where this command writes {path.name} first; remove it, or "
         f"use another {flag_for(path)}"

@@ -172,6 +172,19 @@ def test_what_stands_at_a_writes_temporary_name_is_refused_and_left(tmp_path):
     assert path.read_text() == "a record\n" and not tmp.exists()
 
 
+def test_a_temporary_file_of_another_user_is_refused_and_left(tmp_path, monkeypatch):
+    # Planted in a shared folder: renamed into place, the result was that user's to edit.
+    path, tmp = tmp_path / "results.json", tmp_path / ".results.json.tmp"
+    tmp.write_text("")
+    owner = os.stat(tmp).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)  # This process, another user.
+    refused = rf"\.results\.json\.tmp: a file of another user \(uid {owner}\)"
+    with pytest.raises(UserError, match=refused):
+        files.write_atomically(files.as_path(path), "{}\n")
+    monkeypatch.undo()
+    assert tmp.exists() and not path.exists()
+
+
 def _another_writer_midway(tmp) -> int:
     """The descriptor of `tmp` as another process holds it while it writes: locked, half
     written."""
