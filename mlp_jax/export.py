@@ -61,12 +61,15 @@ def export_workdir(
     }
     artifact = bytes(exported.serialize())
     # The artifact's digest, so that a model.json tells whether the model.jaxexport beside it
-    # is its own (two files cannot be replaced at once: a write of model.json that fails
-    # leaves the new artifact beside the old description, and the command failing).
+    # is its own (two files cannot be replaced at once: a write of the artifact that fails
+    # leaves the new description beside the old artifact, and the command failing).
     info["model_sha256"] = hashlib.sha256(artifact).hexdigest()
     if jax.process_index() == 0:  # One writer: every process holds the same model.
-        files.write_atomically(folder / MODEL_FILE, artifact)
+        # The description first: an export cut short between the two leaves a model.json
+        # an export wrote, which the next takes over; an artifact alone, it refused as a
+        # file no export wrote.
         files.write_atomically(folder / INFO_FILE, json.dumps(info, indent=1) + "\n")
+        files.write_atomically(folder / MODEL_FILE, artifact)
     return folder
 
 

@@ -144,3 +144,26 @@ def test_predict_and_export_refuse_what_they_cannot_use_in_one_line(trained, tmp
         assert_one_line_error(exported, fragment, "give another --export_dir")
     assert (mine / "model.json").read_text() == '{"my": "notes"}'
     assert tree_listing(workdir) == before
+
+
+@pytest.mark.parametrize("refused", ["model.json", "model.jaxexport"])
+def test_an_export_cut_short_between_its_files_is_taken_over_by_the_next(
+    trained, tmp_path, refused
+):
+    # A pipe at one file's temporary name fails the export after or before the other file
+    # is written: the artifact written alone was refused by every later export, as a file
+    # "no export wrote".
+    workdir, _ = trained
+    folder = tmp_path / "export"
+    folder.mkdir()
+    os.mkfifo(folder / f".{refused}.tmp")
+    export = ("--mode=export", f"--workdir={workdir}", f"--export_dir={folder}")
+    assert_one_line_error(run_cli(*export), f".{refused}.tmp is a named pipe")
+    os.remove(folder / f".{refused}.tmp")
+    again = run_cli(*export)
+    assert again.returncode == 0, again.stderr
+    info = json.loads((folder / "model.json").read_text())
+    assert (
+        info["model_sha256"]
+        == hashlib.sha256((folder / "model.jaxexport").read_bytes()).hexdigest()
+    )
