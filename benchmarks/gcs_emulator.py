@@ -23,6 +23,7 @@ tests' fixture, benchmarks.bucket_cost).
 import contextlib
 import http.server
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -158,6 +159,9 @@ def _add_preconditions() -> None:
 
 
 def main(port: int, bucket: str) -> None:
+    # Not a command of errors.run_command, which takes over the signals from the start-up
+    # handler its package set (mlp_jax.signals.stop_at_once_while_starting): Python's own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _add_preconditions()
     # The emulator answers one request at a time; TensorStore sends dozens at once, and the
     # default backlog of 5 refused some of them (an intermittent failed save, 3 in 30).

@@ -407,11 +407,15 @@ def _temporary_beside(path: epath.Path):
     tmp = path.parent / f".{path.name}.tmp"
     deadline = time.monotonic() + TEMPORARY_WAIT_SECONDS
     while True:
-        descriptor = _open_temporary(tmp, path)
+        if time.monotonic() > deadline:  # Every round ends (another writer each time).
+            raise _waited_too_long(path)
+        descriptor, made = _open_temporary(tmp, path)
         try:
             _lock_before(descriptor, deadline, path)
             if _names_it(tmp, descriptor):  # Not renamed or removed by the writer waited for.
-                break
+                if made or os.fstat(descriptor).st_uid == os.geteuid():
+                    break
+                _remove_foreign(tmp, descriptor, path)
         except BaseException as e:
             os.close(descriptor)
             if isinstance(e, OSError):
@@ -433,29 +437,28 @@ def _temporary_beside(path: epath.Path):
         os.close(descriptor)
 
 
-def _open_temporary(tmp: epath.Path, path: epath.Path) -> int:
-    """A descriptor of the regular file of one name at `tmp`, made if missing, for writing."""
+def _open_temporary(tmp: epath.Path, path: epath.Path) -> tuple[int, bool]:
+    """(a descriptor of the regular file of one name at `tmp`, open for writing, whether
+    this call made it)."""
     require_kind(tmp, "a file")  # A pipe, a folder: named as what they are.
     # A link, or a pipe made since: refused without being followed or waited on.
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        descriptor = os.open(tmp, flags, 0o666)
-        opened = os.fstat(descriptor)
+        try:
+            descriptor, made = os.open(tmp, flags | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            descriptor, made = os.open(tmp, flags, 0o666), False
+        links = os.fstat(descriptor).st_nlink
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
             # Named by the file the user knows (a read-only folder, a full disk).
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         descriptor = None
     # A hard link is another name of a file elsewhere: emptied, that file would be.
-    if descriptor is not None and opened.st_nlink == 1 and opened.st_uid == os.geteuid():
-        return descriptor
+    if descriptor is not None and links == 1:
+        return descriptor, made
     if descriptor is not None:
         os.close(descriptor)
-        if opened.st_nlink == 1:  # Renamed into place, it would be that user's, not ours.
-            raise UserError(
-                f"{tmp}: a file of another user (uid {opened.st_uid}) where this command "
-                f"writes {path.name} first; remove it, or use another {flag_for(path)}"
-            )
     raise UserError(
         f"{tmp}: a link or a pipe where this command writes {path.name} first; remove it, or "
         f"use another {flag_for(path)}"
@@ -476,16 +479,35 @@ def _lock_before(descriptor: int, deadline: float, path: epath.Path) -> None:
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise UserError(
-                    f"{path.parent / f'.{path.name}.tmp'}: another process has been writing "
-                    f"{path.name} for {TEMPORARY_WAIT_SECONDS:.0f} s; let it end (or end it), "
-                    f"then rerun, or use another {flag_for(path)}"
-                ) from None
+                raise _waited_too_long(path) from None
             time.sleep(0.01)
         except OSError as e:
             if e.errno in _NO_LOCKS:
                 return
             raise
+
+
+def _waited_too_long(path: epath.Path) -> UserError:
+    """The error of a write that waited TEMPORARY_WAIT_SECONDS for another writer of `path`."""
+    return UserError(
+        f"{path.parent / f'.{path.name}.tmp'}: another process has been writing {path.name} "
+        f"for {TEMPORARY_WAIT_SECONDS:.0f} s; let it end (or end it), then rerun, or use "
+        f"another {flag_for(path)}"
+    )
+
+
+def _remove_foreign(tmp: epath.Path, descriptor: int, path: epath.Path) -> None:
+    """Removes the file at `tmp`, locked and named, that another user owns (planted in a
+    shared folder), or that the file system says another does (a write of this process's
+    cut short, on an NFS export squashing root to nobody): renamed into place, the result
+    would be that user's. The next round makes one of this process's."""
+    try:
+        os.remove(tmp)
+    except PermissionError:  # A sticky shared folder: only its owner may.
+        raise UserError(
+            f"{tmp}: a file of another user (uid {os.fstat(descriptor).st_uid}) where this "
+            f"command writes {path.name} first; remove it, or use another {flag_for(path)}"
+        ) from None
 
 
 def _names_it(tmp: epath.Path, descriptor: int) -> bool:

@@ -191,7 +191,8 @@ def start_runtime() -> None:
     except RuntimeError as e:
         settings = [f"{k}={os.environ[k]!r}" for k in _DEVICE_SETTINGS if os.environ.get(k)]
         # JAX's wordings for a platform it cannot start, and for one it does not know.
-        if not settings or not re.search("Unable to initialize backend|Unknown backend", str(e)):
+        cannot = "Unable to initialize backend|Backend '.*' failed to initialize|Unknown backend"
+        if not settings or not re.search(cannot, str(e)):
             raise
         raise UserError(
             f"JAX cannot start the devices ({first_line(e, 300)}); check or unset "

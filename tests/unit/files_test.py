@@ -172,17 +172,38 @@ def test_what_stands_at_a_writes_temporary_name_is_refused_and_left(tmp_path):
     assert path.read_text() == "a record\n" and not tmp.exists()
 
 
-def test_a_temporary_file_of_another_user_is_refused_and_left(tmp_path, monkeypatch):
-    # Planted in a shared folder: renamed into place, the result was that user's to edit.
+def test_a_temporary_file_another_user_owns_is_made_afresh(tmp_path, monkeypatch):
+    # Planted in a shared folder, or a write of ours cut short on an NFS export that squashes
+    # root to nobody: taken over, the result was that user's (and refusing every file the
+    # file system said another owned refused every write on such an export).
     path, tmp = tmp_path / "results.json", tmp_path / ".results.json.tmp"
-    tmp.write_text("")
+    tmp.write_text("planted")
     owner = os.stat(tmp).st_uid
     monkeypatch.setattr(os, "geteuid", lambda: owner + 1)  # This process, another user.
-    refused = rf"\.results\.json\.tmp: a file of another user \(uid {owner}\)"
-    with pytest.raises(UserError, match=refused):
-        files.write_atomically(files.as_path(path), "{}\n")
+    made = []
+    real_open = os.open
+
+    def record(name, flags, *args):
+        made.append(bool(flags & os.O_EXCL) and str(name) == str(tmp))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(os, "open", record)
+    files.write_atomically(files.as_path(path), "{}\n")
+    assert path.read_text() == "{}\n" and not tmp.exists()
+    assert made[-1]  # Renamed into place: a file this write made, not the planted one.
+    # In a sticky shared folder only its owner may remove it: one line, and it is left.
+    tmp.write_text("planted")
+
+    def refused(name):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(name))
+
+    monkeypatch.setattr(os, "remove", refused)
+    with pytest.raises(
+        UserError, match=rf"\.results\.json\.tmp: a file of another user \(uid {owner}\)"
+    ):
+        files.write_atomically(files.as_path(path), "[]\n")
     monkeypatch.undo()
-    assert tmp.exists() and not path.exists()
+    assert tmp.read_text() == "planted" and path.read_text() == "{}\n"
 
 
 def _another_writer_midway(tmp) -> int:
