@@ -522,11 +522,17 @@ def run_command(
     except KeyboardInterrupt as e:  # Ctrl-C before `command` took the signals: JAX's
         # import, the flags, the --config file (its main's own stops are StoppedExit).
         number = getattr(e, "signal_number", signal.SIGINT)
-        error_line(
-            f"stopped by {signal_name(number)} as it started, before it did anything; rerun "
-            "the command"
-        )
+        error_line(stopped_while_starting(number))
         raise StoppedExit(128 + number) from None
+
+
+def stopped_while_starting(signal_number: int) -> str:
+    """The line of a command a signal stopped before its main (`run_command`, and
+    `mlp_jax.signals.stop_at_once_while_starting` where it was set)."""
+    return (
+        f"stopped by {signal_name(signal_number)} as it started, before it did anything; "
+        "rerun the command"
+    )
 
 
 def _start(main, define_flags, arguments: bool) -> None:

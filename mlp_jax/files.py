@@ -408,10 +408,10 @@ def _temporary_beside(path: epath.Path):
     deadline = time.monotonic() + TEMPORARY_WAIT_SECONDS
     while True:
         if time.monotonic() > deadline:  # Every round ends (another writer each time).
-            raise _waited_too_long(path)
+            raise _waited_too_long(tmp, path)
         descriptor, made = _open_temporary(tmp, path)
         try:
-            _lock_before(descriptor, deadline, path)
+            _lock_before(descriptor, deadline, tmp, path)
             if _names_it(tmp, descriptor):  # Not renamed or removed by the writer waited for.
                 if made or os.fstat(descriptor).st_uid == os.geteuid():
                     break
@@ -469,8 +469,8 @@ def _open_temporary(tmp: epath.Path, path: epath.Path) -> tuple[int, bool]:
 _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
-def _lock_before(descriptor: int, deadline: float, path: epath.Path) -> None:
-    """Takes the exclusive lock of the temporary file of `path` open at `descriptor`,
+def _lock_before(descriptor: int, deadline: float, tmp: epath.Path, path: epath.Path) -> None:
+    """Takes the exclusive lock of `path`'s temporary file `tmp`, open at `descriptor`,
     waiting for its holder until `deadline` (polled: a blocking flock would not end at a
     deadline)."""
     while True:
@@ -479,7 +479,7 @@ def _lock_before(descriptor: int, deadline: float, path: epath.Path) -> None:
             return
         except BlockingIOError:
             if time.monotonic() > deadline:
-                raise _waited_too_long(path) from None
+                raise _waited_too_long(tmp, path) from None
             time.sleep(0.01)
         except OSError as e:
             if e.errno in _NO_LOCKS:
@@ -487,10 +487,11 @@ def _lock_before(descriptor: int, deadline: float, path: epath.Path) -> None:
             raise
 
 
-def _waited_too_long(path: epath.Path) -> UserError:
-    """The error of a write that waited TEMPORARY_WAIT_SECONDS for another writer of `path`."""
+def _waited_too_long(tmp: epath.Path, path: epath.Path) -> UserError:
+    """The error of a write that waited TEMPORARY_WAIT_SECONDS for another writer of `path`
+    (holding its temporary file `tmp`)."""
     return UserError(
-        f"{path.parent / f'.{path.name}.tmp'}: another process has been writing {path.name} "
+        f"{tmp}: another process has been writing {path.name} "
         f"for {TEMPORARY_WAIT_SECONDS:.0f} s; let it end (or end it), then rerun, or use "
         f"another {flag_for(path)}"
     )

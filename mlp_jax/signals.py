@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 
-from mlp_jax.errors import UserError, error_line, signal_name
+from mlp_jax.errors import UserError, error_line, signal_name, stopped_while_starting
 
 # The signals whose default action ends the process and that nothing in this process uses:
 # the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to the
@@ -98,10 +98,7 @@ def stop_at_once_while_starting() -> None:
 
 
 def _stopped_while_starting(signal_number, _frame):
-    error_line(
-        f"stopped by {signal_name(signal_number)} as it started, before it did anything; "
-        "rerun the command"
-    )
+    error_line(stopped_while_starting(signal_number))
     sys.stdout.flush()
     os._exit(128 + signal_number)
 

@@ -108,19 +108,46 @@ def test_find_file_looks_in_the_folder_then_above_it(tmp_path, monkeypatch):
         files.find_file("b")  # Relative, found where the search starts.
 
 
-def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    # A full disk as TensorStore's and some file systems' errors report it: no file named.
+def _full_disk_while_writing(monkeypatch) -> str:
+    """The disk full halfway through the write, as TensorStore's and some file systems'
+    errors report it: no file named. Returns the error's words."""
+
     def full(descriptor, data):
-        os.write(descriptor, data[:3])  # Part written, then the disk is full.
+        os.write(descriptor, data[:3])
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    monkeypatch.setattr(files, "_write_all", full)
+    return "No space left on device: "
+
+
+def _quota_reported_at_close(monkeypatch) -> str:
+    """NFS reporting a write it deferred (a full disk, a quota) when the file is closed:
+    the old file must still be there when it fails."""
+    written, real_dup, real_close = [], os.dup, os.close
+
+    def dup(descriptor):
+        written.append(real_dup(descriptor))
+        return written[-1]
+
+    def close_reporting_a_full_disk(descriptor):
+        real_close(descriptor)
+        if written and descriptor == written[0]:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(os, "dup", dup)
+    monkeypatch.setattr(os, "close", close_reporting_a_full_disk)
+    return "Disk quota exceeded"
+
+
+@pytest.mark.parametrize("fail", [_full_disk_while_writing, _quota_reported_at_close])
+def test_a_failed_write_names_its_path_and_leaves_no_temporary_file(tmp_path, monkeypatch, fail):
     path = tmp_path / "metrics.jsonl"
     path.write_text("the last whole record\n")
-    monkeypatch.setattr(files, "_write_all", full)
+    words = fail(monkeypatch)
     with pytest.raises(OSError) as raised:
         files.write_atomically(files.as_path(path), "a new record\n")
     monkeypatch.undo()
-    assert os_error_line(raised.value).startswith(f"{path}: No space left on device: ")
+    assert os_error_line(raised.value).startswith(f"{path}: {words}")
     assert path.read_text() == "the last whole record\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
@@ -252,32 +279,6 @@ def test_a_file_system_without_locks_is_written_unlocked(tmp_path, monkeypatch):
     path = tmp_path / "config.json"
     files.write_atomically(files.as_path(path), "{}\n")
     assert path.read_text() == "{}\n" and not (tmp_path / ".config.json.tmp").exists()
-
-
-def test_an_error_reported_at_close_fails_the_write_before_the_rename(tmp_path, monkeypatch):
-    # NFS reports a write it deferred (a full disk, a quota) when the file is closed: the
-    # old file must still be there, and the error name it.
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("the last whole record\n")
-    written, real_dup, real_close = [], os.dup, os.close
-
-    def dup(descriptor):
-        written.append(real_dup(descriptor))
-        return written[-1]
-
-    def close_reporting_a_full_disk(descriptor):
-        real_close(descriptor)
-        if written and descriptor == written[0]:
-            raise OSError(errno.EDQUOT, "Disk quota exceeded")
-
-    monkeypatch.setattr(os, "dup", dup)
-    monkeypatch.setattr(os, "close", close_reporting_a_full_disk)
-    with pytest.raises(OSError) as raised:
-        files.write_atomically(files.as_path(path), "a new record\n")
-    monkeypatch.undo()
-    assert os_error_line(raised.value).startswith(f"{path}: Disk quota exceeded")
-    assert path.read_text() == "the last whole record\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
 def test_a_writer_that_never_lets_go_is_one_line_after_a_while(tmp_path, monkeypatch):

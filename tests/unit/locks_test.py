@@ -9,34 +9,26 @@ from mlp_jax import files, locks
 from mlp_jax.errors import UserError
 
 
-def test_a_link_where_the_lock_goes_is_refused_and_its_target_kept(tmp_path):
-    # The lock file is rewritten with its holder: through a link, a user's file was.
+@pytest.mark.parametrize(
+    "link, refused",
+    [
+        (os.symlink, r"run/\.lock: a symbolic link .* remove the link"),
+        (os.link, r"run/\.lock: another name \(a hard link\)"),
+    ],
+    ids=["symbolic", "hard"],
+)
+def test_a_link_where_the_lock_goes_is_refused_and_its_file_kept(tmp_path, link, refused):
+    # The lock file is rewritten with its holder: through a link (another name of a user's
+    # file, for a hard one), a user's file was.
     users = tmp_path / "notes.txt"
     users.write_text("the user's notes\n")
     workdir = tmp_path / "run"
     workdir.mkdir()
-    os.symlink(users, workdir / ".lock")
-    with (
-        pytest.raises(UserError, match=r"run/\.lock: a symbolic link .* remove the link"),
-        locks.workdir_lock(files.as_path(workdir)),
-    ):
+    link(users, workdir / ".lock")
+    with pytest.raises(UserError, match=refused), locks.workdir_lock(files.as_path(workdir)):
         pass
-    assert users.read_text() == "the user's notes\n" and os.path.islink(workdir / ".lock")
-
-
-def test_a_hard_link_where_the_lock_goes_is_refused_and_its_file_kept(tmp_path):
-    # Another name of a user's file: the lock's holder was written into it.
-    users = tmp_path / "notes.txt"
-    users.write_text("the user's notes\n")
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    os.link(users, workdir / ".lock")
-    with (
-        pytest.raises(UserError, match=r"run/\.lock: another name \(a hard link\)"),
-        locks.workdir_lock(files.as_path(workdir)),
-    ):
-        pass
-    assert users.read_text() == "the user's notes\n"
+    assert users.read_text() == "the user's notes\n" and os.path.lexists(workdir / ".lock")
+    assert os.path.islink(workdir / ".lock") == (link is os.symlink)
 
 
 def test_a_lock_is_held_and_names_its_holder(tmp_path):
