@@ -409,7 +409,10 @@ def _temporary_beside(path: epath.Path):
     while True:
         if time.monotonic() > deadline:  # Every round ends (another writer each time).
             raise _waited_too_long(tmp, path)
-        descriptor, made = _open_temporary(tmp, path)
+        try:
+            descriptor, made = open_one_name(tmp, f"{path.name} first")
+        except OSError as e:  # Named by the file the user knows (a read-only folder).
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         try:
             _lock_before(descriptor, deadline, tmp, path)
             if _names_it(tmp, descriptor):  # Not renamed or removed by the writer waited for.
@@ -437,36 +440,41 @@ def _temporary_beside(path: epath.Path):
         os.close(descriptor)
 
 
-def _open_temporary(tmp: epath.Path, path: epath.Path) -> tuple[int, bool]:
-    """(a descriptor of the regular file of one name at `tmp`, open for writing, whether
-    this call made it)."""
-    require_kind(tmp, "a file")  # A pipe, a folder: named as what they are.
+def open_one_name(path: epath.Path, writes: str, access: int = os.O_WRONLY) -> tuple[int, bool]:
+    """(A descriptor of the regular file of one name at the local `path`, opened with
+    `access` and made where absent; whether this call made it): never a link's target (a
+    user's file elsewhere, or through a hard link its other name's, would be written) and
+    never a pipe, which would hold the command for ever.
+
+    Raises:
+      UserError: a link or a pipe stands at `path` (left as it is), naming what the command
+        `writes` there; a folder, named as one.
+    """
+    require_kind(path, "a file")
     # A link, or a pipe made since: refused without being followed or waited on.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = access | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
         try:
-            descriptor, made = os.open(tmp, flags | os.O_EXCL, 0o666), True
+            descriptor, made = os.open(path, flags | os.O_EXCL, 0o666), True
         except FileExistsError:
-            descriptor, made = os.open(tmp, flags, 0o666), False
+            descriptor, made = os.open(path, flags, 0o666), False
         links = os.fstat(descriptor).st_nlink
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
-            # Named by the file the user knows (a read-only folder, a full disk).
-            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+            raise
         descriptor = None
-    # A hard link is another name of a file elsewhere: emptied, that file would be.
     if descriptor is not None and links == 1:
         return descriptor, made
     if descriptor is not None:
         os.close(descriptor)
     raise UserError(
-        f"{tmp}: a link or a pipe where this command writes {path.name} first; remove it, or "
-        f"use another {flag_for(path)}"
+        f"{path}: a link or a pipe where this command writes {writes}; remove it (a link's "
+        f"target is not touched), or use another {flag_for(path)}"
     )
 
 
-# flock's answers where the file system has no locks: the write goes on unlocked.
-_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+# flock's answers where the file system has no locks (the writes and the lock go on unlocked).
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
 
 
 def _lock_before(descriptor: int, deadline: float, tmp: epath.Path, path: epath.Path) -> None:
@@ -482,7 +490,7 @@ def _lock_before(descriptor: int, deadline: float, tmp: epath.Path, path: epath.
                 raise _waited_too_long(tmp, path) from None
             time.sleep(0.01)
         except OSError as e:
-            if e.errno in _NO_LOCKS:
+            if e.errno in NO_LOCKS:
                 return
             raise
 

@@ -18,7 +18,6 @@ Either way the lock records who holds it, for the refusal's one line.
 """
 
 import contextlib
-import errno
 import fcntl
 import json
 import math
@@ -106,22 +105,9 @@ def _holder() -> str:
 
 @contextlib.contextmanager
 def _local_lock(workdir: epath.Path):
-    path = os.path.join(os.fspath(workdir), LOCK_FILE)
-    try:  # Never through a link: the lock is rewritten, and a user's file there would be.
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise UserError(
-            f"{path}: a symbolic link where this run writes its lock; remove the link (its "
-            "target is not touched), or use another --workdir"
-        ) from None
-    if os.fstat(descriptor).st_nlink > 1:  # A hard link: another name of a user's file.
-        os.close(descriptor)
-        raise UserError(
-            f"{path}: another name (a hard link) of a file elsewhere, where this run writes "
-            "its lock; remove this name (the file keeps its others), or use another --workdir"
-        )
+    path = workdir / LOCK_FILE
+    # Never through a link: the lock is rewritten, and a user's file there would be.
+    descriptor, _ = files.open_one_name(path, "its lock", access=os.O_RDWR)
     with open(descriptor, "r+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -132,6 +118,16 @@ def _local_lock(workdir: epath.Path):
                 f"{workdir} is in use by {holder}; wait for that run to end, stop it, or use "
                 "another --workdir"
             ) from None
+        except OSError as e:
+            if e.errno not in files.NO_LOCKS:
+                raise
+            # Lustre's default, NFS without its lock daemon: refusing would refuse every run.
+            logging.warning(
+                "%s: this file system takes no locks (%s): a second run on this workdir "
+                "would not be refused",
+                path,
+                os.strerror(e.errno),
+            )
         lock.seek(0)
         lock.truncate()
         lock.write(_holder())
@@ -139,7 +135,8 @@ def _local_lock(workdir: epath.Path):
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # Nothing to release where none was taken.
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _namespace() -> str:

@@ -303,7 +303,12 @@ def evaluate(
     Returns:
       EvalMetrics summed over all examples.
     """
-    order = jnp.arange(data.labels.shape[0])
+    num_examples = data.labels.shape[0]
+    num_devices = 1 if axis_name is None else jax.lax.psum(1, axis_name)
+    # A chunk longer than the split would be padding only: memory (a config's 2e9 asked
+    # for terabytes), never results.
+    batch_size = min(batch_size, -(-num_examples // num_devices) * num_devices)
+    order = jnp.arange(num_examples)
     indices, weights = (_local_columns(x, axis_name) for x in batch_layout(order, batch_size))
     params = evaluation_params(state)
 

@@ -151,6 +151,15 @@ def test_evaluate_is_exact_over_uneven_chunks():
     np.testing.assert_allclose(result["accuracy"], expected_acc, rtol=1e-6)
 
 
+def test_an_evaluation_chunk_longer_than_the_split_allocates_only_the_split():
+    data = _as_device(synthetic_split(100, seed=3))
+    state = _state(model=mlp_concise.MLP(num_hiddens=16))
+    # 2e9 padded slots of 784 pixels would be terabytes: out of memory, had they been made.
+    huge = jax.jit(functools.partial(steps.evaluate, batch_size=2_000_000_000))(state, data)
+    exact = jax.jit(functools.partial(steps.evaluate, batch_size=100))(state, data)
+    assert huge.compute() == exact.compute()
+
+
 def test_dropout_uses_the_step_key():
     data = _as_device(synthetic_split(256, seed=4))
     model = mlp_concise.MLP(num_hiddens=32, dropout=0.5)
