@@ -201,6 +201,12 @@ def train_and_evaluate(
         _write_config(config, workdir)  # After every file it replaces was read and accepted.
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
+        if 0 < config.trace_epoch <= start_epoch:
+            _print(
+                f"config.trace_epoch={config.trace_epoch} was trained before this run resumed "
+                "at its checkpoint: no trace is written (trace a later epoch, or train afresh "
+                "in a new --workdir)"
+            )
         elif store.set_aside_epochs():
             _print(
                 f"no readable checkpoint in {workdir}: starting afresh at epoch 1 (the damaged "

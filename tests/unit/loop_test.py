@@ -89,6 +89,15 @@ def test_several_epochs_in_one_program_train_bit_for_bit_as_one_each():
     assert _without_timings(fused.history) == _without_timings(alone.history)
 
 
+def test_a_trace_of_an_epoch_before_the_resume_is_said_to_be_not_written(
+    synthetic_dir, tmp_path, capsys
+):
+    train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path)
+    train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2, trace_epoch=1), tmp_path)
+    assert "config.trace_epoch=1 was trained before this run resumed" in capsys.readouterr().out
+    assert not (tmp_path / "plugins").exists()
+
+
 @pytest.mark.slow
 def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resumes(
     synthetic_dir, tmp_path
