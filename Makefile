@@ -58,7 +58,7 @@ train: install $(GCS)
 	$(PY) -m mlp_jax.main --config=$(call quote,$(CONFIG)) --workdir=$(RUN_WORKDIR) $(ARGS)
 
 eval: install $(GCS)
-	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR)
+	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR) $(ARGS)
 
 # Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
 # loadfile), so that its expensive fixtures are built once.

@@ -467,17 +467,29 @@ def _end_within(seconds: float, code: int) -> None:
     timer.start()
 
 
+def _refuse_flags_given_twice(argv: list[str]) -> None:
+    """Refuses a flag given more than once: absl takes the last, and the first (a second
+    --workdir appended to make's, say) was passed over without a word."""
+    words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    names = [w[2:].split("=", 1)[0] for w in words if w.startswith("--")]
+    for name in dict.fromkeys(names):
+        count = names.count(name)
+        if count == 1 or name == "flagfile":  # Flag files may be several.
+            continue
+        if name == "config":  # absl said "flag 'config.KEY' is defined twice" of overrides.
+            fail(
+                f"--config is given {count} times; give one experiment file, and change its "
+                "fields with --config.KEY=VALUE"
+            )
+        fail(f"--{name} is given {count} times; give it once")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser with every flag or config error reported as one line; `run_command`
     parses with it. (What ml_collections logs while it loads a
     config file, a `get_config()` returning None, say, is said by that one line instead.)"""
     path = _config_path(argv)
-    given = [a for a in argv if a.startswith("--config=")]
-    if len(given) > 1:  # absl said "flag 'config.KEY' is defined twice" of its overrides.
-        fail(
-            f"--config is given {len(given)} times; give one experiment file, and change its "
-            "fields with --config.KEY=VALUE"
-        )
+    _refuse_flags_given_twice(argv)
     if path and os.path.exists(path) and not os.path.isfile(path):  # Never open a pipe.
         from mlp_jax import files  # noqa: PLC0415  (files imports this module)
 
@@ -584,6 +596,14 @@ def import_jax() -> None:
         fail(
             f"{name.upper()}={value!r} is not a value JAX takes for that setting; fix or unset "
             "that environment variable"
+        )
+    import jax  # noqa: PLC0415
+
+    if jax.config.jax_disable_jit:  # Found after the data, the workdir and a compilation.
+        fail(
+            "JAX_DISABLE_JIT is set: these commands compile their epochs ahead of time, which "
+            "JAX cannot do without jit; unset it (to step through a step, call "
+            "mlp_jax.steps.train_step under jax.disable_jit() in Python)"
         )
 
 

@@ -99,6 +99,14 @@ def _check_bucket_name(uri: str) -> None:
             f"{uri}: {bucket!r} is not a bucket name; give gs://BUCKET/PATH, BUCKET of 3-63 "
             "lowercase letters, digits, dashes, underscores or dots"
         )
+    # TensorStore reads a bucket path as a URL, cut at either: the arrays of a run in
+    # gs://b/runs/z#a went to gs://b/runs/z, shared with those of gs://b/runs/z#b.
+    cut = [c for c in "#?" if c in rest]
+    if scheme == "gs" and cut:
+        raise UserError(
+            f"{uri}: {' and '.join(repr(c) for c in cut)} in a bucket path, where TensorStore "
+            "would cut the name and write elsewhere; rename it without them"
+        )
 
 
 def _check_remote_support(uri: str) -> None:

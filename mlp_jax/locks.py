@@ -221,10 +221,18 @@ class _BucketLock(Lock):
         try:
             record = json.loads(content)
             refreshed = float(record.get("refreshed"))
+            pid = record.get("pid", 1)
         except (ValueError, TypeError, AttributeError):
-            refreshed = math.nan
-        # Refreshed at no time, or later than a clock's skew explains: written by no run.
-        if not (math.isfinite(refreshed) and refreshed < time.time() + self.stale):
+            refreshed, pid = math.nan, 1
+        # Refreshed at no time, or later than a clock's skew explains, or by a process no
+        # kernel numbers (0 and -1 would name this process's group, or every process): written
+        # by no run.
+        if not (
+            math.isfinite(refreshed)
+            and refreshed < time.time() + self.stale
+            and type(pid) is int
+            and 0 < pid < 2**31
+        ):
             record = {"holder": "an unreadable lock", "refreshed": 0.0}
         return record, str(info.get("generation"))
 
@@ -273,9 +281,10 @@ def _stale_reason(held: dict, stale_seconds: float) -> str | None:
 def _busy_line(path: epath.Path, held: dict, stale_seconds: float) -> str:
     age = time.time() - float(held.get("refreshed", 0.0))
     expires = time.strftime("%H:%M:%S", time.localtime(time.time() + stale_seconds - age))
+    when = f"{age:.0f} s ago" if age >= 0 else f"{-age:.0f} s ahead of this host's clock"
     return (
         f"{path.parent} is in use by {held.get('holder', 'another run')} (its lock {path} was "
-        f"refreshed {age:.0f} s ago); wait for that run to end, stop it, or use another "
+        f"refreshed {when}); wait for that run to end, stop it, or use another "
         f"--workdir (a lock whose run died expires {stale_seconds:.0f} s after its last "
         f"refresh, at {expires})"
     )

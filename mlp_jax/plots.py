@@ -4,9 +4,18 @@ saving of every figure the library draws, to any path `mlp_jax.files` accepts.""
 import io
 import os
 
-from matplotlib.figure import Figure
-
 from mlp_jax import files
+from mlp_jax.errors import UserError
+
+try:
+    from matplotlib.figure import Figure
+except ValueError as e:  # matplotlib checks $MPLBACKEND as it is imported.
+    if "backend" not in str(e) or "MPLBACKEND" not in os.environ:
+        raise
+    raise UserError(
+        f"MPLBACKEND={os.environ['MPLBACKEND']!r} is not a backend matplotlib knows; unset it "
+        "(the figures here are drawn without one) or name one"
+    ) from None
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:

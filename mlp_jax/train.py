@@ -237,7 +237,7 @@ def train_and_evaluate(
         # matplotlib (a third), for the last plot (in a terminal), are imported meanwhile,
         # while the compiled epochs hold the devices, not the interpreter. A failure there
         # is the save's or the plot's own, raised by it.
-        later = [checkpointing.ORBAX, *([_PLOTS] if is_main_process else [])]
+        later = [checkpointing.ORBAX, *([PLOTS] if is_main_process else [])]
         warming = threading.Thread(target=_import_quietly, args=later)
         warming.start()
         cleanup.callback(warming.join)
@@ -283,7 +283,9 @@ def train_and_evaluate(
     return loop.Result(runner.unreplicate(state), history, clock.seconds)
 
 
-_PLOTS = "mlp_jax.plots"
+# The plots' module: matplotlib takes a third of a second to import, so only a run that plots
+# imports it, and a command that must check $MPLBACKEND early.
+PLOTS = "mlp_jax.plots"
 
 
 def _import_quietly(*names: str) -> None:
@@ -294,7 +296,7 @@ def _import_quietly(*names: str) -> None:
 
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
-        plots = importlib.import_module(_PLOTS)
+        plots = importlib.import_module(PLOTS)
         plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
 
 

@@ -380,6 +380,10 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
         # Read by JAX as it is imported: the --config file that imported it first was blamed.
         ({"JAX_NUM_CPU_DEVICES": "abc"}, [], ["JAX_NUM_CPU_DEVICES='abc' is not a value JAX"]),
         ({"JAX_ENABLE_X64": "maybe"}, [], ["JAX_ENABLE_X64='maybe' is not a value JAX"]),
+        # Trained from a workdir and a compilation of 22 s to the ahead-of-time's traceback.
+        ({"JAX_DISABLE_JIT": "1"}, [], ["JAX_DISABLE_JIT is set: these commands compile"]),
+        # matplotlib's traceback after the run trained, at its plot, and at every rerun's.
+        ({"MPLBACKEND": "bogus"}, [], ["MPLBACKEND='bogus' is not a backend matplotlib"]),
         (
             {"XLA_FLAGS": "--xla_force_host_platform_device_count=-3"},
             [],
@@ -396,6 +400,8 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
         "platform_without_its_plugin",
         "jax_setting_refused",
         "jax_true_or_false_refused",
+        "jit_disabled",
+        "plot_backend_unknown",
         "device_count",
         "eval_flag_in_training",
         "training_flag_in_eval",

@@ -262,3 +262,19 @@ def test_out_of_memory_under_a_memory_limit_names_the_limit(capsys, monkeypatch,
         raise error
     line = capsys.readouterr().err
     assert line.startswith("error: out of memory (") and "(1,024 MiB, ulimit -v)" in line
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--workdir=a", "--workdir=b"], "--workdir is given 2 times; give it once"),
+        (["--config.lr=0.1", "--workdir=a", "--config.lr=0.2"], "--config.lr is given 2 times"),
+        (["--config=a.py", "--config", "b.py"], "--config is given 2 times; give one experiment"),
+    ],
+)
+def test_a_flag_given_twice_is_one_line_not_the_last_taken(capsys, argv, line):
+    # absl took the last: a --workdir appended to make's trained elsewhere without a word.
+    with pytest.raises(SystemExit):
+        errors.parse_flags(["command", *argv])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {line}") and err.count("\n") == 1, err

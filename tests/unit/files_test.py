@@ -362,6 +362,14 @@ def test_a_bucket_path_without_a_bucket_name_is_refused_before_any_request(uri):
     files._check_bucket_name("gs://my-bucket_1.x/run")
 
 
+@pytest.mark.parametrize("uri", ["gs://bucket/runs/z#a", "gs://bucket/runs/w?x"])
+def test_a_bucket_path_tensorstore_would_cut_is_refused(uri):
+    # Cut there, two runs' arrays were written to one place outside both workdirs, each
+    # run's checkpoints then failing their fingerprints and set aside: a run lost.
+    with pytest.raises(UserError, match="in a bucket path, where TensorStore would cut"):
+        files.as_path(uri)
+
+
 def test_a_name_of_bytes_no_locale_makes_utf8_says_to_rename_it(tmp_path):
     # Under a UTF-8 locale, "run with LANG=C.UTF-8" was the fix given, which changes nothing.
     name = os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffname")

@@ -3,8 +3,11 @@ bucket: tests/integration/checkpointing_cli_test.py and gcs_test.py.)"""
 
 import errno
 import fcntl
+import json
 import os
+import time
 
+import fsspec
 import pytest
 
 from mlp_jax import files, locks
@@ -54,6 +57,18 @@ def test_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeyp
     with locks.workdir_lock(files.as_path(tmp_path)):
         assert f"process {os.getpid()}" in (tmp_path / ".lock").read_text()
     assert "takes no locks (No locks available)" in caplog.text
+
+
+@pytest.mark.parametrize("pid", [10**30, 0, -1, True, "7"], ids=str)
+def test_a_bucket_lock_naming_a_process_no_kernel_numbers_was_written_by_no_run(pid):
+    # 10**30 was an OverflowError traceback; 0 and -1 would name this process's group, or
+    # every process, alive to os.kill: a lock never taken over.
+    lock = object.__new__(locks._BucketLock)
+    lock.fs, lock.bucket, lock.key, lock.stale = fsspec.filesystem("memory"), "bucket", "r", 180.0
+    record = {"holder": "x", "namespace": locks._namespace(), "pid": pid, "refreshed": time.time()}
+    lock.fs.pipe("bucket/r", json.dumps(record).encode())
+    held, _ = lock._read()
+    assert held["holder"] == "an unreadable lock" and locks._stale_reason(held, 180.0)
 
 
 @pytest.mark.parametrize(
