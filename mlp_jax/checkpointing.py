@@ -49,6 +49,8 @@ UNREADABLE_DIR = "checkpoints_unreadable"
 ORBAX = "orbax.checkpoint"
 # The folders each checkpoint holds, one per item saved (see `CheckpointStore.save`).
 _ITEMS = ("state", "meta")
+# The file of a finished save that describes its arrays (their tree, shapes and dtypes).
+_METADATA_OF_ARRAYS = "state/_METADATA"
 CONFIG_FILE = "config.json"
 
 
@@ -473,6 +475,8 @@ class CheckpointStore:
             _check_path_room(self.workdir)
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        local = not (read_only or files.is_remote(self.workdir))
+        self._identity = files.identity(self.workdir / CHECKPOINT_DIR) if local else None
         if jax.process_count() > 1:
             # Making Orbax's manager is a barrier of every process: each makes it here, at
             # the same point, rather than when it alone finds checkpoints (while process 0
@@ -543,21 +547,39 @@ class CheckpointStore:
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
         ocp = importlib.import_module(ORBAX)
-        self.manager.save(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
+        with self._moved_is_one_line():
+            self.manager.save(
+                epoch,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
         self._saved = True
+
+    @contextlib.contextmanager
+    def _moved_is_one_line(self):
+        """Names a save's failure where the checkpoints' folder was moved or removed while it
+        wrote (the workdir moved mid-run): Orbax's own errors, as many as its threads, ended
+        in a traceback."""
+        try:
+            yield
+        except Exception:
+            folder = self.workdir / CHECKPOINT_DIR
+            if self._identity is None or files.identity(folder) == self._identity:
+                raise
+            raise UserError(
+                f"{folder}: moved or removed while a save wrote it; that save is lost, what "
+                "was saved before went with the folder: rerun on it where it is now to resume"
+            ) from None
 
     def _finish_saving(self) -> None:
         """Waits for the save in flight, if any, then deletes the checkpoints older than the
         newest `keep` (process 0; see the class)."""
         if self._manager is None:
             return  # Nothing saved or read by this store: nothing new to rotate.
-        self.manager.wait_until_finished()
+        with self._moved_is_one_line():
+            self.manager.wait_until_finished()
         # A run refused before it saved deletes nothing (one refused for another config
         # deleted the checkpoints past its own `keep`), and only whole checkpoints count
         # towards the newest kept (a folder made by hand took the place of the last good one).
@@ -764,13 +786,17 @@ class CheckpointStore:
             state, meta = self._restore(epoch, abstract_state)
         except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
             reason = errors.first_line(e)
-            if any(sign in str(e) for sign in _MISMATCH_SIGNS):
+            # Without the metadata that tells shapes, Orbax reads the arrays as another tree.
+            lost = _METADATA_OF_ARRAYS if saved is None else None
+            if lost and files.kind(folder / lost) is not None:
+                lost = None
+            if lost is None and any(sign in str(e) for sign in _MISMATCH_SIGNS):
                 raise UserError(
                     f"{folder}: saved by a model of other shapes ({reason}); use the "
                     "config that trained it or a new --workdir"
                 ) from None
             self._check_readable(epoch)  # The environment's failure is one line.
-            evidence = damage_evidence(e, folder)
+            evidence = f"its {lost} is missing" if lost else damage_evidence(e, folder)
             if evidence is None:
                 e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
                 raise

@@ -81,13 +81,11 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
     Raises:
       UserError: naming the folder and the fix.
     """
-    checkpoints = workdir / checkpointing.CHECKPOINT_DIR
-    if os.fspath(folder) == os.fspath(checkpoints) or os.fspath(folder).startswith(
-        os.fspath(checkpoints) + "/"
-    ):
+    checkpoints = _runs_checkpoints_holding(folder, workdir)
+    if checkpoints is not None:
         raise UserError(
-            f"{folder}: inside the run's checkpoints, which its runs rotate away; give another "
-            "--export_dir"
+            f"{folder}: inside the checkpoints of a run ({checkpoints}), which its runs rotate "
+            "away; give another --export_dir"
         )
     info, model = folder / INFO_FILE, folder / MODEL_FILE
     if files.kind(folder) != "a folder":
@@ -106,3 +104,16 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
             f"{folder}: holds {INFO_FILE} or {MODEL_FILE} that no export wrote, which this one "
             "would replace; give another --export_dir, or move them away"
         )
+
+
+def _runs_checkpoints_holding(folder: epath.Path, workdir: epath.Path) -> epath.Path | None:
+    """The checkpoints folder of a run (the exported one's, or any beside a config.json)
+    that holds `folder`, or None."""
+    for holder in (folder, *folder.parents):
+        if holder.name != checkpointing.CHECKPOINT_DIR:
+            continue
+        if os.fspath(holder) == os.fspath(workdir / checkpointing.CHECKPOINT_DIR):
+            return holder
+        if files.kind(holder.parent / checkpointing.CONFIG_FILE) == "a file":
+            return holder
+    return None

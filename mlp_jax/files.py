@@ -195,6 +195,16 @@ _KINDS = {
 }
 
 
+def identity(folder: epath.Path) -> tuple[int, int] | None:
+    """Which local folder (or file) `folder` names now: its device and inode, or None where
+    nothing is; asked again, it tells whether the name was moved or removed meanwhile."""
+    try:
+        status = os.stat(os.fspath(folder))
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def kind(path: epath.Path) -> str | None:
     """What stands at `path`: "a file", "a folder", "a named pipe (FIFO)", ... or None for
     nothing. Asked before a path is opened, since opening a pipe waits for a writer."""

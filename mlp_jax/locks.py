@@ -11,7 +11,7 @@ local disk and in a bucket.
   and is gone, or it was last refreshed more than 180 s ago (a holder elsewhere that
   died). Taking over deletes that generation only, so of two runs taking over one stale lock,
   one wins; and a holder whose rewrite finds another generation has lost the lock, and stops
-  (`Lock.lost_to`, read between epochs) before it saves again.
+  (`Lock.lost`, read between programs) before it saves again.
 - Other object stores (s3://, ...): no lock; one run per workdir is the user's to keep.
 
 Either way the lock records who holds it, for the refusal's one line.
@@ -56,20 +56,31 @@ def _times() -> tuple[float, float]:
 
 
 class Lock:
-    """A held workdir lock, which a run asks between epochs whether it still holds."""
+    """A held workdir lock, which a run asks between programs whether it still holds."""
 
-    def lost_to(self) -> str | None:
-        """Who took this lock over, or None while this run holds it (always, locally)."""
+    def lost(self) -> str | None:
+        """The one line of a run that no longer holds its workdir, or None while it does."""
         return None
 
 
-def lost_line(workdir: epath.Path, holder: str | None) -> str:
-    """The one line of a run that lost its workdir's lock to `holder`."""
-    return (
-        f"{workdir / LOCK_FILE}: this run's lock was taken over by {holder or 'another run'} "
-        f"(it was not refreshed for over {_times()[1]:.0f} s); stopped without saving more; "
-        "check which run should own this workdir"
-    )
+class _FolderLock(Lock):
+    """A local workdir's lock, lost when the workdir's name no longer names the folder it
+    locked: moved or removed while the run writes it, its next save made a new folder of
+    that name, holding the rest of the run without its config.json (which every later
+    command then refused)."""
+
+    def __init__(self, workdir: epath.Path):
+        self.workdir = workdir
+        self.identity = files.identity(workdir)
+
+    def lost(self) -> str | None:
+        if files.identity(self.workdir) == self.identity:
+            return None
+        return (
+            f"{self.workdir}: moved or removed while this run wrote it; stopped without "
+            "saving more (what it saved went with the folder: rerun on it where it is now "
+            "to resume)"
+        )
 
 
 @contextlib.contextmanager
@@ -86,7 +97,7 @@ def workdir_lock(workdir: epath.Path):
     _times()
     if not files.is_remote(workdir):
         with _local_lock(workdir):
-            yield Lock()
+            yield _FolderLock(workdir)
         return
     if not os.fspath(workdir).startswith("gs://"):
         yield Lock()
@@ -253,8 +264,14 @@ class _BucketLock(Lock):
             except Exception:  # noqa: BLE001  (a missed beat; the next one may pass)
                 continue
 
-    def lost_to(self) -> str | None:
-        return self._lost
+    def lost(self) -> str | None:
+        if self._lost is None:
+            return None
+        return (
+            f"{self.path}: this run's lock was taken over by {self._lost} (it was not "
+            f"refreshed for over {self.stale:.0f} s); stopped without saving more; check which "
+            "run should own this workdir"
+        )
 
     def release(self) -> None:
         self._stop.set()

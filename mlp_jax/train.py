@@ -247,6 +247,10 @@ def train_and_evaluate(
         for finished in loop.epochs(run, started.compiled, state, started.plan, trace_dir=workdir):
             record = finished.record
             epoch = record["epoch"]
+            if finished.state is not None:  # A program's end: where the processes agree.
+                lost = lock.lost()
+                if parallel.max_over_processes(int(lost is not None)):
+                    raise UserError(lost or f"{workdir}: process 0 no longer holds its lock")
             history.append(record)
             if is_main_process:
                 log.write(history)
@@ -260,8 +264,6 @@ def train_and_evaluate(
             if finished.state is None:  # Inside a program: the host acts at its end.
                 continue
             state = finished.state
-            if parallel.max_over_processes(int(lock.lost_to() is not None)):
-                raise UserError(locks.lost_line(workdir, lock.lost_to()))
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
             if last or stop_signal or epoch in checkpoint_epochs:

@@ -244,13 +244,17 @@ def test_checkpoint_whose_state_does_not_match_its_fingerprint_is_not_used(synth
     assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "tamper"])
+# A lost metadata file: Orbax read the arrays as another tree ("saved by a model of other
+# shapes"), and the run was stuck on that checkpoint, the previous one never tried.
+@pytest.mark.parametrize("damage", ["truncate", "tamper", "metadata_lost"])
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp_path, damage):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
     newest = largest_file(tmp_path / "checkpoints" / "3" / "state")
     raw = bytearray(newest.read_bytes())
     if damage == "truncate":
         newest.write_bytes(raw[: len(raw) // 2])
+    elif damage == "metadata_lost":
+        (tmp_path / "checkpoints" / "3" / "state" / "_METADATA").unlink()
     else:
         raw[len(raw) // 2] ^= 0xFF
         newest.write_bytes(bytes(raw))
@@ -566,3 +570,17 @@ def test_a_workdir_whose_name_leaves_no_room_for_its_checkpoints_is_refused(tmp_
         checkpointing.CheckpointStore(tmp_path / "run", keep=1)
     assert not (tmp_path / "run").exists()
     checkpointing.CheckpointStore(tmp_path / "run", keep=1, read_only=True)  # Reads, though.
+
+
+def test_a_save_failing_as_its_folder_is_moved_away_is_one_line_and_other_failures_are_not(
+    tmp_path,
+):
+    # The workdir moved mid-save: Orbax's threads failed ("Checkpoint directory does not
+    # exist"), and the run ended in their traceback.
+    store = checkpointing.CheckpointStore(tmp_path / "run", keep=3)
+    with pytest.raises(ValueError, match="a failure of its own"), store._moved_is_one_line():
+        raise ValueError("a failure of its own")
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = "run/checkpoints: moved or removed while a save wrote it; that save is lost"
+    with pytest.raises(UserError, match=moved), store._moved_is_one_line():
+        raise ValueError("Checkpoint directory does not exist")

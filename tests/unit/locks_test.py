@@ -48,6 +48,18 @@ def test_a_lock_is_held_and_names_its_holder(tmp_path):
         pass
 
 
+def test_a_workdir_moved_or_removed_while_held_is_lost(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with locks.workdir_lock(files.as_path(workdir)) as lock:
+        assert lock.lost() is None
+        workdir.rename(tmp_path / "moved")
+        workdir.mkdir()  # As a run's next save made it.
+        assert "run: moved or removed while this run wrote it" in lock.lost()
+        workdir.rmdir()
+        assert "run: moved or removed" in lock.lost()
+
+
 def test_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeypatch, caplog):
     # NFS without its lock daemon answers flock with ENOLCK: refusing would refuse every run.
     def no_locks(descriptor, operation):

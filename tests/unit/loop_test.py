@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers import count_traces, small_dataset, tiny_config
 
-from mlp_jax import data, loop, models, steps, train
+from mlp_jax import checkpointing, data, loop, models, steps, train
 from mlp_jax.errors import UserError
 
 
@@ -87,6 +87,25 @@ def test_several_epochs_in_one_program_train_bit_for_bit_as_one_each():
     for a, b in zip(jax.tree.leaves(fused.state), jax.tree.leaves(alone.state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert _without_timings(fused.history) == _without_timings(alone.history)
+
+
+def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # Its next save made a new folder of the old name, holding the rest of the run without
+    # its config.json, which every later command refused; the run ended with status 0.
+    workdir, moved = tmp_path / "run", tmp_path / "moved"
+    save = checkpointing.CheckpointStore.save
+
+    def save_then_move(store, state, meta):
+        save(store, state, meta)
+        store.manager.wait_until_finished()
+        workdir.rename(moved)
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
+    with pytest.raises(UserError, match="run: moved or removed while this run wrote it"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), workdir)
+    assert not workdir.exists() and (moved / "checkpoints" / "1").is_dir()
 
 
 def test_a_trace_of_an_epoch_before_the_resume_is_said_to_be_not_written(
