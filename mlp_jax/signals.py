@@ -17,7 +17,13 @@ import signal
 import sys
 import threading
 
-from mlp_jax.errors import UserError, error_line, signal_name, stopped_while_starting
+from mlp_jax.errors import (
+    UserError,
+    environment_number,
+    error_line,
+    signal_name,
+    stopped_while_starting,
+)
 
 # The signals whose default action ends the process and that nothing in this process uses:
 # the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to the
@@ -120,21 +126,37 @@ class StopRequests:
     On several hosts a signal may reach some processes only: `agreed_signal` is a collective
     decision, so every process stops after the same step and saves it together. Outside the
     main thread (where handlers cannot be set) it installs nothing and reports nothing.
+
+    In a command, the work in flight has $MLP_JAX_STOP_GRACE seconds (300) from the first
+    signal to end: past them the process ends in one line, as a kill would end it, whose
+    saves the next run recovers from. A save into a stalled bucket held a stopped run for
+    ever, deaf to every signal but SIGKILL.
     """
 
     def __init__(self):
         self.signal_number = None
         self._previous = {}
+        self._grace_seconds = None
+        self._grace = None
 
     def __enter__(self):
+        grace = environment_number("MLP_JAX_STOP_GRACE", 300.0)
         if threading.current_thread() is threading.main_thread():
             for sig in TERMINATING:
                 handler = signal.getsignal(sig)
                 if handler is not signal.SIG_IGN:  # `nohup` asked for it to be ignored.
                     self._previous[sig] = signal.signal(sig, self._request)
+        # Only a command's process ends so: a notebook's kernel is the user's.
+        if self._previous.get(signal.SIGTERM) is _raise_stopped:
+            self._grace_seconds = grace
         return self
 
     def _request(self, signal_number, _frame):
+        if self.signal_number is None and self._grace_seconds is not None:
+            arguments = (self._grace_seconds, signal_number)
+            self._grace = threading.Timer(self._grace_seconds, _end_after_grace, arguments)
+            self._grace.daemon = True
+            self._grace.start()
         self.signal_number = signal_number
 
     def agreed_signal(self) -> int:
@@ -144,5 +166,16 @@ class StopRequests:
         return parallel.max_over_processes(self.signal_number or 0)
 
     def __exit__(self, *exc):
+        if self._grace is not None:
+            self._grace.cancel()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _end_after_grace(grace: float, signal_number: int) -> None:
+    error_line(
+        f"stopped by {name(signal_number)}: the work in flight did not end within {grace:g} s "
+        "of it (a stalled disk or bucket?), so the process ends without it; what was saved "
+        "before is kept: rerun the same command to resume (MLP_JAX_STOP_GRACE sets the wait)"
+    )
+    os._exit(128 + signal_number)

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import pytest
@@ -32,13 +33,21 @@ errors.run_command(main, define_flags)
 """
 
 
-def _run_source(source: str, *shell: str) -> subprocess.CompletedProcess:
+def _run_source(source: str, *shell: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs `source` as a command in a Python process of its own (started through the
-    `sh -c` script `shell`, where given), to its end."""
+    `sh -c` script `shell`, where given; `env` added to this process's environment), to its
+    end."""
     command = [sys.executable, "-c", source]
     if shell:
         command = ["sh", "-c", *shell, "sh", *command]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_command_imports_without_the_collector_and_runs_with_it_on_its_imports_frozen():
@@ -278,3 +287,28 @@ def test_a_flag_given_twice_is_one_line_not_the_last_taken(capsys, argv, line):
         errors.parse_flags(["command", *argv])
     err = capsys.readouterr().err
     assert err.startswith(f"error: {line}") and err.count("\n") == 1, err
+
+
+# Work that never ends once stopped, as a save into a stalled bucket did (deaf to every
+# signal but SIGKILL): a command's process ends MLP_JAX_STOP_GRACE seconds after the signal.
+STALLED_AFTER_A_STOP = """
+import os, signal, time
+from mlp_jax import errors, signals
+
+
+def main():
+    with signals.StopRequests():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(20)  # Ever, for the test's purpose.
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_stopped_command_whose_work_never_ends_ends_after_its_grace():
+    started = time.monotonic()
+    result = _run_source(STALLED_AFTER_A_STOP, env={"MLP_JAX_STOP_GRACE": "1"})
+    assert result.returncode == 128 + 15, result.stderr
+    assert result.stderr.startswith("error: stopped by SIGTERM: the work in flight did not end")
+    assert result.stderr.count("\n") == 1 and time.monotonic() - started < 30
