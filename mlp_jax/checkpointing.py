@@ -874,6 +874,7 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         del config[key]
     try:
         config_lib.validate(config, model_fields)
+        models.check_named_choices(config)
     except UserError as e:
         raise _not_a_runs(files.as_path(workdir) / CONFIG_FILE, str(e)) from None
     return config

@@ -56,7 +56,10 @@ def as_path(path: str | os.PathLike) -> epath.Path:
       UserError: a local path whose name this process cannot pass on as UTF-8 (TensorStore,
         which writes the checkpoints, takes no other): a name that is not ASCII under a
         locale without UTF-8 (LANG=C).
+      TypeError: `path` is not a str or an os.PathLike of one (bytes, a number).
     """
+    if not isinstance(os.fspath(path) if isinstance(path, os.PathLike) else path, str):
+        raise TypeError(f"a path is a str or a pathlib.Path, not {type(path).__name__}: {path!r}")
     if is_remote(path):
         _check_remote_support(os.fspath(path))
         _check_bucket_name(os.fspath(path))

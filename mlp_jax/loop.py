@@ -296,7 +296,13 @@ def fit(
 
     Raises:
       Diverged: as `epochs` does.
+      TypeError: `dataset` is not a `data.Dataset`.
     """
+    if not isinstance(dataset, data.Dataset):
+        raise TypeError(
+            f"dataset is a {type(dataset).__name__}, not a mlp_jax.data.Dataset: give "
+            "data.load_dataset(config.data_dir, config.validation_size, config.split_seed)"
+        )
     t0 = time.perf_counter()
     model = models.resolve_model(config)
     run = prepare(config, dataset)

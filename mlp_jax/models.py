@@ -63,6 +63,19 @@ def weight_initializer(name: str, scale: float):
     return INITIALIZERS[name](scale)
 
 
+def check_named_choices(config: ml_collections.ConfigDict) -> None:
+    """Refuses an `activation` or `weight_init` this library has no function of, before the
+    model first runs (where the model reads them).
+
+    Raises:
+      UserError: naming the field and the choices.
+    """
+    if "activation" in config:
+        activation_fn(config.activation)
+    if "weight_init" in config:
+        weight_initializer(config.weight_init, config.get("init_scale", 0.01))
+
+
 # How config.model names a model class, for the lines that refuse one.
 _MODEL_FORM = (
     "'PATH.py:ClassName' or 'package.module:ClassName', e.g. "
@@ -74,9 +87,10 @@ def model_class(config: ml_collections.ConfigDict) -> type:
     """The Flax module class (linen or NNX) `config.model` names: "PATH.py:ClassName" (a file,
     looked up from the current folder upwards) or "package.module:ClassName" (an importable
     module)."""
-    location, _, class_name = config.model.partition(":")
+    named = config.get("model")
+    location, _, class_name = named.partition(":") if isinstance(named, str) else ("", "", "")
     if not (location and class_name):
-        raise UserError(f"config.model={config.model!r} names no model: give it as {_MODEL_FORM}")
+        raise UserError(f"config.model={named!r} names no model: give it as {_MODEL_FORM}")
     try:
         if location.endswith(".py"):
             module = config_lib.load_module(location)
@@ -214,6 +228,7 @@ def resolve_model(config: ml_collections.ConfigDict) -> nn.Module:
     and checks its contract (`check_logits`)."""
     config_lib.check_base_fields(config)
     config_lib.validate(config, model_fields(model_class(config)))
+    check_named_choices(config)
     model = build_model(config)
     check_logits(model, config)
     return model

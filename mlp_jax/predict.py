@@ -107,6 +107,8 @@ def read_images(paths: Sequence[str | os.PathLike]) -> Images:
         raise UserError(f"{os.fsdecode(paths)}: give a list of paths, e.g. [{str(paths)!r}]")
     names, batches, errors = [], [], []
     for path in map(os.fspath, paths):
+        if not isinstance(path, str):
+            raise TypeError(f"a path is a str or a pathlib.Path, not bytes: {path!r}")
         is_batch = path.lower().endswith(".npy")
         try:
             batch = _npy_file(path) if is_batch else _image_file(path)

@@ -101,6 +101,9 @@ def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
         ("[1, 2]", "a JSON list without the model a run records"),
         ('{"eval_batch_size": null}', "config.eval_batch_size=None is invalid"),
         ('{"num_hiddens": "32"}', "config.num_hiddens='32' is invalid: must be a whole number"),
+        # The model's own line, at its first call, named no file.
+        ('{"activation": "bogus"}', "config.activation='bogus' is unknown; choose from"),
+        ('{"weight_init": "bogus"}', "config.weight_init='bogus' is unknown; choose from"),
     ],
 )
 def test_a_config_json_that_is_no_runs_is_one_line_naming_it(

@@ -376,3 +376,10 @@ def test_a_name_of_bytes_no_locale_makes_utf8_says_to_rename_it(tmp_path):
     assert sys.getfilesystemencoding() == "utf-8"
     with pytest.raises(UserError, match="holds bytes that are not UTF-8.*rename it"):
         files.as_path(name)
+
+
+def test_a_path_of_bytes_is_a_type_error_saying_what_a_path_is(tmp_path):
+    # From Python: `a bytes-like object is required, not 'str'`, raised deep inside.
+    with pytest.raises(TypeError, match="a path is a str or a pathlib.Path, not bytes"):
+        files.as_path(os.fsencode(tmp_path))
+    assert files.as_path(tmp_path) == files.as_path(str(tmp_path))

@@ -108,6 +108,13 @@ def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
     assert not workdir.exists() and (moved / "checkpoints" / "1").is_dir()
 
 
+@pytest.mark.parametrize("dataset", ["x", None])
+def test_fit_given_no_dataset_says_what_it_takes(dataset):
+    # "'str' object has no attribute 'train'", from deep inside.
+    with pytest.raises(TypeError, match="not a mlp_jax.data.Dataset: give data.load_dataset"):
+        loop.fit(tiny_config(""), dataset)
+
+
 def test_a_trace_of_an_epoch_before_the_resume_is_said_to_be_not_written(
     synthetic_dir, tmp_path, capsys
 ):

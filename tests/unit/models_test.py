@@ -149,3 +149,12 @@ def test_a_missing_model_file_names_where_it_was_looked_for(tmp_path, monkeypatc
     config.model = "experiments/nope.py:MLP"
     with pytest.raises(UserError, match=r"experiments/nope.py: no such file in .*"):
         models.model_class(config)
+
+
+@pytest.mark.parametrize("named", [None, "", "experiments/mlp_scratch.py"])
+def test_a_config_model_that_names_no_class_is_one_line(named):
+    # None was an AttributeError of str.partition, from a notebook.
+    config = experiment("mlp_scratch").get_config()
+    config.model = named
+    with pytest.raises(UserError, match=f"config.model={named!r} names no model: give it as"):
+        models.model_class(config)
