@@ -384,7 +384,13 @@ BASE_FIELDS = (
 # The hyperparameters of the experiments' MLPs (experiments/mlp_*.py), which the library's
 # mechanisms read: their sizes for memory, their initialisers as per-member values.
 MODEL_FIELDS = (
-    Field("num_inputs", 784, "Input features: Fashion-MNIST's 28 x 28 pixels.", _POSITIVE),
+    Field(
+        "num_inputs",
+        784,
+        "Input features: Fashion-MNIST's 28 x 28 pixels; fixed by the data, so no experiment's "
+        "config holds it (a model's constructor argument, as in d2l).",
+        _POSITIVE,
+    ),
     Field(
         "num_hiddens",
         256,
