@@ -606,17 +606,24 @@ class CheckpointStore:
         except Exception:  # noqa: BLE001  (damaged metadata: the restore decides)
             return None
 
-    def check_file_size_limit(self, abstract_state) -> None:
-        """Refuses, before a run trains, a limit on the size of a file this process writes
-        (`ulimit -f`) that its checkpoints would pass (`_check_room` checks it again at
-        each save).
+    def check_room_to_save(self, abstract_state) -> None:
+        """Refuses, before a run trains, a checkpoints/ that cannot take one checkpoint: a
+        limit on the size of a file this process writes (`ulimit -f`) that its files would
+        pass, or too little free space (a run trained an epoch, then refused to save it).
+        `_check_room` checks again at each save.
 
         Raises:
-          UserError: naming the limit and the fix.
+          UserError: naming the limit or the space, and the fix.
         """
         folder = self.workdir / CHECKPOINT_DIR
-        if not files.is_remote(folder) and (problem := _file_size_limit_problem(abstract_state)):
-            raise UserError(f"{folder}: {problem}; raise it (`ulimit -f unlimited`) and rerun")
+        problem = fix = None
+        if not files.is_remote(folder):
+            if problem := _file_size_limit_problem(abstract_state):
+                fix = "raise it (`ulimit -f unlimited`) and rerun"
+            elif problem := self._space_shortage(abstract_state, "a checkpoint"):
+                fix = "free space there, or use another --workdir"
+        if parallel.max_over_processes(int(problem is not None)):
+            raise UserError(f"{folder}: {problem or 'another process has no room there'}; {fix}")
 
     def _check_room(self, state, epoch: int) -> None:
         """Refuses a save that checkpoints/ cannot take (this process cannot write a file
@@ -630,7 +637,7 @@ class CheckpointStore:
             problem = _file_size_limit_problem(state, epoch)
             fix = "raise it (`ulimit -f unlimited`), then rerun to resume"
         if problem is None:
-            problem = self._space_shortage(state, epoch)
+            problem = self._space_shortage(state, f"the checkpoint of epoch {epoch}")
             fix = (
                 f"free space there (older folders of {folder} may go, the newest kept), then "
                 "rerun to resume"
@@ -645,8 +652,9 @@ class CheckpointStore:
             f"was not saved ({before}); {fix}"
         )
 
-    def _space_shortage(self, state, epoch: int) -> str | None:
-        """What the file system holding checkpoints/ lacks for this save, if anything."""
+    def _space_shortage(self, state, what: str) -> str | None:
+        """What the file system holding checkpoints/ lacks for `what` (a save of `state`), if
+        anything."""
         state_bytes = parallel.nbytes(state)
         needed = state_bytes * (1 + _SAVE_OVERHEAD_FRACTION) + _SAVE_OVERHEAD_BYTES
         try:
@@ -656,12 +664,12 @@ class CheckpointStore:
         if stats.f_bavail * stats.f_frsize < needed:
             return (
                 f"the file system holding it has {stats.f_bavail * stats.f_frsize / 2**20:.1f} "
-                f"MB free, and the checkpoint of epoch {epoch} needs about {needed / 2**20:.1f} MB"
+                f"MB free, and {what} needs about {needed / 2**20:.1f} MB"
             )
         if stats.f_files and stats.f_favail < _SAVE_FILES:
             return (
-                f"the file system holding it can hold {stats.f_favail} more files, and the "
-                f"checkpoint of epoch {epoch} needs about {_SAVE_FILES}"
+                f"the file system holding it can hold {stats.f_favail} more files, and "
+                f"{what} needs about {_SAVE_FILES}"
             )
         return None
 

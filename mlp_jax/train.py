@@ -190,7 +190,7 @@ def train_and_evaluate(
         # ---- State: resume from the latest readable checkpoint, or initialise.
         abstract_state = checkpointing.abstract_train_state(model, run.tx, runner.copy_sharding)
         parallel.check_state_fits(abstract_state, config)
-        store.check_file_size_limit(abstract_state)
+        store.check_room_to_save(abstract_state)
         restored = store.restore_latest(abstract_state)
         resuming = restored is not None
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
