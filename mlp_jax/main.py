@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 
 from absl import flags
 from ml_collections import config_flags
@@ -49,7 +50,7 @@ def _enable_compilation_cache() -> None:
     The folder is $MLP_JAX_COMPILATION_CACHE, default ~/.cache/mlp_jax/xla; "" disables it.
     The cache only saves time: a local one that cannot be a folder this process writes (a
     file there, a read-only home, no home at all) is passed over, where JAX would warn at
-    every compilation.
+    every compilation, and so is one that fails later.
     """
     import jax  # noqa: PLC0415
 
@@ -64,6 +65,10 @@ def _enable_compilation_cache() -> None:
         if not os.access(path, os.W_OK | os.X_OK):
             return
     if path:
+        # A cache that fails later (a disk filled, a bucket gone) warned at every program.
+        warnings.filterwarnings(
+            "ignore", "Error (reading|writing) persistent compilation cache entry", UserWarning
+        )
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from unittest import mock
 
 import pytest
@@ -312,3 +313,32 @@ def test_a_stopped_command_whose_work_never_ends_ends_after_its_grace():
     assert result.returncode == 128 + 15, result.stderr
     assert result.stderr.startswith("error: stopped by SIGTERM: the work in flight did not end")
     assert result.stderr.count("\n") == 1 and time.monotonic() - started < 30
+
+
+def test_a_compilation_cache_failing_after_it_was_set_is_passed_over_without_warnings(
+    tmp_path, monkeypatch
+):
+    # On a disk that filled, JAX warned at every program it compiled (8 of them for a run).
+    import jax  # noqa: PLC0415
+
+    from mlp_jax import main  # noqa: PLC0415  (the command's module: its flags, not yet)
+
+    monkeypatch.setenv("MLP_JAX_COMPILATION_CACHE", str(tmp_path))
+    settings = [
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    ]
+    kept = {name: getattr(jax.config, name) for name in settings}  # This worker's own.
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            main._enable_compilation_cache()
+            for verb in ("writing", "reading"):  # As JAX's compiler words them.
+                entry = f"Error {verb} persistent compilation cache entry for 'jit_x': y"
+                warnings.warn(entry, stacklevel=1)
+            warnings.warn("another warning", stacklevel=1)
+    finally:
+        for name, value in kept.items():
+            jax.config.update(name, value)
+    assert [str(w.message) for w in shown] == ["another warning"]
