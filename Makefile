@@ -18,9 +18,15 @@ CONFIG ?= experiments/mlp_scratch.py
 # Empty: runs/ and the config file's name less .py, worked out by the shell (make's own
 # functions split a name that holds a space).
 WORKDIR ?=
-# A value as one word of the shell, whatever it holds: in single quotes, each quote of its
-# own closed, escaped and reopened.
+# A value as one word of the shell: in single quotes, each quote of its own closed, escaped
+# and reopened. (make itself expands a `$` in it first: write `$$` for one.) A newline cannot
+# be quoted so, and is refused in one line.
 quote = '$(subst ','\'',$(1))'
+define newline
+
+
+endef
+$(if $(findstring $(newline),$(CONFIG)$(WORKDIR)$(ARGS)),$(error CONFIG, WORKDIR and ARGS cannot hold a newline; rename the path, or run python -m mlp_jax.main yourself))
 RUN_WORKDIR = $(if $(WORKDIR),$(call quote,$(WORKDIR)),"runs/$$(basename $(call quote,$(CONFIG)) .py)")
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

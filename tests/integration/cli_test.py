@@ -480,3 +480,9 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # functions, word by word, made it "runs/my mlp concise").
     evaluated = make("eval", "CONFIG=my experiments/mlp concise.py")
     assert f"error: {ROOT}/runs/mlp concise/config.json: missing" in evaluated.stderr
+    # A newline cannot be quoted for the shell: "Syntax error: Unterminated quoted string".
+    evaluated = make("eval", f"WORKDIR={tmp_path}/a\nb")
+    assert "CONFIG, WORKDIR and ARGS cannot hold a newline" in evaluated.stderr
+    # eval's ARGS were dropped, and with them the --data_dir its own line asks for.
+    evaluated = make("eval", f"WORKDIR={workdir}", "ARGS=--data_dir=/nonexistent --bogus")
+    assert "Unknown command line flag 'bogus'" in evaluated.stderr, evaluated.stderr
