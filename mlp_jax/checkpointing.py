@@ -616,7 +616,7 @@ class CheckpointStore:
           UserError: naming the limit or the space, and the fix.
         """
         folder = self.workdir / CHECKPOINT_DIR
-        problem = fix = None
+        problem, fix = None, "free space where it saves, or use another --workdir"
         if not files.is_remote(folder):
             if problem := _file_size_limit_problem(abstract_state):
                 fix = "raise it (`ulimit -f unlimited`) and rerun"

@@ -13,6 +13,7 @@ import difflib
 import errno
 import functools
 import gc
+import importlib
 import logging as stdlib_logging
 import math
 import os
@@ -469,12 +470,14 @@ def _end_within(seconds: float, code: int) -> None:
 
 def _refuse_flags_given_twice(argv: list[str]) -> None:
     """Refuses a flag given more than once: absl takes the last, and the first (a second
-    --workdir appended to make's, say) was passed over without a word."""
+    --workdir appended to make's, say) was passed over without a word. A config field's
+    changes (--config.KEY) may repeat, the last taken, as a script's later change overrides
+    its base's."""
     words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
-    names = [w[2:].split("=", 1)[0] for w in words if w.startswith("--")]
+    names = [w.lstrip("-").split("=", 1)[0] for w in words if w.startswith("-") and w != "-"]
     for name in dict.fromkeys(names):
         count = names.count(name)
-        if count == 1 or name == "flagfile":  # Flag files may be several.
+        if count == 1 or name == "flagfile" or name.startswith("config."):
             continue
         if name == "config":  # absl said "flag 'config.KEY' is defined twice" of overrides.
             fail(
@@ -551,6 +554,14 @@ def _start(main, define_flags, arguments: bool) -> None:
     """`run_command`'s work: JAX imported, the flags defined and parsed, `main` run."""
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
     import_jax()
+    import jax  # noqa: PLC0415
+
+    if jax.config.jax_disable_jit:  # Found after the data, the workdir and a compilation.
+        fail(
+            "JAX_DISABLE_JIT is set: mlp_jax's commands compile their programs ahead of time, "
+            "which JAX cannot do without jit; unset it (to step through a step, call "
+            "mlp_jax.steps.train_step under jax.disable_jit() in Python)"
+        )
     if define_flags is not None:
         try:
             define_flags()
@@ -597,14 +608,21 @@ def import_jax() -> None:
             f"{name.upper()}={value!r} is not a value JAX takes for that setting; fix or unset "
             "that environment variable"
         )
-    import jax  # noqa: PLC0415
 
-    if jax.config.jax_disable_jit:  # Found after the data, the workdir and a compilation.
-        fail(
-            "JAX_DISABLE_JIT is set: these commands compile their epochs ahead of time, which "
-            "JAX cannot do without jit; unset it (to step through a step, call "
-            "mlp_jax.steps.train_step under jax.disable_jit() in Python)"
-        )
+
+def check_plot_backend() -> None:
+    """Refuses in one line a $MPLBACKEND matplotlib does not know, before a command imports
+    matplotlib, which checks it as it is imported (a traceback after a run had trained, or
+    as a study started). Called by the trainer and by the studies' package.
+
+    Raises:
+      SystemExit: one line naming the variable.
+    """
+    if os.environ.get("MPLBACKEND"):
+        try:
+            importlib.import_module("mlp_jax.plots")
+        except UserError as e:
+            fail(str(e))
 
 
 def _config_error(error: Exception, argv: list[str]) -> str:

@@ -479,12 +479,13 @@ def open_one_name(path: epath.Path, writes: str, access: int = os.O_WRONLY) -> t
             descriptor, made = os.open(path, flags | os.O_EXCL, 0o666), True
         except FileExistsError:
             descriptor, made = os.open(path, flags, 0o666), False
-        links = os.fstat(descriptor).st_nlink
+        status = os.fstat(descriptor)
     except OSError as e:
         if e.errno not in (errno.ELOOP, errno.ENXIO):
             raise
         descriptor = None
-    if descriptor is not None and links == 1:
+    # (A pipe made since the kind was asked opens for reading and writing without waiting.)
+    if descriptor is not None and status.st_nlink == 1 and stat.S_ISREG(status.st_mode):
         return descriptor, made
     if descriptor is not None:
         os.close(descriptor)

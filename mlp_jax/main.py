@@ -9,7 +9,6 @@
 This file is intentionally kept short: all logic is importable from mlp_jax.train.
 """
 
-import importlib
 import json
 import os
 import sys
@@ -106,9 +105,7 @@ def main(arguments: list[str]) -> None:
         errors.name_path(files.as_path(config.data_dir), "--config.data_dir")
     _enable_compilation_cache()
     parallel.start_runtime()
-    if FLAGS.mode == "train" and os.environ.get("MPLBACKEND"):
-        # Checked as matplotlib is imported: imported here, not at the run's last plot.
-        importlib.import_module(train.PLOTS)
+    errors.check_plot_backend()  # Here, not at the run's last plot.
     if FLAGS.mode == "eval":
         # Valid JSON, which has no NaN: a model whose evaluation gives none is null there.
         evaluated = metrics.json_safe(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir))

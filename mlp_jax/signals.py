@@ -128,9 +128,9 @@ class StopRequests:
     main thread (where handlers cannot be set) it installs nothing and reports nothing.
 
     In a command, the work in flight has $MLP_JAX_STOP_GRACE seconds (300) from the first
-    signal to end: past them the process ends in one line, as a kill would end it, whose
-    saves the next run recovers from. A save into a stalled bucket held a stopped run for
-    ever, deaf to every signal but SIGKILL.
+    signal to end, and the save after it as long again: past them the process ends in one
+    line, as a kill would end it, whose saves the next run recovers from. A save into a
+    stalled bucket held a stopped run for ever, deaf to every signal but SIGKILL.
     """
 
     def __init__(self):
@@ -152,17 +152,31 @@ class StopRequests:
         return self
 
     def _request(self, signal_number, _frame):
-        if self.signal_number is None and self._grace_seconds is not None:
-            arguments = (self._grace_seconds, signal_number)
-            self._grace = threading.Timer(self._grace_seconds, _end_after_grace, arguments)
-            self._grace.daemon = True
-            self._grace.start()
+        first = self.signal_number is None
         self.signal_number = signal_number
+        if first:
+            self._start_grace()
+
+    def _start_grace(self) -> None:
+        """(Re)starts the wait after which a stopped command ends without its work."""
+        if self._grace_seconds is None or self.signal_number is None:
+            return
+        if self._grace is not None:
+            self._grace.cancel()
+        # Event.wait overflows past TIMEOUT_MAX (MLP_JAX_STOP_GRACE=1e300).
+        seconds = min(self._grace_seconds, threading.TIMEOUT_MAX)
+        arguments = (self._grace_seconds, self.signal_number)
+        self._grace = threading.Timer(seconds, _end_after_grace, arguments)
+        self._grace.daemon = True
+        self._grace.start()
 
     def agreed_signal(self) -> int:
-        """The signal any process received (0 if none); the same on every process."""
+        """The signal any process received (0 if none); the same on every process. Asked
+        between steps: a step that ended since the signal gives the save after it a grace
+        of its own."""
         from mlp_jax import parallel  # noqa: PLC0415  (JAX, only once work is under way)
 
+        self._start_grace()
         return parallel.max_over_processes(self.signal_number or 0)
 
     def __exit__(self, *exc):

@@ -201,21 +201,21 @@ def train_and_evaluate(
         _write_config(config, workdir)  # After every file it replaces was read and accepted.
         if resuming:
             _print(f"resumed from the checkpoint of epoch {start_epoch} in {workdir}")
+        elif store.set_aside_epochs():
+            _print(
+                f"no readable checkpoint in {workdir}: starting afresh at epoch 1 (the damaged "
+                f"ones set aside earlier are in {workdir / checkpointing.UNREADABLE_DIR})"
+            )
         if 0 < config.trace_epoch <= start_epoch:
             _print(
                 f"config.trace_epoch={config.trace_epoch} was trained before this run resumed "
                 "at its checkpoint: no trace is written (trace a later epoch, or train afresh "
                 "in a new --workdir)"
             )
-        elif store.set_aside_epochs():
-            _print(
-                f"no readable checkpoint in {workdir}: starting afresh at epoch 1 (the damaged "
-                f"ones set aside earlier are in {workdir / checkpointing.UNREADABLE_DIR})"
-            )
         writer = None
         if is_main_process:
             writer = writers.BackgroundWriter(writers.TensorBoardWriter(workdir))
-            cleanup.callback(writer.close)
+            cleanup.push(_closed_after(writer.close))
         clock.lap("state")
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation. A
@@ -237,20 +237,22 @@ def train_and_evaluate(
         # matplotlib (a third), for the last plot (in a terminal), are imported meanwhile,
         # while the compiled epochs hold the devices, not the interpreter. A failure there
         # is the save's or the plot's own, raised by it.
-        later = [checkpointing.ORBAX, *([PLOTS] if is_main_process else [])]
+        later = [checkpointing.ORBAX, *([_PLOTS] if is_main_process else [])]
         warming = threading.Thread(target=_import_quietly, args=later)
         warming.start()
         cleanup.callback(warming.join)
         board = progress.EpochBoard(title=config.model.split(":")[-1])
         board.update(history)
         state = started.state
+        first_of_a_program = True
         for finished in loop.epochs(run, started.compiled, state, started.plan, trace_dir=workdir):
             record = finished.record
             epoch = record["epoch"]
-            if finished.state is not None:  # A program's end: where the processes agree.
+            if first_of_a_program:  # Before any of its records is written.
                 lost = lock.lost()
                 if parallel.max_over_processes(int(lost is not None)):
                     raise UserError(lost or f"{workdir}: process 0 no longer holds its lock")
+            first_of_a_program = finished.state is not None
             history.append(record)
             if is_main_process:
                 log.write(history)
@@ -285,9 +287,24 @@ def train_and_evaluate(
     return loop.Result(runner.unreplicate(state), history, clock.seconds)
 
 
-# The plots' module: matplotlib takes a third of a second to import, so only a run that plots
-# imports it, and a command that must check $MPLBACKEND early.
-PLOTS = "mlp_jax.plots"
+def _closed_after(close):
+    """An ExitStack exit that calls `close`, whose file-system error is the command's own
+    unless an error is already on its way: then that one is kept, this one most likely its
+    consequence (TensorBoard's events file of a workdir moved away replaced the line saying
+    so by its own FileNotFoundError)."""
+
+    def exit_(_type, error, _traceback) -> bool:
+        try:
+            close()
+        except OSError:
+            if error is None:
+                raise
+        return False
+
+    return exit_
+
+
+_PLOTS = "mlp_jax.plots"
 
 
 def _import_quietly(*names: str) -> None:
@@ -298,7 +315,7 @@ def _import_quietly(*names: str) -> None:
 
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
-        plots = importlib.import_module(PLOTS)
+        plots = importlib.import_module(_PLOTS)
         plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
 
 

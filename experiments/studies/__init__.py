@@ -3,5 +3,7 @@ accuracy and parity, each a command (`python -m experiments.studies.NAME.run`)."
 
 from mlp_jax import errors
 
-# Before a study's module imports JAX: a JAX_* setting JAX refuses is one line.
+# Before a study's module imports JAX, or matplotlib: a JAX_* setting JAX refuses, or a
+# MPLBACKEND matplotlib does not know, is one line.
 errors.import_jax()
+errors.check_plot_backend()

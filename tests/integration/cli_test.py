@@ -381,7 +381,7 @@ def test_a_config_file_of_the_wrong_kind_is_one_line_naming_it(tmp_path, module,
         ({"JAX_NUM_CPU_DEVICES": "abc"}, [], ["JAX_NUM_CPU_DEVICES='abc' is not a value JAX"]),
         ({"JAX_ENABLE_X64": "maybe"}, [], ["JAX_ENABLE_X64='maybe' is not a value JAX"]),
         # Trained from a workdir and a compilation of 22 s to the ahead-of-time's traceback.
-        ({"JAX_DISABLE_JIT": "1"}, [], ["JAX_DISABLE_JIT is set: these commands compile"]),
+        ({"JAX_DISABLE_JIT": "1"}, [], ["JAX_DISABLE_JIT is set: mlp_jax's commands compile"]),
         # matplotlib's traceback after the run trained, at its plot, and at every rerun's.
         ({"MPLBACKEND": "bogus"}, [], ["MPLBACKEND='bogus' is not a backend matplotlib"]),
         (
@@ -421,6 +421,12 @@ def test_a_jax_setting_jax_refuses_is_one_line_in_every_command(module):
     # A benchmark's or a study's module imports JAX first: it was JAX's traceback there.
     result = run_cli(module=module, env={"JAX_ENABLE_X64": "maybe"})
     assert_one_line_error(result, "JAX_ENABLE_X64='maybe' is not a value JAX takes")
+
+
+def test_a_plot_backend_matplotlib_does_not_know_is_one_line_in_a_study():
+    # The studies import matplotlib first: its traceback, as the trainer's was after a run.
+    result = run_cli(module="experiments.studies.exercises.run", env={"MPLBACKEND": "bogus"})
+    assert_one_line_error(result, "MPLBACKEND='bogus' is not a backend matplotlib knows")
 
 
 # Ctrl-C as the --config file loads, before the command takes the signals: Python's

@@ -250,7 +250,9 @@ def test_checkpoint_whose_state_does_not_match_its_fingerprint_is_not_used(synth
 # A lost metadata file: Orbax read the arrays as another tree ("saved by a model of other
 # shapes"), and the run was stuck on that checkpoint, the previous one never tried.
 @pytest.mark.parametrize("damage", ["truncate", "tamper", "metadata_lost"])
-def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp_path, damage):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(
+    synthetic_dir, tmp_path, damage, capsys
+):
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
     newest = largest_file(tmp_path / "checkpoints" / "3" / "state")
     raw = bytearray(newest.read_bytes())
@@ -266,9 +268,12 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(synthetic_dir, tmp
     assert (tmp_path / "checkpoints" / "3").is_dir()
     assert not (tmp_path / "checkpoints_unreadable").exists()
     # Training again sets it aside, resumes from epoch 2 and writes a sound epoch 3.
+    capsys.readouterr()
     again = train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
     assert int(again.state.epoch) == 3
     assert len(list((tmp_path / "checkpoints_unreadable").iterdir())) == 1
+    said = capsys.readouterr().out
+    assert "resumed from the checkpoint of epoch 2" in said and "starting afresh" not in said
 
 
 def test_the_evidence_of_damage_is_one_line_cut_between_words(tmp_path):
@@ -575,15 +580,22 @@ def test_a_workdir_whose_name_leaves_no_room_for_its_checkpoints_is_refused(tmp_
     checkpointing.CheckpointStore(tmp_path / "run", keep=1, read_only=True)  # Reads, though.
 
 
-def test_a_save_failing_as_its_folder_is_moved_away_is_one_line_and_other_failures_are_not(
-    tmp_path,
+@pytest.mark.parametrize("failing", ["save", "wait_until_finished"])
+def test_a_save_failing_as_the_workdir_is_moved_away_is_one_line(
+    synthetic_dir, tmp_path, monkeypatch, failing
 ):
-    # The workdir moved mid-save: Orbax's threads failed ("Checkpoint directory does not
-    # exist"), and the run ended in their traceback.
-    store = checkpointing.CheckpointStore(tmp_path / "run", keep=3)
-    with pytest.raises(ValueError, match="a failure of its own"), store._moved_is_one_line():
-        raise ValueError("a failure of its own")
-    (tmp_path / "run").rename(tmp_path / "moved")
+    # Orbax's threads failed ("Checkpoint directory does not exist"), and the run ended in
+    # their traceback. Here the move and the failure come in the call the store wraps.
+    workdir = tmp_path / "run"
+    real = getattr(ocp.CheckpointManager, failing)
+
+    def move_then_fail(manager, *args, **kwargs):
+        if workdir.exists():
+            workdir.rename(tmp_path / "moved")
+            raise ValueError("Checkpoint directory does not exist")
+        return real(manager, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, failing, move_then_fail)
     moved = "run/checkpoints: moved or removed while a save wrote it; that save is lost"
-    with pytest.raises(UserError, match=moved), store._moved_is_one_line():
-        raise ValueError("Checkpoint directory does not exist")
+    with pytest.raises(UserError, match=moved):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), workdir)

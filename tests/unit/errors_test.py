@@ -4,6 +4,7 @@ lines of the errors that reach it."""
 
 import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -278,7 +279,7 @@ def test_out_of_memory_under_a_memory_limit_names_the_limit(capsys, monkeypatch,
     "argv, line",
     [
         (["--workdir=a", "--workdir=b"], "--workdir is given 2 times; give it once"),
-        (["--config.lr=0.1", "--workdir=a", "--config.lr=0.2"], "--config.lr is given 2 times"),
+        (["-workdir=a", "--workdir=b"], "--workdir is given 2 times; give it once"),
         (["--config=a.py", "--config", "b.py"], "--config is given 2 times; give one experiment"),
     ],
 )
@@ -342,3 +343,21 @@ def test_a_compilation_cache_failing_after_it_was_set_is_passed_over_without_war
         for name, value in kept.items():
             jax.config.update(name, value)
     assert [str(w.message) for w in shown] == ["another warning"]
+
+
+def test_a_config_fields_change_may_repeat_the_last_taken():
+    # As a script's later change overrides its base's (the tests' own TINY, then a row's).
+    errors._refuse_flags_given_twice(["command", "--config.lr=0.1", "--config.lr=0.2"])
+
+
+def test_a_grace_past_what_a_timer_can_wait_waits_as_long_as_it_can():
+    # MLP_JAX_STOP_GRACE=1e300 was an OverflowError in the timer's thread at the first
+    # signal, and no grace at all.
+    from mlp_jax import signals  # noqa: PLC0415
+
+    stop = signals.StopRequests()
+    stop._grace_seconds, stop.signal_number = 1e300, signal.SIGTERM
+    stop._start_grace()
+    time.sleep(0.2)
+    assert stop._grace.is_alive()
+    stop._grace.cancel()

@@ -89,8 +89,9 @@ def test_several_epochs_in_one_program_train_bit_for_bit_as_one_each():
     assert _without_timings(fused.history) == _without_timings(alone.history)
 
 
+@pytest.mark.parametrize("epochs_per_program", [1, 2])
 def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
-    synthetic_dir, tmp_path, monkeypatch
+    synthetic_dir, tmp_path, monkeypatch, epochs_per_program
 ):
     # Its next save made a new folder of the old name, holding the rest of the run without
     # its config.json, which every later command refused; the run ended with status 0.
@@ -103,9 +104,15 @@ def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
         workdir.rename(moved)
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
+    every = epochs_per_program  # A program ends at each checkpoint.
+    config = tiny_config(
+        synthetic_dir, num_epochs=4, epochs_per_program=every, checkpoint_every_epochs=every
+    )
     with pytest.raises(UserError, match="run: moved or removed while this run wrote it"):
-        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), workdir)
-    assert not workdir.exists() and (moved / "checkpoints" / "1").is_dir()
+        train.train_and_evaluate(config, workdir)
+    assert not workdir.exists() and (moved / "checkpoints" / str(epochs_per_program)).is_dir()
+    # Nothing of the next program written anywhere: the records are those saved.
+    assert len((moved / "metrics.jsonl").read_text().splitlines()) == epochs_per_program
 
 
 @pytest.mark.parametrize("dataset", ["x", None])
