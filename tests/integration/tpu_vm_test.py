@@ -189,12 +189,13 @@ def test_the_pages_pod_slice_stops_together_resumes_and_is_read_from_one_host(gc
     assert compared.returncode == 0, compared.stderr
     assert float(compared.stdout) == 0.0
 
-    # Eval and predict from one host, as the page gives them.
+    # Eval and predict from one host, as the page gives them (without the training's ARGS,
+    # which `make eval` passes on).
     outputs = {}
     for name in ("eval", "predict"):
         one_host = subprocess.run(
             ["bash", "-c", _page_command(name).replace("BUCKET", bucket)],
-            env=env,
+            env={k: v for k, v in env.items() if k != "ARGS"},
             capture_output=True,
             text=True,
             timeout=120,
