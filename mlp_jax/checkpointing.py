@@ -573,9 +573,9 @@ class CheckpointStore:
                 "was saved before went with the folder: rerun on it where it is now to resume"
             ) from None
 
-    def _finish_saving(self) -> None:
-        """Waits for the save in flight, if any, then deletes the checkpoints older than the
-        newest `keep` (process 0; see the class)."""
+    def _finish_saving(self, rotate: bool = True) -> None:
+        """Waits for the save in flight, if any, then (with `rotate`) deletes the checkpoints
+        older than the newest `keep` (process 0; see the class)."""
         if self._manager is None:
             return  # Nothing saved or read by this store: nothing new to rotate.
         with self._moved_is_one_line():
@@ -583,8 +583,11 @@ class CheckpointStore:
         # A run refused before it saved deletes nothing (one refused for another config
         # deleted the checkpoints past its own `keep`), and only whole checkpoints count
         # towards the newest kept (a folder made by hand took the place of the last good one).
-        if jax.process_index() != 0 or not self._saved:
+        if jax.process_index() != 0 or not self._saved or not rotate:
             return
+        folder = self.workdir / CHECKPOINT_DIR
+        if self._identity is not None and files.identity(folder) != self._identity:
+            return  # Moved away: what stands at its name now is not this run's to rotate.
         folder = self.workdir / CHECKPOINT_DIR
         saved = [epoch for epoch in self.saved_epochs() if not _missing_items(folder / str(epoch))]
         for epoch in saved[: max(len(saved) - self.keep, 0)]:
@@ -616,14 +619,18 @@ class CheckpointStore:
           UserError: naming the limit or the space, and the fix.
         """
         folder = self.workdir / CHECKPOINT_DIR
-        problem, fix = None, "free space where it saves, or use another --workdir"
+        problem = fix = None
         if not files.is_remote(folder):
             if problem := _file_size_limit_problem(abstract_state):
                 fix = "raise it (`ulimit -f unlimited`) and rerun"
             elif problem := self._space_shortage(abstract_state, "a checkpoint"):
                 fix = "free space there, or use another --workdir"
-        if parallel.max_over_processes(int(problem is not None)):
-            raise UserError(f"{folder}: {problem or 'another process has no room there'}; {fix}")
+        if not parallel.max_over_processes(int(problem is not None)):
+            return
+        if problem is None:
+            problem = "another process of this run cannot save a checkpoint there"
+            fix = "its own line says why; mend that, then rerun"
+        raise UserError(f"{folder}: {problem}; {fix}")
 
     def _check_room(self, state, epoch: int) -> None:
         """Refuses a save that checkpoints/ cannot take (this process cannot write a file
@@ -823,12 +830,13 @@ class CheckpointStore:
             )
         return state, meta
 
-    def close(self) -> None:
-        """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`,
-        then releases the manager."""
+    def close(self, rotate: bool = True) -> None:
+        """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`
+        (unless told not to `rotate`: a run that lost its workdir's lock to another), then
+        releases the manager."""
         if self._manager is not None:
             if not self.read_only:
-                self._finish_saving()
+                self._finish_saving(rotate)
             self.manager.close()
 
 

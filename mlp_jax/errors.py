@@ -474,7 +474,9 @@ def _refuse_flags_given_twice(argv: list[str]) -> None:
     changes (--config.KEY) may repeat, the last taken, as a script's later change overrides
     its base's."""
     words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
-    names = [w.lstrip("-").split("=", 1)[0] for w in words if w.startswith("-") and w != "-"]
+    # A flag's name, not a value of the flag before it (`--config.seed -1`).
+    named = [re.fullmatch(r"--?([A-Za-z_][\w.]*)(=.*)?", w, re.S) for w in words]
+    names = [m.group(1) for m in named if m]
     for name in dict.fromkeys(names):
         count = names.count(name)
         if count == 1 or name == "flagfile" or name.startswith("config."):
@@ -612,8 +614,9 @@ def import_jax() -> None:
 
 def check_plot_backend() -> None:
     """Refuses in one line a $MPLBACKEND matplotlib does not know, before a command imports
-    matplotlib, which checks it as it is imported (a traceback after a run had trained, or
-    as a study started). Called by the trainer and by the studies' package.
+    matplotlib, which checks it as it is imported (a traceback as a study started). Called by
+    the studies' package as it is imported; a run checks it as it starts
+    (`train.train_and_evaluate`).
 
     Raises:
       SystemExit: one line naming the variable.

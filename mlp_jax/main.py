@@ -105,7 +105,6 @@ def main(arguments: list[str]) -> None:
         errors.name_path(files.as_path(config.data_dir), "--config.data_dir")
     _enable_compilation_cache()
     parallel.start_runtime()
-    errors.check_plot_backend()  # Here, not at the run's last plot.
     if FLAGS.mode == "eval":
         # Valid JSON, which has no NaN: a model whose evaluation gives none is null there.
         evaluated = metrics.json_safe(train.evaluate_workdir(FLAGS.workdir, FLAGS.data_dir))

@@ -172,12 +172,15 @@ class StopRequests:
 
     def agreed_signal(self) -> int:
         """The signal any process received (0 if none); the same on every process. Asked
-        between steps: a step that ended since the signal gives the save after it a grace
-        of its own."""
+        between steps: from then, the save after the step has a grace of its own, on every
+        process."""
         from mlp_jax import parallel  # noqa: PLC0415  (JAX, only once work is under way)
 
-        self._start_grace()
-        return parallel.max_over_processes(self.signal_number or 0)
+        agreed = parallel.max_over_processes(self.signal_number or 0)
+        if agreed:  # A host the notice did not reach stops too, with the same grace.
+            self.signal_number = self.signal_number or agreed
+            self._start_grace()
+        return agreed
 
     def __exit__(self, *exc):
         if self._grace is not None:

@@ -154,6 +154,8 @@ def train_and_evaluate(
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
     model = models.resolve_model(config)
+    if os.environ.get("MPLBACKEND"):  # Checked as matplotlib is imported: here, not at the end.
+        importlib.import_module(_PLOTS)
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     clock = _PhaseClock()
     # Before each process reads its data by its own config: one failing alone would leave
@@ -177,7 +179,8 @@ def train_and_evaluate(
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())
         store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
-        cleanup.callback(store.close)
+        # A run that lost its lock rotates nothing: the workdir is another run's now.
+        cleanup.callback(lambda: store.close(rotate=lock.lost() is None))
         if store.saved_epochs():
             _refuse_changed_config(config, workdir)
         else:
@@ -215,7 +218,7 @@ def train_and_evaluate(
         writer = None
         if is_main_process:
             writer = writers.BackgroundWriter(writers.TensorBoardWriter(workdir))
-            cleanup.push(_closed_after(writer.close))
+            cleanup.push(_closed_after(writer.close, lambda: lock.lost() is not None))
         clock.lap("state")
 
         # ---- Compile once, ahead of time, so that epoch timings exclude compilation. A
@@ -287,17 +290,17 @@ def train_and_evaluate(
     return loop.Result(runner.unreplicate(state), history, clock.seconds)
 
 
-def _closed_after(close):
-    """An ExitStack exit that calls `close`, whose file-system error is the command's own
-    unless an error is already on its way: then that one is kept, this one most likely its
-    consequence (TensorBoard's events file of a workdir moved away replaced the line saying
-    so by its own FileNotFoundError)."""
+def _closed_after(close, workdir_lost):
+    """An ExitStack exit that calls `close`, whose file-system error is the command's own,
+    unless the run is ending because its workdir was lost (`workdir_lost()`): that line is
+    kept, and this error, its consequence, dropped (TensorBoard's events file of a workdir
+    moved away replaced it by a FileNotFoundError)."""
 
     def exit_(_type, error, _traceback) -> bool:
         try:
             close()
         except OSError:
-            if error is None:
+            if error is None or not workdir_lost():
                 raise
         return False
 

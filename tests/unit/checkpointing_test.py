@@ -539,9 +539,9 @@ def test_a_signal_while_the_last_checkpoint_is_written_loses_nothing(
     # stop request, and the save completes.
     close = checkpointing.CheckpointStore.close
 
-    def interrupted_close(self):
+    def interrupted_close(self, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
-        close(self)
+        close(self, **kwargs)
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "close", interrupted_close)
     try:
@@ -580,22 +580,38 @@ def test_a_workdir_whose_name_leaves_no_room_for_its_checkpoints_is_refused(tmp_
     checkpointing.CheckpointStore(tmp_path / "run", keep=1, read_only=True)  # Reads, though.
 
 
-@pytest.mark.parametrize("failing", ["save", "wait_until_finished"])
+# The move, and the failure, in the call the store wraps: Orbax's save; its wait for the save
+# before (once checkpoint 1 is whole, the store's own); a failure where nothing moved keeps
+# its traceback. Orbax's threads failed ("Checkpoint directory does not exist"), and the run
+# ended in their traceback.
+@pytest.mark.parametrize(
+    "failing, after, moves",
+    [("save", "", True), ("wait_until_finished", "1", True), ("save", "", False)],
+    ids=["save", "wait_for_the_save_before", "not_moved"],
+)
 def test_a_save_failing_as_the_workdir_is_moved_away_is_one_line(
-    synthetic_dir, tmp_path, monkeypatch, failing
+    synthetic_dir, tmp_path, monkeypatch, failing, after, moves
 ):
-    # Orbax's threads failed ("Checkpoint directory does not exist"), and the run ended in
-    # their traceback. Here the move and the failure come in the call the store wraps.
     workdir = tmp_path / "run"
     real = getattr(ocp.CheckpointManager, failing)
 
     def move_then_fail(manager, *args, **kwargs):
-        if workdir.exists():
-            workdir.rename(tmp_path / "moved")
+        if workdir.exists() and (workdir / "checkpoints" / after / "meta").exists() == bool(after):
+            if moves:
+                workdir.rename(tmp_path / "moved")
             raise ValueError("Checkpoint directory does not exist")
         return real(manager, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, failing, move_then_fail)
     moved = "run/checkpoints: moved or removed while a save wrote it; that save is lost"
-    with pytest.raises(UserError, match=moved):
+    raised = (UserError, moved) if moves else (ValueError, "Checkpoint directory does not")
+    with pytest.raises(raised[0], match=raised[1]):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), workdir)
+
+
+def test_another_processs_shortage_of_room_is_named_as_its(tmp_path, monkeypatch):
+    store = checkpointing.CheckpointStore(tmp_path, keep=1)
+    monkeypatch.setattr(checkpointing.parallel, "max_over_processes", lambda value: 1)
+    another = "another process of this run cannot save a checkpoint there; its own line says"
+    with pytest.raises(UserError, match=another):
+        store.check_room_to_save({"w": jax.ShapeDtypeStruct((4,), np.float32)})

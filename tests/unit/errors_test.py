@@ -361,3 +361,38 @@ def test_a_grace_past_what_a_timer_can_wait_waits_as_long_as_it_can():
     time.sleep(0.2)
     assert stop._grace.is_alive()
     stop._grace.cancel()
+
+
+# The save after a stopped step has a grace of its own: asked between steps, the wait
+# starts again.
+SAVED_AFTER_A_STOPPED_STEP = """
+import os, signal, time
+from mlp_jax import errors, parallel, signals
+
+
+def main():
+    with signals.StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.7)  # The step in flight.
+        stop.agreed_signal()
+        time.sleep(0.7)  # Its save.
+    print("ended by itself")
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_the_save_after_a_stopped_step_has_a_grace_of_its_own():
+    result = _run_source(SAVED_AFTER_A_STOPPED_STEP, env={"MLP_JAX_STOP_GRACE": "1"})
+    assert result.returncode == 0 and result.stdout == "ended by itself\n", result.stderr
+
+
+def test_jit_disabled_ends_commands_only_not_an_import_of_the_studies():
+    # A notebook importing a study under JAX_DISABLE_JIT=1 (a debugging setting) must not
+    # see its interpreter exit.
+    result = _run_source(
+        "import experiments.studies.exercises.run; print('imported')",
+        env={"JAX_DISABLE_JIT": "1"},
+    )
+    assert result.returncode == 0 and result.stdout == "imported\n", result.stderr

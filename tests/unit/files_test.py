@@ -383,3 +383,11 @@ def test_a_path_of_bytes_is_a_type_error_saying_what_a_path_is(tmp_path):
     with pytest.raises(TypeError, match="a path is a str or a pathlib.Path, not bytes"):
         files.as_path(os.fsencode(tmp_path))
     assert files.as_path(tmp_path) == files.as_path(str(tmp_path))
+
+
+def test_a_pipe_made_after_its_kind_was_asked_is_never_opened_as_a_file(tmp_path, monkeypatch):
+    # Opened for reading and writing, a pipe does not wait: it was returned as the lock.
+    os.mkfifo(tmp_path / ".lock")
+    monkeypatch.setattr(files, "require_kind", lambda *args, **kwargs: False)  # Asked before.
+    with pytest.raises(UserError, match="a link or a pipe where this command writes its lock"):
+        files.open_one_name(files.as_path(tmp_path / ".lock"), "its lock", access=os.O_RDWR)

@@ -1,6 +1,8 @@
 """The in-memory run loop: the one loop `train_and_evaluate`, the benchmarks and the studies
 share."""
 
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -113,6 +115,29 @@ def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
     assert not workdir.exists() and (moved / "checkpoints" / str(epochs_per_program)).is_dir()
     # Nothing of the next program written anywhere: the records are those saved.
     assert len((moved / "metrics.jsonl").read_text().splitlines()) == epochs_per_program
+
+
+def test_a_run_whose_workdir_moved_rotates_nothing_of_what_stands_at_its_name(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # Stopping, it deleted the checkpoints past its own `keep` in another run's workdir made
+    # at the old name.
+    workdir, moved = tmp_path / "run", tmp_path / "moved"
+    save = checkpointing.CheckpointStore.save
+
+    def save_then_move(store, state, meta):
+        save(store, state, meta)
+        store.manager.wait_until_finished()
+        if int(state.epoch) == 2:
+            workdir.rename(moved)
+            shutil.copytree(moved, workdir)  # Another run's, at the old name: 1, 2 and 3.
+            shutil.copytree(workdir / "checkpoints" / "2", workdir / "checkpoints" / "3")
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
+    config = tiny_config(synthetic_dir, num_epochs=4, keep_checkpoints=2)
+    with pytest.raises(UserError, match="run: moved or removed while this run wrote it"):
+        train.train_and_evaluate(config, workdir)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2", "3"]
 
 
 @pytest.mark.parametrize("dataset", ["x", None])
