@@ -181,7 +181,15 @@ class Damaged(ValueError):
 # cut short (OUT_OF_RANGE), bytes failing their checksum or format (DATA_LOSS, "Error
 # decoding"), a file its manifest lists but that is missing (NOT_FOUND). Each counts only
 # where the message names a file of that checkpoint.
-_DAMAGE_SIGNS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Error decoding")
+_DAMAGE_SIGNS = (
+    "DATA_LOSS",
+    "OUT_OF_RANGE",
+    "NOT_FOUND",
+    "Error decoding",
+    # An array's chunk that does not decompress (cut short, or bytes overwritten).
+    "Zstd-compressed stream",
+    "ZSTD_decompressStream() failed",
+)
 # Errors of the same meaning raised by Python while the checkpoint's own JSON files are
 # parsed (nothing else is parsed during a restore), or by the fingerprint's check.
 _DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError)
@@ -209,6 +217,24 @@ def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
         ):
             return errors.first_line(error)
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return None
+
+
+def _description_damage(folder: epath.Path) -> str | None:
+    """What proves damaged the file of a finished checkpoint that describes its arrays (Orbax
+    writes it before the checkpoint is committed): missing, or not the JSON object of a
+    tree; None where it is whole, or cannot be read (the readability check decides)."""
+    path = folder / _METADATA_OF_ARRAYS
+    if files.kind(path) is None:
+        return f"its {_METADATA_OF_ARRAYS} is missing"
+    try:
+        described = json.loads(files.read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"its {_METADATA_OF_ARRAYS} is not valid JSON"
+    except (OSError, UserError):
+        return None
+    if not (isinstance(described, dict) and "tree_metadata" in described):
+        return f"its {_METADATA_OF_ARRAYS} describes no tree of arrays"
     return None
 
 
@@ -689,7 +715,10 @@ class CheckpointStore:
             ),
         )
         state, meta = restored["state"], restored["meta"]
-        if fingerprint(state) != meta["state_fingerprint"]:
+        saved = meta.get("state_fingerprint") if isinstance(meta, dict) else None
+        if saved is None:  # Every save writes it: the meta file was changed since.
+            raise Damaged("its meta holds no fingerprint of the state")
+        if fingerprint(state) != saved:
             raise Damaged("the state does not match the fingerprint saved with it")
         return state, meta
 
@@ -801,17 +830,15 @@ class CheckpointStore:
             state, meta = self._restore(epoch, abstract_state)
         except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
             reason = errors.first_line(e)
-            # Without the metadata that tells shapes, Orbax reads the arrays as another tree.
-            lost = _METADATA_OF_ARRAYS if saved is None else None
-            if lost and files.kind(folder / lost) is not None:
-                lost = None
-            if lost is None and any(sign in str(e) for sign in _MISMATCH_SIGNS):
+            # Without the description of its arrays, Orbax reads them as another tree.
+            undescribed = _description_damage(folder) if saved is None else None
+            if undescribed is None and any(sign in str(e) for sign in _MISMATCH_SIGNS):
                 raise UserError(
                     f"{folder}: saved by a model of other shapes ({reason}); use the "
                     "config that trained it or a new --workdir"
                 ) from None
             self._check_readable(epoch)  # The environment's failure is one line.
-            evidence = f"its {lost} is missing" if lost else damage_evidence(e, folder)
+            evidence = undescribed or damage_evidence(e, folder)
             if evidence is None:
                 e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
                 raise

@@ -247,9 +247,21 @@ def test_checkpoint_whose_state_does_not_match_its_fingerprint_is_not_used(synth
     assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
 
 
-# A lost metadata file: Orbax read the arrays as another tree ("saved by a model of other
-# shapes"), and the run was stuck on that checkpoint, the previous one never tried.
-@pytest.mark.parametrize("damage", ["truncate", "tamper", "metadata_lost"])
+# Each of the last five was stuck on that checkpoint, the previous one never tried: a lost
+# metadata file read as "saved by a model of other shapes"; the others tracebacks (a
+# KeyError of Orbax's or of the meta, an array's chunk that does not decompress).
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncate",
+        "tamper",
+        "metadata_lost",
+        "metadata_emptied",
+        "meta_without_fingerprint",
+        "data_overwritten",
+        "data_removed",
+    ],
+)
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(
     synthetic_dir, tmp_path, damage, capsys
 ):
@@ -260,6 +272,14 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
         newest.write_bytes(raw[: len(raw) // 2])
     elif damage == "metadata_lost":
         (tmp_path / "checkpoints" / "3" / "state" / "_METADATA").unlink()
+    elif damage == "metadata_emptied":
+        (tmp_path / "checkpoints" / "3" / "state" / "_METADATA").write_text("{}")
+    elif damage == "meta_without_fingerprint":
+        (tmp_path / "checkpoints" / "3" / "meta" / "metadata").write_text("{}")
+    elif damage == "data_overwritten":
+        newest.write_bytes(np.random.default_rng(0).bytes(len(raw)))
+    elif damage == "data_removed":
+        newest.unlink()
     else:
         raw[len(raw) // 2] ^= 0xFF
         newest.write_bytes(bytes(raw))
