@@ -568,6 +568,8 @@ class CheckpointStore:
         """
         assert not self.read_only, "a read-only store never saves"
         epoch = first_value(state.epoch)
+        if moved := self._moved_line():  # Orbax would make a new one: the run split in two.
+            raise UserError(moved)
         self._finish_saving()
         self._check_room(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
@@ -591,13 +593,22 @@ class CheckpointStore:
         try:
             yield
         except Exception:
-            folder = self.workdir / CHECKPOINT_DIR
-            if self._identity is None or files.identity(folder) == self._identity:
+            moved = self._moved_line()
+            if moved is None:
                 raise
-            raise UserError(
-                f"{folder}: moved or removed while a save wrote it; that save is lost, what "
-                "was saved before went with the folder: rerun on it where it is now to resume"
-            ) from None
+            raise UserError(moved) from None
+
+    def _moved_line(self) -> str | None:
+        """The line of a run whose checkpoints' folder was moved or removed since the store
+        made it (local, writable stores), or None."""
+        folder = self.workdir / CHECKPOINT_DIR
+        if self._identity is None or files.identity(folder) == self._identity:
+            return None
+        return (
+            f"{folder}: moved or removed while this run saved into it; the save in flight is "
+            "lost, and what was saved before went with the folder: put it back (or rerun on "
+            "the workdir where it is now) to resume"
+        )
 
     def _finish_saving(self, rotate: bool = True) -> None:
         """Waits for the save in flight, if any, then (with `rotate`) deletes the checkpoints
@@ -611,9 +622,9 @@ class CheckpointStore:
         # towards the newest kept (a folder made by hand took the place of the last good one).
         if jax.process_index() != 0 or not self._saved or not rotate:
             return
-        folder = self.workdir / CHECKPOINT_DIR
-        if self._identity is not None and files.identity(folder) != self._identity:
+        if self._moved_line():
             return  # Moved away: what stands at its name now is not this run's to rotate.
+        folder = self.workdir / CHECKPOINT_DIR
         folder = self.workdir / CHECKPOINT_DIR
         saved = [epoch for epoch in self.saved_epochs() if not _missing_items(folder / str(epoch))]
         for epoch in saved[: max(len(saved) - self.keep, 0)]:

@@ -65,22 +65,30 @@ class Lock:
 
 class _FolderLock(Lock):
     """A local workdir's lock, lost when the workdir's name no longer names the folder it
-    locked: moved or removed while the run writes it, its next save made a new folder of
-    that name, holding the rest of the run without its config.json (which every later
-    command then refused)."""
+    locked (moved or removed while the run writes it: its next save made a new folder of
+    that name, holding the rest of the run without its config.json, which every later
+    command then refused), or WORKDIR/.lock no longer names the file it holds (removed: a
+    second run started beside it)."""
 
-    def __init__(self, workdir: epath.Path):
+    def __init__(self, workdir: epath.Path, held: tuple[int, int]):
         self.workdir = workdir
         self.identity = files.identity(workdir)
+        self.held = held
 
     def lost(self) -> str | None:
-        if files.identity(self.workdir) == self.identity:
-            return None
-        return (
-            f"{self.workdir}: moved or removed while this run wrote it; stopped without "
-            "saving more (what it saved went with the folder: rerun on it where it is now "
-            "to resume)"
-        )
+        if files.identity(self.workdir) != self.identity:
+            return (
+                f"{self.workdir}: moved or removed while this run wrote it; stopped without "
+                "saving more (what it saved went with the folder: rerun on it where it is "
+                "now to resume)"
+            )
+        if files.identity(self.workdir / LOCK_FILE) != self.held:
+            return (
+                f"{self.workdir / LOCK_FILE}: removed or replaced while this run held it, so "
+                "another run may have started on this workdir; stopped without saving more; "
+                "check which run should own it, then rerun"
+            )
+        return None
 
 
 @contextlib.contextmanager
@@ -96,8 +104,8 @@ def workdir_lock(workdir: epath.Path):
     """
     _times()
     if not files.is_remote(workdir):
-        with _local_lock(workdir):
-            yield _FolderLock(workdir)
+        with _local_lock(workdir) as held:
+            yield _FolderLock(workdir, held)
         return
     if not os.fspath(workdir).startswith("gs://"):
         yield Lock()
@@ -143,8 +151,9 @@ def _local_lock(workdir: epath.Path):
         lock.truncate()
         lock.write(_holder())
         lock.flush()
+        held = os.fstat(lock.fileno())
         try:
-            yield
+            yield held.st_dev, held.st_ino
         finally:
             with contextlib.suppress(OSError):  # Nothing to release where none was taken.
                 fcntl.flock(lock, fcntl.LOCK_UN)

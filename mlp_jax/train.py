@@ -291,17 +291,14 @@ def train_and_evaluate(
 
 
 def _closed_after(close, workdir_lost):
-    """An ExitStack exit that calls `close`, whose file-system error is the command's own,
-    unless the run is ending because its workdir was lost (`workdir_lost()`): that line is
-    kept, and this error, its consequence, dropped (TensorBoard's events file of a workdir
-    moved away replaced it by a FileNotFoundError)."""
+    """An ExitStack exit that calls `close`, unless the run is ending because its workdir
+    was lost (`workdir_lost()`): its last writes would go into whatever stands at the name
+    now (TensorBoard's events file did, into a new folder, or a user's through a link), or
+    fail and replace the line that says why."""
 
     def exit_(_type, error, _traceback) -> bool:
-        try:
+        if error is None or not workdir_lost():
             close()
-        except OSError:
-            if error is None or not workdir_lost():
-                raise
         return False
 
     return exit_

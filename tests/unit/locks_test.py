@@ -60,6 +60,15 @@ def test_a_workdir_moved_or_removed_while_held_is_lost(tmp_path):
         assert "run: moved or removed" in lock.lost()
 
 
+def test_a_lock_file_removed_while_held_is_lost(tmp_path):
+    # A second run then started beside the first, and ended in Orbax's traceback.
+    with locks.workdir_lock(files.as_path(tmp_path)) as lock:
+        (tmp_path / ".lock").unlink()
+        assert "run may have started on this workdir" in lock.lost()
+        with locks.workdir_lock(files.as_path(tmp_path)):  # The second run's.
+            assert "removed or replaced while this run held it" in lock.lost()
+
+
 def test_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeypatch, caplog):
     # NFS without its lock daemon answers flock with ENOLCK: refusing would refuse every run.
     def no_locks(descriptor, operation):

@@ -104,6 +104,7 @@ def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
         save(store, state, meta)
         store.manager.wait_until_finished()
         workdir.rename(moved)
+        workdir.mkdir()  # A user's new folder of that name: TensorBoard's last file went in.
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
     every = epochs_per_program  # A program ends at each checkpoint.
@@ -112,9 +113,47 @@ def test_a_workdir_moved_mid_run_stops_it_before_it_writes_a_second_one(
     )
     with pytest.raises(UserError, match="run: moved or removed while this run wrote it"):
         train.train_and_evaluate(config, workdir)
-    assert not workdir.exists() and (moved / "checkpoints" / str(epochs_per_program)).is_dir()
+    assert not any(workdir.iterdir()) and (moved / "checkpoints" / str(every)).is_dir()
     # Nothing of the next program written anywhere: the records are those saved.
     assert len((moved / "metrics.jsonl").read_text().splitlines()) == epochs_per_program
+
+
+def test_a_workdir_moved_before_its_first_record_gets_nothing_at_its_old_name(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # TensorBoard's writer, closing, made its events file in the user's new folder there.
+    workdir = tmp_path / "run"
+    start = loop.start
+
+    def compile_then_move(*args, **kwargs):  # While the first program is compiled.
+        started = start(*args, **kwargs)
+        workdir.rename(tmp_path / "moved")
+        workdir.mkdir()
+        return started
+
+    monkeypatch.setattr(loop, "start", compile_then_move)
+    with pytest.raises(UserError, match="run: moved or removed while this run wrote it"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), workdir)
+    assert not any(workdir.iterdir())
+
+
+def test_a_checkpoints_folder_moved_mid_run_stops_it_before_a_new_one_is_made(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # Orbax made a new checkpoints/ for the next save: the run split in two, status 0.
+    workdir = tmp_path / "run"
+    save = checkpointing.CheckpointStore.save
+
+    def save_then_move(store, state, meta):
+        save(store, state, meta)
+        store.manager.wait_until_finished()
+        (workdir / "checkpoints").rename(workdir / "moved")
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
+    moved = "run/checkpoints: moved or removed while this run saved into it"
+    with pytest.raises(UserError, match=moved):
+        train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), workdir)
+    assert not (workdir / "checkpoints").exists() and (workdir / "moved" / "1").is_dir()
 
 
 def test_a_run_whose_workdir_moved_rotates_nothing_of_what_stands_at_its_name(
