@@ -501,8 +501,14 @@ class CheckpointStore:
             _check_path_room(self.workdir)
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        local = not (read_only or files.is_remote(self.workdir))
-        self._identity = files.identity(self.workdir / CHECKPOINT_DIR) if local else None
+        # The folder's identity, and a handle that tells a folder moved away (a run split in
+        # two) from one removed (made again by the next save, as before).
+        self._identity = self._handle = None
+        if not (read_only or files.is_remote(self.workdir)):
+            folder = os.fspath(self.workdir / CHECKPOINT_DIR)
+            self._identity = files.identity(self.workdir / CHECKPOINT_DIR)
+            with contextlib.suppress(OSError):
+                self._handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         if jax.process_count() > 1:
             # Making Orbax's manager is a barrier of every process: each makes it here, at
             # the same point, rather than when it alone finds checkpoints (while process 0
@@ -599,15 +605,17 @@ class CheckpointStore:
             raise UserError(moved) from None
 
     def _moved_line(self) -> str | None:
-        """The line of a run whose checkpoints' folder was moved or removed since the store
-        made it (local, writable stores), or None."""
+        """The line of a run whose checkpoints' folder was moved away since the store made it
+        (local, writable stores), or None."""
         folder = self.workdir / CHECKPOINT_DIR
         if self._identity is None or files.identity(folder) == self._identity:
             return None
+        if self._handle is not None and os.fstat(self._handle).st_nlink == 0:
+            return None  # Removed, not moved: nothing of the run is elsewhere.
         return (
-            f"{folder}: moved or removed while this run saved into it; the save in flight is "
-            "lost, and what was saved before went with the folder: put it back (or rerun on "
-            "the workdir where it is now) to resume"
+            f"{folder}: moved while this run saved into it; the save in flight is lost, and "
+            "what was saved before went with the folder: put it back (or rerun on the "
+            "workdir where it is now) to resume"
         )
 
     def _finish_saving(self, rotate: bool = True) -> None:
@@ -872,10 +880,15 @@ class CheckpointStore:
         """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`
         (unless told not to `rotate`: a run that lost its workdir's lock to another), then
         releases the manager."""
-        if self._manager is not None:
-            if not self.read_only:
-                self._finish_saving(rotate)
-            self.manager.close()
+        try:
+            if self._manager is not None:
+                if not self.read_only:
+                    self._finish_saving(rotate)
+                self.manager.close()
+        finally:
+            if self._handle is not None:
+                os.close(self._handle)
+                self._handle = None
 
 
 def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, sharding):

@@ -623,7 +623,7 @@ def test_a_save_failing_as_the_workdir_is_moved_away_is_one_line(
         return real(manager, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, failing, move_then_fail)
-    moved = "run/checkpoints: moved or removed while this run saved into it; the save in flight"
+    moved = "run/checkpoints: moved while this run saved into it; the save in flight"
     raised = (UserError, moved) if moves else (ValueError, "Checkpoint directory does not")
     with pytest.raises(raised[0], match=raised[1]):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), workdir)

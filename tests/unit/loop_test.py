@@ -150,7 +150,7 @@ def test_a_checkpoints_folder_moved_mid_run_stops_it_before_a_new_one_is_made(
         (workdir / "checkpoints").rename(workdir / "moved")
 
     monkeypatch.setattr(checkpointing.CheckpointStore, "save", save_then_move)
-    moved = "run/checkpoints: moved or removed while this run saved into it"
+    moved = "run/checkpoints: moved while this run saved into it"
     with pytest.raises(UserError, match=moved):
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), workdir)
     assert not (workdir / "checkpoints").exists() and (workdir / "moved" / "1").is_dir()
