@@ -35,10 +35,12 @@ def export_workdir(
     Returns:
       The export folder.
     """
+    identity = files.identity(workdir) if not files.is_remote(workdir) else None
     restored = checkpointing.restore_workdir(workdir)
     folder = files.as_path(export_dir) if export_dir else files.as_path(workdir) / EXPORT_DIR
     errors.name_path(folder, "--export_dir")  # WORKDIR/export too: moved by that flag.
     _refuse_folders_of_others(folder, files.as_path(workdir))
+    _refuse_moved(workdir, identity)
     files.prepare_folder(folder, what="--export_dir")
     (batch,) = jax.export.symbolic_shape("batch")
     pixels = jax.ShapeDtypeStruct((batch, data.NUM_PIXELS), jnp.uint8)
@@ -64,6 +66,7 @@ def export_workdir(
     # is its own (two files cannot be replaced at once: a write of the artifact that fails
     # leaves the new description beside the old artifact, and the command failing).
     info["model_sha256"] = hashlib.sha256(artifact).hexdigest()
+    _refuse_moved(workdir, identity)
     if jax.process_index() == 0:  # One writer: every process holds the same model.
         # The description first: an export cut short between the two leaves a model.json
         # an export wrote, which the next takes over; an artifact alone, it refused as a
@@ -108,7 +111,11 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
 
 def _runs_checkpoints_holding(folder: epath.Path, workdir: epath.Path) -> epath.Path | None:
     """The checkpoints folder of a run (the exported one's, or any beside a config.json)
-    that holds `folder`, or None."""
+    that holds `folder`, or None; locally through the links on the way (a link into a run's
+    checkpoints/ was accepted, and the export then refused every later training there)."""
+    if not files.is_remote(folder):
+        folder = epath.Path(os.path.realpath(folder))
+        workdir = epath.Path(os.path.realpath(workdir))
     for holder in (folder, *folder.parents):
         if holder.name != checkpointing.CHECKPOINT_DIR:
             continue
@@ -117,3 +124,17 @@ def _runs_checkpoints_holding(folder: epath.Path, workdir: epath.Path) -> epath.
         if files.kind(holder.parent / checkpointing.CONFIG_FILE) == "a file":
             return holder
     return None
+
+
+def _refuse_moved(workdir, identity: tuple[int, int] | None) -> None:
+    """Refuses to write once the workdir was moved or removed since the export read it: its
+    export/ folder was made again at the old name, holding a model of a run not there.
+
+    Raises:
+      UserError: naming the workdir.
+    """
+    if identity is not None and files.identity(workdir) != identity:
+        raise UserError(
+            f"{workdir}: moved or removed while it was exported; nothing was written; export "
+            "it where it is now"
+        )

@@ -138,11 +138,13 @@ def test_predict_and_export_refuse_what_they_cannot_use_in_one_line(trained, tmp
     other_run = tmp_path / "other_run"  # Another run's: refused only for the exported one's.
     (other_run / "checkpoints").mkdir(parents=True)
     (other_run / "config.json").write_text("{}")
+    (tmp_path / "link").symlink_to(workdir / "checkpoints")  # Accepted through a link.
     before = tree_listing(workdir)
     for folder, fragment in (
         (mine, "holds model.json or model.jaxexport that no export wrote"),
         (workdir / "checkpoints" / "2", "inside the checkpoints of a run"),
         (other_run / "checkpoints" / "2", f"a run ({other_run / 'checkpoints'})"),
+        (tmp_path / "link" / "7", f"a run ({workdir / 'checkpoints'})"),
     ):
         exported = run_cli("--mode=export", f"--workdir={workdir}", f"--export_dir={folder}")
         assert_one_line_error(exported, fragment, "give another --export_dir")

@@ -19,7 +19,7 @@ import jax
 import pytest
 from helpers import ROOT, TRAINED_EPOCHS, tiny_config, tree_listing
 
-from mlp_jax import checkpointing, errors, files, train
+from mlp_jax import checkpointing, errors, export, files, train
 from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError, os_error_line
 
@@ -557,3 +557,23 @@ def test_eval_of_a_workdir_whose_data_moved_names_the_flag_that_moves_it(
     )
     assert train.evaluate_workdir(workdir, str(synthetic_dir))["epoch"] == TRAINED_EPOCHS
     assert tree_listing(workdir) == before
+
+
+def test_an_export_of_a_workdir_moved_meanwhile_writes_nothing_at_its_old_name(
+    trained, tmp_path, monkeypatch
+):
+    # Its export/ was made again at the old name, "exported to ..." and status 0.
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    restore = checkpointing.restore_workdir
+
+    def restore_then_move(path):
+        restored = restore(path)
+        workdir.rename(tmp_path / "moved")
+        return restored
+
+    monkeypatch.setattr(checkpointing, "restore_workdir", restore_then_move)
+    _assert_refused_in_one_line(
+        lambda: export.export_workdir(workdir), "run: moved or removed while it was exported"
+    )
+    assert not workdir.exists()
