@@ -469,14 +469,19 @@ def _end_within(seconds: float, code: int) -> None:
 
 
 def _refuse_flags_given_twice(argv: list[str]) -> None:
-    """Refuses a flag given more than once: absl takes the last, and the first (a second
-    --workdir appended to make's, say) was passed over without a word. A config field's
-    changes (--config.KEY) may repeat, the last taken, as a script's later change overrides
-    its base's."""
+    """Refuses a flag given more than once (on the command line, in its flag files, as
+    `--X` and `--noX`): absl takes the last, and the first (a second --workdir appended to
+    make's, say) was passed over without a word. A config field's changes (--config.KEY) may
+    repeat, the last taken, as a script's later change overrides its base's.
+
+    Raises:
+      flags.Error: a flag file cannot be read (absl's own line).
+    """
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
     words = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
     # A flag's name, not a value of the flag before it (`--config.seed -1`).
     named = [re.fullmatch(r"--?([A-Za-z_][\w.]*)(=.*)?", w, re.S) for w in words]
-    names = [m.group(1) for m in named if m]
+    names = [_without_no(m.group(1)) for m in named if m]
     for name in dict.fromkeys(names):
         count = names.count(name)
         if count == 1 or name == "flagfile" or name.startswith("config."):
@@ -489,12 +494,18 @@ def _refuse_flags_given_twice(argv: list[str]) -> None:
         fail(f"--{name} is given {count} times; give it once")
 
 
+def _without_no(name: str) -> str:
+    """A boolean flag's name for its `--noX` form."""
+    if name.startswith("no") and name[2:] in flags.FLAGS and flags.FLAGS[name[2:]].boolean:
+        return name[2:]
+    return name
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser with every flag or config error reported as one line; `run_command`
     parses with it. (What ml_collections logs while it loads a
     config file, a `get_config()` returning None, say, is said by that one line instead.)"""
     path = _config_path(argv)
-    _refuse_flags_given_twice(argv)
     if path and os.path.exists(path) and not os.path.isfile(path):  # Never open a pipe.
         from mlp_jax import files  # noqa: PLC0415  (files imports this module)
 
@@ -502,6 +513,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     previous = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)
     try:
+        _refuse_flags_given_twice(argv)
         return flags.FLAGS(argv)
     except flags.Error as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]

@@ -72,15 +72,18 @@ class Interrupted(UserError):
     signal's number."""
 
 
-_stopping = False
+# The signal that stopped the command, 0 before any did.
+_stopping = 0
 
 
 def _raise_stopped(signal_number, _frame):
     """Raises Stopped once: a second signal (`timeout` signals the process, then its
-    group) while the first unwinds would break its cleanups with a second traceback."""
+    group) while the first unwinds would break its cleanups with a second traceback. Where
+    Python drops what a handler raises (it ran inside JAX's garbage-collection callback), the
+    signal is kept in `_stopping`, for the run's `StopRequests` to honour."""
     global _stopping
     if not _stopping:
-        _stopping = True
+        _stopping = signal_number
         raise Stopped(signal_number)
 
 
@@ -149,6 +152,8 @@ class StopRequests:
         # Only a command's process ends so: a notebook's kernel is the user's.
         if self._previous.get(signal.SIGTERM) is _raise_stopped:
             self._grace_seconds = grace
+        if _stopping:  # A stop Python dropped before this run took the signals: the first
+            self._request(_stopping, None)  # step ends the run, saved (it ran to its end).
         return self
 
     def _request(self, signal_number, _frame):

@@ -280,11 +280,16 @@ def test_out_of_memory_under_a_memory_limit_names_the_limit(capsys, monkeypatch,
     [
         (["--workdir=a", "--workdir=b"], "--workdir is given 2 times; give it once"),
         (["-workdir=a", "--workdir=b"], "--workdir is given 2 times; give it once"),
+        # A flag file's took the place of the command line's; X and noX, the last.
+        (["--workdir=a", "--flagfile=FLAGFILE"], "--workdir is given 2 times; give it once"),
+        (["--alsologtostderr", "--noalsologtostderr"], "--alsologtostderr is given 2 times"),
         (["--config=a.py", "--config", "b.py"], "--config is given 2 times; give one experiment"),
     ],
 )
-def test_a_flag_given_twice_is_one_line_not_the_last_taken(capsys, argv, line):
+def test_a_flag_given_twice_is_one_line_not_the_last_taken(capsys, tmp_path, argv, line):
     # absl took the last: a --workdir appended to make's trained elsewhere without a word.
+    (tmp_path / "flags").write_text("--workdir=b\n")
+    argv = [word.replace("FLAGFILE", str(tmp_path / "flags")) for word in argv]
     with pytest.raises(SystemExit):
         errors.parse_flags(["command", *argv])
     err = capsys.readouterr().err
@@ -396,3 +401,30 @@ def test_jit_disabled_ends_commands_only_not_an_import_of_the_studies():
         env={"JAX_DISABLE_JIT": "1"},
     )
     assert result.returncode == 0 and result.stdout == "imported\n", result.stderr
+
+
+# Ctrl-C whose Stopped Python dropped: it fell in JAX's garbage-collection callback, and the
+# run trained to its end with status 0.
+STOP_DROPPED_IN_A_GC_CALLBACK = """
+import gc, os, signal
+from mlp_jax import errors, signals
+
+
+def main():
+    def callback(phase, info):
+        gc.callbacks.remove(callback)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    gc.callbacks.append(callback)
+    gc.collect()
+    with signals.StopRequests() as stop:
+        print("requested", stop.signal_number)
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_stop_python_dropped_in_a_gc_callback_is_honoured_by_the_run():
+    result = _run_source(STOP_DROPPED_IN_A_GC_CALLBACK)
+    assert result.stdout == f"requested {signal.SIGINT}\n", result.stderr
