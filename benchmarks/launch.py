@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from mlp_jax.errors import UserError
+
 
 class Finished(NamedTuple):
     """A child process that ended: its exit status, its output and its wall seconds."""
@@ -63,7 +65,8 @@ def run(
 
     Raises:
       subprocess.TimeoutExpired: it ran past `timeout` seconds (it is killed).
-      RuntimeError: with `check`, it failed; the message ends with its stderr.
+      UserError: with `check`, it ended in a user's one line (its line).
+      RuntimeError: with `check`, it failed otherwise; the message ends with its stderr.
     """
     t0 = time.perf_counter()
     process = start(*args, module=module, env=env, cwd=cwd)
@@ -74,6 +77,11 @@ def run(
         process.communicate()
         raise
     finished = Finished(process.returncode, stdout, stderr, time.perf_counter() - t0)
+    # A user's fault, not a bug: its one line, where a RuntimeError's traceback wrapped it.
+    said = stderr.strip().splitlines()
+    users = said and said[-1].startswith("error: ") and "Traceback (most recent" not in stderr
+    if check and finished.returncode and users:
+        raise UserError(f"python -m {module} failed: {said[-1].removeprefix('error: ')}")
     if check and finished.returncode:
         raise RuntimeError(
             f"python -m {module} {' '.join(args)} failed ({finished.returncode}): "

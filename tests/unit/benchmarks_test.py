@@ -8,8 +8,9 @@ import optax
 import pytest
 from helpers import experiment
 
-from benchmarks import ceiling, hardware, report, sweep_speed
+from benchmarks import ceiling, hardware, launch, report, sweep_speed
 from mlp_jax import steps
+from mlp_jax.errors import UserError
 
 mlp_concise = experiment("mlp_concise")
 
@@ -128,3 +129,9 @@ def test_a_quick_run_writes_beside_the_full_runs_results_unless_told(argv, expec
     flags.DEFINE_bool("quick", False, "", flag_values=flag_values)
     flag_values(["command", *argv])
     assert report.output_path("out", flag_values) == expected
+
+
+def test_a_command_a_benchmark_runs_that_ends_in_a_users_line_ends_it_in_that_line(tmp_path):
+    # A RuntimeError's traceback wrapped it (MPLBACKEND=bogus in benchmarks.startup).
+    with pytest.raises(UserError, match=r"mlp_jax.main failed: .*run/config.json: missing"):
+        launch.run("--mode=eval", f"--workdir={tmp_path / 'run'}", check=True)

@@ -428,3 +428,13 @@ errors.run_command(main, lambda: None)
 def test_a_stop_python_dropped_in_a_gc_callback_is_honoured_by_the_run():
     result = _run_source(STOP_DROPPED_IN_A_GC_CALLBACK)
     assert result.stdout == f"requested {signal.SIGINT}\n", result.stderr
+
+
+def test_an_unknown_plot_backend_does_not_end_a_notebooks_import_of_the_studies():
+    # The check ended the importing interpreter (SystemExit); in a command it is one line.
+    result = _run_source(
+        "try:\n    import experiments.studies.exercises.run\nexcept ValueError:\n    pass\n"
+        "print('alive')",
+        env={"MPLBACKEND": "bogus"},
+    )
+    assert result.returncode == 0 and result.stdout == "alive\n", result.stderr
