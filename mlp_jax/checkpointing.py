@@ -963,21 +963,33 @@ def restore_workdir(workdir: str | os.PathLike) -> Restored:
     into it meanwhile.
 
     Raises:
-      UserError: the workdir has no config or no readable checkpoint.
+      UserError: the workdir has no config or no readable checkpoint, or was moved or
+        removed while it was read.
     """
-    config = read_config(workdir)
-    model = models.build_model(config)
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    store = CheckpointStore(workdir, config.keep_checkpoints, read_only=True)
-    # The optimiser state's structure does not depend on the schedule's length; the run's
-    # own optimiser is rebuilt from the steps per epoch its checkpoint records.
-    placeholder_tx = optim.make_optimizer(config, steps_per_epoch=1)
+    path = files.as_path(workdir)
+    identity = None if files.is_remote(path) else files.identity(path)
     try:
-        restored = store.restore_latest(abstract_train_state(model, placeholder_tx, sharding))
-    finally:
-        store.close()
-    if restored is None:
-        raise UserError(f"{store.workdir / CHECKPOINT_DIR}: no checkpoint; train first")
+        config = read_config(workdir)
+        model = models.build_model(config)
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        store = CheckpointStore(workdir, config.keep_checkpoints, read_only=True)
+        # The optimiser state's structure does not depend on the schedule's length; the
+        # run's own optimiser is rebuilt from the steps per epoch its checkpoint records.
+        placeholder_tx = optim.make_optimizer(config, steps_per_epoch=1)
+        try:
+            restored = store.restore_latest(abstract_train_state(model, placeholder_tx, sharding))
+        finally:
+            store.close()
+        if restored is None:
+            raise UserError(f"{path / CHECKPOINT_DIR}: no checkpoint; train first")
+    except (UserError, OSError):
+        # Its files gone from under the read: "no checkpoint; train first" said otherwise.
+        if identity is not None and files.identity(path) != identity:
+            raise UserError(
+                f"{path}: moved or removed while it was read; nothing in it was changed; "
+                "rerun on it where it is now"
+            ) from None
+        raise
     state, meta = restored
     state = state.replace(tx=optim.make_optimizer(config, meta["steps_per_epoch"]))
     return Restored(model, state, config)

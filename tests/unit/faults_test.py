@@ -577,3 +577,19 @@ def test_an_export_of_a_workdir_moved_meanwhile_writes_nothing_at_its_old_name(
         lambda: export.export_workdir(workdir), "run: moved or removed while it was exported"
     )
     assert not workdir.exists()
+
+
+def test_an_eval_of_a_workdir_moved_meanwhile_says_so(trained, tmp_path, monkeypatch):
+    # "checkpoints: no checkpoint; train first", a fix for another fault.
+    workdir = tmp_path / "run"
+    shutil.copytree(trained, workdir)
+    restore = checkpointing.CheckpointStore.restore_latest
+
+    def move_then_restore(store, abstract_state):
+        workdir.rename(tmp_path / "moved")
+        return restore(store, abstract_state)
+
+    monkeypatch.setattr(checkpointing.CheckpointStore, "restore_latest", move_then_restore)
+    _assert_refused_in_one_line(
+        lambda: checkpointing.restore_workdir(workdir), "run: moved or removed while it was read"
+    )
