@@ -501,13 +501,12 @@ class CheckpointStore:
             _check_path_room(self.workdir)
             self._remove_unfinished_saves()
             (self.workdir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        # The folder's identity, and a handle that tells a folder moved away (a run split in
-        # two) from one removed (made again by the next save, as before).
-        self._identity = self._handle = None
+        # A handle of the folder, which tells it moved away (a run split in two) from removed
+        # (made again by the next save, as before).
+        self._handle = None
         if not (read_only or files.is_remote(self.workdir)):
-            folder = os.fspath(self.workdir / CHECKPOINT_DIR)
-            self._identity = files.identity(self.workdir / CHECKPOINT_DIR)
             with contextlib.suppress(OSError):
+                folder = os.fspath(self.workdir / CHECKPOINT_DIR)
                 self._handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         if jax.process_count() > 1:
             # Making Orbax's manager is a barrier of every process: each makes it here, at
@@ -593,9 +592,9 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def _moved_is_one_line(self):
-        """Names a save's failure where the checkpoints' folder was moved or removed while it
-        wrote (the workdir moved mid-run): Orbax's own errors, as many as its threads, ended
-        in a traceback."""
+        """Names a save's failure where the checkpoints' folder was moved away while it wrote
+        (the workdir moved mid-run): Orbax's own errors, as many as its threads, ended in a
+        traceback."""
         try:
             yield
         except Exception:
@@ -607,11 +606,11 @@ class CheckpointStore:
     def _moved_line(self) -> str | None:
         """The line of a run whose checkpoints' folder was moved away since the store made it
         (local, writable stores), or None."""
-        folder = self.workdir / CHECKPOINT_DIR
-        if self._identity is None or files.identity(folder) == self._identity:
+        if self._handle is None:
             return None
-        if self._handle is not None and os.fstat(self._handle).st_nlink == 0:
-            return None  # Removed, not moved: nothing of the run is elsewhere.
+        folder, held = self.workdir / CHECKPOINT_DIR, os.fstat(self._handle)
+        if files.identity(folder) == (held.st_dev, held.st_ino) or held.st_nlink == 0:
+            return None  # Still there, or removed: nothing of the run is elsewhere.
         return (
             f"{folder}: moved while this run saved into it; the save in flight is lost, and "
             "what was saved before went with the folder: put it back (or rerun on the "
@@ -632,7 +631,6 @@ class CheckpointStore:
             return
         if self._moved_line():
             return  # Moved away: what stands at its name now is not this run's to rotate.
-        folder = self.workdir / CHECKPOINT_DIR
         folder = self.workdir / CHECKPOINT_DIR
         saved = [epoch for epoch in self.saved_epochs() if not _missing_items(folder / str(epoch))]
         for epoch in saved[: max(len(saved) - self.keep, 0)]:

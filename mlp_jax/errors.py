@@ -625,19 +625,16 @@ def import_jax() -> None:
 
 
 def check_plot_backend() -> None:
-    """Refuses in one line a $MPLBACKEND matplotlib does not know, before a command imports
-    matplotlib, which checks it as it is imported (a traceback as a study started). Called by
-    the studies' package as it is imported; a run checks it as it starts
-    (`train.train_and_evaluate`).
+    """Refuses a $MPLBACKEND matplotlib does not know before anything is made, by importing
+    the plots (matplotlib checks it as it is imported: a traceback after a run had trained,
+    or as a study started), only where it is set. Called as a run starts
+    (`train.train_and_evaluate`) and by the studies' package as a command starts.
 
     Raises:
-      SystemExit: one line naming the variable.
+      UserError: naming the variable (`mlp_jax.plots`).
     """
     if os.environ.get("MPLBACKEND"):
-        try:
-            importlib.import_module("mlp_jax.plots")
-        except UserError as e:
-            fail(str(e))
+        importlib.import_module("mlp_jax.plots")
 
 
 def _config_error(error: Exception, argv: list[str]) -> str:

@@ -20,6 +20,7 @@ from etils import epath
 from mlp_jax import (
     checkpointing,
     data,
+    errors,
     files,
     locks,
     loop,
@@ -154,8 +155,7 @@ def train_and_evaluate(
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
     model = models.resolve_model(config)
-    if os.environ.get("MPLBACKEND"):  # Checked as matplotlib is imported: here, not at the end.
-        importlib.import_module(_PLOTS)
+    errors.check_plot_backend()  # Here, not at the run's last plot.
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.
     clock = _PhaseClock()
     # Before each process reads its data by its own config: one failing alone would leave

@@ -10,4 +10,7 @@ from mlp_jax import errors
 # Python running `-m`: a notebook's import gets matplotlib's own error, its interpreter kept.)
 errors.import_jax()
 if sys.argv[:1] == ["-m"]:
-    errors.check_plot_backend()
+    try:
+        errors.check_plot_backend()
+    except errors.UserError as e:  # Before the command's own handling: its one line here.
+        errors.fail(str(e))
