@@ -95,6 +95,29 @@ _MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Mi
 _LISTINGS = 5
 
 
+# Orbax finds a save's arrays through a glob of its folder's path ("[x]" a pattern), and
+# TensorStore takes a backslash for a separator: a run in a workdir named with either ended
+# with status 0, its checkpoints never readable, and the next run set them all aside.
+_MISREAD_IN_NAMES = "[]\\"
+
+
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+    """`files.as_path(workdir)`, for a folder that holds (or will hold) checkpoints.
+
+    Raises:
+      UserError: its name holds a character Orbax or TensorStore would misread.
+    """
+    path = files.as_path(workdir)
+    found = [c for c in _MISREAD_IN_NAMES if c in os.fspath(path)]
+    if found:
+        raise UserError(
+            f"{path}: {' and '.join(repr(c) for c in found)} in the name of a folder of "
+            "checkpoints, which Orbax and TensorStore misread (they could never be read back); "
+            "rename it without them"
+        )
+    return path
+
+
 class _Rotated(Exception):
     """A checkpoint went away while a read-only restore read it: list them again."""
 
@@ -491,7 +514,7 @@ class CheckpointStore:
     """
 
     def __init__(self, workdir: str | os.PathLike, keep: int, read_only: bool = False):
-        self.workdir = files.as_path(workdir)
+        self.workdir = workdir_path(workdir)
         self.read_only = read_only
         self.keep = keep
         self._manager = None
@@ -581,13 +604,20 @@ class CheckpointStore:
         meta["state_fingerprint"] = fingerprint(state)
         ocp = importlib.import_module(ORBAX)
         with self._moved_is_one_line():
-            self.manager.save(
-                epoch,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-                ),
-                force=True,
-            )
+            try:
+                self.manager.save(
+                    epoch,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
+            except ocp.checkpoint_manager.StepAlreadyExistsError:
+                raise UserError(
+                    f"{self.workdir / CHECKPOINT_DIR / str(epoch)}: made while this run trained "
+                    f"(by another program, or by hand) where it saves epoch {epoch}; nothing "
+                    "was written over it: move it away, then rerun the same command to resume"
+                ) from None
         self._saved = True
 
     @contextlib.contextmanager
@@ -806,7 +836,7 @@ class CheckpointStore:
         Raises:
           _Rotated: read-only, a checkpoint went away while it was read.
         """
-        epochs = self.saved_epochs()[::-1]
+        epochs = self._listing()[::-1]
         wanted = layout(abstract_state)
         if epochs:
             _RESTORED_FOLDERS.update(_spellings(self.workdir / CHECKPOINT_DIR))
@@ -816,7 +846,7 @@ class CheckpointStore:
             try:
                 found = self._restore_epoch(epoch, folder, wanted, abstract_state)
             except Exception as e:
-                if self.read_only and epoch not in self.saved_epochs():  # The run saving
+                if self.read_only and epoch not in self._listing():  # The run saving
                     raise _Rotated(f"{folder} went away while it was read") from e  # there.
                 raise
             if found is not None:
@@ -829,6 +859,22 @@ class CheckpointStore:
                 "--workdir"
             )
         return None
+
+    def _listing(self) -> list[int]:
+        """`saved_epochs`, where a read-only listing that met a checkpoint going away is
+        _Rotated: Orbax reads each checkpoint's metadata as it lists them, and one that the run
+        saving there rotated out meanwhile (its folder gone, or renamed away) failed an eval,
+        a predict or an export now and then, naming a folder that was never the fault.
+
+        Raises:
+          _Rotated: read-only, a listed checkpoint's folder went away while it was listed.
+        """
+        try:
+            return self.saved_epochs()
+        except (FileNotFoundError, NotADirectoryError) as e:
+            if not self.read_only:
+                raise
+            raise _Rotated(f"{self.workdir / CHECKPOINT_DIR} changed while it was listed") from e
 
     def _restore_epoch(
         self, epoch: int, folder: epath.Path, wanted: Layout, abstract_state
@@ -919,6 +965,26 @@ def _not_a_runs(path: epath.Path, why: str) -> UserError:
     return UserError(
         f"{path}: not a run's config ({why}); restore the run's own, or use another --workdir"
     )
+
+
+def runs_checkpoints_holding(
+    folder: epath.Path, workdir: epath.Path | None = None
+) -> epath.Path | None:
+    """The checkpoints folder of a run (`workdir`'s, or any beside a config.json) that holds
+    `folder`, or None; locally through the links on the way. Its run rotates away, and takes
+    for its own, what is put there: an export through a link into one made every later
+    training there refuse, and a run's workdir there ended both runs in tracebacks."""
+    if not files.is_remote(folder):
+        folder = epath.Path(os.path.realpath(folder))
+        if workdir is not None:
+            workdir = epath.Path(os.path.realpath(workdir))
+    own = None if workdir is None else os.fspath(workdir / CHECKPOINT_DIR)
+    for holder in (folder, *folder.parents):
+        if holder.name != CHECKPOINT_DIR:
+            continue
+        if os.fspath(holder) == own or files.kind(holder.parent / CONFIG_FILE) == "a file":
+            return holder
+    return None
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

@@ -84,7 +84,7 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
     Raises:
       UserError: naming the folder and the fix.
     """
-    checkpoints = _runs_checkpoints_holding(folder, workdir)
+    checkpoints = checkpointing.runs_checkpoints_holding(folder, workdir)
     if checkpoints is not None:
         raise UserError(
             f"{folder}: inside the checkpoints of a run ({checkpoints}), which its runs rotate "
@@ -107,23 +107,6 @@ def _refuse_folders_of_others(folder: epath.Path, workdir: epath.Path) -> None:
             f"{folder}: holds {INFO_FILE} or {MODEL_FILE} that no export wrote, which this one "
             "would replace; give another --export_dir, or move them away"
         )
-
-
-def _runs_checkpoints_holding(folder: epath.Path, workdir: epath.Path) -> epath.Path | None:
-    """The checkpoints folder of a run (the exported one's, or any beside a config.json)
-    that holds `folder`, or None; locally through the links on the way (a link into a run's
-    checkpoints/ was accepted, and the export then refused every later training there)."""
-    if not files.is_remote(folder):
-        folder = epath.Path(os.path.realpath(folder))
-        workdir = epath.Path(os.path.realpath(workdir))
-    for holder in (folder, *folder.parents):
-        if holder.name != checkpointing.CHECKPOINT_DIR:
-            continue
-        if os.fspath(holder) == os.fspath(workdir / checkpointing.CHECKPOINT_DIR):
-            return holder
-        if files.kind(holder.parent / checkpointing.CONFIG_FILE) == "a file":
-            return holder
-    return None
 
 
 def _refuse_moved(workdir, identity: tuple[int, int] | None) -> None:

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from absl import logging
 
-from mlp_jax import data, metrics, models, optim, parallel, steps
+from mlp_jax import data, errors, metrics, models, optim, parallel, steps
 from mlp_jax.config import EpochOptions
 from mlp_jax.errors import UserError
 
@@ -204,7 +205,7 @@ def epochs(
             jax.profiler.start_trace(os.fspath(trace_dir))
         state, per_epoch, seconds = _run_program(run, compiled, state, length)
         if tracing:
-            jax.profiler.stop_trace()
+            _stop_trace(trace_dir)
         records = [
             {
                 "epoch": epoch + i,
@@ -220,6 +221,20 @@ def epochs(
             yield Epoch(None, record)
         yield Epoch(state, records[-1])
         epoch += length
+
+
+def _stop_trace(trace_dir: str | os.PathLike) -> None:
+    """Ends the profiler's trace. One that cannot be written is a warning, and the run goes
+    on: the epochs are worth more than their trace (a profile folder that refused files
+    ended the run in a traceback, the traced epoch trained and lost)."""
+    try:
+        jax.profiler.stop_trace()
+    except jax.errors.JaxRuntimeError as e:
+        logging.warning(
+            "the trace could not be written into %s (%s); the run goes on without it",
+            os.path.join(trace_dir, "plugins", "profile"),
+            errors.first_line(e),
+        )
 
 
 def _run_program(run: Run, compiled: Compiled, state: steps.TrainState, length: int):

@@ -37,8 +37,15 @@ from mlp_jax.errors import UserError
 
 # What a run keeps in its workdir, checked to be of the right kind before anything opens them
 # (a pipe where a file is expected would block the run).
-_RUN_FOLDERS = (checkpointing.CHECKPOINT_DIR, checkpointing.UNREADABLE_DIR, "plugins")
-_RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, writers.JSONL_FILE, "curves.png")
+# plugins/profile: where the profiler writes a trace (trace_epoch), proven writable first.
+_RUN_FOLDERS = (
+    checkpointing.CHECKPOINT_DIR,
+    checkpointing.UNREADABLE_DIR,
+    "plugins",
+    os.path.join("plugins", "profile"),
+)
+CURVES_FILE = "curves.png"
+_RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, writers.JSONL_FILE, CURVES_FILE)
 
 
 class _PhaseClock:
@@ -95,7 +102,7 @@ def _refuse_configs_that_differ_between_processes(config: ml_collections.ConfigD
 
 def _refuse_files_of_no_run(workdir: epath.Path) -> None:
     """Refuses, before a fresh run replaces them, a config.json that is not a run's, or
-    epoch records without a config.json (a run writes its config before its first record):
+    epoch records or curves without a config.json (a run writes its config before either):
     a run stopped before its first save leaves its own, which are replaced whatever they
     hold (its model's file may have moved since)."""
     if (workdir / checkpointing.CONFIG_FILE).exists():
@@ -104,6 +111,11 @@ def _refuse_files_of_no_run(workdir: epath.Path) -> None:
         raise UserError(
             f"{workdir / writers.JSONL_FILE}: records of a run whose config.json is not there; "
             "move them away or use another --workdir"
+        )
+    elif (workdir / CURVES_FILE).exists():  # A user's picture was replaced without a word.
+        raise UserError(
+            f"{workdir / CURVES_FILE}: a file no run wrote (a run writes its config.json "
+            "first), which this run would replace; move it away or use another --workdir"
         )
 
 
@@ -163,7 +175,12 @@ def train_and_evaluate(
     _refuse_configs_that_differ_between_processes(config)
     # Read and checked before the workdir is made: data that cannot be read leave nothing.
     dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
-    workdir = files.as_path(workdir)
+    workdir = checkpointing.workdir_path(workdir)
+    if (holder := checkpointing.runs_checkpoints_holding(workdir)) is not None:
+        raise UserError(
+            f"{workdir}: inside the checkpoints of a run ({holder}), whose saves and rotation "
+            "would meet this run's; use another --workdir"
+        )
     files.prepare_folder(workdir, folders=_RUN_FOLDERS, regular_files=_RUN_FILES)
     is_main_process = jax.process_index() == 0
     with contextlib.ExitStack() as cleanup:
@@ -316,7 +333,7 @@ def _import_quietly(*names: str) -> None:
 def _plot(workdir: epath.Path, history: list[dict], config) -> None:
     if jax.process_index() == 0 and history:
         plots = importlib.import_module(_PLOTS)
-        plots.plot_curves(history, workdir / "curves.png", title=config.model.split(":")[-1])
+        plots.plot_curves(history, workdir / CURVES_FILE, title=config.model.split(":")[-1])
 
 
 def evaluate_workdir(workdir: str | os.PathLike, data_dir: str | None = None) -> dict:

@@ -139,6 +139,7 @@ _EPOCH_RECORD = '{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_acc": 0.8
         ("config.json", '{"name": "my project", "version": 3}\n', "not a run's config"),
         ("metrics.jsonl", _EPOCH_RECORD, "whose config.json is not there"),
         ("metrics.jsonl", '{"epoch": 1, "loss": 0.5}\n', "line 1: not an epoch's record"),
+        ("curves.png", "my picture\n", "curves.png: a file no run wrote"),  # Replaced before.
     ],
 )
 def test_a_workdir_holding_files_of_no_run_is_refused_and_they_are_kept(
@@ -176,20 +177,76 @@ def test_a_config_json_whose_model_cannot_be_loaded_here_is_the_models_line(tmp_
     assert "not a run's config" not in str(raised.value)
 
 
+def test_a_run_inside_another_runs_checkpoints_is_refused_before_anything_is_written(
+    synthetic_dir, tmp_path
+):
+    # Accepted, its saves and the other run's met: Orbax's tracebacks, an epoch lost, and
+    # the other run refused every rerun (trial 8).
+    (tmp_path / "config.json").write_text("{}")
+    inner = tmp_path / "checkpoints" / "25"
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(UserError, match=r"checkpoints/25: inside the checkpoints of a run"):
+        train.train_and_evaluate(tiny_config(synthetic_dir), inner)
+    assert not inner.exists()
+
+
+def test_a_folder_made_where_a_run_saves_next_is_one_line_and_kept(synthetic_dir, tmp_path):
+    # Made mid-run (by hand, or by another program), it was Orbax's StepAlreadyExistsError
+    # in a traceback.
+    config = tiny_config(synthetic_dir)
+    model, tx = models.resolve_model(config), optim.make_optimizer(config, steps_per_epoch=1)
+    state = steps.create_train_state(model, tx, 0)
+    store = checkpointing.CheckpointStore(tmp_path, keep=2)
+    try:
+        store.save(state.replace(epoch=jax.numpy.int32(2)), {"steps_per_epoch": 1})
+        (tmp_path / "checkpoints" / "3").mkdir()
+        (tmp_path / "checkpoints" / "3" / "mine").write_text("mine")
+        with pytest.raises(UserError, match=r"checkpoints/3: made while this run trained"):
+            store.save(state.replace(epoch=jax.numpy.int32(3)), {"steps_per_epoch": 1})
+    finally:
+        store.close()
+    assert (tmp_path / "checkpoints" / "3" / "mine").read_text() == "mine"
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+
+
+@pytest.mark.parametrize("name", ["br[x]", "back\\slash"])
+def test_a_workdir_name_orbax_or_tensorstore_would_misread_is_refused_first(
+    synthetic_dir, tmp_path, name
+):
+    # Trained with status 0 into checkpoints no process could read (Orbax's glob took "[x]"
+    # for a pattern, TensorStore the backslash for a separator); the next run set them aside.
+    with pytest.raises(UserError, match=r"in the name of a folder of checkpoints.*rename it"):
+        train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path / name)
+    assert not (tmp_path / name).exists()
+    with pytest.raises(UserError, match="rename it without them"):  # Eval, predict, a study.
+        checkpointing.CheckpointStore(tmp_path / name, keep=1, read_only=True)
+
+
+@pytest.mark.parametrize(
+    "met_in, error",
+    [
+        ("_restore", FileNotFoundError),
+        # Orbax's listing reads each checkpoint's metadata: 1 eval, predict or export in 90
+        # failed there (trial 8), naming the folder that went as the fault.
+        ("_new_manager", FileNotFoundError),
+        ("_new_manager", NotADirectoryError),
+    ],
+)
 def test_a_read_only_restore_lists_again_when_a_running_run_rotates_one_out(
-    synthetic_dir, tmp_path, monkeypatch
+    synthetic_dir, tmp_path, monkeypatch, met_in, error
 ):
     # --mode=eval of a run in progress: the newest checkpoint it listed may go mid-read.
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
-    newest, restore = tmp_path / "checkpoints" / "2", checkpointing.CheckpointStore._restore
+    newest = tmp_path / "checkpoints" / "2"
+    original = getattr(checkpointing.CheckpointStore, met_in)
 
-    def rotated_out_while_read(store, epoch, abstract_state):
-        if epoch == 2 and newest.exists():
+    def rotated_out_meanwhile(store, *args):
+        if newest.exists():
             shutil.rmtree(newest)
-            raise FileNotFoundError(2, "No such file or directory", str(newest / "state"))
-        return restore(store, epoch, abstract_state)
+            raise error(2, os.strerror(2), str(newest))
+        return original(store, *args)
 
-    monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", rotated_out_while_read)
+    monkeypatch.setattr(checkpointing.CheckpointStore, met_in, rotated_out_meanwhile)
     assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
 
 

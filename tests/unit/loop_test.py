@@ -195,6 +195,34 @@ def test_a_trace_of_an_epoch_before_the_resume_is_said_to_be_not_written(
     assert not (tmp_path / "plugins").exists()
 
 
+def test_a_trace_folder_that_cannot_take_files_is_refused_before_the_run_trains(
+    synthetic_dir, tmp_path
+):
+    # The profiler's failure to write there was a traceback, the traced epoch lost.
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "profile").write_text("a file where the traces go")
+    with pytest.raises(UserError, match=r"plugins/profile is a file where a folder is needed"):
+        train.train_and_evaluate(tiny_config(synthetic_dir, trace_epoch=1), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_trace_that_cannot_be_written_is_a_warning_and_the_epoch_is_kept(
+    synthetic_dir, tmp_path, monkeypatch, caplog
+):
+    # A trace refused once the run trained (a disk filled, say): the epoch was lost.
+    stop_trace = jax.profiler.stop_trace
+
+    def refused():
+        stop_trace()
+        raise jax.errors.JaxRuntimeError("PERMISSION_DENIED: plugins/profile/x: not allowed")
+
+    monkeypatch.setattr(jax.profiler, "stop_trace", refused)
+    result = train.train_and_evaluate(tiny_config(synthetic_dir, trace_epoch=1), tmp_path)
+    assert int(result.state.epoch) == 1 and (tmp_path / "checkpoints" / "1").is_dir()
+    assert "the trace could not be written into" in caplog.text
+    assert "PERMISSION_DENIED" in caplog.text
+
+
 @pytest.mark.slow
 def test_a_run_of_several_epochs_per_program_saves_every_checkpoint_due_and_resumes(
     synthetic_dir, tmp_path
