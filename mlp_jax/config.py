@@ -213,7 +213,12 @@ BASE_FIELDS = (
     ),
     Field("optimizer", "sgd", "Optimiser (d2l uses plain SGD).", one_of(OPTIMIZERS)),
     Field("lr", 0.1, "Peak learning rate.", at_least(0, strictly=True), in_population=PER_MEMBER),
-    Field("momentum", 0.9, 'Momentum for "momentum"; b1 for adam/adamw.'),
+    Field(
+        "momentum",
+        0.9,
+        'Momentum for "momentum"; b1 for adam/adamw.',
+        within(0, 1, below_high=True),
+    ),
     Field(
         "weight_decay",
         0.0,
@@ -584,6 +589,12 @@ def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()
     try:
         config.get("model")  # ml_collections defers some load errors to first use.
     except OSError as e:
+        if ":" in path and os.path.isfile(path):  # Its name, not the file, was the fault.
+            raise UserError(
+                f"--config={path}: ml_collections reads what follows a ':' as the argument of "
+                f"get_config(), so it looked for {path.split(':', 1)[0]}; rename the file "
+                "without ':'"
+            ) from None
         reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
         raise UserError(f"--config={path} could not be loaded: {reason}") from None
     except AttributeError:  # Not a mapping at all: the checks below name what it is.

@@ -61,6 +61,7 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     if not isinstance(os.fspath(path) if isinstance(path, os.PathLike) else path, str):
         raise TypeError(f"a path is a str or a pathlib.Path, not {type(path).__name__}: {path!r}")
     if is_remote(path):
+        _check_scheme(os.fspath(path))
         _check_remote_support(os.fspath(path))
         _check_bucket_name(os.fspath(path))
         return epath.Path(path)
@@ -110,6 +111,27 @@ def _check_bucket_name(uri: str) -> None:
             f"{uri}: {' and '.join(repr(c) for c in cut)} in a bucket path, where TensorStore "
             "would cut the name and write elsewhere; rename it without them"
         )
+
+
+# The URI schemes of etils.epath, through which every path here goes: another (file://,
+# http://, memory://) ended in its KeyError's traceback.
+_SCHEMES = ("gs", "s3", "az", "hf")
+
+
+def _check_scheme(uri: str) -> None:
+    """Refuses a URI of a scheme no path here can take.
+
+    Raises:
+      UserError: naming the path, and its local path where it is a file:// one.
+    """
+    scheme, _, rest = uri.partition("://")
+    if scheme in _SCHEMES:
+        return
+    local = f"give it without file:// ({rest}), or " if scheme == "file" else "give "
+    raise UserError(
+        f"{uri}: {scheme}:// paths are not read here; {local}a local path or "
+        f"{', '.join(f'{s}://' for s in _SCHEMES)}"
+    )
 
 
 def _check_remote_support(uri: str) -> None:

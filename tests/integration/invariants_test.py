@@ -398,6 +398,17 @@ NAMES_PATH_AND_FLAG = {
         ["--config=nope.py", "--config.lr=0.05", "--workdir=WORKDIR"],
         ["--config=nope.py: no such file"],
     ),
+    "a_config_file_whose_name_holds_a_colon": Row(  # "No such file: TMP/a" (trial 8).
+        ["--config=TMP/a:b.py", "--workdir=TMP/run"],
+        ["--config=TMP/a:b.py: ml_collections reads what follows a ':'", "without ':'"],
+        arrange=_write("a:b.py", "def get_config():\n    return None\n"),
+        untouched=("run",),
+    ),
+    "a_workdir_of_file_uri": Row(  # etils.epath's KeyError, in every command (trial 8).
+        [*TINY, "--config.data_dir=DATA", "--workdir=file://TMP/run"],
+        ["file://TMP/run: file:// paths are not read here; give it without file://"],
+        untouched=("run",),
+    ),
     "a_config_file_that_is_a_folder": Row(
         ["--config=experiments", "--workdir=WORKDIR"], ["--config=experiments", "a folder"]
     ),
@@ -475,6 +486,10 @@ VALIDATED_FIRST = {
     ),
     "an_exercise_plot_that_does_not_exist": Row(
         **_study(EXERCISE, _exercise(plot='"pie"'), "--quick"), fragments=["plot='pie' is invalid"]
+    ),
+    "an_exercise_named_outside_its_folders": Row(  # It replaced a README beside them.
+        **_study(EXERCISE, _exercise(name='"../README"'), "--quick"),
+        fragments=["name='../README' is invalid: the name of its result files"],
     ),
     "an_exercise_x_not_in_its_grid": Row(
         **_study(EXERCISE, _exercise(x='"lr"'), "--quick"), fragments=["x='lr' is invalid"]

@@ -370,6 +370,20 @@ def test_a_bucket_path_tensorstore_would_cut_is_refused(uri):
         files.as_path(uri)
 
 
+@pytest.mark.parametrize(
+    "uri, fix",
+    [
+        ("file:///tmp/run", r"give it without file:// \(/tmp/run\), or a local path"),
+        ("http://host/data", "give a local path or gs://, s3://"),
+        ("memory://run", "give a local path or gs://"),
+    ],
+)
+def test_a_uri_of_a_scheme_no_path_takes_is_one_line(uri, fix):
+    # etils.epath knows none of them: every command ended in its KeyError's traceback.
+    with pytest.raises(UserError, match=f"{uri}: .* paths are not read here; {fix}"):
+        files.as_path(uri)
+
+
 def test_a_name_of_bytes_no_locale_makes_utf8_says_to_rename_it(tmp_path):
     # Under a UTF-8 locale, "run with LANG=C.UTF-8" was the fix given, which changes nothing.
     name = os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffname")

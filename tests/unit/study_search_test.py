@@ -2,6 +2,7 @@
 experiment file it writes, its record, and the best-MLP search that reuses it."""
 
 import json
+import runpy
 
 import pytest
 from helpers import ROOT, study
@@ -108,8 +109,21 @@ def test_written_winner_keeps_what_its_base_config_set(tmp_path):
     written = config_lib.load_experiment(path)
     expected = {**winner.to_dict(), "validation_size": 0, "data_dir": ""}
     assert written.to_dict() == expected  # ema_decay, lr, depth: not only the drawn fields.
-    assert path.read_text().startswith(f'r"""{best.title}')
+    assert path.read_text().startswith(f'"""{best.title}')
     search_study.check_tuned_config(path)  # One a search wrote may be replaced by the next.
+
+
+def test_a_winner_titled_with_quotes_and_backslashes_is_valid_python(tmp_path):
+    # Put into the file as it was, such a title made it invalid Python, status 0.
+    best = study("best/best_search")
+    winner = search.sample_candidates(best.train, best.space.to_dict(), 1, seed=0)[0]
+    title = 'The """best""" MLP \\ ever, "quoted"'
+    path = tmp_path / 'tuned "one".py'
+    search_study.write_tuned_config(path, winner, title, 'A note ending in a quote"')
+    written = runpy.run_path(str(path))
+    assert written["__doc__"].startswith(f"{title}\n\n  make train CONFIG={path}\n")
+    assert written["__doc__"].endswith('A note ending in a quote"\n')
+    assert config_lib.load_experiment(path).lr == winner.lr
 
 
 def test_a_tuned_config_that_names_a_users_file_is_refused_before_anything_trains(

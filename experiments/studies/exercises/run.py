@@ -14,6 +14,7 @@ evaluated once per model, after training, and only reported.
 """
 
 import os
+import re
 import time
 
 import ml_collections
@@ -39,6 +40,7 @@ EXERCISE_FIELDS = (
     "plot",
 )
 EXAMPLE = "experiments/studies/exercises/width.py"
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def _define_flags() -> None:
@@ -134,6 +136,13 @@ def check_exercise(exercise, grid: dict) -> None:
     Raises:
       UserError: naming the field and what it must be.
     """
+    # The name of its files in --results_dir and its folder in --workdir: "../README"
+    # replaced a README outside both.
+    if not (isinstance(exercise.name, str) and _FILE_NAME.fullmatch(exercise.name)):
+        raise errors.UserError(
+            f"name={exercise.name!r} is invalid: the name of its result files, letters, digits, "
+            "'_', '-' and '.', not starting with '.'"
+        )
     if exercise.plot not in PLOTS:
         raise errors.UserError(f"plot={exercise.plot!r} is invalid: one of {PLOTS}")
     if exercise.x not in grid or exercise.x == "seed":

@@ -107,15 +107,20 @@ def write_tuned_config(
     fields["num_epochs"] = winner.num_epochs
     fields["validation_size"] = 0  # The final model trains on all 60,000 images.
     body = "\n".join(f"    config.{k} = {_python_literal(v)}" for k, v in fields.items())
+    docstring = f"{title}\n\n  make train CONFIG={path}\n\n{textwrap.fill(note, 92)}\n"
     files.write_atomically(
         files.as_path(path),
-        f'r"""{title}\n\n'
-        f"  make train CONFIG={path}\n\n{textwrap.fill(note, 92)}\n"
-        '"""\n\nfrom mlp_jax.config import base_config\n\n\n'
+        f"{_string_literal(docstring)}\n\nfrom mlp_jax.config import base_config\n\n\n"
         "def get_config():\n"
         f'    """{WINNER_DOCSTRING}"""\n'
         f"    config = base_config()\n{body}\n    return config\n",
     )
+
+
+def _string_literal(text: str) -> str:
+    """`text` as a triple-quoted Python string, whatever it holds: a title holding quotes or
+    a backslash, put in as it was, made the winner's file invalid Python."""
+    return '"""' + text.replace("\\", "\\\\").replace('"', '\\"') + '"""'
 
 
 def figure(history, labels: dict[int, str] | None = None) -> Figure:
