@@ -173,7 +173,8 @@ BASE_FIELDS = (
         "data_dir",
         "",
         'Folder with the four Fashion-MNIST IDX files; "" searches $FASHION_MNIST_DIR, then '
-        "/usr/share/datasets/fashion-mnist, then TFDS.",
+        "/usr/share/datasets/fashion-mnist, then TFDS. A resume may find the same files "
+        "elsewhere, not other data.",
         on_resume=FREE,
         local=True,
     ),

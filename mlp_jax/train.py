@@ -85,6 +85,28 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
         )
 
 
+# The checkpoint's record of the data it was trained on (`data.fingerprint`).
+DATA_KEY = "data_fingerprint"
+
+
+def _refuse_other_data(meta: dict, trained_on: str, config, workdir: epath.Path) -> None:
+    """Refuses to resume checkpoints on data other than they were trained on: data_dir may
+    change on resume (the files moved), and a run resumed on other files trained on them
+    without a word. Checkpoints saved before the record was kept are taken as they are."""
+    saved = meta.get(DATA_KEY)
+    other = saved is not None and saved != trained_on
+    if parallel.max_over_processes(int(other)):  # Every process refuses.
+        where = f"--config.data_dir={config.data_dir}" if config.data_dir else "the data found"
+        raise UserError(
+            f"{workdir / checkpointing.CHECKPOINT_DIR}: trained on other data than {where} "
+            f"gives (images per split and a digest of their labels: {saved} then, "
+            f"{trained_on} now); give the data it was trained on, or use a new --workdir"
+            if other
+            else f"{workdir}: another process of this run has other data than its checkpoints "
+            "were trained on; its own line says which"
+        )
+
+
 def _refuse_configs_that_differ_between_processes(config: ml_collections.ConfigDict) -> None:
     """Refuses, on every process of a multi-process run, configs that differ between them
     (but for the fields that say where, on each machine): their programs would differ,
@@ -175,6 +197,7 @@ def train_and_evaluate(
     _refuse_configs_that_differ_between_processes(config)
     # Read and checked before the workdir is made: data that cannot be read leave nothing.
     dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
+    trained_on = data.fingerprint(dataset)
     workdir = checkpointing.workdir_path(workdir)
     if (holder := checkpointing.runs_checkpoints_holding(workdir)) is not None:
         raise UserError(
@@ -213,6 +236,8 @@ def train_and_evaluate(
         store.check_room_to_save(abstract_state)
         restored = store.restore_latest(abstract_state)
         resuming = restored is not None
+        if resuming:
+            _refuse_other_data(restored[1], trained_on, config, workdir)
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
         _refuse_fewer_epochs(config, workdir, int(state.epoch))
         start_epoch = int(state.epoch)
@@ -289,7 +314,11 @@ def train_and_evaluate(
             last = epoch == config.num_epochs
             stop_signal = stop.agreed_signal()
             if last or stop_signal or epoch in checkpoint_epochs:
-                meta = {"val_acc": record["val_acc"], "steps_per_epoch": run.steps_per_epoch}
+                meta = {
+                    "val_acc": record["val_acc"],
+                    "steps_per_epoch": run.steps_per_epoch,
+                    DATA_KEY: trained_on,
+                }
                 store.save(runner.unreplicate(state), meta)
             if stop_signal and not last:
                 _plot(workdir, history, config)

@@ -26,6 +26,7 @@ import pytest
 import tensorstore as ts
 from helpers import (
     BEST_FEATURES,
+    LABELS_MAGIC,
     RESUMABLE_EPOCHS,
     ROOT,
     largest_file,
@@ -34,6 +35,7 @@ from helpers import (
     tiny_config,
     train_uninterrupted,
     tree_listing,
+    write_idx,
 )
 
 from mlp_jax import checkpointing, data, files, models, optim, steps, train
@@ -175,6 +177,29 @@ def test_a_config_json_whose_model_cannot_be_loaded_here_is_the_models_line(tmp_
         checkpointing.read_config(tmp_path)
     assert "cannot be loaded" in str(raised.value)
     assert "not a run's config" not in str(raised.value)
+
+
+def test_a_resume_on_other_data_is_refused_and_on_the_same_data_moved_goes_on(
+    synthetic_dir, tmp_path
+):
+    # data_dir may change on resume, and a run resumed on other files (10,000 images for
+    # 60,000, or labels in another order) trained on them without a word (trial 8).
+    run = tmp_path / "run"
+    train.train_and_evaluate(tiny_config(synthetic_dir), run)
+    other = shutil.copytree(synthetic_dir, tmp_path / "other")
+    labels = data.load_fashion_mnist(str(synthetic_dir), use_tfds=False)[0].labels
+    write_idx(other / data._FILE_STEMS["train"][1], labels[::-1].astype(np.uint8), LABELS_MAGIC)
+
+    def kept():
+        names = ("config.json", "metrics.jsonl")
+        return tree_listing(run / "checkpoints"), [(run / f).read_bytes() for f in names]
+
+    before = kept()
+    with pytest.raises(UserError, match=r"checkpoints: trained on other data than --config"):
+        train.train_and_evaluate(tiny_config(other, num_epochs=2), run)
+    assert kept() == before
+    moved = shutil.copytree(synthetic_dir, tmp_path / "moved")
+    assert train.train_and_evaluate(tiny_config(moved, num_epochs=2), run).history[-1]["epoch"] == 2
 
 
 def test_a_run_inside_another_runs_checkpoints_is_refused_before_anything_is_written(
