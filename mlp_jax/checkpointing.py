@@ -95,25 +95,27 @@ _MISMATCH_SIGNS = ("not compatible with the stored shape", "tree structure", "Mi
 _LISTINGS = 5
 
 
-# Orbax finds a save's arrays through a glob of its folder's path ("[x]" a pattern), and
-# TensorStore takes a backslash for a separator: a run in a workdir named with either ended
-# with status 0, its checkpoints never readable, and the next run set them all aside.
-_MISREAD_IN_NAMES = "[]\\"
+# What Orbax and TensorStore misread in the name of a folder of checkpoints: a backslash,
+# which TensorStore takes for a separator (nothing written there can be read back), and, in
+# one saved into, "[" and "]", which make the glob by which Orbax gathers a save's arrays a
+# pattern (the save ends with status 0, its arrays out of its index). A run so named was set
+# aside whole by the next; one moved under such a name after its saves still reads.
+_MISREAD_IN_NAMES = {"read": "\\", "save": "[]\\"}
 
 
-def workdir_path(workdir: str | os.PathLike) -> epath.Path:
-    """`files.as_path(workdir)`, for a folder that holds (or will hold) checkpoints.
+def workdir_path(workdir: str | os.PathLike, use: str = "save") -> epath.Path:
+    """`files.as_path(workdir)`, for a folder whose checkpoints are read or saved (`use`).
 
     Raises:
-      UserError: its name holds a character Orbax or TensorStore would misread.
+      UserError: its name holds a character Orbax or TensorStore would misread there.
     """
     path = files.as_path(workdir)
-    found = [c for c in _MISREAD_IN_NAMES if c in os.fspath(path)]
+    found = [c for c in _MISREAD_IN_NAMES[use] if c in os.fspath(path)]
     if found:
         raise UserError(
-            f"{path}: {' and '.join(repr(c) for c in found)} in the name of a folder of "
-            "checkpoints, which Orbax and TensorStore misread (they could never be read back); "
-            "rename it without them"
+            f"{path}: {' and '.join(repr(c) for c in found)} in the path of a folder of "
+            f"checkpoints, which Orbax and TensorStore misread (what they {use} there could "
+            "not be read back); use a path without them"
         )
     return path
 
@@ -514,7 +516,7 @@ class CheckpointStore:
     """
 
     def __init__(self, workdir: str | os.PathLike, keep: int, read_only: bool = False):
-        self.workdir = workdir_path(workdir)
+        self.workdir = workdir_path(workdir, "read" if read_only else "save")
         self.read_only = read_only
         self.keep = keep
         self._manager = None
@@ -602,22 +604,24 @@ class CheckpointStore:
         self._check_room(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
+        # Made meanwhile (by hand, or another program), as Orbax's listing of this run's
+        # steps may not know: its StepAlreadyExistsError, or its failed rename in a thread.
+        target = self.workdir / CHECKPOINT_DIR / str(epoch)
+        if parallel.max_over_processes(int(target.exists())):  # Every process refuses.
+            raise UserError(
+                f"{target}: made while this run trained (by another program, or by hand) where "
+                f"it saves epoch {epoch}; nothing was written over it: move it away, then rerun "
+                "the same command to resume"
+            )
         ocp = importlib.import_module(ORBAX)
         with self._moved_is_one_line():
-            try:
-                self.manager.save(
-                    epoch,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-                    ),
-                    force=True,
-                )
-            except ocp.checkpoint_manager.StepAlreadyExistsError:
-                raise UserError(
-                    f"{self.workdir / CHECKPOINT_DIR / str(epoch)}: made while this run trained "
-                    f"(by another program, or by hand) where it saves epoch {epoch}; nothing "
-                    "was written over it: move it away, then rerun the same command to resume"
-                ) from None
+            self.manager.save(
+                epoch,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
         self._saved = True
 
     @contextlib.contextmanager
@@ -982,9 +986,20 @@ def runs_checkpoints_holding(
     for holder in (folder, *folder.parents):
         if holder.name != CHECKPOINT_DIR:
             continue
-        if os.fspath(holder) == own or files.kind(holder.parent / CONFIG_FILE) == "a file":
+        if os.fspath(holder) == own or _is_a_runs_workdir(holder.parent):
             return holder
     return None
+
+
+def _is_a_runs_workdir(folder: epath.Path) -> bool:
+    """Whether `folder` holds a run's config.json (another project's is no run's)."""
+    if files.kind(folder / CONFIG_FILE) != "a file":
+        return False
+    try:
+        saved_config_fields(folder)
+    except UserError:
+        return False
+    return True
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

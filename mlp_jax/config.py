@@ -218,7 +218,11 @@ BASE_FIELDS = (
         "momentum",
         0.9,
         'Momentum for "momentum"; b1 for adam/adamw.',
-        within(0, 1, below_high=True),
+        # Not where plain SGD never reads it: a run saved so stays readable.
+        Check(
+            lambda value, config: config.optimizer == "sgd" or 0 <= value < 1,
+            'must be in [0, 1) (but for optimizer "sgd")',
+        ),
     ),
     Field(
         "weight_decay",
@@ -593,7 +597,7 @@ def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()
         if ":" in path and os.path.isfile(path):  # Its name, not the file, was the fault.
             raise UserError(
                 f"--config={path}: ml_collections reads what follows a ':' as the argument of "
-                f"get_config(), so it looked for {path.split(':', 1)[0]}; rename the file "
+                f"get_config(), so it looked for {path.split(':', 1)[0]}; give it a path "
                 "without ':'"
             ) from None
         reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]

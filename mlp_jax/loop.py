@@ -13,6 +13,7 @@ with the state after it at the end of each program, so the caller does its host 
 epochs (`mlp_jax.sweep`, one program per epoch) go through `epochs` too.
 """
 
+import contextlib
 import math
 import os
 import time
@@ -223,6 +224,10 @@ def epochs(
         epoch += length
 
 
+# Where jax.profiler writes a trace, inside the folder it is given (TensorBoard's layout).
+TRACE_FOLDER = os.path.join("plugins", "profile")
+
+
 def _stop_trace(trace_dir: str | os.PathLike) -> None:
     """Ends the profiler's trace. One that cannot be written is a warning, and the run goes
     on: the epochs are worth more than their trace (a profile folder that refused files
@@ -230,9 +235,13 @@ def _stop_trace(trace_dir: str | os.PathLike) -> None:
     try:
         jax.profiler.stop_trace()
     except jax.errors.JaxRuntimeError as e:
+        # JAX forgets a session only once its export succeeded: the next start_trace in
+        # this process (a notebook's next run) would find one still running.
+        with contextlib.suppress(AttributeError):
+            jax._src.profiler._profile_state.reset()  # noqa: SLF001  (no public API does)
         logging.warning(
             "the trace could not be written into %s (%s); the run goes on without it",
-            os.path.join(trace_dir, "plugins", "profile"),
+            os.path.join(trace_dir, TRACE_FOLDER),
             errors.first_line(e),
         )
 

@@ -321,6 +321,8 @@ def train_population(
         raise UserError(f"num_epochs={fewest}: each member of a population trains 1 epoch or more")
     if max_population < 1:
         raise UserError(f"max_population={max_population} is invalid: give 1 or more")
+    if cache_dir is not None:  # Where a stopped population is saved: refused before any.
+        cache_dir = checkpointing.workdir_path(cache_dir)
     mesh = mesh or population_mesh()
     dataset = parallel.place(dataset, NamedSharding(mesh, P()))  # Once, not per population.
     chunk_size = max_population * mesh.size

@@ -37,13 +37,7 @@ from mlp_jax.errors import UserError
 
 # What a run keeps in its workdir, checked to be of the right kind before anything opens them
 # (a pipe where a file is expected would block the run).
-# plugins/profile: where the profiler writes a trace (trace_epoch), proven writable first.
-_RUN_FOLDERS = (
-    checkpointing.CHECKPOINT_DIR,
-    checkpointing.UNREADABLE_DIR,
-    "plugins",
-    os.path.join("plugins", "profile"),
-)
+_RUN_FOLDERS = (checkpointing.CHECKPOINT_DIR, checkpointing.UNREADABLE_DIR, "plugins")
 CURVES_FILE = "curves.png"
 _RUN_FILES = (locks.LOCK_FILE, checkpointing.CONFIG_FILE, writers.JSONL_FILE, CURVES_FILE)
 
@@ -89,18 +83,19 @@ def _refuse_changed_config(config: ml_collections.ConfigDict, workdir: epath.Pat
 DATA_KEY = "data_fingerprint"
 
 
-def _refuse_other_data(meta: dict, trained_on: str, config, workdir: epath.Path) -> None:
+def _refuse_other_data(meta: dict, trained_on: dict, workdir: epath.Path) -> None:
     """Refuses to resume checkpoints on data other than they were trained on: data_dir may
     change on resume (the files moved), and a run resumed on other files trained on them
     without a word. Checkpoints saved before the record was kept are taken as they are."""
     saved = meta.get(DATA_KEY)
-    other = saved is not None and saved != trained_on
+    other = saved is not None and saved != trained_on[DATA_KEY]
     if parallel.max_over_processes(int(other)):  # Every process refuses.
-        where = f"--config.data_dir={config.data_dir}" if config.data_dir else "the data found"
         raise UserError(
-            f"{workdir / checkpointing.CHECKPOINT_DIR}: trained on other data than {where} "
-            f"gives (images per split and a digest of their labels: {saved} then, "
-            f"{trained_on} now); give the data it was trained on, or use a new --workdir"
+            f"{workdir / checkpointing.CHECKPOINT_DIR}: trained on other data "
+            f"({meta.get('data_source', 'then')}: {saved}) than this run reads "
+            f"({trained_on['data_source']}: {trained_on[DATA_KEY]}; images per split and a "
+            "digest of their labels in order); give it the data it was trained on "
+            "(--config.data_dir), or use a new --workdir"
             if other
             else f"{workdir}: another process of this run has other data than its checkpoints "
             "were trained on; its own line says which"
@@ -197,14 +192,21 @@ def train_and_evaluate(
     _refuse_configs_that_differ_between_processes(config)
     # Read and checked before the workdir is made: data that cannot be read leave nothing.
     dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
-    trained_on = data.fingerprint(dataset)
+    trained_on = {  # What the checkpoints record of it.
+        DATA_KEY: data.fingerprint(dataset),
+        "data_source": str(data.find_idx_dir(config.data_dir) or "TFDS's fashion_mnist"),
+    }
     workdir = checkpointing.workdir_path(workdir)
-    if (holder := checkpointing.runs_checkpoints_holding(workdir)) is not None:
+    holder = checkpointing.runs_checkpoints_holding(workdir)
+    if parallel.max_over_processes(int(holder is not None)):  # Every process refuses.
         raise UserError(
             f"{workdir}: inside the checkpoints of a run ({holder}), whose saves and rotation "
             "would meet this run's; use another --workdir"
+            if holder
+            else f"{workdir}: inside the checkpoints of a run on another process; its line says"
         )
-    files.prepare_folder(workdir, folders=_RUN_FOLDERS, regular_files=_RUN_FILES)
+    tracing = (loop.TRACE_FOLDER,) if config.trace_epoch else ()
+    files.prepare_folder(workdir, folders=_RUN_FOLDERS + tracing, regular_files=_RUN_FILES)
     is_main_process = jax.process_index() == 0
     with contextlib.ExitStack() as cleanup:
         lock, refused = locks.Lock(), None
@@ -237,7 +239,7 @@ def train_and_evaluate(
         restored = store.restore_latest(abstract_state)
         resuming = restored is not None
         if resuming:
-            _refuse_other_data(restored[1], trained_on, config, workdir)
+            _refuse_other_data(restored[1], trained_on, workdir)
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
         _refuse_fewer_epochs(config, workdir, int(state.epoch))
         start_epoch = int(state.epoch)
@@ -317,7 +319,7 @@ def train_and_evaluate(
                 meta = {
                     "val_acc": record["val_acc"],
                     "steps_per_epoch": run.steps_per_epoch,
-                    DATA_KEY: trained_on,
+                    **trained_on,
                 }
                 store.save(runner.unreplicate(state), meta)
             if stop_signal and not last:

@@ -400,7 +400,7 @@ NAMES_PATH_AND_FLAG = {
     ),
     "a_config_file_whose_name_holds_a_colon": Row(  # "No such file: TMP/a" (trial 8).
         ["--config=TMP/a:b.py", "--workdir=TMP/run"],
-        ["--config=TMP/a:b.py: ml_collections reads what follows a ':'", "without ':'"],
+        ["--config=TMP/a:b.py: ml_collections reads what follows a ':'", "a path without ':'"],
         arrange=_write("a:b.py", "def get_config():\n    return None\n"),
         untouched=("run",),
     ),

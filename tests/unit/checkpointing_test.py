@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from helpers import (
     write_idx,
 )
 
-from mlp_jax import checkpointing, data, files, models, optim, steps, train
+from mlp_jax import checkpointing, data, files, models, optim, steps, sweep, train
 from mlp_jax.errors import UserError
 
 EPOCHS = RESUMABLE_EPOCHS
@@ -195,7 +196,8 @@ def test_a_resume_on_other_data_is_refused_and_on_the_same_data_moved_goes_on(
         return tree_listing(run / "checkpoints"), [(run / f).read_bytes() for f in names]
 
     before = kept()
-    with pytest.raises(UserError, match=r"checkpoints: trained on other data than --config"):
+    named = r"checkpoints: trained on other data \(.*synthetic.*\) than this run reads \(.*other"
+    with pytest.raises(UserError, match=named):
         train.train_and_evaluate(tiny_config(other, num_epochs=2), run)
     assert kept() == before
     moved = shutil.copytree(synthetic_dir, tmp_path / "moved")
@@ -207,12 +209,15 @@ def test_a_run_inside_another_runs_checkpoints_is_refused_before_anything_is_wri
 ):
     # Accepted, its saves and the other run's met: Orbax's tracebacks, an epoch lost, and
     # the other run refused every rerun (trial 8).
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"model": "experiments/mlp_concise.py:MLP"}')
     inner = tmp_path / "checkpoints" / "25"
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(UserError, match=r"checkpoints/25: inside the checkpoints of a run"):
         train.train_and_evaluate(tiny_config(synthetic_dir), inner)
     assert not inner.exists()
+    # Beside another project's config.json, a folder named checkpoints is no run's.
+    (tmp_path / "config.json").write_text('{"editor": "vim"}')
+    assert train.train_and_evaluate(tiny_config(synthetic_dir), inner).history[-1]["epoch"] == 1
 
 
 def test_a_folder_made_where_a_run_saves_next_is_one_line_and_kept(synthetic_dir, tmp_path):
@@ -240,11 +245,21 @@ def test_a_workdir_name_orbax_or_tensorstore_would_misread_is_refused_first(
 ):
     # Trained with status 0 into checkpoints no process could read (Orbax's glob took "[x]"
     # for a pattern, TensorStore the backslash for a separator); the next run set them aside.
-    with pytest.raises(UserError, match=r"in the name of a folder of checkpoints.*rename it"):
+    with pytest.raises(UserError, match=r"in the path of a folder of checkpoints.*without them"):
         train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path / name)
     assert not (tmp_path / name).exists()
-    with pytest.raises(UserError, match="rename it without them"):  # Eval, predict, a study.
-        checkpointing.CheckpointStore(tmp_path / name, keep=1, read_only=True)
+    # A study's populations too, named by its --workdir before any population.
+    with pytest.raises(UserError, match=f"^{re.escape(str(tmp_path / name))}: .*without them"):
+        sweep.train_population([tiny_config(synthetic_dir)], None, cache_dir=tmp_path / name)
+
+
+def test_a_run_moved_under_a_name_with_brackets_is_still_read(synthetic_dir, tmp_path):
+    # Only a save there goes wrong; reading was refused by the first mend (the review).
+    train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path / "run")
+    moved = (tmp_path / "run").rename(tmp_path / "old[1]")
+    assert int(checkpointing.restore_workdir(moved).state.epoch) == 1
+    with pytest.raises(UserError, match=r"'\\\\' in the path of a folder of checkpoints"):
+        checkpointing.CheckpointStore(tmp_path / "old\\1", keep=1, read_only=True)
 
 
 @pytest.mark.parametrize(

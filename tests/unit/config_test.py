@@ -34,6 +34,18 @@ def test_experiment_configs_are_valid_and_match_d2l(module):
     assert config.optimizer == "sgd" and config.schedule == "constant"
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "adamw"])
+@pytest.mark.parametrize("momentum", [1.0, -0.5])
+def test_a_momentum_outside_0_1_is_refused_where_the_optimiser_reads_it(optimizer, momentum):
+    # Unchecked, it diverged after an epoch, the line saying to lower the lr (trial 8).
+    config = mlp_concise.get_config()
+    config.optimizer, config.momentum = optimizer, momentum
+    with pytest.raises(UserError, match=rf"config.momentum={momentum} is invalid: must be in"):
+        _validate(config)
+    config.optimizer = "sgd"  # Never read there: a run saved so stays readable.
+    _validate(config)
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [

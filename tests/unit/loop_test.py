@@ -210,17 +210,18 @@ def test_a_trace_that_cannot_be_written_is_a_warning_and_the_epoch_is_kept(
     synthetic_dir, tmp_path, monkeypatch, caplog
 ):
     # A trace refused once the run trained (a disk filled, say): the epoch was lost.
-    stop_trace = jax.profiler.stop_trace
-
     def refused():
-        stop_trace()
         raise jax.errors.JaxRuntimeError("PERMISSION_DENIED: plugins/profile/x: not allowed")
 
-    monkeypatch.setattr(jax.profiler, "stop_trace", refused)
-    result = train.train_and_evaluate(tiny_config(synthetic_dir, trace_epoch=1), tmp_path)
+    with monkeypatch.context() as patched:
+        patched.setattr(jax.profiler, "stop_trace", refused)
+        result = train.train_and_evaluate(tiny_config(synthetic_dir, trace_epoch=1), tmp_path)
     assert int(result.state.epoch) == 1 and (tmp_path / "checkpoints" / "1").is_dir()
     assert "the trace could not be written into" in caplog.text
     assert "PERMISSION_DENIED" in caplog.text
+    # The failed trace is over: the next run's (a notebook's) starts.
+    jax.profiler.start_trace(str(tmp_path / "next"))
+    jax.profiler.stop_trace()
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ evaluated once per model, after training, and only reported.
 """
 
 import os
-import re
 import time
 
 import ml_collections
@@ -40,7 +39,6 @@ EXERCISE_FIELDS = (
     "plot",
 )
 EXAMPLE = "experiments/studies/exercises/width.py"
-_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def _define_flags() -> None:
@@ -138,10 +136,12 @@ def check_exercise(exercise, grid: dict) -> None:
     """
     # The name of its files in --results_dir and its folder in --workdir: "../README"
     # replaced a README outside both.
-    if not (isinstance(exercise.name, str) and _FILE_NAME.fullmatch(exercise.name)):
+    name = exercise.name
+    plain = isinstance(name, str) and name == os.path.basename(name) and "\0" not in name
+    if not (plain and name and not name.startswith(".")):
         raise errors.UserError(
-            f"name={exercise.name!r} is invalid: the name of its result files, letters, digits, "
-            "'_', '-' and '.', not starting with '.'"
+            f"name={name!r} is invalid: the name of its result files, without '/' and not "
+            "starting with '.'"
         )
     if exercise.plot not in PLOTS:
         raise errors.UserError(f"plot={exercise.plot!r} is invalid: one of {PLOTS}")
