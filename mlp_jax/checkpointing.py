@@ -604,10 +604,13 @@ class CheckpointStore:
         self._check_room(state, epoch)
         meta = {"epoch": epoch, "step": first_value(state.step), **extra_meta}
         meta["state_fingerprint"] = fingerprint(state)
-        # Made meanwhile (by hand, or another program), as Orbax's listing of this run's
-        # steps may not know: its StepAlreadyExistsError, or its failed rename in a thread.
+        # Locally a save is renamed into place: a folder made there meanwhile (by hand, or by
+        # another program) failed the rename in Orbax's thread, or raised its cached
+        # listing's StepAlreadyExistsError. In a bucket a save is written in place, over
+        # what a killed one left there, which the next run's save takes over.
         target = self.workdir / CHECKPOINT_DIR / str(epoch)
-        if parallel.max_over_processes(int(target.exists())):  # Every process refuses.
+        made = not files.is_remote(target) and target.exists()
+        if parallel.max_over_processes(int(made)):  # Every process refuses.
             raise UserError(
                 f"{target}: made while this run trained (by another program, or by hand) where "
                 f"it saves epoch {epoch}; nothing was written over it: move it away, then rerun "

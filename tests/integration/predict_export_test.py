@@ -137,7 +137,7 @@ def test_predict_and_export_refuse_what_they_cannot_use_in_one_line(trained, tmp
     (mine / "model.json").write_text('{"my": "notes"}')
     other_run = tmp_path / "other_run"  # Another run's: refused only for the exported one's.
     (other_run / "checkpoints").mkdir(parents=True)
-    (other_run / "config.json").write_text("{}")
+    (other_run / "config.json").write_text('{"model": "experiments/mlp_concise.py:MLP"}')
     (tmp_path / "link").symlink_to(workdir / "checkpoints")  # Accepted through a link.
     before = tree_listing(workdir)
     for folder, fragment in (
