@@ -114,8 +114,8 @@ def workdir_path(workdir: str | os.PathLike, use: str = "save") -> epath.Path:
     if found:
         raise UserError(
             f"{path}: {' and '.join(repr(c) for c in found)} in the path of a folder of "
-            f"checkpoints, which Orbax and TensorStore misread (what they {use} there could "
-            "not be read back); use a path without them"
+            "checkpoints, which Orbax and TensorStore misread (its checkpoints could not be "
+            "read back); use a path without them"
         )
     return path
 
@@ -977,8 +977,8 @@ def _not_a_runs(path: epath.Path, why: str) -> UserError:
 def runs_checkpoints_holding(
     folder: epath.Path, workdir: epath.Path | None = None
 ) -> epath.Path | None:
-    """The checkpoints folder of a run (`workdir`'s, or any beside a config.json) that holds
-    `folder`, or None; locally through the links on the way. Its run rotates away, and takes
+    """The checkpoints folder of a run (`workdir`'s, or any beside a run's config.json) that
+    holds `folder`, or None; locally through the links on the way. Its run rotates away, and takes
     for its own, what is put there: an export through a link into one made every later
     training there refuse, and a run's workdir there ended both runs in tracebacks."""
     if not files.is_remote(folder):
