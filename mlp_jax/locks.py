@@ -254,6 +254,9 @@ class _BucketLock(Lock):
             and 0 < pid < 2**31
         ):
             record = {"holder": "an unreadable lock", "refreshed": 0.0}
+        # Shown in a line: a holder of newlines cut it short, one of 2 MB made it 2 MB.
+        holder = " ".join(str(record.get("holder", "another run")).split())
+        record["holder"] = holder if len(holder) <= 200 else f"{holder[:200]}..."
         return record, str(info.get("generation"))
 
     def _delete(self, generation: str | None) -> None:
@@ -268,7 +271,7 @@ class _BucketLock(Lock):
                 self._generation = self._write(self._generation)
             except FileExistsError:  # Another run took it over: this one no longer holds it.
                 held, _ = self._read()
-                self._lost = held.get("holder", "another run") if held else "nobody (deleted)"
+                self._lost = held["holder"] if held else _DELETED
                 return
             except Exception:  # noqa: BLE001  (a missed beat; the next one may pass)
                 continue
@@ -276,6 +279,12 @@ class _BucketLock(Lock):
     def lost(self) -> str | None:
         if self._lost is None:
             return None
+        if self._lost == _DELETED:  # Not "taken over ... not refreshed for over 180 s".
+            return (
+                f"{self.path}: this run's lock was deleted while it ran (by hand, or with the "
+                "workdir); stopped without saving more; see what is left in the workdir (one "
+                "without its config.json cannot be resumed: train afresh in another --workdir)"
+            )
         return (
             f"{self.path}: this run's lock was taken over by {self._lost} (it was not "
             f"refreshed for over {self.stale:.0f} s); stopped without saving more; check which "
@@ -288,6 +297,10 @@ class _BucketLock(Lock):
             self._heartbeat.join()  # No beat may write the lock again once it is deleted.
         if self._lost is None:
             self._delete(self._generation)
+
+
+# What a bucket lock found in its place when its beat could not rewrite it.
+_DELETED = "nobody (deleted)"
 
 
 def _stale_reason(held: dict, stale_seconds: float) -> str | None:

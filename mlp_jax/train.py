@@ -102,18 +102,22 @@ def _refuse_other_data(meta: dict, trained_on: dict, workdir: epath.Path) -> Non
         )
 
 
-def _refuse_configs_that_differ_between_processes(config: ml_collections.ConfigDict) -> None:
-    """Refuses, on every process of a multi-process run, configs that differ between them
-    (but for the fields that say where, on each machine): their programs would differ,
-    and the first collective aborted every process without a word."""
+def _refuse_configs_that_differ_between_processes(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike
+) -> None:
+    """Refuses, on every process of a multi-process run, configs or workdirs that differ
+    between them (but for the fields that say where, on each machine): their programs
+    would differ, and the first collective aborted every process without a word; their
+    saves would go to different places, and every process waited in the first for ever."""
     local = config_lib.names(lambda field: field.local)
     shared = {k: v for k, v in config.to_dict().items() if k not in local}
+    shared["--workdir"] = os.fspath(workdir)
     text = json.dumps(shared, sort_keys=True, default=repr).encode()
     digest = int(hashlib.sha256(text).hexdigest()[:7], 16)  # Within int32, for the gather.
     if parallel.max_over_processes(digest) != -parallel.max_over_processes(-digest):
         raise UserError(
-            "the processes of this run were given different configs; start every host with "
-            "the same command and config file"
+            "the processes of this run were given different configs or workdirs; start every "
+            "host with the same command and config file"
         )
 
 
@@ -189,7 +193,7 @@ def train_and_evaluate(
     clock = _PhaseClock()
     # Before each process reads its data by its own config: one failing alone would leave
     # the others waiting in the next collective.
-    _refuse_configs_that_differ_between_processes(config)
+    _refuse_configs_that_differ_between_processes(config, workdir)
     # Read and checked before the workdir is made: data that cannot be read leave nothing.
     dataset = data.load_dataset(config.data_dir, config.validation_size, config.split_seed)
     trained_on = {  # What the checkpoints record of it.
@@ -298,7 +302,9 @@ def train_and_evaluate(
             if first_of_a_program:  # Before any of its records is written.
                 lost = lock.lost()
                 if parallel.max_over_processes(int(lost is not None)):
-                    raise UserError(lost or f"{workdir}: process 0 no longer holds its lock")
+                    raise UserError(
+                        lost or f"{workdir}: process 0 no longer holds its lock; its line says why"
+                    )
             first_of_a_program = finished.state is not None
             history.append(record)
             if is_main_process:

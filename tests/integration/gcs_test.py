@@ -192,13 +192,16 @@ def test_a_lock_left_by_a_run_on_another_host_expires(
     gcs, synthetic_full_dir, tmp_path, age, refused
 ):
     run = f"gs://bucket/{tmp_path.name}/run"
-    held = {"holder": "process 7 on elsewhere", "host": "elsewhere", "pid": 7, "token": "x"}
+    # A holder of newlines cut the line short; one of a megabyte made it a megabyte (trial 9).
+    holder = "process 7\non elsewhere " + "x" * 10**6
+    held = {"holder": holder, "host": "elsewhere", "pid": 7, "token": "x"}
     held["refreshed"] = time.time() - age
     _bucket(gcs).pipe_file(f"bucket/{tmp_path.name}/run/.lock", json.dumps(held).encode())
     result = _train(gcs, run, synthetic_full_dir, 1)
+    assert len(result.stderr) < 10_000
     if refused:
         (line,) = _own_lines(result.stderr)
-        assert result.returncode == 2 and "is in use by process 7 on elsewhere" in line, line
+        assert result.returncode == 2 and "is in use by process 7 on elsewhere xxx" in line, line
         assert "expires 180 s after its last refresh, at " in line
     else:
         assert result.returncode == 0, result.stderr
@@ -272,10 +275,12 @@ def test_a_bucket_path_without_gcsfs_is_one_line_naming_the_install(gcs, module,
     assert "pip install -e '.[gcs]'" in line and "make adds the gcs extra" in line
 
 
+@pytest.mark.parametrize("by", ["another run", "a deletion"])
 def test_a_run_whose_lock_was_taken_over_stops_without_saving_more(
-    gcs, synthetic_full_dir, tmp_path
+    gcs, synthetic_full_dir, tmp_path, by
 ):
-    # Its heartbeat (every second here) finds another run's generation of the lock.
+    # Its heartbeat (every second here) finds another run's generation of the lock, or none
+    # (deleted, said as "taken over by nobody ... not refreshed for over 180 s": trial 9).
     run = f"gs://bucket/{tmp_path.name}/run"
     args = [*TINY, f"--config.data_dir={synthetic_full_dir}", f"--workdir={run}"]
     env = {**gcs, "MLP_JAX_LOCK_HEARTBEAT": "1"}
@@ -286,13 +291,20 @@ def test_a_run_whose_lock_was_taken_over_stops_without_saving_more(
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.05)
         bucket.invalidate_cache()
-    other = {"holder": "process 9 on elsewhere", "token": "y", "refreshed": time.time()}
-    bucket.pipe_file(lock, json.dumps(other).encode())  # As a run elsewhere taking it over.
+    if by == "a deletion":
+        bucket.rm(lock)
+    else:  # As a run elsewhere taking it over.
+        other = {"holder": "process 9 on elsewhere", "token": "y", "refreshed": time.time()}
+        bucket.pipe_file(lock, json.dumps(other).encode())
     _, stderr = process.communicate(timeout=120)
     (line,) = _own_lines(stderr)
     assert process.returncode == 2, stderr
-    assert "this run's lock was taken over by process 9 on elsewhere" in line, line
-    assert json.loads(bucket.cat_file(lock))["token"] == "y"  # Not deleted by the loser.
+    if by == "a deletion":
+        assert "this run's lock was deleted while it ran" in line, line
+        assert not bucket.exists(lock)
+    else:
+        assert "this run's lock was taken over by process 9 on elsewhere" in line, line
+        assert json.loads(bucket.cat_file(lock))["token"] == "y"  # Not deleted by the loser.
     epochs = len(bucket.cat_file(f"bucket/{tmp_path.name}/run/metrics.jsonl").splitlines())
     assert epochs < 40
 

@@ -101,15 +101,16 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
 
 
 def _launch_two_processes(
-    args: list[str], second: tuple[str, ...] = (), count: int = 2
+    args: list[str], second: tuple[str, ...] = (), count: int = 2, first: tuple[str, ...] = ()
 ) -> list[subprocess.Popen]:
     """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together
-    (the second given `second` after them); the first `count` of them are started."""
+    (the first given `first` after them, the second `second`); the first `count` of them are
+    started."""
     port = _free_port()
     return [
         start_cli(
             *args,
-            *(second if i == 1 else ()),
+            *(second if i == 1 else first),
             env={
                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                 "JAX_PLATFORMS": "cpu",
@@ -141,15 +142,26 @@ def test_two_processes_match_one_process_with_four_devices(
     assert _max_relative_difference(two, one) < 1e-5
 
 
-def test_two_processes_given_different_configs_each_say_so_in_one_line(synthetic_dir, tmp_path):
+@pytest.mark.parametrize("differs", ["config", "workdir"])
+def test_two_processes_given_different_configs_each_say_so_in_one_line(
+    synthetic_dir, tmp_path, differs
+):
     # Their programs differ: the first collective aborted both, with no line from either.
-    args = [*_two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"]
-    processes = _launch_two_processes(args, second=("--config.num_hiddens=64",))
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 2, stderr
-        assert stderr.strip().startswith("error: the processes of this run were given different")
-        assert len(stderr.strip().splitlines()) == 1, stderr
+    # Given different workdirs, both waited for ever in Orbax's first save (trial 9).
+    args, workdir = _two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"
+    first, second = (workdir,), (workdir, "--config.num_hiddens=64")
+    if differs == "workdir":
+        second = (f"--workdir={tmp_path / 'elsewhere'}",)
+    processes = _launch_two_processes(args, first=first, second=second)
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 2, stderr
+            assert stderr.strip().startswith("error: the processes of this run were given diff")
+            assert len(stderr.strip().splitlines()) == 1, stderr
+    finally:
+        for process in processes:  # Both waited for ever, deaf to SIGTERM, without the mend.
+            process.kill()
 
 
 def test_a_process_waiting_for_the_others_ends_on_a_stop_signal(synthetic_dir, tmp_path):
