@@ -67,9 +67,10 @@ eval: install $(GCS)
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR) $(ARGS)
 
 # Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
-# loadfile), so that its expensive fixtures are built once.
+# loadfile), so that its expensive fixtures are built once, and the modules are handed out
+# in the order tests/conftest.py gives them, longest first (--no-loadscope-reorder).
 TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+PYTEST = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # The fast tier, after every change: each module's own behaviour on small synthetic data
 # (tests/unit, less the whole runs marked slow). Its programs are tiny and each runs once, so
