@@ -273,6 +273,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 _REFUSED_CODES, _UNAVAILABLE_CODES = {401}, {408, 429, 500, 502, 503, 504}
 _TENSORSTORE_REFUSALS = ("PERMISSION_DENIED: ", "UNAUTHENTICATED: ")
 _RERUN = "rerun the same command to go on: what was saved is kept"
+_NETWORK = f"check the network, then {_RERUN}"
+# How TensorStore (Orbax's arrays) says its retries of a request all failed to connect or
+# to hear an answer: "ABORTED: All 32 retry attempts failed: CURL error <curl's words>".
+_TENSORSTORE_NO_CONNECTION = "retry attempts failed: CURL error "
+# The seconds of silence after which each bucket request fails (mlp_jax.files sets it up).
+BUCKET_TIMEOUT_VARIABLE = "MLP_JAX_BUCKET_TIMEOUT"
 
 
 def _is_a(error: BaseException, module: str, name: str) -> bool:
@@ -298,11 +304,17 @@ def cloud_storage_line(error: BaseException) -> str | None:
     if _is_a(error, "aiohttp", "ClientConnectionError") and not file_limit:
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         reason = first_line(getattr(error, "strerror", None) or error)
+        return f"{where}no connection to Cloud Storage through every retry ({reason}); {_NETWORK}"
+    if _is_a(error, "fsspec", "FSTimeoutError"):  # gcsfs's requests met only silence.
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         return (
-            f"{where}no connection to Cloud Storage through every retry ({reason}); check the "
-            f"network, then {_RERUN}"
+            f"{where}no answer from Cloud Storage through every retry (each request waits "
+            f"${BUCKET_TIMEOUT_VARIABLE} seconds, 60, for a byte); {_NETWORK}"
         )
     text = " ".join(str(error).split())
+    if _TENSORSTORE_NO_CONNECTION in text:  # Refused, unresolved, or silent (as above).
+        reason = first_line(text.partition(_TENSORSTORE_NO_CONNECTION)[2], 160)
+        return f"no connection to Cloud Storage through every retry ({reason}); {_NETWORK}"
     if text.startswith(_TENSORSTORE_REFUSALS) and "[http_response_code=" in text:
         return f"Cloud Storage refused: {first_line(text.partition(' [http_')[0], 300)}; {refused}"
     return None

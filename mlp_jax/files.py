@@ -23,7 +23,14 @@ from pathlib import Path
 
 from etils import epath
 
-from mlp_jax.errors import UserError, flag_for, name_path, os_error_line
+from mlp_jax.errors import (
+    BUCKET_TIMEOUT_VARIABLE,
+    UserError,
+    environment_number,
+    flag_for,
+    name_path,
+    os_error_line,
+)
 
 
 def expand_home(path: str) -> str | None:
@@ -144,6 +151,8 @@ def _check_remote_support(uri: str) -> None:
     scheme = uri.split("://", 1)[0]
     reason = _missing_file_system(scheme)
     if reason is None:
+        if scheme == "gs":
+            _bound_bucket_waits()
         return
     how = (
         "`make train` with a gs:// WORKDIR or ARGS (make adds the gcs extra), or `pip install "
@@ -155,6 +164,28 @@ def _check_remote_support(uri: str) -> None:
         f"{uri}: {scheme}:// paths need a package this environment lacks ({reason}); add it "
         f"with {how}"
     )
+
+
+@functools.cache
+def _bound_bucket_waits() -> None:
+    """Makes a bucket that goes silent (a route dropped, a server frozen) fail a request after
+    $MLP_JAX_BUCKET_TIMEOUT seconds (60) without a byte, in each of the two GCS clients a run
+    uses: gcsfs (the run's files) and TensorStore (Orbax's arrays). Neither bounds a wait by
+    default: an eval against such a bucket waited for ever. A slow but live bucket is not
+    cut: the bound is on silence, not on a request's length. Each client then retries as it
+    does after any failed request (gcsfs six times, about half a minute of pauses)."""
+    import aiohttp  # noqa: PLC0415  (gcsfs's HTTP client)
+    import fsspec  # noqa: PLC0415
+
+    seconds = environment_number(BUCKET_TIMEOUT_VARIABLE, 60.0)
+    fsspec.config.conf.setdefault("gs", {}).setdefault(
+        "requests_timeout", aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
+    )
+    # Read as TensorStore makes its first HTTP transport, which is after this.
+    whole = str(max(1, round(seconds)))
+    os.environ.setdefault("TENSORSTORE_CURL_CONNECT_TIMEOUT_SECONDS", whole)
+    os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS", whole)
+    os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", "1")
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -471,3 +472,46 @@ def test_a_bucket_that_refuses_the_account_is_one_line_naming_it(
     assert f"{named}" in line and ": Forbidden: vm@p.iam.gserviceaccount.com does not" in line
     assert "b/bucket" not in line, line
     assert line.endswith(f"give that account this access to the bucket, or use another {flag}")
+
+
+# A command whose clients retry as they do, but without their pauses (gcsfs's come to about
+# half a minute, TensorStore's to a quarter of an hour): the bound under test is on each
+# request's silence, not on the retries.
+_WITHOUT_RETRY_PAUSES = """
+import asyncio, runpy, sys
+from gcsfs import retry
+from orbax.checkpoint._src.serialization import tensorstore_utils
+
+retry.asyncio = type(sys)("asyncio")
+retry.asyncio.sleep = lambda seconds: asyncio.sleep(0)
+for context in (tensorstore_utils._BASE_TS_CONTEXT, tensorstore_utils._DEFAULT_OCDBT_TS_CONTEXT):
+    context["gcs_request_retries"] = {"max_retries": 3, "initial_delay": "0s"}
+sys.argv[0] = "mlp_jax.main"
+runpy.run_module("mlp_jax.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("silent", ["gcsfs", "tensorstore"])
+def test_a_bucket_gone_silent_ends_the_command_in_one_line(
+    gcs, synthetic_full_dir, tmp_path, silent
+):
+    # A server that takes connections and never answers (a frozen one, a route dropped
+    # mid-answer): an eval waited on it for ever.
+    run = f"gs://bucket/{tmp_path.name}/run"
+    assert _train(gcs, run, synthetic_full_dir, 1).returncode == 0
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        # gcsfs reads the run's files; TensorStore, through Orbax, its arrays.
+        client = "STORAGE_EMULATOR_HOST" if silent == "gcsfs" else "TENSORSTORE_GCS_HTTP_URL"
+        env = {**gcs, client: url, "MLP_JAX_BUCKET_TIMEOUT": "1"}
+        result = _python(env, _WITHOUT_RETRY_PAUSES, "--mode=eval", f"--workdir={run}", timeout=60)
+    (line,) = _own_lines(result.stderr)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    if silent == "gcsfs":
+        assert line.startswith(f"error: {run}: no answer from Cloud Storage through every retry")
+    else:
+        assert line.startswith("error: no connection to Cloud Storage through every retry (")
+        assert "Less than 1 bytes/sec transferred the last 1 seconds" in line
+    assert line.endswith(
+        "check the network, then rerun the same command to go on: what was saved is kept"
+    )

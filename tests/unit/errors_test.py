@@ -109,6 +109,24 @@ def test_a_connection_that_failed_through_the_retries_is_one_line_naming_the_net
     assert errors.cloud_storage_line(TimeoutError(errno.ETIMEDOUT, "Timed out")) is None
 
 
+def test_a_bucket_silent_through_the_retries_is_one_line_naming_the_network():
+    from fsspec.exceptions import FSTimeoutError  # noqa: PLC0415
+
+    silent = FSTimeoutError()
+    silent.filename = "gs://bucket/run"  # (As mlp_jax.files names the path of the call.)
+    # TensorStore's, for Orbax's arrays, once its retries are spent.
+    curl = "CURL error Timeout was reached: Operation too slow. Less than 1 bytes/sec"
+    tensorstore = ValueError(f"ABORTED: All 32 retry attempts failed: {curl} [curl_code='28']")
+    lines = [errors.cloud_storage_line(error) for error in (silent, tensorstore)]
+    assert lines[0].startswith("gs://bucket/run: no answer from Cloud Storage through every retry")
+    assert "$MLP_JAX_BUCKET_TIMEOUT seconds" in lines[0]
+    assert lines[1].startswith("no connection to Cloud Storage through every retry (Timeout was")
+    for line in lines:
+        assert line.endswith(
+            "; check the network, then rerun the same command to go on: what was saved is kept"
+        )
+
+
 # A command whose request gcsfs retries in vain; gcsfs logs the error with its traceback,
 # then raises it; it logs another after the command's line, as Orbax's save thread may.
 UNAVAILABLE_COMMAND = """
