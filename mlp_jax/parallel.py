@@ -8,6 +8,7 @@ device gathers its share of every global batch, so K epochs, data-parallel or no
 program.
 """
 
+import collections
 import functools
 import os
 import re
@@ -198,6 +199,26 @@ def start_runtime() -> None:
             f"JAX cannot start the devices ({first_line(e, 300)}); check or unset "
             f"{', '.join(settings)}"
         ) from None
+    _refuse_unequal_device_counts(jax.devices())
+
+
+def _refuse_unequal_device_counts(devices) -> None:
+    """Refuses, on every process of a run, hosts that hold different numbers of devices:
+    the collectives here (each process's share of a batch, `max_over_processes`) assume
+    equal ones, and the first ended every process in a traceback. Every process knows every
+    device, so each says so before any collective.
+
+    Raises:
+      UserError: naming each process's count.
+    """
+    counts = collections.Counter(device.process_index for device in devices)
+    if len(set(counts.values())) > 1:
+        each = ", ".join(f"process {index}: {count}" for index, count in sorted(counts.items()))
+        raise UserError(
+            f"the processes of this run hold different numbers of devices ({each}); give "
+            "every host the same devices (on CPUs, the same "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
 
 
 def device_memory_bytes(device) -> int:

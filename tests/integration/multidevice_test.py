@@ -101,18 +101,23 @@ def _two_process_args(data_dir, mode: str) -> list[str]:
 
 
 def _launch_two_processes(
-    args: list[str], second: tuple[str, ...] = (), count: int = 2, first: tuple[str, ...] = ()
+    args: list[str],
+    second: tuple[str, ...] = (),
+    count: int = 2,
+    first: tuple[str, ...] = (),
+    second_devices: int = 2,
 ) -> list[subprocess.Popen]:
-    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each, training together
-    (the first given `first` after them, the second `second`); the first `count` of them are
-    started."""
+    """`python -m mlp_jax.main ARGS` as 2 processes of 2 CPU devices each (the second
+    `second_devices`), training together (the first given `first` after them, the second
+    `second`); the first `count` of them are started."""
     port = _free_port()
     return [
         start_cli(
             *args,
             *(second if i == 1 else first),
             env={
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count="
+                f"{second_devices if i == 1 else 2}",
                 "JAX_PLATFORMS": "cpu",
                 "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                 "JAX_NUM_PROCESSES": "2",
@@ -142,22 +147,30 @@ def test_two_processes_match_one_process_with_four_devices(
     assert _max_relative_difference(two, one) < 1e-5
 
 
-@pytest.mark.parametrize("differs", ["config", "workdir"])
+@pytest.mark.parametrize("differs", ["config", "workdir", "devices"])
 def test_two_processes_given_different_configs_each_say_so_in_one_line(
     synthetic_dir, tmp_path, differs
 ):
     # Their programs differ: the first collective aborted both, with no line from either.
-    # Given different workdirs, both waited for ever in Orbax's first save (trial 9).
+    # Given different workdirs, both waited for ever in Orbax's first save; given different
+    # device counts, both ended in a traceback in the first collective (trial 9).
     args, workdir = _two_process_args(synthetic_dir, "shard_map"), f"--workdir={tmp_path}"
-    first, second = (workdir,), (workdir, "--config.num_hiddens=64")
+    first, second, second_devices = (workdir,), (workdir, "--config.num_hiddens=64"), 2
     if differs == "workdir":
         second = (f"--workdir={tmp_path / 'elsewhere'}",)
-    processes = _launch_two_processes(args, first=first, second=second)
+    elif differs == "devices":
+        second, second_devices = first, 6  # (8 in all: the batch splits.)
+    said = {
+        "devices": "hold different numbers of devices (process 0: 2, process 1: 6); give every",
+    }.get(differs, "were given different configs or workdirs")
+    processes = _launch_two_processes(
+        args, first=first, second=second, second_devices=second_devices
+    )
     try:
         for process in processes:
             _, stderr = process.communicate(timeout=300)
             assert process.returncode == 2, stderr
-            assert stderr.strip().startswith("error: the processes of this run were given diff")
+            assert stderr.strip().startswith(f"error: the processes of this run {said}"), stderr
             assert len(stderr.strip().splitlines()) == 1, stderr
     finally:
         for process in processes:  # Both waited for ever, deaf to SIGTERM, without the mend.
