@@ -16,6 +16,7 @@ another declares it with `declare`. A field nobody declared is read by every com
 on resume, shared within a population and checked by no one.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -517,12 +518,28 @@ def load_module(path: str | os.PathLike) -> ModuleType:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # Dataclasses (Flax modules) look their module up there.
         try:
-            spec.loader.exec_module(module)
+            with _no_exit_from(resolved):
+                spec.loader.exec_module(module)
         except BaseException:
             del sys.modules[name]  # A file that failed is loaded afresh next time.
             raise
         _LOADED_FILES[resolved] = module
     return _LOADED_FILES[resolved]
+
+
+@contextlib.contextmanager
+def _no_exit_from(path: Path):
+    """Refuses a user's file that ends the process (`sys.exit`) while it runs.
+
+    Raises:
+      UserError: naming the file.
+    """
+    try:
+        yield
+    except SystemExit as e:
+        if isinstance(e, errors.StoppedExit) or not errors.ran_in(e, path):
+            raise
+        raise UserError(errors.exited_while_loading(path, e)) from None
 
 
 def load_experiment(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -535,7 +552,8 @@ def load_experiment(path: str | os.PathLike) -> ml_collections.ConfigDict:
     module = load_module(path)
     if not hasattr(module, "get_config"):
         raise UserError(f"{module.__file__}: defines no get_config(); an experiment file must")
-    return module.get_config()
+    with _no_exit_from(Path(module.__file__)):
+        return module.get_config()
 
 
 def check_base_fields(config, source: str = "the config") -> None:

@@ -22,6 +22,7 @@ import resource
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable
 from typing import NoReturn
 from urllib.parse import unquote
@@ -536,9 +537,30 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"{lines[0]} (see --helpshort)")
     except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
         fail(_config_error(e, argv))
+    except SystemExit as e:  # absl's --help exits too: only the file's own exit is refused.
+        if isinstance(e, StoppedExit) or not path or not ran_in(e, path):
+            raise
+        fail(exited_while_loading(path, e))
     finally:
         if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
             logging.set_verbosity(previous)
+
+
+def ran_in(error: BaseException, path: str | os.PathLike) -> bool:
+    """Whether `error` was raised while the Python file at `path` ran (its frame is in the
+    error's traceback: the file's own code, or what it called)."""
+    target = os.path.realpath(path)
+    frames = traceback.walk_tb(error.__traceback__)
+    return any(os.path.realpath(frame.f_code.co_filename) == target for frame, _ in frames)
+
+
+def exited_while_loading(path: str | os.PathLike, error: SystemExit) -> str:
+    """The line for a user's Python file (a config, a model) that ended the process as it
+    was loaded: an exit status of 0 said a run that never started had succeeded."""
+    return (
+        f"{os.fspath(path)}: ended the process (sys.exit({error.code!r})) as it was loaded; "
+        "such a file defines what it is read for (get_config(), a model) and returns"
+    )
 
 
 def run_command(

@@ -322,6 +322,9 @@ CONFIG_FILES = {
         "    config = ml_collections.ConfigDict()\n    config.lr = 0.1\n    return config\n"
     ),
     "raises": "def get_config():\n    return 1 / 0\n",
+    # Each ended the command with status 0 (a run that never started said it succeeded).
+    "exits": "import sys\n\n\ndef get_config():\n    sys.exit(0)\n",
+    "exits_at_import": "import sys\n\nsys.exit(0)\n",
     "another_kind": (
         "from mlp_jax.config import load_experiment\n\n\ndef get_config():\n"
         "    config = load_experiment('experiments/mlp_scratch.py')\n"
@@ -338,6 +341,12 @@ CONFIG_FILES = {
         ("mlp_jax.main", "none", ["none.py: its get_config() is a NoneType"]),
         ("mlp_jax.main", "no_base_fields", ["no_base_fields.py: its get_config() lacks the"]),
         ("mlp_jax.main", "raises", ["raises.py: loading it raised ZeroDivisionError", "fix"]),
+        ("mlp_jax.main", "exits", ["exits.py: ended the process (sys.exit(0)) as it was"]),
+        (
+            "experiments.studies.exercises.run",
+            "exits_at_import",
+            ["exits_at_import.py: ended the process (sys.exit(0)) as it was loaded"],
+        ),
         # ml_collections' line named no reason: "Error whilst parsing config file:".
         ("mlp_jax.main", "another_kind", ["TypeError: Could not override field 'num_hiddens'"]),
         ("experiments.studies.exercises.run", None, ["--config is required, e.g."]),

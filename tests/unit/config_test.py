@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+from unittest import mock
 
 import ml_collections
 import pytest
@@ -206,6 +207,24 @@ def test_an_experiment_declares_its_own_field_once_and_the_library_honours_it(mo
     assert (undeclared.in_population, undeclared.on_resume) == (config_lib.SHARED, "fixed")
     config.num_experts, other.num_experts = 1, 2
     assert sweep.group_key(config) != sweep.group_key(other)
+
+
+def test_a_users_file_that_ends_the_process_is_refused_naming_it(tmp_path):
+    # Its sys.exit(0) ended a command with status 0, having run nothing.
+    at_import, in_get_config = tmp_path / "at_import.py", tmp_path / "in_get_config.py"
+    at_import.write_text("import sys\n\nsys.exit(0)\n")
+    in_get_config.write_text("import sys\n\n\ndef get_config():\n    sys.exit(3)\n")
+    with pytest.raises(UserError, match=r"at_import.py: ended the process \(sys.exit\(0\)\)"):
+        config_lib.load_module(at_import)
+    with pytest.raises(UserError, match=r"in_get_config.py: ended the process \(sys.exit\(3\)\)"):
+        config_lib.load_experiment(in_get_config)
+    # An exit the file did not make (a stop signal's, as it ran) goes on as it was.
+    stopped = tmp_path / "stopped.py"
+    stopped.write_text("def get_config():\n    return 1\n")
+    module = config_lib.load_module(stopped)
+    exit_of_a_stop = mock.patch.object(module, "get_config", side_effect=SystemExit(143))
+    with exit_of_a_stop, pytest.raises(SystemExit):
+        config_lib.load_experiment(stopped)
 
 
 def test_an_experiment_file_without_get_config_is_named(tmp_path):
