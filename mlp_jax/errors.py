@@ -530,6 +530,15 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # A file to predict whose name starts with '-' ("-img.png") is read as a flag.
+        dashed = isinstance(e, flags.UnrecognizedFlagError) and next(
+            (word for word in argv[1:] if word.startswith("-") and os.path.exists(word)), None
+        )
+        if dashed:
+            fail(
+                f"{dashed}: a name starting with '-' is read as a flag; give it as ./{dashed}, "
+                f"or after the flags and a -- (... -- {dashed})"
+            )
         if "Traceback (most recent call last):" in lines:
             # The config file raised: ml_collections puts its traceback after the first
             # line, which names no reason. The exception's own line does.

@@ -314,6 +314,22 @@ def test_a_flag_given_twice_is_one_line_not_the_last_taken(capsys, tmp_path, arg
     assert err.startswith(f"error: {line}") and err.count("\n") == 1, err
 
 
+def test_a_file_named_like_a_flag_is_one_line_saying_how_to_give_it(capsys, tmp_path, monkeypatch):
+    # absl's line named an unknown flag 'img.png', and no way to give the image.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-img.png").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        errors.parse_flags(["command", "-img.png"])
+    err = capsys.readouterr().err
+    assert err == (
+        "error: -img.png: a name starting with '-' is read as a flag; give it as ./-img.png, "
+        "or after the flags and a -- (... -- -img.png)\n"
+    )
+    with pytest.raises(SystemExit):  # An unknown flag that is no file: absl's line.
+        errors.parse_flags(["command", "-bogus"])
+    assert capsys.readouterr().err.startswith("error: Unknown command line flag 'bogus'")
+
+
 # Work that never ends once stopped, as a save into a stalled bucket did (deaf to every
 # signal but SIGKILL): a command's process ends MLP_JAX_STOP_GRACE seconds after the signal.
 STALLED_AFTER_A_STOP = """
