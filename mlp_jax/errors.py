@@ -576,10 +576,11 @@ def run_command(
     main: Callable[..., None],
     define_flags: Callable[[], None] | None = None,
     arguments: bool = False,
+    start_devices: bool = False,
 ) -> None:
     """Runs a command from its `if __name__ == "__main__":` block: defines its flags, parses
     the command line (`parse_flags`), holds back absl's INFO logs unless --verbosity is given,
-    and runs `main` through `command`.
+    starts JAX's devices where asked, and runs `main` through `command`.
 
     Args:
       main: the command; called with no argument, or with the words after the flags when
@@ -588,9 +589,16 @@ def run_command(
         imported, since the commands import each other's modules and absl's one registry
         allows each flag name once. None where the module defines them itself.
       arguments: whether the command takes words after its flags; if not, any is an error.
+      start_devices: whether to start JAX's devices before `main`
+        (`mlp_jax.parallel.start_devices`: devices the environment cannot give are one line,
+        not a fault of whatever met them first): for a command that works on them in its own
+        process. Not for one that leaves the devices to the processes it starts (a
+        benchmark's peers, which would find them held), nor for the training command, which
+        starts a multi-process runtime first. (On a GPU, JAX takes most of its memory as
+        it starts them.)
     """
     try:
-        _start(main, define_flags, arguments)
+        _start(main, define_flags, arguments, start_devices)
     except KeyboardInterrupt as e:  # Ctrl-C before `command` took the signals: JAX's
         # import, the flags, the --config file (its main's own stops are StoppedExit).
         number = getattr(e, "signal_number", signal.SIGINT)
@@ -607,7 +615,7 @@ def stopped_while_starting(signal_number: int) -> str:
     )
 
 
-def _start(main, define_flags, arguments: bool) -> None:
+def _start(main, define_flags, arguments: bool, start_devices: bool) -> None:
     """`run_command`'s work: JAX imported, the flags defined and parsed, `main` run."""
     gc.disable()  # Until the command's main starts: see `_collect_from_here`.
     import_jax()
@@ -630,6 +638,8 @@ def _start(main, define_flags, arguments: bool) -> None:
         if not flags.FLAGS["verbosity"].present:
             # Orbax and JAX log much at INFO; --verbosity=0 brings it back.
             logging.set_verbosity(logging.WARNING)
+        if start_devices:
+            importlib.import_module("mlp_jax.parallel").start_devices()  # (It imports this.)
         if arguments:
             main(argv[1:])
             return

@@ -169,13 +169,19 @@ def make_mesh(devices, axis_name: str) -> Mesh:
 
 
 def start_runtime() -> None:
-    """Starts the distributed runtime (for a multi-process launch) and the devices, before
-    anything else uses them, so that devices the environment's settings cannot give (a
-    JAX_PLATFORMS naming a platform this machine lacks, a device count XLA refuses) are one
-    line naming the settings. With none of them set, or another failure (a driver's), the
-    error is JAX's own, and shown whole.
-    """
+    """Starts the distributed runtime (for a multi-process launch), then the devices
+    (`start_devices`), before anything else uses them."""
     maybe_initialize_distributed()
+    start_devices()
+
+
+def start_devices() -> None:
+    """Starts JAX's devices, so that devices the environment's settings cannot give (a
+    JAX_PLATFORMS naming a platform this machine lacks, a device count XLA refuses) are one
+    line naming the settings, before a command's work meets them (a study's blamed its
+    model). With none of them set, or another failure (a driver's), the error is JAX's own,
+    and shown whole. (The exercises' and the search's commands start them through
+    `errors.run_command`.)"""
     try:
         jax.devices()
     except AssertionError:

@@ -424,6 +424,29 @@ def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env,
 
 
 @pytest.mark.parametrize(
+    "module, config",
+    [
+        ("experiments.studies.exercises.run", "experiments/studies/exercises/width.py"),
+        ("experiments.studies.search.run", "experiments/studies/search/joint_search.py"),
+    ],
+    ids=["exercise", "search"],
+)
+def test_a_study_on_devices_the_machine_cannot_give_is_one_line_naming_the_setting(
+    tmp_path, module, config
+):
+    # Its model was blamed: "fails on a batch of images (...); fix the model".
+    results = tmp_path / "results"
+    result = run_cli(
+        f"--config={config}",
+        f"--results_dir={results}",
+        module=module,
+        env={"JAX_PLATFORMS": "gpu"},
+    )
+    assert_one_line_error(result, "JAX cannot start the devices", "check or unset JAX_PLATFORMS=")
+    assert not results.exists()
+
+
+@pytest.mark.parametrize(
     "module", ["benchmarks.knobs", "experiments.studies.exercises.run", "mlp_jax.main"]
 )
 def test_a_jax_setting_jax_refuses_is_one_line_in_every_command(module):

@@ -205,4 +205,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    errors.run_command(main, _define_flags)
+    errors.run_command(main, _define_flags, start_devices=True)
