@@ -547,9 +547,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     except Exception as e:  # noqa: BLE001  (config files can raise anything when loaded)
         fail(_config_error(e, argv))
     except SystemExit as e:  # absl's --help exits too: only the file's own exit is refused.
-        if isinstance(e, StoppedExit) or not path or not ran_in(e, path):
+        file = path and _config_file(path)
+        if isinstance(e, StoppedExit) or not file or not ran_in(e, file):
             raise
-        fail(exited_while_loading(path, e))
+        fail(exited_while_loading(file, e))
     finally:
         if not (flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present):
             logging.set_verbosity(previous)
@@ -694,7 +695,7 @@ def _config_error(error: Exception, argv: list[str]) -> str:
     """One line for an error raised while a --config file was loaded or overridden."""
     overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     path = _config_path(argv)
-    if path and not os.path.exists(path):
+    if path and not os.path.exists(_config_file(path)):
         return f"--config={path}: no such file; give one, e.g. experiments/mlp_scratch.py"
     if isinstance(error, AttributeError) and "get_config" in str(error) and path:
         return f"{path}: defines no get_config(); an experiment file must (see experiments/)"
@@ -723,6 +724,12 @@ def _config_error(error: Exception, argv: list[str]) -> str:
 def _config_path(argv: list[str]) -> str | None:
     """The file `--config=PATH` names in `argv`, if any."""
     return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+
+
+def _config_file(path: str) -> str:
+    """The file of a --config value: ml_collections reads "FILE:ARGUMENT" as FILE, its
+    get_config() given ARGUMENT (a file whose own name holds ':' is itself)."""
+    return path if os.path.exists(path) else path.split(":", 1)[0]
 
 
 def _known_keys(argv: list[str]) -> list[str]:
