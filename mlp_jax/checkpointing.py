@@ -789,6 +789,8 @@ class CheckpointStore:
             for path in files.walk_files(folder):
                 files.read_bytes(path)
         except OSError as e:
+            if errors.cloud_storage_line(e) is not None:  # The bucket's fault: its own line.
+                raise
             line = errors.os_error_line(e) or f"{e.filename or folder}: {e}"
             raise UserError(
                 f"checkpoint {folder} cannot be read by this process ({line}); nothing was "

@@ -537,7 +537,7 @@ def _no_exit_from(path: Path):
     try:
         yield
     except SystemExit as e:
-        if isinstance(e, errors.StoppedExit) or not errors.ran_in(e, path):
+        if not errors.ran_in(e, path):
             raise
         raise UserError(errors.exited_while_loading(path, e)) from None
 

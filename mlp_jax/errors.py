@@ -307,10 +307,10 @@ def cloud_storage_line(error: BaseException) -> str | None:
         reason = first_line(getattr(error, "strerror", None) or error)
         return f"{where}no connection to Cloud Storage through every retry ({reason}); {_NETWORK}"
     if _is_a(error, "fsspec", "FSTimeoutError"):  # gcsfs's requests met only silence.
-        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         return (
-            f"{where}no answer from Cloud Storage through every retry (each request waits "
-            f"${BUCKET_TIMEOUT_VARIABLE} seconds, 60, for a byte); {_NETWORK}"
+            f"{_bucket_named(error)}no answer from Cloud Storage through every retry (each "
+            f"request waits {_bucket_timeout()} for a byte; ${BUCKET_TIMEOUT_VARIABLE} sets it); "
+            f"{_NETWORK}"
         )
     text = " ".join(str(error).split())
     if _TENSORSTORE_NO_CONNECTION in text:  # Refused, unresolved, or silent (as above).
@@ -319,6 +319,32 @@ def cloud_storage_line(error: BaseException) -> str | None:
     if text.startswith(_TENSORSTORE_REFUSALS) and "[http_response_code=" in text:
         return f"Cloud Storage refused: {first_line(text.partition(' [http_')[0], 300)}; {refused}"
     return None
+
+
+def _bucket_named(error: BaseException) -> str:
+    """ "PATH: " for the path `error` names, else for the buckets the command was given (an
+    error raised inside a library's call names none), else ""."""
+    named = getattr(error, "filename", None) or ", ".join(
+        f"{flag}={path}" for path, flag in _PATH_FLAGS.items() if "://" in path
+    )
+    return f"{named}: " if named else ""
+
+
+def bucket_timeout_seconds() -> float:
+    """The seconds a bucket's request may go without a byte: $MLP_JAX_BUCKET_TIMEOUT (60).
+
+    Raises:
+      UserError: the variable is not a number > 0.
+    """
+    return environment_number(BUCKET_TIMEOUT_VARIABLE, 60.0)
+
+
+def _bucket_timeout() -> str:
+    """The bound on a bucket request's silence in force, as the line names it."""
+    try:
+        return f"{bucket_timeout_seconds():g} s"
+    except UserError:  # (Named by its own line where it is read.)
+        return "its seconds"
 
 
 class _RaisedNext(stdlib_logging.Filter):
@@ -548,7 +574,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(_config_error(e, argv))
     except SystemExit as e:  # absl's --help exits too: only the file's own exit is refused.
         file = path and _config_file(path)
-        if isinstance(e, StoppedExit) or not file or not ran_in(e, file):
+        if not file or not ran_in(e, file):
             raise
         fail(exited_while_loading(file, e))
     finally:
@@ -722,8 +748,13 @@ def _config_error(error: Exception, argv: list[str]) -> str:
 
 
 def _config_path(argv: list[str]) -> str | None:
-    """The file `--config=PATH` names in `argv`, if any."""
-    return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    """The file `--config=PATH` or `--config PATH` names in `argv`, if any."""
+    for word, following in zip(argv, [*argv[1:], None], strict=True):
+        if word.startswith(("--config=", "-config=")):
+            return word.split("=", 1)[1]
+        if word in ("--config", "-config"):
+            return following
+    return None
 
 
 def _config_file(path: str) -> str:

@@ -18,15 +18,15 @@ import resource
 import shutil
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 
 from etils import epath
 
 from mlp_jax.errors import (
-    BUCKET_TIMEOUT_VARIABLE,
     UserError,
-    environment_number,
+    bucket_timeout_seconds,
     flag_for,
     name_path,
     os_error_line,
@@ -143,7 +143,7 @@ def _check_scheme(uri: str) -> None:
 
 def _check_remote_support(uri: str) -> None:
     """Refuses a URI whose file system this environment lacks (gs:// without gcsfs), before
-    anything tries to open it.
+    anything tries to open it; for a bucket, bounds its requests' waits first.
 
     Raises:
       UserError: naming the path and the install that adds its file system.
@@ -173,11 +173,12 @@ def _bound_bucket_waits() -> None:
     uses: gcsfs (the run's files) and TensorStore (Orbax's arrays). Neither bounds a wait by
     default: an eval against such a bucket waited for ever. A slow but live bucket is not
     cut: the bound is on silence, not on a request's length. Each client then retries as it
-    does after any failed request (gcsfs six times, about half a minute of pauses)."""
+    does after any failed request (gcsfs makes six tries, with about half a minute of pauses;
+    TensorStore 32)."""
     import aiohttp  # noqa: PLC0415  (gcsfs's HTTP client)
     import fsspec  # noqa: PLC0415
 
-    seconds = environment_number(BUCKET_TIMEOUT_VARIABLE, 60.0)
+    seconds = bucket_timeout_seconds()
     fsspec.config.conf.setdefault("gs", {}).setdefault(
         "requests_timeout", aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
     )
@@ -186,6 +187,21 @@ def _bound_bucket_waits() -> None:
     os.environ.setdefault("TENSORSTORE_CURL_CONNECT_TIMEOUT_SECONDS", whole)
     os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_TIME_SECONDS", whole)
     os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", "1")
+
+
+def answers_within(path: epath.Path, seconds: float) -> bool:
+    """Whether the file system holding `path` tells what is there (one listing of it, in a
+    thread of its own) within `seconds`: a bucket that has gone silent takes minutes to fail
+    through its clients' retries."""
+    answered = threading.Event()
+
+    def look() -> None:
+        with contextlib.suppress(Exception):
+            kind(path)
+            answered.set()
+
+    threading.Thread(target=look, daemon=True).start()
+    return answered.wait(seconds)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 from mlp_jax import config as config_lib
@@ -56,7 +56,23 @@ def _enable_compilation_cache() -> None:
     from mlp_jax import files  # noqa: PLC0415
 
     path = files.expand_home(os.environ.get("MLP_JAX_COMPILATION_CACHE", "~/.cache/mlp_jax/xla"))
-    if path and "://" not in path:
+    if path and "://" in path:
+        try:
+            cache = files.as_path(path)  # Its scheme checked; a bucket's waits bounded.
+            seconds = errors.bucket_timeout_seconds()
+        except errors.UserError:
+            return
+        # Every program's compilation reads and writes it: each request to a silent bucket
+        # would cost minutes of retries (an hour a run), each to a healthy one milliseconds.
+        if not files.answers_within(cache, seconds):
+            logging.warning(
+                "the compilation cache %s did not answer within %g s ($%s); going on without it",
+                path,
+                seconds,
+                errors.BUCKET_TIMEOUT_VARIABLE,
+            )
+            return
+    elif path:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError:

@@ -425,12 +425,16 @@ def test_a_start_up_setting_the_machine_cannot_honour_is_one_line(tmp_path, env,
 
 def test_a_config_given_an_argument_that_exits_is_one_line_naming_its_file(tmp_path):
     # ml_collections reads FILE:ARGUMENT; the exit was checked against "FILE:ARGUMENT",
-    # which is no file: status 0.
+    # which is no file, and not at all with the file after --config: status 0.
     (tmp_path / "exits.py").write_text(
         "import sys\n\n\ndef get_config(argument):\n    sys.exit(0)\n"
     )
-    result = run_cli(f"--config={tmp_path / 'exits.py'}:abc", f"--workdir={tmp_path / 'run'}")
-    assert_one_line_error(result, "exits.py: ended the process (sys.exit(0)) as it was loaded")
+    for given in (
+        [f"--config={tmp_path / 'exits.py'}:abc"],
+        ["--config", f"{tmp_path}/exits.py:a"],
+    ):
+        result = run_cli(*given, f"--workdir={tmp_path / 'run'}")
+        assert_one_line_error(result, "exits.py: ended the process (sys.exit(0)) as it was loaded")
     assert not (tmp_path / "run").exists()
 
 

@@ -503,15 +503,41 @@ def test_a_bucket_gone_silent_ends_the_command_in_one_line(
         url = f"http://127.0.0.1:{server.getsockname()[1]}"
         # gcsfs reads the run's files; TensorStore, through Orbax, its arrays.
         client = "STORAGE_EMULATOR_HOST" if silent == "gcsfs" else "TENSORSTORE_GCS_HTTP_URL"
-        env = {**gcs, client: url, "MLP_JAX_BUCKET_TIMEOUT": "1"}
+        # (Not shorter: it bounds the emulator's answers too, on a loaded machine.)
+        env = {**gcs, client: url, "MLP_JAX_BUCKET_TIMEOUT": "2"}
         result = _python(env, _WITHOUT_RETRY_PAUSES, "--mode=eval", f"--workdir={run}", timeout=60)
     (line,) = _own_lines(result.stderr)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     if silent == "gcsfs":
         assert line.startswith(f"error: {run}: no answer from Cloud Storage through every retry")
+        assert "(each request waits 2 s for a byte; $MLP_JAX_BUCKET_TIMEOUT sets it)" in line
     else:
         assert line.startswith("error: no connection to Cloud Storage through every retry (")
-        assert "Less than 1 bytes/sec transferred the last 1 seconds" in line
+        assert "Less than 1 bytes/sec transferred the last 2 seconds" in line
     assert line.endswith(
         "check the network, then rerun the same command to go on: what was saved is kept"
     )
+
+
+def test_a_compilation_cache_in_a_silent_bucket_is_passed_over_in_seconds(
+    gcs, synthetic_full_dir, tmp_path
+):
+    # Each program's compilation read and wrote it: minutes of retries each, an hour a run.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        env = {
+            **gcs,
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{server.getsockname()[1]}",
+            "MLP_JAX_COMPILATION_CACHE": "gs://bucket/cache",
+            "MLP_JAX_BUCKET_TIMEOUT": "2",
+        }
+        started = time.monotonic()
+        result = run_cli(
+            *TINY,
+            f"--config.data_dir={synthetic_full_dir}",
+            f"--workdir={tmp_path}",
+            env=env,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60
+    assert "the compilation cache gs://bucket/cache did not answer within 2 s" in result.stderr

@@ -483,25 +483,36 @@ def test_a_restore_failure_that_proves_no_damage_moves_nothing(
     assert int(resumed.state.epoch) == 3  # The ordinary rerun resumes from epoch 2.
 
 
+@pytest.mark.parametrize("cause", ["permission", "a_bucket_gone_silent"])
 def test_a_checkpoint_this_process_cannot_read_is_one_line_and_moves_nothing(
-    synthetic_dir, tmp_path, monkeypatch
+    synthetic_dir, tmp_path, monkeypatch, cause
 ):
+    from fsspec.exceptions import FSTimeoutError  # noqa: PLC0415
+
     train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=2), tmp_path)
     before = tree_listing(tmp_path / "checkpoints")
     newest = largest_file(tmp_path / "checkpoints" / "2" / "state")
     read_bytes = checkpointing.files.read_bytes
 
     def denied(path):
-        if path == newest:
+        if path != newest:
+            return read_bytes(path)
+        if cause == "permission":
             raise PermissionError(13, "Permission denied", str(path))
-        return read_bytes(path)
+        raise FSTimeoutError  # gcsfs's, through every retry.
 
     def fail(self, epoch, abstract_state):  # As TensorStore fails on a file it cannot open.
         raise ValueError(f"DATA_LOSS: Error reading {newest}")
 
     monkeypatch.setattr(checkpointing.files, "read_bytes", denied)
     monkeypatch.setattr(checkpointing.CheckpointStore, "_restore", fail)
-    with pytest.raises(UserError, match="cannot be read by this process.*nothing was moved"):
+    # A bucket's silence is its own line (errors.cloud_storage_line), not the file's.
+    raised = (
+        pytest.raises(UserError, match="cannot be read by this process.*nothing was moved")
+        if cause == "permission"
+        else pytest.raises(FSTimeoutError)
+    )
+    with raised:
         train.train_and_evaluate(tiny_config(synthetic_dir, num_epochs=3), tmp_path)
     monkeypatch.undo()
     assert tree_listing(tmp_path / "checkpoints") == before

@@ -109,7 +109,7 @@ def test_a_connection_that_failed_through_the_retries_is_one_line_naming_the_net
     assert errors.cloud_storage_line(TimeoutError(errno.ETIMEDOUT, "Timed out")) is None
 
 
-def test_a_bucket_silent_through_the_retries_is_one_line_naming_the_network():
+def test_a_bucket_silent_through_the_retries_is_one_line_naming_the_network(monkeypatch):
     from fsspec.exceptions import FSTimeoutError  # noqa: PLC0415
 
     silent = FSTimeoutError()
@@ -119,7 +119,13 @@ def test_a_bucket_silent_through_the_retries_is_one_line_naming_the_network():
     tensorstore = ValueError(f"ABORTED: All 32 retry attempts failed: {curl} [curl_code='28']")
     lines = [errors.cloud_storage_line(error) for error in (silent, tensorstore)]
     assert lines[0].startswith("gs://bucket/run: no answer from Cloud Storage through every retry")
-    assert "$MLP_JAX_BUCKET_TIMEOUT seconds" in lines[0]
+    assert "(each request waits 60 s for a byte; $MLP_JAX_BUCKET_TIMEOUT sets it)" in lines[0]
+    # Raised inside a library's call, naming no path: the buckets the command was given.
+    monkeypatch.setenv("MLP_JAX_BUCKET_TIMEOUT", "2.5")
+    monkeypatch.setattr(errors, "_PATH_FLAGS", {"gs://b/run": "--workdir", "/tmp/d": "--data"})
+    line = errors.cloud_storage_line(FSTimeoutError())
+    assert line.startswith("--workdir=gs://b/run: no answer from Cloud Storage"), line
+    assert "(each request waits 2.5 s for a byte; $MLP_JAX_BUCKET_TIMEOUT sets it)" in line
     assert lines[1].startswith("no connection to Cloud Storage through every retry (Timeout was")
     for line in lines:
         assert line.endswith(
