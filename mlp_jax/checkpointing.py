@@ -97,10 +97,12 @@ _LISTINGS = 5
 
 # What Orbax and TensorStore misread in the name of a folder of checkpoints: a backslash,
 # which TensorStore takes for a separator (nothing written there can be read back), and, in
-# one saved into, "[" and "]", which make the glob by which Orbax gathers a save's arrays a
-# pattern (the save ends with status 0, its arrays out of its index). A run so named was set
-# aside whole by the next; one moved under such a name after its saves still reads.
-_MISREAD_IN_NAMES = {"read": "\\", "save": "[]\\"}
+# one saved into, glob's "[", "]", "*" and "?", which make the glob by which Orbax gathers a
+# save's arrays a pattern: "[x]" matches none of them (the save ended with status 0, its
+# arrays out of its index, and the next run set the run aside whole), "*" and "?" the
+# folders of other runs beside it too. One moved under such a name after its saves still
+# reads.
+_MISREAD_IN_NAMES = {"read": "\\", "save": "[]*?\\"}
 
 
 def workdir_path(workdir: str | os.PathLike, use: str = "save") -> epath.Path:
@@ -580,8 +582,11 @@ class CheckpointStore:
         if jax.process_index() == 0:
             checkpoints = self.workdir / CHECKPOINT_DIR
             if checkpoints.exists():
-                for leftover in checkpoints.glob(f"*{_UNFINISHED}*"):
-                    _delete(leftover, "the leftover of an unfinished or rotated-out save")
+                # Listed, not globbed: a glob of the path would take the workdir's own name
+                # for a pattern, and delete in the runs beside it whose names it matched.
+                for leftover in checkpoints.iterdir():
+                    if _UNFINISHED in leftover.name:
+                        _delete(leftover, "the leftover of an unfinished or rotated-out save")
                 if files.is_remote(checkpoints):
                     for leftover in checkpoints.iterdir():
                         if leftover.name.isdigit() and _rotated_out(leftover):

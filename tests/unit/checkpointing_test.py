@@ -239,15 +239,18 @@ def test_a_folder_made_where_a_run_saves_next_is_one_line_and_kept(synthetic_dir
     assert (tmp_path / "checkpoints" / "2").is_dir()
 
 
-@pytest.mark.parametrize("name", ["br[x]", "back\\slash"])
+@pytest.mark.parametrize("name", ["br[x]", "back\\slash", "gl*?"])
 def test_a_workdir_name_orbax_or_tensorstore_would_misread_is_refused_first(
     synthetic_dir, tmp_path, name
 ):
     # Trained with status 0 into checkpoints no process could read (Orbax's glob took "[x]"
     # for a pattern, TensorStore the backslash for a separator); the next run set them aside.
+    # "gl*?" deleted the save in progress of the run "gl12" beside it (trial 10).
+    beside = tmp_path / "gl12" / "checkpoints" / "7.orbax-checkpoint-tmp-1"
+    beside.mkdir(parents=True)
     with pytest.raises(UserError, match=r"in the path of a folder of checkpoints.*without them"):
         train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path / name)
-    assert not (tmp_path / name).exists()
+    assert not (tmp_path / name).exists() and beside.is_dir()
     # A study's populations too, named by its --workdir before any population.
     with pytest.raises(UserError, match=f"^{re.escape(str(tmp_path / name))}: .*without them"):
         sweep.train_population([tiny_config(synthetic_dir)], None, cache_dir=tmp_path / name)
