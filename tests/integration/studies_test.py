@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from helpers import kill_mid_write, run_cli, start_cli, study
+from helpers import ROOT, kill_mid_write, run_cli, start_cli, study
 
 from experiments.studies.best import run as best
 from experiments.studies.exercises import run as exercises
@@ -130,6 +130,20 @@ def test_a_missing_or_broken_record_ends_the_report_with_one_line(tmp_path):
         assert broken.returncode == 2 and "Traceback" not in broken.stderr
         (line,) = broken.stderr.strip().splitlines()
         assert line.startswith(f"error: {tmp_path / 'finals.json'}: {problem}")
+
+
+def test_a_report_of_records_elsewhere_is_written_beside_them_not_above(tmp_path):
+    # It went to the folder above --results_dir, over a user's own best.md there (trial 10).
+    records = tmp_path / "records"
+    shutil.copytree(ROOT / "results" / "best", records)
+    (tmp_path / "best.md").write_text("the user's own")
+    result = run_cli(
+        "--stage=report", f"--results_dir={records}", module="experiments.studies.best.run"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "best.md").read_text() == "the user's own"
+    assert "0.9160" in (records / "best.md").read_text() and (records / "best.png").is_file()
+    assert not (tmp_path / "best.png").exists()
 
 
 def test_report_states_the_goal_and_each_removal(finals, tmp_path):

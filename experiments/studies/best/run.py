@@ -44,6 +44,7 @@ FLAGS = flags.FLAGS
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = "experiments/studies/best/mlp_best.py"
 SEARCH = "experiments/studies/best/best_search.py"
+RESULTS_DIR = "results/best"  # The committed records; the report is results/best.md.
 # The recipe's fields are reported where they differ from the chapter's concise MLP's.
 CONCISE = "experiments/mlp_concise.py"
 SEEDS = (0, 1, 2)
@@ -450,7 +451,11 @@ def _required_record(path: Path, command: str, read) -> dict:
 def _define_flags() -> None:
     """Defines the command's flags (only when it runs: absl allows a flag name once)."""
     flags.DEFINE_enum("stage", "all", ["all", "finals", "ablation", "report"], "What to run.")
-    flags.DEFINE_string("results_dir", "results/best", "The stages' records (under the root).")
+    flags.DEFINE_string(
+        "results_dir",
+        RESULTS_DIR,
+        f"The stages' records (under the root), and the report where not {RESULTS_DIR}.",
+    )
     flags.DEFINE_string("runs_dir", "runs", "The final runs' workdirs (under the root).")
     flags.DEFINE_string("search_workdir", "runs/best_search", "The search's cache.")
 
@@ -483,8 +488,11 @@ def main() -> None:
         results_dir / "tune.json", "make best (the search comes first)", read_search_record
     )
     text = markdown(recipe, finals, ablation, search_record)
-    files.write_atomically(results_dir.parent / "best.md", text)
-    plot(finals["runs"], ablation, results_dir.parent / "best.png")
+    # The committed report beside the committed records' folder; another folder's, inside it
+    # (not beside it: a user's own best.md there was replaced).
+    report_dir = results_dir.parent if FLAGS.results_dir == RESULTS_DIR else results_dir
+    files.write_atomically(report_dir / "best.md", text)
+    plot(finals["runs"], ablation, report_dir / "best.png")
     progress.show(text)
 
 
