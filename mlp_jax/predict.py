@@ -113,10 +113,10 @@ def read_images(paths: Sequence[str | os.PathLike]) -> Images:
         try:
             batch = _npy_file(path) if is_batch else _image_file(path)
         except FileNotFoundError:
-            errors.append(f"{path}: no such file")
+            errors.append(f"{one_line(path)}: no such file")
             continue
         except Exception as e:  # noqa: BLE001  (a bad file is the user's, whatever PIL raises)
-            errors.append(f"{path}: cannot be classified ({_reason(e)})")
+            errors.append(f"{one_line(path)}: cannot be classified ({_reason(e)})")
             continue
         names += [f"{path}[{i}]" for i in range(len(batch))] if is_batch else [path]
         batches.append(batch)
@@ -152,8 +152,15 @@ def top_classes_lines(names: list[str], probabilities: np.ndarray, k: int = 3) -
     lines = []
     for name, row in zip(names, probabilities, strict=True):
         first, *rest = (f"{data.CLASS_NAMES[c]} {row[c]:.3f}" for c in np.argsort(-row)[:k])
-        lines.append(f"{name}: {first} (then {', '.join(rest)})")
+        lines.append(f"{one_line(name)}: {first} (then {', '.join(rest)})")
     return lines
+
+
+def one_line(name: str) -> str:
+    """`name` as one line of output: where it holds a newline or another character that is
+    not printed as itself, escaped as Python writes it (a file named "a\nb.png: dress 1.000"
+    forged a line of its own)."""
+    return name if name.isprintable() else repr(name)[1:-1]
 
 
 def classify(

@@ -137,3 +137,15 @@ def test_one_path_where_a_list_is_needed_is_refused_and_a_path_object_is_read(tm
     with pytest.raises(UserError, match="give a list of paths"):
         predict.read_images(str(image))
     assert predict.read_images([image]).names == [str(image)]
+
+
+def test_a_name_with_a_newline_is_one_line_of_output_not_two(tmp_path):
+    # "a\nfake.png: dress 1.000" forged a line of predict's output of its own (trial 10).
+    forged = str(_save(GRAY, tmp_path / "a\nfake.png: dress 1.000.png"))
+    missing = str(tmp_path / "b\nmissing.png")
+    images = predict.read_images([forged, missing])
+    (line,) = predict.top_classes_lines(images.names, np.eye(10)[:1])
+    (error,) = images.errors
+    assert line.startswith(f"{tmp_path}/a\\nfake.png: dress 1.000.png: t-shirt 1.000")
+    assert error == f"{tmp_path}/b\\nmissing.png: no such file"
+    assert images.names == [forged]  # Python's callers get the name as it is.
