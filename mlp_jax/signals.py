@@ -13,9 +13,11 @@ over, in two ways.
 """
 
 import os
+import queue
 import signal
 import sys
 import threading
+import time
 
 from mlp_jax.errors import (
     UserError,
@@ -72,19 +74,54 @@ class Interrupted(UserError):
     signal's number."""
 
 
-# The signal that stopped the command, 0 before any did.
+# The signal that stopped the command, 0 before any did; whether Python dropped its Stopped.
 _stopping = 0
+_dropped = False
 
 
 def _raise_stopped(signal_number, _frame):
     """Raises Stopped once: a second signal (`timeout` signals the process, then its
     group) while the first unwinds would break its cleanups with a second traceback. Where
-    Python drops what a handler raises (it ran inside JAX's garbage-collection callback), the
-    signal is kept in `_stopping`, for the run's `StopRequests` to honour."""
-    global _stopping
-    if not _stopping:
-        _stopping = signal_number
+    Python dropped what it raised (it ran inside JAX's garbage-collection callback), the
+    signal is sent again (`_send_dropped_stops_again`) and raised again; meanwhile it is
+    kept in `_stopping`, for a run's `StopRequests` to honour."""
+    global _stopping, _dropped
+    if not _stopping or _dropped:
+        _stopping, _dropped = signal_number, False
         raise Stopped(signal_number)
+
+
+def _send_dropped_stops_again() -> None:
+    """Makes a `Stopped` that Python dropped (raised where nothing can catch it: inside a
+    garbage-collection callback, JAX's among them) be raised again where the command is, by
+    sending its signal again, in place of Python's report of it. Dropped, it was a traceback
+    on stderr and a command that went on to status 0, deaf to every later signal (one eval,
+    predict or export in ten stopped in its last tenth of a second; trial 10)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "sends_dropped_stops_again", False):
+        return
+    # Sent by a thread of its own, a moment later: sent from the hook, the signal is handled
+    # in the hook, where what it raises is dropped for good. (A C queue: putting into it runs
+    # no Python code, where the signal could be handled.)
+    dropped = queue.SimpleQueue()
+
+    def send_again() -> None:
+        while True:
+            signal_number = dropped.get()
+            time.sleep(0.05)  # Out of the hook by then; still in the callback, sent again.
+            os.kill(os.getpid(), signal_number)
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, Stopped):
+            previous(unraisable)
+            return
+        global _dropped
+        _dropped = True  # It never unwound: raised again, once.
+        dropped.put(unraisable.exc_value.signal_number)
+
+    threading.Thread(target=send_again, daemon=True, name="mlp_jax stops sent again").start()
+    hook.sends_dropped_stops_again = True
+    sys.unraisablehook = hook
 
 
 def _is_default(handler) -> bool:
@@ -120,6 +157,7 @@ def exit_on_signals() -> None:
     for sig in TERMINATING:
         if _is_default(signal.getsignal(sig)):
             signal.signal(sig, _raise_stopped)
+    _send_dropped_stops_again()
 
 
 class StopRequests:
@@ -152,8 +190,10 @@ class StopRequests:
         # Only a command's process ends so: a notebook's kernel is the user's.
         if self._previous.get(signal.SIGTERM) is _raise_stopped:
             self._grace_seconds = grace
+        global _dropped
         if _stopping:  # A stop Python dropped before this run took the signals: the first
             self._request(_stopping, None)  # step ends the run, saved (it ran to its end).
+            _dropped = False  # Honoured here: not raised again as it is sent again.
         return self
 
     def _request(self, signal_number, _frame):

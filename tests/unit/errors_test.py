@@ -336,6 +336,39 @@ def test_a_file_named_like_a_flag_is_one_line_saying_how_to_give_it(capsys, tmp_
     assert capsys.readouterr().err.startswith("error: Unknown command line flag 'bogus'")
 
 
+# A stop signal handled inside a garbage-collection callback (JAX's is one), where Python
+# drops what the handler raises: the command printed "Exception ignored ... Stopped" with a
+# traceback, went on to status 0 and was deaf to later signals (trial 10).
+STOPPED_IN_A_GC_CALLBACK = """
+import gc, os, signal, time
+from mlp_jax import errors
+
+
+def main():
+    def callback(phase, info):
+        if phase == "start" and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # The handler runs here, inside the callback.
+
+    sent = []
+    gc.callbacks.append(callback)
+    gc.collect()
+    time.sleep(20)
+    print("went on")
+
+
+errors.run_command(main, lambda: None)
+"""
+
+
+def test_a_stop_dropped_inside_a_gc_callback_still_stops_the_command_in_one_line():
+    result = _run_source(STOPPED_IN_A_GC_CALLBACK)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: stopped by SIGTERM") and result.stderr.count("\n") == 1
+
+
 # Work that never ends once stopped, as a save into a stalled bucket did (deaf to every
 # signal but SIGKILL): a command's process ends MLP_JAX_STOP_GRACE seconds after the signal.
 STALLED_AFTER_A_STOP = """
@@ -446,7 +479,7 @@ def test_jit_disabled_ends_commands_only_not_an_import_of_the_studies():
 # Ctrl-C whose Stopped Python dropped: it fell in JAX's garbage-collection callback, and the
 # run trained to its end with status 0.
 STOP_DROPPED_IN_A_GC_CALLBACK = """
-import gc, os, signal
+import gc, os, signal, time
 from mlp_jax import errors, signals
 
 
@@ -459,6 +492,8 @@ def main():
     gc.collect()
     with signals.StopRequests() as stop:
         print("requested", stop.signal_number)
+    time.sleep(1)  # The signal, sent again meanwhile, raises nothing: the run honoured it.
+    print("ended")
 
 
 errors.run_command(main, lambda: None)
@@ -467,7 +502,8 @@ errors.run_command(main, lambda: None)
 
 def test_a_stop_python_dropped_in_a_gc_callback_is_honoured_by_the_run():
     result = _run_source(STOP_DROPPED_IN_A_GC_CALLBACK)
-    assert result.stdout == f"requested {signal.SIGINT}\n", result.stderr
+    assert result.stdout == f"requested {signal.SIGINT}\nended\n", result.stderr
+    assert result.returncode == 0 and result.stderr == ""
 
 
 def test_an_unknown_plot_backend_does_not_end_a_notebooks_import_of_the_studies():
