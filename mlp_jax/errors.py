@@ -540,6 +540,19 @@ def _without_no(name: str) -> str:
     return name
 
 
+def _refuse_flag_files_that_are_no_files(argv: list[str]) -> None:
+    """Refuses a --flagfile that is not a regular file before absl opens it: a named pipe
+    held every command for ever, without a word (trial 10), as one given to --config did."""
+    for word, following in zip(argv, [*argv[1:], None], strict=True):
+        path = word.split("=", 1)[1] if word.startswith(("--flagfile=", "-flagfile=")) else None
+        if word in ("--flagfile", "-flagfile"):
+            path = following
+        if path and os.path.exists(path) and not os.path.isfile(path):
+            from mlp_jax import files  # noqa: PLC0415  (files imports this module)
+
+            fail(f"--flagfile={path} is {files.kind(files.as_path(path))}, not a file of flags")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parser with every flag or config error reported as one line; `run_command`
     parses with it. (What ml_collections logs while it loads a
@@ -654,6 +667,7 @@ def _start(main, define_flags, arguments: bool, start_devices: bool) -> None:
             "which JAX cannot do without jit; unset it (to step through a step, call "
             "mlp_jax.steps.train_step under jax.disable_jit() in Python)"
         )
+    _refuse_flag_files_that_are_no_files(sys.argv)
     if define_flags is not None:
         try:
             define_flags()

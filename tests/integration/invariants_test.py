@@ -300,6 +300,12 @@ EVERY_PROCESS_ENDS = {
         arrange=lambda w, t: os.mkfifo(t / "study.py"),
         module=EXERCISE,
     ),
+    # Every command waited for ever, without a word (trial 10).
+    "a_flag_file_a_pipe": Row(
+        ["--mode=eval", "--workdir=WORKDIR", "--flagfile", "TMP/flags"],
+        ["--flagfile=TMP/flags is a named pipe (FIFO), not a file of flags"],
+        arrange=lambda w, t: os.mkfifo(t / "flags"),
+    ),
     "an_exercise_result_a_pipe": Row(
         **_study(EXERCISE, _exercise(), "--quick", then=_tmp_fifo("results/tiny.json")),
         fragments=["results/tiny.json is a named pipe (FIFO) where a file is needed"],
