@@ -189,6 +189,17 @@ def _bound_bucket_waits() -> None:
     os.environ.setdefault("TENSORSTORE_CURL_LOW_SPEED_LIMIT_BYTES", "1")
 
 
+def first_entry_of_no_file(folder: str | os.PathLike) -> str | None:
+    """ "NAME, KIND" for the first entry of the local `folder` that is neither a regular file
+    nor a folder (a named pipe, a device, a socket, a broken link), which a reader opening
+    it would wait on or fail at; None where there is none (or the folder cannot be listed)."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not (entry.is_file() or entry.is_dir()):
+                return f"{entry.name}, {kind(Path(entry.path)) or 'gone meanwhile'}"
+    return None
+
+
 def answers_within(path: epath.Path, seconds: float) -> bool:
     """Whether the file system holding `path` tells what is there (one listing of it, in a
     thread of its own) within `seconds`: a bucket that has gone silent takes minutes to fail

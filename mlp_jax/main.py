@@ -79,6 +79,10 @@ def _enable_compilation_cache() -> None:
             return
         if not os.access(path, os.W_OK | os.X_OK):
             return
+        # JAX opens its entries unchecked: a named pipe there held the run for ever.
+        if odd := files.first_entry_of_no_file(path):
+            logging.warning("the compilation cache %s holds %s; going on without it", path, odd)
+            return
     if path:
         # A cache that fails later (a disk filled, a bucket gone) warned at every program.
         warnings.filterwarnings(

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -539,3 +540,19 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # eval's ARGS were dropped, and with them the --data_dir its own line asks for.
     evaluated = make("eval", f"WORKDIR={workdir}", "ARGS=--data_dir=/nonexistent --bogus")
     assert "Unknown command line flag 'bogus'" in evaluated.stderr, evaluated.stderr
+
+
+def test_a_compilation_cache_entry_that_is_a_pipe_is_passed_over(synthetic_dir, tmp_path):
+    # JAX opened it as the run compiled that program, and waited for ever (trial 10).
+    cache = tmp_path / "xla"
+    args = [*TINY, f"--config.data_dir={synthetic_dir}"]
+    env = {"MLP_JAX_COMPILATION_CACHE": str(cache)}
+    assert run_cli(*args, f"--workdir={tmp_path / 'first'}", env=env).returncode == 0
+    (entry,) = cache.glob("jit_train_epoch*-cache")
+    entry.unlink()
+    os.mkfifo(entry)
+    result = run_cli(*args, f"--workdir={tmp_path / 'second'}", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"the compilation cache {cache} holds {entry.name}, a named pipe (FIFO); going on" in (
+        result.stderr
+    )
