@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from helpers import ROOT, kill_mid_write, run_cli, start_cli, study
+from helpers import ROOT, assert_one_line_error, kill_mid_write, run_cli, start_cli, study
 
 from experiments.studies.best import run as best
 from experiments.studies.exercises import run as exercises
@@ -144,6 +144,15 @@ def test_a_report_of_records_elsewhere_is_written_beside_them_not_above(tmp_path
     assert (tmp_path / "best.md").read_text() == "the user's own"
     assert "0.9160" in (records / "best.md").read_text() and (records / "best.png").is_file()
     assert not (tmp_path / "best.png").exists()
+
+
+def test_a_bucket_for_the_best_studys_records_is_one_line_and_makes_no_folder():
+    # It made the folder "gs:/bucket/best" in the clone, then said a record was missing.
+    result = run_cli(
+        "--stage=report", "--results_dir=gs://bucket/best", module="experiments.studies.best.run"
+    )
+    assert_one_line_error(result, "--results_dir=gs://bucket/best: this study keeps its")
+    assert not (ROOT / "gs:").exists()
 
 
 def test_report_states_the_goal_and_each_removal(finals, tmp_path):

@@ -462,6 +462,12 @@ def _define_flags() -> None:
 
 def main() -> None:
     """Runs the stages the flags name and writes the report."""
+    for flag in ("results_dir", "runs_dir", "search_workdir"):
+        if files.is_remote(FLAGS[flag].value):  # It made a folder "gs:" in the clone.
+            raise UserError(
+                f"--{flag}={FLAGS[flag].value}: this study keeps its records and runs in "
+                "local folders (under the clone, unless absolute); give one"
+            )
     results_dir, runs_dir = ROOT / FLAGS.results_dir, ROOT / FLAGS.runs_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     recipe, search = load_recipe(), load_experiment(SEARCH)
