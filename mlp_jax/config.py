@@ -105,6 +105,8 @@ def one_of(choices: tuple[str, ...]) -> Check:
     return Check(lambda value, _: value in choices, f"one of {choices}")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # The largest float32: the parameters' dtype.
+
 SEED_CHECK = Check(
     lambda value, _: isinstance(value, int) and 0 <= value <= MAX_SEED,
     f"must be a whole number in 0..{MAX_SEED}",
@@ -429,6 +431,9 @@ MODEL_FIELDS = (
         "init_scale",
         0.01,
         'Standard deviation of the "normal" initialiser (d2l: 0.01).',
+        # Past a float32's largest it overflowed as it was cast, and the run was said to
+        # diverge for its lr (trial 10).
+        Check(lambda value, _: 0 <= value <= FLOAT32_MAX, "must be in [0, 3.4e38] (a float32)"),
         in_population=PER_MEMBER,
     ),
     Field(

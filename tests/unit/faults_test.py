@@ -58,6 +58,9 @@ CONFIG_FAULTS = [
     ("augment_shift", 9, "config.augment_shift=9 is invalid: must be in 0..8"),
     ("mixup_alpha", math.nan, "config.mixup_alpha=nan is invalid: must be a finite number"),
     ("mixup_alpha", -0.2, "config.mixup_alpha=-0.2 is invalid: must be >= 0"),
+    # Cast to float32 as inf: the run "diverged", and its lr was blamed (trial 10).
+    ("init_scale", 1e300, "config.init_scale=1e+300 is invalid: must be in [0, 3.4e38]"),
+    ("init_scale", -0.01, "config.init_scale=-0.01 is invalid: must be in [0, 3.4e38]"),
     ("cutmix_alpha", -1.0, "config.cutmix_alpha=-1.0 is invalid: must be >= 0"),
     ("seed", -1, "config.seed=-1 is invalid: must be a whole number in 0..4294967295"),
     ("seed", 2**32, "config.seed=4294967296 is invalid"),
