@@ -66,11 +66,15 @@ train: install $(GCS)
 eval: install $(GCS)
 	$(PY) -m mlp_jax.main --mode=eval --workdir=$(RUN_WORKDIR) $(ARGS)
 
-# Test processes (pytest-xdist; 0: one process). Each module stays on one worker (--dist
-# loadfile), so that its expensive fixtures are built once, and the modules are handed out
-# in the order tests/conftest.py gives them, longest first (--no-loadscope-reorder).
-TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+# Test processes (pytest-xdist; 0: one process). The unit tier's: one more than the CPUs, at
+# most 8, since its processes also wait (on files, on each other's compilations: 3 on 2 cores
+# took 48-50 s where 2 took 52, fresh caches, 2-core Xeon, 2026-12-07). The full tier's: 2,
+# since its tests time signals, locks and processes of their own. Each module stays on one
+# worker (--dist loadfile), so that its expensive fixtures are built once, and the modules
+# are handed out in the order tests/conftest.py gives them, longest first.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 8 ? n + 1 : 8 )))
+FULL_TEST_WORKERS ?= 2
+pytest_on = $(PY) -m pytest -q $(if $(filter-out 0,$(1)),-n $(1) --dist loadfile --no-loadscope-reorder)
 
 # The fast tier, after every change: each module's own behaviour on small synthetic data
 # (tests/unit, less the whole runs marked slow). Its programs are tiny and each runs once, so
@@ -78,15 +82,16 @@ PYTEST = $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKE
 # (--quick-compile: half the unit tier's time), and keeps them in .venv between runs (a
 # rerun compiles only what a change altered).
 test: install
-	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(PYTEST) --quick-compile tests/unit -m "not slow"
+	MLP_JAX_TEST_XLA_CACHE=$(VENV)/.xla-test-cache $(call pytest_on,$(TEST_WORKERS)) --quick-compile tests/unit -m "not slow"
 
 # Everything, what CI runs (.ci/run): the whole unit tier, compiled quick as above, then the
 # full tier (tests/integration: the command line, several processes and devices, a bucket, a
 # pod slice, the real data, the notebook, the device check), whose programs are compiled as
-# users' are, afresh. TEST_WORKERS processes, since the time is mostly single-threaded (XLA
-# compiles, processes starting). Both tiers run whatever the first gives; either failing fails.
+# users' are, afresh (the unit tier in TEST_WORKERS processes, the full one in
+# FULL_TEST_WORKERS). Both tiers run whatever the first gives; either failing fails.
 test-all: install
-	$(PYTEST) --quick-compile tests/unit; unit=$$?; $(PYTEST) tests/integration && exit $$unit
+	$(call pytest_on,$(TEST_WORKERS)) --quick-compile tests/unit; unit=$$?; \
+	$(call pytest_on,$(FULL_TEST_WORKERS)) tests/integration && exit $$unit
 
 # The config reference (docs/config.md): every field's declaration in mlp_jax/config.py and
 # the chapter's two experiments' values; tests/unit/config_test.py fails when it is stale.
