@@ -509,6 +509,28 @@ def test_ctrl_c_while_a_command_starts_is_one_line_and_makes_nothing(tmp_path, w
     assert not workdir.exists()
 
 
+def test_a_users_module_that_imports_mlp_jax_keeps_its_own_ctrl_c(tmp_path):
+    # `python -m theirs.run`, whose package imports mlp_jax: mlp_jax took it for one of its
+    # commands starting, and the user's Ctrl-C ended the process at once, their `except
+    # KeyboardInterrupt` and cleanups skipped, in mlp_jax's line (trial 11).
+    package = tmp_path / "theirs"
+    package.mkdir()
+    (package / "__init__.py").write_text("import mlp_jax\n")
+    (package / "run.py").write_text(
+        "import os, signal, time\n\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\nexcept KeyboardInterrupt:\n    print('theirs')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "theirs.run"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "theirs\n", "")
+
+
 def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # The recipes quote it: unquoted, "with space" gave "unexpected arguments ['space']".
     # `-o install`: the set-up is this session's own, with this interpreter.
