@@ -368,6 +368,8 @@ def one_line_errors():
     except UserError as e:
         fail(str(e), e.exit_code)
     except KeyboardInterrupt as e:  # Ctrl-C, or any signal `signals.exit_on_signals` took.
+        if hasattr(e, "exit_code"):  # Work stopped after saving (`signals.Interrupted`).
+            fail(str(e), e.exit_code)
         number = getattr(e, "signal_number", signal.SIGINT)
         error_line(
             f"stopped by {signal_name(number)}; what was saved before it is kept; "

@@ -20,7 +20,6 @@ import threading
 import time
 
 from mlp_jax.errors import (
-    UserError,
     environment_number,
     error_line,
     signal_name,
@@ -69,9 +68,18 @@ class Stopped(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
-class Interrupted(UserError):
-    """Work stopped on a signal after saving what was in flight; its exit code is 128 + the
-    signal's number."""
+class Interrupted(KeyboardInterrupt):
+    """Work stopped on a signal after saving what was in flight. A KeyboardInterrupt, as
+    Python makes Ctrl-C, so that a caller's `except Exception` (a loop over configs that
+    skips the ones that fail) does not take it for a failure and go on (trial 11).
+
+    Attributes:
+      exit_code: 128 + the signal's number, the command's exit status.
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 # The signal that stopped the command, 0 before any did; whether Python dropped its Stopped.

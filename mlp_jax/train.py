@@ -339,6 +339,15 @@ def train_and_evaluate(
                 )
         clock.lap("epochs")
         _plot(workdir, history, config)
+        # A signal in the last epoch (or as a run with none left compiled): the run is whole
+        # and saved, and the stop is still said, not dropped (a loop of runs went on; trial 11).
+        if stop_signal := stop.agreed_signal():
+            raise signals.Interrupted(
+                f"stopped by {signals.name(stop_signal)} as the run ended: all "
+                f"{config.num_epochs} epochs are trained and saved in "
+                f"{workdir / checkpointing.CHECKPOINT_DIR}",
+                128 + stop_signal,
+            )
     clock.lap("finish")  # The plot, the last checkpoint's write and the writer's flush.
     _print("phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in clock.seconds.items()))
     return loop.Result(runner.unreplicate(state), history, clock.seconds)

@@ -39,7 +39,7 @@ from helpers import (
     write_idx,
 )
 
-from mlp_jax import checkpointing, data, files, models, optim, steps, sweep, train
+from mlp_jax import checkpointing, data, files, models, optim, signals, steps, sweep, train
 from mlp_jax.errors import UserError
 
 EPOCHS = RESUMABLE_EPOCHS
@@ -90,6 +90,19 @@ def test_best_mlp_ingredients_resume_bit_for_bit(synthetic_dir, tmp_path):
         {**r, "train_seconds": s["train_seconds"], "examples_per_sec": s["examples_per_sec"]}
         for r, s in zip(reference.history, resumed.history, strict=True)
     ]
+
+
+def test_a_stop_in_the_last_epoch_is_raised_once_the_run_is_saved(
+    synthetic_dir, tmp_path, monkeypatch
+):
+    # It was dropped: the run returned as if nothing had come, and a loop of runs went on; a
+    # stop raised as an Exception was taken by a loop's `except Exception` (trial 11).
+    monkeypatch.setattr(signals.StopRequests, "agreed_signal", lambda self: signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="as the run ended: all 1 epochs are") as raised:
+        train.train_and_evaluate(tiny_config(synthetic_dir), tmp_path)
+    assert isinstance(raised.value, signals.Interrupted) and raised.value.exit_code == 130
+    monkeypatch.undo()
+    assert int(checkpointing.restore_workdir(tmp_path).state.epoch) == 1
 
 
 def test_changed_config_on_resume_is_refused(synthetic_dir, tmp_path):
