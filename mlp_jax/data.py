@@ -372,6 +372,64 @@ def load_dataset(data_dir: str = "", validation_size: int = 0, split_seed: int =
     return Dataset(train, validation, test)
 
 
+def check_dataset(dataset: Dataset, splits: tuple[str, ...] = ("train", "validation")) -> None:
+    """Refuses a hand-made dataset the library would train on without a word and wrongly (or
+    fail on deep in JAX): each of `splits` must hold uint8 images of shape (N, 784), N >= 1,
+    and N integer labels in [0, 10), as `load_dataset` gives.
+
+    Raises:
+      TypeError: `dataset` is not a `Dataset`, or a split not a `Split` of arrays.
+      ValueError: a split's arrays are of another dtype, shape or length, or its labels lie
+        outside the classes; the message names the split and the fix.
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"dataset is a {type(dataset).__name__}, not a mlp_jax.data.Dataset: give "
+            "data.load_dataset(config.data_dir, config.validation_size, config.split_seed)"
+        )
+    for name in splits:
+        _check_split(getattr(dataset, name), f"dataset.{name}")
+
+
+def _check_split(split: Split, name: str) -> None:
+    if not isinstance(split, Split):
+        raise TypeError(f"{name} is a {type(split).__name__}, not a mlp_jax.data.Split")
+    images, labels = split
+    for part, array in ((f"{name}.images", images), (f"{name}.labels", labels)):
+        if not all(hasattr(array, attribute) for attribute in ("dtype", "shape", "ndim")):
+            raise TypeError(
+                f"{part} is a {type(array).__name__}, not an array: give np.asarray(...)"
+            )
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"{name}.images are {images.dtype}, not uint8 pixels in [0, 255] as Fashion-MNIST's "
+            "(the compiled step scales them): give images.astype(np.uint8), or from floats in "
+            "[0, 1] np.round(images * 255).astype(np.uint8)"
+        )
+    if images.ndim != 2 or images.shape[1] != NUM_PIXELS:
+        raise ValueError(
+            f"{name}.images are of shape {tuple(images.shape)}, not (N, {NUM_PIXELS}): give "
+            f"images.reshape(len(images), {NUM_PIXELS})"
+        )
+    if not len(images):
+        raise ValueError(f"{name} is empty: give a split of one image or more")
+    if (
+        labels.ndim != 1
+        or len(labels) != len(images)
+        or not np.issubdtype(labels.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"{name}.labels are {labels.dtype} of shape {tuple(labels.shape)}: give one integer "
+            f"label for each of its {len(images)} images"
+        )
+    low, high = int(np.min(labels)), int(np.max(labels))
+    if low < 0 or high >= NUM_CLASSES:
+        raise ValueError(
+            f"{name}.labels hold {low if low < 0 else high}, outside the {NUM_CLASSES} classes "
+            f"[0, {NUM_CLASSES})"
+        )
+
+
 def fingerprint(dataset: Dataset) -> str:
     """What a run's checkpoints were trained on, in short: each split's size and a digest of
     their labels, in order (another dataset, or the same files swapped or reordered, differ;

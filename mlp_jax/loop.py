@@ -97,6 +97,7 @@ def prepare(
 ) -> Run:
     """The config's optimiser and runner (made here unless given), with the training and
     validation splits put on the devices."""
+    data.check_dataset(dataset)
     runner = runner or make_runner(config)
     num_train = len(dataset.train.labels)
     steps_per_epoch = optim.steps_per_epoch(num_train, config.batch_size)
@@ -320,13 +321,9 @@ def fit(
 
     Raises:
       Diverged: as `epochs` does.
-      TypeError: `dataset` is not a `data.Dataset`.
+      TypeError, ValueError: `dataset` is not a `data.Dataset` as `data.load_dataset` gives
+        (see `data.check_dataset`).
     """
-    if not isinstance(dataset, data.Dataset):
-        raise TypeError(
-            f"dataset is a {type(dataset).__name__}, not a mlp_jax.data.Dataset: give "
-            "data.load_dataset(config.data_dir, config.validation_size, config.split_seed)"
-        )
     t0 = time.perf_counter()
     model = models.resolve_model(config)
     run = prepare(config, dataset)

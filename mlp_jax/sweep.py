@@ -314,7 +314,11 @@ def train_population(
         population's epoch in flight finished, and with `cache_dir` it was saved there, so
         that a rerun resumes it.
       UserError: a config of no epochs, or `max_population` below 1.
+      TypeError, ValueError: `configs` is no sequence of configs, or `dataset` not one
+        `data.load_dataset` gives (see `data.check_dataset`).
     """
+    if not all(isinstance(config, ml_collections.ConfigDict) for config in configs):
+        raise TypeError("configs: give a list of experiment configs, [config] for one")
     if (fewest := min((config.num_epochs for config in configs), default=1)) < 1:
         # Its results hold no epoch: it was trained, cached, then an IndexError at the
         # summary, and the rerun refused what it had cached itself.
@@ -323,6 +327,9 @@ def train_population(
         raise UserError(f"max_population={max_population} is invalid: give 1 or more")
     if cache_dir is not None:  # Where a stopped population is saved: refused before any.
         cache_dir = checkpointing.workdir_path(cache_dir)
+    data.check_dataset(
+        dataset, ("train", "validation", "test") if evaluate_test else ("train", "validation")
+    )
     mesh = mesh or population_mesh()
     dataset = parallel.place(dataset, NamedSharding(mesh, P()))  # Once, not per population.
     chunk_size = max_population * mesh.size

@@ -248,3 +248,48 @@ def test_split_seed_chooses_which_images_are_held_out(synthetic_dir):
     assert len(held_out[0] & held_out[1]) < 500  # About 1,000 x 1,000 / 6,000 = 167 shared.
     for dataset, validation in zip(datasets, held_out, strict=True):  # Partitions.
         assert not validation & {bytes(row) for row in dataset.train.images}
+
+
+def _good_split(count=4):
+    rng = np.random.default_rng(0)
+    return data.Split(
+        rng.integers(0, 256, (count, 784), dtype=np.uint8), rng.integers(0, 10, count, np.int32)
+    )
+
+
+@pytest.mark.parametrize(
+    "images, labels, error, problem",
+    [
+        # Each trained without a word before the check (2026-12-07, trial 11's leftovers):
+        # floats in [0, 1] as near-black images, int64 pixels unscaled (loss 88), 28x28
+        # images, 4 labels for 64 images, labels past 9 or below 0; an empty split and a
+        # list failed deep in JAX.
+        (np.full((4, 784), 0.5, np.float32), None, ValueError, "images are float32, not uint8"),
+        (np.zeros((4, 784), np.int64), None, ValueError, r"give images.astype\(np.uint8\)"),
+        (np.zeros((4, 28, 28), np.uint8), None, ValueError, r"of shape \(4, 28, 28\), not"),
+        (None, np.zeros(3, np.int32), ValueError, "give one integer label for each of its 4"),
+        (None, np.full(4, 0.0, np.float32), ValueError, "labels are float32"),
+        (None, np.array([0, 1, 12, 3]), ValueError, r"hold 12, outside the 10 classes \[0, 10\)"),
+        (None, np.array([0, -5, 2, 3]), ValueError, "hold -5, outside"),
+        (np.zeros((0, 784), np.uint8), np.zeros(0, np.int32), ValueError, "train is empty"),
+        ([[0] * 784] * 4, None, TypeError, "images is a list, not an array"),
+    ],
+)
+def test_a_hand_made_dataset_the_library_would_mistrain_is_refused_naming_the_split(
+    images, labels, error, problem
+):
+    good = _good_split()
+    bad = data.Split(
+        good.images if images is None else images, good.labels if labels is None else labels
+    )
+    with pytest.raises(error, match=problem):
+        data.check_dataset(data.Dataset(bad, good, good))
+    with pytest.raises(error, match=problem.replace("train", "validation")):
+        data.check_dataset(data.Dataset(good, bad, good))
+    data.check_dataset(data.Dataset(good, good, bad), ("train", "validation"))  # Not asked.
+
+
+def test_a_dataset_as_load_dataset_gives_it_passes():
+    data.check_dataset(data.Dataset(_good_split(), _good_split(), None))
+    with pytest.raises(TypeError, match="dataset.test is a NoneType, not a mlp_jax.data.Split"):
+        data.check_dataset(data.Dataset(_good_split(), _good_split(), None), ("test",))

@@ -186,6 +186,16 @@ def test_fit_given_no_dataset_says_what_it_takes(dataset):
         loop.fit(tiny_config(""), dataset)
 
 
+def test_fit_checks_the_datasets_contents_before_it_trains():
+    # Labels past 9 trained to a NaN loss, then "diverged ... lower --config.lr".
+    good = small_dataset()
+    labels = np.array(good.train.labels, copy=True)
+    labels[3] = 12
+    bad = good._replace(train=good.train._replace(labels=labels))
+    with pytest.raises(ValueError, match="dataset.train.labels hold 12, outside the 10 classes"):
+        loop.fit(tiny_config(""), bad)
+
+
 def test_a_trace_of_an_epoch_before_the_resume_is_said_to_be_not_written(
     synthetic_dir, tmp_path, capsys
 ):

@@ -156,6 +156,16 @@ def test_a_population_that_cannot_train_is_one_line_before_it_trains(
     assert not list(tmp_path.iterdir())
 
 
+def test_a_population_given_no_list_of_configs_or_a_bad_dataset_is_refused(synthetic_dir, dataset):
+    # One ConfigDict iterated as its keys: "'str' object has no attribute 'num_epochs'".
+    config = tiny_config(synthetic_dir)
+    with pytest.raises(TypeError, match=r"give a list of experiment configs, \[config\] for one"):
+        sweep.train_population(config, dataset)
+    no_test = dataset._replace(test=None)
+    with pytest.raises(TypeError, match="dataset.test is a NoneType"):
+        sweep.train_population([config], no_test)
+
+
 def test_diverged_member_does_not_spoil_the_others(synthetic_dir, dataset):
     configs = [tiny_config(synthetic_dir, lr=lr, num_epochs=2) for lr in (0.1, 1e30)]
     good, bad = sweep.train_population(configs, dataset)
