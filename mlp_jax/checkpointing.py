@@ -1056,6 +1056,7 @@ def restore_workdir(workdir: str | os.PathLike) -> Restored:
         removed while it was read.
     """
     path = files.as_path(workdir)
+    parallel.start_devices()  # A JAX_PLATFORMS the machine lacks: one line, not Orbax's.
     identity = None if files.is_remote(path) else files.identity(path)
     try:
         config = read_config(workdir)

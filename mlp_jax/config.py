@@ -661,13 +661,21 @@ def validate(config: ml_collections.ConfigDict, model_fields: frozenset[str]) ->
         check, kind = field.check, _kind(field.default)
         if kind is not None and not _is_a(value, kind):  # Type-safe from the command line,
             # not from a file: a workdir's config.json, an experiment's own ConfigDict.
-            raise UserError(f"config.{key}={value!r} is invalid: must be {_KIND_WORDS[kind]}")
+            raise UserError(
+                f"config.{key}={value!r} is invalid: must be {_KIND_WORDS[kind]}"
+                + (f" of Python's: give {kind.__name__}(...) of it" if _is_numpy(value) else "")
+            )
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes no comparison.
             raise UserError(f"config.{key}={value} is invalid: must be a finite number")
         if check is not None and not check.holds(value, config):
             raise UserError(f"config.{key}={value!r} is invalid: {check.words(config)}")
         if kind is int and abs(value) > MAX_WHOLE and not (check is not None and check.wide):
             raise UserError(f"config.{key}={value} is invalid: must be at most {MAX_WHOLE}")
+
+
+def _is_numpy(value) -> bool:
+    """Whether `value` is a numpy scalar or array (config.json could not hold it)."""
+    return type(value).__module__ == "numpy"
 
 
 def _kind(default) -> type | None:

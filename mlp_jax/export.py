@@ -35,11 +35,12 @@ def export_workdir(
     Returns:
       The export folder.
     """
+    workdir = files.as_path(workdir)  # A bytes path refused in words before any use.
     identity = files.identity(workdir) if not files.is_remote(workdir) else None
     restored = checkpointing.restore_workdir(workdir)
-    folder = files.as_path(export_dir) if export_dir else files.as_path(workdir) / EXPORT_DIR
+    folder = files.as_path(export_dir) if export_dir else workdir / EXPORT_DIR
     errors.name_path(folder, "--export_dir")  # WORKDIR/export too: moved by that flag.
-    _refuse_folders_of_others(folder, files.as_path(workdir))
+    _refuse_folders_of_others(folder, workdir)
     _refuse_moved(workdir, identity)
     files.prepare_folder(folder, what="--export_dir")
     (batch,) = jax.export.symbolic_shape("batch")

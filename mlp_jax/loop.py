@@ -324,6 +324,7 @@ def fit(
       TypeError, ValueError: `dataset` is not a `data.Dataset` as `data.load_dataset` gives
         (see `data.check_dataset`).
     """
+    parallel.check_jax_settings()
     t0 = time.perf_counter()
     model = models.resolve_model(config)
     run = prepare(config, dataset)

@@ -98,6 +98,22 @@ def model_class(config: ml_collections.ConfigDict) -> type:
             module = importlib.import_module(location)
     except UserError as e:
         raise UserError(f"config.model={config.model!r} cannot be loaded ({e})") from None
+    except ModuleNotFoundError as e:
+        if not (location == e.name or location.startswith(f"{e.name}.")):
+            raise UserError(
+                f"config.model={config.model!r} cannot be loaded: {location} raised "
+                f"{_one_line(e)}; install what it imports or fix that file"
+            ) from None
+        if "/" in location:  # A file's path without its .py.
+            raise UserError(
+                f"config.model={config.model!r} cannot be loaded: a file's path ends in .py "
+                f"(e.g. '{location}.py:{class_name}'); {location} is no module's name"
+            ) from None
+        raise UserError(
+            f"config.model={config.model!r} cannot be loaded: no module {location} is "
+            f"installed ({_one_line(e)}); install its package, or give the model as "
+            f"{_MODEL_FORM}"
+        ) from None
     except Exception as e:  # noqa: BLE001  (the model's file runs; it may raise anything)
         raise UserError(
             f"config.model={config.model!r} cannot be loaded: {location} raised "
@@ -197,7 +213,8 @@ def check_logits(model: nn.Module, config: ml_collections.ConfigDict) -> None:
     name = f"config.model={config.model!r}"
     images = jax.ShapeDtypeStruct((2, NUM_PIXELS), jnp.float32)
     try:
-        variables = jax.eval_shape(model.init, jax.random.key(0), images)
+        # The key made inside the trace: no transfer, even under a user's transfer guard.
+        variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
         if not jax.tree.leaves(variables.get("params", {})):
             raise UserError(f"{name} has no parameters to train; give it a layer that has")
         results = [(_logits_of(model, batch, train), batch, when) for batch, train, when in _CALLS]

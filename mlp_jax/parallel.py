@@ -175,6 +175,25 @@ def start_runtime() -> None:
     start_devices()
 
 
+def check_jax_settings() -> None:
+    """Refuses, in one line, JAX settings under which this library's training programs
+    cannot run, where a Python caller enters it (a run, `loop.fit`, a population), before a
+    model meets them (the model's check blamed the model): `jax.disable_jit()` (the epochs
+    are compiled ahead of time; a restore, eval, predict and export run under it) and
+    devices `start_devices` cannot start.
+
+    Raises:
+      UserError: naming the setting and the fix.
+    """
+    if jax.config.jax_disable_jit:
+        raise UserError(
+            "jax.disable_jit() is on: mlp_jax compiles its programs ahead of time, and JAX "
+            "cannot run those op by op; call it outside jax.disable_jit() (to step through a "
+            "model, call its apply yourself)"
+        )
+    start_devices()
+
+
 def start_devices() -> None:
     """Starts JAX's devices, so that devices the environment's settings cannot give (a
     JAX_PLATFORMS naming a platform this machine lacks, a device count XLA refuses) are one

@@ -181,5 +181,7 @@ def classify(
     images = read_images(paths)
     if not images.names:
         return [], images.errors
-    probabilities = np.asarray(jax.jit(probabilities_fn(restored))(images.pixels))
+    # Each way explicitly: a caller's transfer guard is for its own implicit transfers.
+    pixels = jax.device_put(images.pixels)
+    probabilities = jax.device_get(jax.jit(probabilities_fn(restored))(pixels))
     return top_classes_lines(images.names, probabilities), images.errors

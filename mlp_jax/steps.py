@@ -52,7 +52,7 @@ def create_train_state(
     a run's start on a CPU, and a population of 1,024 members costs 1,024 dispatches."""
     # As uint32: a Python int would enter the program as int32 and overflow from 2**31.
     is_number = isinstance(seed, int | np.integer)
-    return _create_train_state(model, tx, np.uint32(seed) if is_number else seed)
+    return _create_train_state(model, tx, jax.device_put(np.uint32(seed)) if is_number else seed)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

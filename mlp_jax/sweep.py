@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from optax import tree_utils as optax_tree
@@ -75,7 +76,9 @@ def stack_states(configs: Sequence[ml_collections.ConfigDict], num_train: int) -
     members = []
     for config in configs:
         state = steps.create_train_state(models.resolve_model(config), tx, config.seed)
-        opt_state = optax_tree.tree_set(state.opt_state, step_size=jnp.float32(-config.lr))
+        opt_state = optax_tree.tree_set(
+            state.opt_state, step_size=jax.device_put(np.float32(-config.lr))
+        )
         members.append(state.replace(apply_fn=shared_model.apply, opt_state=opt_state))
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *members)
 
@@ -319,6 +322,7 @@ def train_population(
     """
     if not all(isinstance(config, ml_collections.ConfigDict) for config in configs):
         raise TypeError("configs: give a list of experiment configs, [config] for one")
+    parallel.check_jax_settings()
     if (fewest := min((config.num_epochs for config in configs), default=1)) < 1:
         # Its results hold no epoch: it was trained, cached, then an IndexError at the
         # summary, and the rerun refused what it had cached itself.

@@ -187,6 +187,7 @@ def train_and_evaluate(
         signal (SIGTERM, SIGINT, SIGHUP, ...), after the epoch in flight was saved.
     """
     # ---- Config, model, workdir, and what must be closed however the run ends.
+    parallel.check_jax_settings()
     model = models.resolve_model(config)
     errors.check_plot_backend()  # Here, not at the run's last plot.
     runner = loop.make_runner(config)  # Refuses a batch the devices cannot split, first.

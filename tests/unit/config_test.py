@@ -5,6 +5,7 @@ import re
 from unittest import mock
 
 import ml_collections
+import numpy as np
 import pytest
 from helpers import ROOT, experiment
 
@@ -91,6 +92,10 @@ def test_bad_values_are_named(key, value, message):
         ("lr", 1, None),  # A whole number is a number.
         ("optimizer", 3, "config.optimizer=3 is invalid: must be a string"),
         ("augment_flip", 1, "config.augment_flip=1 is invalid: must be True or False"),
+        # A hand-built config's numpy values ("must be a number" of np.float32(0.05): trial 11).
+        ("lr", np.float32(0.05), "must be a number of Python's: give float(...) of it"),
+        ("num_hiddens", np.int64(8), "must be a whole number of Python's: give int(...) of it"),
+        ("lr", np.float64(0.05), None),  # A float itself.
     ],
 )
 def test_values_of_the_wrong_kind_or_beyond_the_integers_are_named(key, value, message):

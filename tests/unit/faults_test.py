@@ -16,10 +16,11 @@ import shutil
 import types
 
 import jax
+import numpy as np
 import pytest
 from helpers import ROOT, TRAINED_EPOCHS, tiny_config, tree_listing
 
-from mlp_jax import checkpointing, errors, export, files, train
+from mlp_jax import checkpointing, errors, export, files, predict, train
 from mlp_jax.config import load_experiment
 from mlp_jax.errors import UserError, os_error_line
 
@@ -90,7 +91,9 @@ CONFIG_FAULTS = [
     ("num_outputs", 5, "set config.num_outputs=10 (it is 5)"),
     ("model", "experiments/nope.py:MLP", "experiments/nope.py: no such file"),
     ("model", "experiments/mlp_concise.py:NoSuchModel", "defines no 'NoSuchModel'"),
-    ("model", "no_such_package.models:MLP", "cannot be loaded"),
+    # Both were "...raised ModuleNotFoundError: ...; fix that file" (trial 11).
+    ("model", "no_such_package.models:MLP", "no module no_such_package.models is installed"),
+    ("model", "experiments/mlp_concise:MLPConcise", "(e.g. 'experiments/mlp_concise.py:MLPC"),
     ("model", "mlp_jax.models:ACTIVATIONS", "is not a Flax module class"),
     ("model", ":MLP", "config.model=':MLP' names no model: give it as 'PATH.py:ClassName'"),
     ("model", "experiments/mlp_concise.py", "names no model"),
@@ -178,6 +181,7 @@ class _Linear:
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
         "        return nn.Dense(10)(x)[:2]\n"
     )
+    IMPORTS_WHAT_IS_NOT_INSTALLED = "import no_such_dependency\n"
     FEWER_CLASSES_IN_EVALUATION = (
         "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
@@ -189,6 +193,7 @@ class _Linear:
     "source, fragment",
     [
         (_Linear.RAISES_AT_IMPORT, "raised RuntimeError: this file is broken; fix that file"),
+        (_Linear.IMPORTS_WHAT_IS_NOT_INSTALLED, "No module named 'no_such_dependency'; install"),
         (_Linear.NEEDS_A_FIELD, "cannot be built from the config (TypeError:"),
         (_Linear.NNX_NEEDS_A_FIELD, "cannot be built from the config (TypeError: missing"),
         (_Linear.RAISES_AT_INIT, "fails on a batch of images (ValueError: no logits today)"),
@@ -201,6 +206,7 @@ class _Linear:
     ],
     ids=[
         "import",
+        "import_not_installed",
         "field",
         "nnx_field",
         "init",
@@ -582,6 +588,16 @@ def test_an_export_of_a_workdir_moved_meanwhile_writes_nothing_at_its_old_name(
     assert not workdir.exists()
 
 
+def test_a_bytes_path_is_refused_in_words_by_every_read_path(trained):
+    # export's was "a bytes-like object is required, not 'str'" (trial 11).
+    named = os.fsencode(trained)
+    for read in (export.export_workdir, train.evaluate_workdir, checkpointing.restore_workdir):
+        with pytest.raises(TypeError, match="a path is a str or a pathlib.Path, not bytes"):
+            read(named)
+    with pytest.raises(TypeError, match="a path is a str or a pathlib.Path, not bytes"):
+        predict.classify(named, ["x.png"])
+
+
 def test_an_eval_of_a_workdir_moved_meanwhile_says_so(trained, tmp_path, monkeypatch):
     # "checkpoints: no checkpoint; train first", a fix for another fault.
     workdir = tmp_path / "run"
@@ -596,3 +612,49 @@ def test_an_eval_of_a_workdir_moved_meanwhile_says_so(trained, tmp_path, monkeyp
     _assert_refused_in_one_line(
         lambda: checkpointing.restore_workdir(workdir), "run: moved or removed while it was read"
     )
+
+
+def test_a_callers_transfer_guard_is_for_its_own_transfers(synthetic_dir, trained, tmp_path):
+    # Under jax.transfer_guard("disallow"), the model's check blamed the model ("fails on a
+    # batch of images (... Disallowed host-to-device transfer ...)"), and a population, a
+    # state's seed and predict's pixels were implicit transfers (trial 11). Explicit now.
+    from helpers import small_dataset  # noqa: PLC0415
+
+    from mlp_jax import loop, sweep  # noqa: PLC0415
+
+    image = tmp_path / "x.npy"
+    np.save(image, np.zeros((1, 28, 28), np.uint8))
+    with jax.transfer_guard("disallow"):
+        assert len(loop.fit(tiny_config(synthetic_dir), small_dataset()).history) == 1
+        assert len(sweep.train_population([tiny_config(synthetic_dir)], small_dataset())) == 1
+        assert predict.classify(trained, [image])[0][0].startswith(f"{image}[0]: ")
+        export.export_workdir(trained, tmp_path / "export")
+
+
+def test_jax_settings_a_run_cannot_train_under_are_one_line_before_the_model_check(
+    synthetic_dir, monkeypatch
+):
+    # jax.disable_jit(): "ValueError: Disable jit is not supported in the AOT path" (trial 11).
+    from helpers import small_dataset  # noqa: PLC0415
+
+    from mlp_jax import loop, sweep  # noqa: PLC0415
+
+    config = tiny_config(synthetic_dir)
+    for call in (
+        lambda: loop.fit(config, small_dataset()),
+        lambda: sweep.train_population([config], small_dataset()),
+        lambda: train.train_and_evaluate(config, synthetic_dir / "never"),
+    ):
+        with jax.disable_jit(), pytest.raises(UserError, match=r"^jax.disable_jit\(\) is on: "):
+            call()
+    assert not (synthetic_dir / "never").exists()
+    # JAX_PLATFORMS naming a platform without its plugin: JAX asserts at its devices' start;
+    # a Python caller's fit blamed the model, its restore failed in Orbax.
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(jax, "devices", lambda *_: (_ for _ in ()).throw(AssertionError()))
+    for call in (
+        lambda: loop.fit(config, small_dataset()),
+        lambda: checkpointing.restore_workdir("."),
+    ):
+        with pytest.raises(UserError, match="JAX_PLATFORMS='cuda' names no platform"):
+            call()
