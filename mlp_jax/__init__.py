@@ -21,6 +21,9 @@ def _a_command_of_this_project_starts() -> bool:
 
 
 if _a_command_of_this_project_starts():  # Before the imports of its first lines: see
-    from mlp_jax import signals as _signals  # the function.
+    from mlp_jax import dependencies as _dependencies  # the function.
+
+    _dependencies.explain_at_exit()  # Before the first import of a dependency.
+    from mlp_jax import signals as _signals
 
     _signals.stop_at_once_while_starting()

@@ -29,6 +29,8 @@ from urllib.parse import unquote
 
 from absl import app, flags, logging
 
+from mlp_jax import dependencies
+
 
 class UserError(Exception):
     """A problem the user can fix: bad input, missing data, a bad config value.
@@ -757,6 +759,8 @@ def _config_error(error: Exception, argv: list[str]) -> str:
     if isinstance(error, TypeError) and nested:
         group = nested[0].rsplit(".", 1)[0]
         return f"--{nested[0]}: {group} holds no fields to set; set it whole, --{group}=VALUE"
+    if missing := dependencies.missing_line(error):  # The Python's fault, not the file's.
+        return missing
     reason = f"{type(error).__name__}: {first_line(error)}"
     if path:
         return f"--config={path}: loading it raised {reason}; fix that file"

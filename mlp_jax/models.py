@@ -22,6 +22,7 @@ import ml_collections
 from flax.core import FrozenDict
 
 from mlp_jax import config as config_lib
+from mlp_jax import dependencies
 from mlp_jax.data import NUM_CLASSES, NUM_PIXELS
 from mlp_jax.errors import UserError
 
@@ -99,6 +100,8 @@ def model_class(config: ml_collections.ConfigDict) -> type:
     except UserError as e:
         raise UserError(f"config.model={config.model!r} cannot be loaded ({e})") from None
     except ModuleNotFoundError as e:
+        if missing := dependencies.missing_line(e):
+            raise UserError(f"config.model={config.model!r} cannot be loaded: {missing}") from None
         if not (location == e.name or location.startswith(f"{e.name}.")):
             raise UserError(
                 f"config.model={config.model!r} cannot be loaded: {location} raised "

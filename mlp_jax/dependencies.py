@@ -1,0 +1,107 @@
+"""What a missing dependency means, in one line: the Python that runs a command lacks one of
+mlp_jax's dependencies (a shell without `.venv` activated, a `.venv` a package was removed
+from). Standard library only: it must work where every dependency is missing, and it is
+imported as a command starts, before anything else of the package (what only the error
+path needs is imported there: importlib.metadata takes 0.02 s).
+"""
+
+import contextlib
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Modules named otherwise than the distribution that installs them.
+_DISTRIBUTION_OF = {"PIL": "pillow", "yaml": "pyyaml"}
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalized: "ml_collections>=1.1" -> "ml-collections"."""
+    return re.split(r"[\s;<>=!~\[(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _declared() -> list[str]:
+    """mlp_jax's dependencies, as installed (its metadata) or as its pyproject.toml declares
+    them (run from a clone by a Python it is not installed in)."""
+    import importlib.metadata  # noqa: PLC0415
+
+    import tomllib  # noqa: PLC0415
+
+    try:
+        return importlib.metadata.requires("mlp_jax") or []
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    except (OSError, ValueError, KeyError):
+        return []
+    extras = project.get("optional-dependencies", {}).values()
+    return [*project.get("dependencies", []), *(r for extra in extras for r in extra)]
+
+
+def _needed() -> set[str]:
+    """The distributions mlp_jax needs, its dependencies' own included where installed."""
+    import importlib.metadata  # noqa: PLC0415
+
+    needed, waiting = set(), [_name(r) for r in _declared()]
+    while waiting:
+        name = waiting.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # Not installed.
+            waiting.extend(_name(r) for r in importlib.metadata.requires(name) or [])
+    return needed
+
+
+def distribution_missing(error: BaseException) -> str | None:
+    """The distribution of mlp_jax's dependencies whose absence `error` reports (a
+    ModuleNotFoundError of its module), or None: another error, or a module no dependency
+    installs (a bug's import keeps its traceback)."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return None
+    needed, parts = _needed(), error.name.split(".")
+    for length in range(len(parts), 0, -1):  # google.cloud.storage: google-cloud-storage.
+        name = "-".join(parts[:length]).lower().replace("_", "-")
+        if name in needed:
+            return name
+    top = _DISTRIBUTION_OF.get(parts[0], parts[0].lower().replace("_", "-"))
+    return next((d for d in sorted(needed) if d == top or d.startswith(f"{top}-")), None)
+
+
+def missing_line(error: BaseException) -> str | None:
+    """One line for a dependency `error` reports missing, naming the Python that lacks it
+    and the fix; None where `error` is no such thing."""
+    distribution = distribution_missing(error)
+    if distribution is None:
+        return None
+    lacks = f"lacks mlp_jax's dependency {distribution} ({error})"
+    venv = ROOT / ".venv"
+    if Path(sys.prefix).resolve() == venv.resolve():
+        return f"{venv} {lacks}; install it again: rm {venv}/.installed && make install (in {ROOT})"
+    python = venv / "bin" / "python"
+    if python.exists():
+        shown = ".venv/bin/python" if Path.cwd().resolve() == ROOT else str(python)
+        return (
+            f"this Python ({sys.executable}) {lacks}; run the command with {shown}, or "
+            f"`. {venv}/bin/activate` first"
+        )
+    return (
+        f"this Python ({sys.executable}) {lacks}; run `make install` in {ROOT}, then use "
+        ".venv/bin/python"
+    )
+
+
+def explain_at_exit() -> None:
+    """Makes a missing dependency that reaches the top of a command one line (`missing_line`)
+    and status 1 rather than a traceback; any other exception keeps Python's own report."""
+    previous = sys.excepthook
+
+    def hook(kind, error, trace):
+        line = missing_line(error)
+        if line is None:
+            previous(kind, error, trace)
+        else:
+            print(f"error: {line}", file=sys.stderr)
+
+    sys.excepthook = hook
