@@ -27,6 +27,10 @@ define newline
 
 endef
 $(if $(findstring $(newline),$(CONFIG)$(WORKDIR)$(ARGS)),$(error CONFIG, WORKDIR and ARGS cannot hold a newline; rename the path, or run python -m mlp_jax.main yourself))
+# An empty PYTHON made the venv's line `-m venv .venv`, whose error make ignores; a `$` in the
+# clone's path failed pip's editable install in two tracebacks (setuptools expands it).
+$(if $(strip $(PYTHON)),,$(error PYTHON is empty; give the Python 3.11 or newer that makes $(VENV), e.g. make PYTHON=python3.11))
+$(if $(findstring $$,$(CURDIR)),$(error this clone's path holds a '$$', which pip's editable install takes for a variable; clone it into a path without one))
 RUN_WORKDIR = $(if $(WORKDIR),$(call quote,$(WORKDIR)),"runs/$$(basename $(call quote,$(CONFIG)) .py)")
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -34,23 +38,47 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: install data train eval test test-all lint docs bench speedrun parity exercises tune best \
 	notebook device-check
 
-install: $(VENV)/.installed data
+# A run given its data (ARGS=--config.data_dir=..., a bucket's on a TPU VM) needs none here.
+install: $(VENV)/.installed $(if $(findstring --config.data_dir,$(ARGS)),,data)
+
+# A .venv whose interpreter no longer runs (made by a Python since moved or removed, or one
+# this user may not run) is said so in one line, not met as "python: not found".
+check_venv = if [ -e $(VENV) ] && ! $(PY) -c "" 2>/dev/null; then echo "error: $(VENV) is \
+there, but $(PY) does not run (made by a Python since moved or removed, or one this user may \
+not run); delete $(VENV) and run make again" >&2; exit 2; fi
 
 $(VENV)/.installed: pyproject.toml
+	@$(check_venv)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(JAX)" -e ".[$(EXTRAS)]"
 	touch $@
 
-# Fashion-MNIST's IDX files: Debian's package where apt exists; otherwise the tfds extra, so
-# that TFDS downloads them on the first run (or set FASHION_MNIST_DIR to a folder holding them).
+# Fashion-MNIST's IDX files: found where a run looks for them (status 0), missing (3), or a
+# setting that names them wrongly (FASHION_MNIST_DIR: its one line, 2).
+define FIND_DATA
+import sys
+from mlp_jax import data, errors
+with errors.one_line_errors():
+    sys.exit(0 if data.find_idx_dir() else 3)
+endef
+export FIND_DATA
+
+# Missing: Debian's package where apt-get exists; else TFDS where it is installed (the tfds
+# extra: TensorFlow, 1.6 GB, which downloads them at the first run); else one line saying how
+# to get them.
 data: $(VENV)/.installed
-	@$(PY) -c "import sys; from mlp_jax.data import find_idx_dir; sys.exit(find_idx_dir() is None)" \
-	|| { command -v apt-get >/dev/null \
-	     && $(SUDO) apt-get update -qq \
-	     && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; } \
-	|| { echo "Fashion-MNIST IDX files not installed: adding the tfds extra, TFDS downloads them."; \
-	     $(PY) -m pip install -q -e ".[tfds]"; }
+	@$(check_venv)
+	@$(PY) -c "$$FIND_DATA"; found=$$?; [ $$found = 3 ] || exit $$found; \
+	{ command -v apt-get >/dev/null \
+	  && $(SUDO) apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; } \
+	|| { $(PY) -c "import importlib.util as u, sys; sys.exit(not u.find_spec('tensorflow_datasets'))" \
+	  && echo "Fashion-MNIST's IDX files not installed: TFDS downloads them at the first run."; } \
+	|| { echo "error: Fashion-MNIST's IDX files are not installed, and apt-get could not \
+	install dataset-fashion-mnist; put its four IDX files (github.com/zalandoresearch/fashion-mnist) \
+	in a folder and set FASHION_MNIST_DIR=FOLDER, or add TFDS to download them: \
+	$(PY) -m pip install -e '.[tfds]'" >&2; exit 2; }
 
 # A workdir or data in a bucket (gs://, as on a TPU VM) needs the gcs extra (gcsfs and Google's
 # storage client, about 60 MB): added when WORKDIR or ARGS name one.

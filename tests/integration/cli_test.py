@@ -21,6 +21,8 @@ from helpers import (
     without_tensorflow_env,
 )
 
+from mlp_jax import data
+
 
 def test_train_then_eval_end_to_end(trained_workdir):
     workdir, result = trained_workdir
@@ -562,6 +564,70 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # eval's ARGS were dropped, and with them the --data_dir its own line asks for.
     evaluated = make("eval", f"WORKDIR={workdir}", "ARGS=--data_dir=/nonexistent --bogus")
     assert "Unknown command line flag 'bogus'" in evaluated.stderr, evaluated.stderr
+
+
+def _make(*args, cwd=ROOT, env=None):
+    """make as a user's shell runs it (no make of the suite's own above it)."""
+    env = {k: v for k, v in (env or os.environ).items() if k not in ("MAKELEVEL", "MAKEFLAGS")}
+    return subprocess.run(
+        ["make", "-s", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_set_up_of_make_in_odd_states_is_one_line_each(tmp_path):
+    # Each was found by trial 13 as make's or Python's own lines.
+    # An empty PYTHON: "make: m: No such file or directory ... Error 127 (ignored)".
+    result = _make("-n", "train", "PYTHON=")
+    assert result.returncode == 2 and "PYTHON is empty; give the Python 3.11" in result.stderr
+    # A '$' in the clone's path: two setuptools tracebacks from pip's editable install.
+    odd = tmp_path / "my r$o"
+    odd.mkdir()
+    shutil.copy(ROOT / "Makefile", odd)
+    result = _make("-n", "install", cwd=odd)
+    assert result.returncode == 2 and "this clone's path holds a '$'" in result.stderr
+    # A .venv whose interpreter is gone: "/bin/sh: .venv/bin/python: not found", apt-get run
+    # for data already installed; without .installed, Python's own "[Errno 2]" from venv.
+    clone = tmp_path / "clone"
+    (clone / ".venv" / "bin").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, clone)
+    (clone / ".venv" / "bin" / "python").symlink_to(tmp_path / "gone" / "python3")
+    (clone / ".venv" / ".installed").touch()
+    for target in ("train", "install"):
+        result = _make(target, cwd=clone)
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[0] == (
+            "error: .venv is there, but .venv/bin/python does not run (made by a Python since "
+            "moved or removed, or one this user may not run); delete .venv and run make again"
+        )
+        (clone / ".venv" / ".installed").unlink(missing_ok=True)
+    # The data's setting naming them wrongly: a traceback, apt-get, then TensorFlow added.
+    here = ["-o", ".venv/.installed", f"PY={sys.executable}", "data"]
+    result = _make(*here, env={**os.environ, "FASHION_MNIST_DIR": "file:///x"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: file:///x: file:// paths are not read here")
+    assert "Traceback" not in result.stderr and "apt" not in result.stderr
+    # A run given its data (a bucket's, on a TPU VM) looks for none here.
+    given = _make("-n", "install", "ARGS=--config.data_dir=gs://bucket/fashion-mnist")
+    assert given.returncode == 0 and "FIND_DATA" not in given.stdout
+    assert "FIND_DATA" in _make("-n", "install").stdout
+    # The data missing and apt-get failing: TensorFlow and TFDS were installed into .venv,
+    # whose download then retried for 3.5 minutes. One line saying how to get them now.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "apt-get").write_text("#!/bin/sh\necho 'E: no network' >&2\nexit 100\n")
+    (fake / "apt-get").chmod(0o755)
+    (tmp_path / "empty").mkdir()
+    hidden = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && shift && exec "$@"']
+    hidden += [str(tmp_path / "empty"), str(data.DEBIAN_DIR), "make", "-s", *here]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS")}
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    result = subprocess.run(hidden, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-2].startswith(
+        "error: Fashion-MNIST's IDX files are not installed, and apt-get could not install "
+        "dataset-fashion-mnist; put its four IDX files"
+    )
 
 
 def test_a_compilation_cache_entry_that_is_a_pipe_is_passed_over(synthetic_dir, tmp_path):
