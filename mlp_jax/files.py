@@ -36,8 +36,11 @@ from mlp_jax.errors import (
 def expand_home(path: str) -> str | None:
     """`path` with a leading ~ or ~USER made that home folder, or None where there is none
     here (HOME unset for a user the system has no entry for, as in a container started
-    with a bare --user; an unknown USER): such a path is not left to name a folder "~" in
-    the current one."""
+    with a bare --user; an unknown USER; HOME set empty, which Python takes for the root
+    folder: 55 MB of caches were made in /.cache): such a path is not left to name a folder
+    "~" in the current one, nor one at the root."""
+    if path.split("/", 1)[0] == "~" and os.environ.get("HOME") == "":
+        return None
     expanded = os.path.expanduser(path)
     return None if expanded.startswith("~") else expanded
 
@@ -51,7 +54,7 @@ def _expanded(path: str | os.PathLike) -> str:
     if (expanded := expand_home(os.fspath(path))) is None:
         raise UserError(
             f"{os.fspath(path)}: names a home folder this process has none of (HOME is unset "
-            "or the user unknown); give the path in full"
+            "or empty, or the user unknown); give the path in full"
         )
     return expanded
 

@@ -405,3 +405,15 @@ def test_a_pipe_made_after_its_kind_was_asked_is_never_opened_as_a_file(tmp_path
     monkeypatch.setattr(files, "require_kind", lambda *args, **kwargs: False)  # Asked before.
     with pytest.raises(UserError, match="a link or a pipe where this command writes its lock"):
         files.open_one_name(files.as_path(tmp_path / ".lock"), "its lock", access=os.O_RDWR)
+
+
+def test_an_empty_home_names_no_home_folder(monkeypatch):
+    # Python takes an empty HOME for "/": the caches of `HOME= make train` went to /.cache
+    # (55 MB there, trial 13). The caches pass over it; a path a user gave is one line.
+    monkeypatch.setenv("HOME", "")
+    assert files.expand_home("~/.cache/mlp_jax/idx") is None
+    assert files.expand_home("/data/~x") == "/data/~x"
+    with pytest.raises(UserError, match="~/run: names a home folder this process has none of"):
+        files.as_path("~/run")
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert files.expand_home("~/x") == "/home/someone/x"
