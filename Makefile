@@ -47,11 +47,16 @@ check_venv = if [ -e $(VENV) ] && ! $(PY) -c "" 2>/dev/null; then echo "error: $
 there, but $(PY) does not run (made by a Python since moved or removed, or one this user may \
 not run); delete $(VENV) and run make again" >&2; exit 2; fi
 
+# One set-up at a time (flock, where util-linux has it): a second make in a fresh clone
+# replaced pip under the first's feet (pip's traceback); it now waits, then finds it done.
 $(VENV)/.installed: pyproject.toml
 	@$(check_venv)
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(JAX)" -e ".[$(EXTRAS)]"
+	@{ ! command -v flock >/dev/null || { exec 9>>$(VENV).lock && flock 9; }; }; \
+	[ ! $@ -nt pyproject.toml ] || exit 0; \
+	set -ex; \
+	$(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install -q --upgrade pip; \
+	$(PY) -m pip install -q "$(JAX)" -e ".[$(EXTRAS)]"; \
 	touch $@
 
 # Fashion-MNIST's IDX files: found where a run looks for them (status 0), missing (3), or a

@@ -630,6 +630,28 @@ def test_the_set_up_of_make_in_odd_states_is_one_line_each(tmp_path):
     )
 
 
+def test_two_makes_in_a_fresh_clone_set_it_up_once(tmp_path):
+    # The second's `pip install --upgrade pip` replaced pip under the first: its traceback
+    # (trial 13). A stand-in Python makes a .venv whose python logs each call, slowly.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, clone)
+    log = tmp_path / "calls"
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\nmkdir -p .venv/bin\n"
+        f"printf '#!/bin/sh\\necho \"$*\" >> {log}\\nsleep 1\\n' > .venv/bin/python\n"
+        "chmod +x .venv/bin/python\n"
+    )
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS")}
+    command = ["make", "-s", f"PYTHON={fake}", ".venv/.installed"]
+    makes = [subprocess.Popen(command, cwd=clone, env=env, stderr=subprocess.PIPE) for _ in "ab"]
+    assert [make.wait(timeout=60) for make in makes] == [0, 0]
+    assert log.read_text().count("pip install") == 2  # pip, then the project: once each.
+
+
 def test_a_compilation_cache_entry_that_is_a_pipe_is_passed_over(synthetic_dir, tmp_path):
     # JAX opened it as the run compiled that program, and waited for ever (trial 10).
     cache = tmp_path / "xla"
