@@ -239,6 +239,8 @@ def train_group(
     state = parallel.place(stack_states(padded, run.num_train), runner.copy_sharding)
     histories = [[] for _ in configs]
     resumed = None if saved is None else saved.restore_latest(jax.tree.map(_abstract, state))
+    if saved is not None:  # A full cache folder was found so once the population had trained.
+        saved.check_room_to_save(state)
     if resumed is not None:
         state, histories = resumed[0], resumed[1]["histories"]
         earlier_seconds = resumed[1]["seconds"]

@@ -5,7 +5,9 @@ equal bit for bit to its own run: compiled_as_users_test.py.)"""
 
 import functools
 import json
+import os
 import signal
+import types
 
 import jax
 import numpy as np
@@ -217,6 +219,22 @@ def test_a_cached_result_of_another_shape_is_one_line_and_kept(
     with pytest.raises(UserError, match=f"{problem}.* delete it"):
         sweep.train_population(configs, dataset, cache_dir=tmp_path, progress=False)
     assert [p.read_text() for p in tmp_path.glob("*.json")] == [cached]
+
+
+def test_a_cache_folder_without_room_is_refused_before_the_population_trains(
+    synthetic_dir, dataset, tmp_path, monkeypatch
+):
+    # A study's cache on a full disk was found full once its first population had trained
+    # and its results were written (trial 10).
+    real = os.statvfs(tmp_path)
+    fields = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
+    full = types.SimpleNamespace(**{**fields, "f_bavail": 0})
+    monkeypatch.setattr(os, "statvfs", lambda _: full)
+    trained = []
+    monkeypatch.setattr(loop, "epochs", lambda *a, **k: trained.append(1) or iter(()))
+    with pytest.raises(UserError, match=r"cache/.*partial/checkpoints: the file system holding it"):
+        sweep.train_population([tiny_config(synthetic_dir)], dataset, cache_dir=tmp_path / "cache")
+    assert not trained
 
 
 def test_a_signal_in_a_populations_last_epoch_stops_the_sweep_after_caching_it(
