@@ -613,6 +613,8 @@ def flag_config(flag, example: str, kind: str = "", fields: tuple[str, ...] = ()
     if not flag.present:
         raise UserError(f"--config is required, e.g. --config={example}")
     path = config_flags.get_config_filename(flag)
+    if not path:  # As `make train CONFIG=` gives it: "Path to config file is an empty string".
+        raise UserError(f"--config is empty; give an experiment file, e.g. --config={example}")
     config = flag.value
     try:
         config.get("model")  # ml_collections defers some load errors to first use.

@@ -145,6 +145,8 @@ def test_missing_config_file_and_workdir(tmp_path):
         run_cli("--config=experiments/nope.py", f"--workdir={tmp_path}"), "nope.py"
     )
     assert_one_line_error(run_cli(*TINY), "--workdir is required")
+    # `make train CONFIG=`: "... failure to load: Path to config file is an empty string."
+    assert_one_line_error(run_cli("--config=", f"--workdir={tmp_path}"), "--config is empty; give")
     assert_one_line_error(run_cli("--mode=eval", f"--workdir={tmp_path}"), "config.json: missing")
     # A newline in the path: the line was cut there, naming "TMP/no".
     assert_one_line_error(
