@@ -31,7 +31,7 @@ $(if $(findstring $(newline),$(CONFIG)$(WORKDIR)$(ARGS)),$(error CONFIG, WORKDIR
 # clone's path failed pip's editable install in two tracebacks (setuptools expands it).
 $(if $(strip $(PYTHON)),,$(error PYTHON is empty; give the Python 3.11 or newer that makes $(VENV), e.g. make PYTHON=python3.11))
 $(if $(findstring $$,$(CURDIR)),$(error this clone's path holds a '$$', which pip's editable install takes for a variable; clone it into a path without one))
-RUN_WORKDIR = $(if $(WORKDIR),$(call quote,$(WORKDIR)),"runs/$$(basename $(call quote,$(CONFIG)) .py)")
+RUN_WORKDIR = $(if $(WORKDIR),$(call quote,$(WORKDIR)),"runs/$$(basename -- $(call quote,$(CONFIG)) .py)")
 ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -48,10 +48,13 @@ there, but $(PY) does not run (made by a Python since moved or removed, or one t
 not run); delete $(VENV) and run make again" >&2; exit 2; fi
 
 # One set-up at a time (flock, where util-linux has it): a second make in a fresh clone
-# replaced pip under the first's feet (pip's traceback); it now waits, then finds it done.
+# replaced pip under the first's feet (pip's traceback); it now waits, saying so, then finds
+# it done.
 $(VENV)/.installed: pyproject.toml
 	@$(check_venv)
-	@{ ! command -v flock >/dev/null || { exec 9>>$(VENV).lock && flock 9; }; }; \
+	@{ ! command -v flock >/dev/null || { exec 9>>$(VENV).lock && { flock -n 9 || { echo \
+	  "make: waiting for the set-up of $(VENV) another make is running (it holds $(VENV).lock)"; \
+	  flock 9; }; }; }; }; \
 	[ ! $@ -nt pyproject.toml ] || exit 0; \
 	set -ex; \
 	$(PYTHON) -m venv $(VENV); \
@@ -63,6 +66,8 @@ $(VENV)/.installed: pyproject.toml
 # setting that names them wrongly (FASHION_MNIST_DIR: its one line, 2).
 define FIND_DATA
 import sys
+from mlp_jax import starting
+starting.stop_at_once_while_starting()  # Ctrl-C in its imports: one line, as a command's.
 from mlp_jax import data, errors
 with errors.one_line_errors():
     sys.exit(0 if data.find_idx_dir() else 3)

@@ -160,7 +160,7 @@ def _add_preconditions() -> None:
 
 def main(port: int, bucket: str) -> None:
     # Not a command of errors.run_command, which takes over the signals from the start-up
-    # handler its package set (mlp_jax.signals.stop_at_once_while_starting): Python's own.
+    # handler its package set (mlp_jax.starting.stop_at_once_while_starting): Python's own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _add_preconditions()
     # The emulator answers one request at a time; TensorStore sends dozens at once, and the

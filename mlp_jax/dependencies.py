@@ -7,6 +7,7 @@ path needs is imported there: importlib.metadata takes 0.02 s).
 
 import contextlib
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -81,27 +82,9 @@ def missing_line(error: BaseException) -> str | None:
         return f"{venv} {lacks}; install it again: rm {venv}/.installed && make install (in {ROOT})"
     python = venv / "bin" / "python"
     if python.exists():
-        shown = ".venv/bin/python" if Path.cwd().resolve() == ROOT else str(python)
-        return (
-            f"this Python ({sys.executable}) {lacks}; run the command with {shown}, or "
-            f"`. {venv}/bin/activate` first"
-        )
+        shown = ".venv/bin/python" if Path.cwd().resolve() == ROOT else shlex.quote(str(python))
+        return f"this Python ({sys.executable}) {lacks}; run the command with {shown}"
     return (
         f"this Python ({sys.executable}) {lacks}; run `make install` in {ROOT}, then use "
         ".venv/bin/python"
     )
-
-
-def explain_at_exit() -> None:
-    """Makes a missing dependency that reaches the top of a command one line (`missing_line`)
-    and status 1 rather than a traceback; any other exception keeps Python's own report."""
-    previous = sys.excepthook
-
-    def hook(kind, error, trace):
-        line = missing_line(error)
-        if line is None:
-            previous(kind, error, trace)
-        else:
-            print(f"error: {line}", file=sys.stderr)
-
-    sys.excepthook = hook

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 from absl import app, flags, logging
 
 from mlp_jax import dependencies
+from mlp_jax.starting import signal_name, stopped_while_starting
 
 
 class UserError(Exception):
@@ -96,15 +97,6 @@ def error_line(message: str) -> None:
         return
     with contextlib.suppress(OSError, ValueError):  # A full or closed stream: the status.
         print(f"error: {_first_words(message) or 'failed'}", file=sys.stderr, flush=True)
-
-
-def signal_name(number: int) -> str:
-    """'SIGHUP' for its number; 'SIGRTMIN+3' for a real-time signal, which Python names
-    only at the ends of their range."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIGRTMIN+{number - signal.SIGRTMIN}"
 
 
 def first_line(error: BaseException | str, limit: int = 200) -> str:
@@ -648,15 +640,6 @@ def run_command(
         number = getattr(e, "signal_number", signal.SIGINT)
         error_line(stopped_while_starting(number))
         raise StoppedExit(128 + number) from None
-
-
-def stopped_while_starting(signal_number: int) -> str:
-    """The line of a command a signal stopped before its main (`run_command`, and
-    `mlp_jax.signals.stop_at_once_while_starting` where it was set)."""
-    return (
-        f"stopped by {signal_name(signal_number)} as it started, before it did anything; "
-        "rerun the command"
-    )
 
 
 def _start(main, define_flags, arguments: bool, start_devices: bool) -> None:

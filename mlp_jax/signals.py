@@ -19,12 +19,8 @@ import sys
 import threading
 import time
 
-from mlp_jax.errors import (
-    environment_number,
-    error_line,
-    signal_name,
-    stopped_while_starting,
-)
+from mlp_jax.errors import environment_number, error_line, signal_name
+from mlp_jax.starting import stopped_at_once
 
 # The signals whose default action ends the process and that nothing in this process uses:
 # the faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGSYS, SIGTRAP) are left to the
@@ -134,27 +130,8 @@ def _send_dropped_stops_again() -> None:
 
 def _is_default(handler) -> bool:
     """Whether `handler` is the one a signal starts with (Python's own, for SIGINT, or the
-    command's as it starts: `stop_at_once_while_starting`)."""
-    return handler in (signal.SIG_DFL, signal.default_int_handler, _stopped_while_starting)
-
-
-def stop_at_once_while_starting() -> None:
-    """Makes Ctrl-C (SIGINT) end the process at once, in one line and status 130, until the
-    command takes the signals (`exit_on_signals`): nothing is in flight before its main. As
-    Python's KeyboardInterrupt it was a traceback from wherever an import was, a crash
-    where it cut a C extension's set-up short (numpy's, jaxlib's), or lost where it fell in
-    JAX's garbage-collection callback, the command then running to its end. Called as a
-    command's package is imported (mlp_jax/__init__.py); a process started ignoring SIGINT
-    keeps ignoring it."""
-    main = threading.current_thread() is threading.main_thread()
-    if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _stopped_while_starting)
-
-
-def _stopped_while_starting(signal_number, _frame):
-    error_line(stopped_while_starting(signal_number))
-    sys.stdout.flush()
-    os._exit(128 + signal_number)
+    command's as it starts: `starting.stop_at_once_while_starting`)."""
+    return handler in (signal.SIG_DFL, signal.default_int_handler, stopped_at_once)
 
 
 def exit_on_signals() -> None:

@@ -560,6 +560,10 @@ def test_make_takes_a_workdir_whose_name_holds_a_space(tmp_path):
     # functions, word by word, made it "runs/my mlp concise").
     evaluated = make("eval", "CONFIG=my experiments/mlp concise.py")
     assert f"error: {ROOT}/runs/mlp concise/config.json: missing" in evaluated.stderr
+    # A config named with a leading '-': basename took it for options, and the run was
+    # trained into runs/ itself (trial 13).
+    evaluated = make("eval", "CONFIG=-wide.py")
+    assert f"error: {ROOT}/runs/-wide/config.json: missing" in evaluated.stderr, evaluated.stderr
     # A newline cannot be quoted for the shell: "Syntax error: Unterminated quoted string".
     evaluated = make("eval", f"WORKDIR={tmp_path}/a\nb")
     assert "CONFIG, WORKDIR and ARGS cannot hold a newline" in evaluated.stderr
@@ -649,9 +653,16 @@ def test_two_makes_in_a_fresh_clone_set_it_up_once(tmp_path):
     fake.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS")}
     command = ["make", "-s", f"PYTHON={fake}", ".venv/.installed"]
-    makes = [subprocess.Popen(command, cwd=clone, env=env, stderr=subprocess.PIPE) for _ in "ab"]
-    assert [make.wait(timeout=60) for make in makes] == [0, 0]
+    makes = [
+        subprocess.Popen(command, cwd=clone, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in "ab"
+    ]
+    outputs = [make.communicate(timeout=60)[0] for make in makes]
+    assert [make.returncode for make in makes] == [0, 0]
     assert log.read_text().count("pip install") == 2  # pip, then the project: once each.
+    # The second said why it waited (it waited without a word for as long as it took).
+    waiting = "make: waiting for the set-up of .venv another make is running (it holds .venv.lock)"
+    assert sorted(output.count(waiting) for output in outputs) == [0, 1], outputs
 
 
 def test_a_compilation_cache_entry_that_is_a_pipe_is_passed_over(synthetic_dir, tmp_path):

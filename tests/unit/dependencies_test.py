@@ -55,8 +55,7 @@ def test_a_python_without_the_dependencies_is_one_line_naming_the_one_to_use():
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         f"error: this Python ({sys.executable}) lacks mlp_jax's dependency absl-py (No module "
-        "named 'absl'); run the command with .venv/bin/python, or "
-        f"`. {ROOT / '.venv'}/bin/activate` first"
+        "named 'absl'); run the command with .venv/bin/python"
     ]
 
 
