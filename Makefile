@@ -43,7 +43,9 @@ install: $(VENV)/.installed $(if $(findstring --config.data_dir,$(ARGS)),,data)
 
 # A .venv whose interpreter no longer runs (made by a Python since moved or removed, or one
 # this user may not run) is said so in one line, not met as "python: not found".
-check_venv = if [ -e $(VENV) ] && ! $(PY) -c "" 2>/dev/null; then echo "error: $(VENV) is \
+check_venv = if [ -e $(VENV) ] && [ ! -d $(VENV) ]; then echo "error: $(VENV) is a file, not \
+the folder make sets up; move it away, or give make VENV=another" >&2; exit 2; \
+elif [ -e $(VENV) ] && ! $(PY) -c "" 2>/dev/null; then echo "error: $(VENV) is \
 there, but $(PY) does not run (made by a Python since moved or removed, or one this user may \
 not run); delete $(VENV) and run make again" >&2; exit 2; fi
 

@@ -607,6 +607,12 @@ def test_the_set_up_of_make_in_odd_states_is_one_line_each(tmp_path):
             "moved or removed, or one this user may not run); delete .venv and run make again"
         )
         (clone / ".venv" / ".installed").unlink(missing_ok=True)
+    # A file of the user's named .venv: Python's "Unable to create directory".
+    shutil.rmtree(clone / ".venv")
+    (clone / ".venv").write_text("mine")
+    result = _make("install", cwd=clone)
+    assert result.returncode == 2 and (clone / ".venv").read_text() == "mine"
+    assert result.stderr.startswith("error: .venv is a file, not the folder make sets up; move")
     # The data's setting naming them wrongly: a traceback, apt-get, then TensorFlow added.
     here = ["-o", ".venv/.installed", f"PY={sys.executable}", "data"]
     result = _make(*here, env={**os.environ, "FASHION_MNIST_DIR": "file:///x"})
