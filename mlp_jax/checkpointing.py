@@ -51,6 +51,8 @@ ORBAX = "orbax.checkpoint"
 _ITEMS = ("state", "meta")
 # The file of a finished save that describes its arrays (their tree, shapes and dtypes).
 _METADATA_OF_ARRAYS = "state/_METADATA"
+# Where it lists the arrays each process wrote.
+_ARRAY_LISTINGS = "state/array_metadatas"
 CONFIG_FILE = "config.json"
 
 
@@ -154,10 +156,14 @@ def _keep_stray_reads_off_stderr() -> None:
 
 class _DropMissingMetadata(stdlib_logging.Filter):
     """Drops Orbax's warning that a checkpoint folder lacks its metadata file, logged as it
-    lists them: `_check_whole` says so of that folder in the command's one line."""
+    lists them (`_check_whole` says so of that folder in the command's one line), and its
+    error lines for one it cannot parse (an empty file): not needed to restore, it is passed
+    over, and the lines came 3 to 6 times a command (trial 12)."""
 
     def filter(self, record: stdlib_logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Metadata file does not exist")
+        return not str(record.msg).startswith(
+            ("Metadata file does not exist", "Failed to json parse Metadata file")
+        )
 
 
 def _quiet_missing_metadata() -> None:
@@ -183,8 +189,8 @@ _RESTORED_FOLDERS: set[str] = set()
 def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
     """Whether `error`, reported where `reported_at` (a traceback) says, is a stray read:
     "Event loop is closed" raised in `call_soon_threadsafe`; an exception raised in Orbax's
-    own code; or an error TensorStore handed over unraised (no frames at all) that names a
-    checkpoint folder this process restored from."""
+    own code; or an error of TensorStore's (its status code first) that names a checkpoint
+    folder this process restored from, handed over unraised or through asyncio's frames."""
     frames = traceback.extract_tb(reported_at)
     if error is not None:
         frames += traceback.extract_tb(error.__traceback__)
@@ -192,11 +198,9 @@ def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
         return any(frame.name == "call_soon_threadsafe" for frame in frames)
     if error is None:
         return False
-    if not frames:
-        text = str(error)
-        return _TENSORSTORE_STATUS.match(text) is not None and any(
-            folder in text for folder in _RESTORED_FOLDERS
-        )
+    text = str(error)
+    if _TENSORSTORE_STATUS.match(text) and any(folder in text for folder in _RESTORED_FOLDERS):
+        return True  # Unraised, or through asyncio's own frames alone (1 in 29; trial 12).
     return any(f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in frame.filename for frame in frames)
 
 
@@ -218,8 +222,9 @@ _DAMAGE_SIGNS = (
     "ZSTD_decompressStream() failed",
 )
 # Errors of the same meaning raised by Python while the checkpoint's own JSON files are
-# parsed (nothing else is parsed during a restore), or by the fingerprint's check.
-_DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError)
+# parsed (nothing else is parsed during a restore: JSON nested too deep is a RecursionError),
+# or by the fingerprint's check.
+_DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError, RecursionError)
 
 
 def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
@@ -248,21 +253,54 @@ def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
 
 
 def _description_damage(folder: epath.Path) -> str | None:
-    """What proves damaged the file of a finished checkpoint that describes its arrays (Orbax
-    writes it before the checkpoint is committed): missing, or not the JSON object of a
-    tree; None where it is whole, or cannot be read (the readability check decides)."""
+    """What proves damaged the files of a finished checkpoint that describe its arrays (Orbax
+    writes them before the checkpoint is committed, of these kinds only): the description
+    missing, not JSON, no tree, an empty one, an entry of no array, or fewer arrays than a
+    process's listing of those it wrote (taken for "a model of other shapes", or
+    tracebacks; trial 12); None where they are whole, or cannot be read (the readability
+    check decides)."""
     path = folder / _METADATA_OF_ARRAYS
     if files.kind(path) is None:
         return f"its {_METADATA_OF_ARRAYS} is missing"
+    described = _json_of(path)
+    if isinstance(described, str) or described is None:
+        return described
+    tree = described.get("tree_metadata") if isinstance(described, dict) else None
+    if not (isinstance(tree, dict) and tree):
+        return f"its {_METADATA_OF_ARRAYS} describes no tree of arrays"
+    arrays = 0
+    for entry in tree.values():
+        keys = entry.get("key_metadata") if isinstance(entry, dict) else None
+        value = entry.get("value_metadata") if isinstance(entry, dict) else None
+        if not (isinstance(keys, list) and isinstance(value, dict)):
+            return f"its {_METADATA_OF_ARRAYS} holds an entry of no array"
+        arrays += value.get("value_type") == "jax.Array"
+    # Counted, not named: each process lists the arrays it wrote, a part of those described
+    # (empty containers are described too, as skipped).
+    for listing in (folder / _ARRAY_LISTINGS).glob("process_*"):
+        listed = _json_of(listing)
+        if isinstance(listed, str) or listed is None:
+            return listed
+        held = listed.get("array_metadatas") if isinstance(listed, dict) else None
+        if not isinstance(held, list):
+            return f"its {_ARRAY_LISTINGS}/{listing.name} lists no arrays"
+        if len(held) > arrays:
+            return (
+                f"its {_ARRAY_LISTINGS}/{listing.name} lists {len(held)} arrays, and its "
+                f"{_METADATA_OF_ARRAYS} describes {arrays}"
+            )
+    return None
+
+
+def _json_of(path: epath.Path):
+    """The JSON a checkpoint's file holds; a few words where it is not JSON (damage); None
+    where it cannot be read (the readability check decides)."""
     try:
-        described = json.loads(files.read_bytes(path))
+        return json.loads(files.read_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return f"its {_METADATA_OF_ARRAYS} is not valid JSON"
+        return f"its {path.parent.name}/{path.name} is not valid JSON"
     except (OSError, UserError):
         return None
-    if not (isinstance(described, dict) and "tree_metadata" in described):
-        return f"its {_METADATA_OF_ARRAYS} describes no tree of arrays"
-    return None
 
 
 def _spellings(folder: epath.Path) -> tuple[str, ...]:
@@ -309,6 +347,12 @@ def _check_entries(folder: epath.Path) -> None:
                     refuse(e)
 
 
+# What a run's checkpoints hold in their meta beside the state's fingerprint, and its readers
+# take from it (a population's saves hold their histories instead).
+RUN_META = ("steps_per_epoch",)
+# The whole numbers of a checkpoint's meta, where present, and their ranges.
+_META_RANGES = {"epoch": (0, 2**31 - 1), "step": (0, 2**31 - 1), "steps_per_epoch": (1, 2**31 - 1)}
+
 # The file of each checkpoint that Orbax's manager reads as it lists them.
 _LISTED_METADATA = "_CHECKPOINT_METADATA"
 
@@ -316,16 +360,25 @@ _LISTED_METADATA = "_CHECKPOINT_METADATA"
 def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
     """Checks what Orbax's manager reads as it lists the checkpoints (each one's own
     metadata file), as _check_entries checks a checkpoint before it is restored: a pipe or a
-    device there held the listing for ever, deaf to SIGTERM. A checkpoint a running run
-    rotates out meanwhile is passed over, as the listing passes it over.
+    device there held the listing for ever, deaf to SIGTERM; JSON of another shape was
+    Orbax's traceback in every command. A checkpoint whose folder is a link leading nowhere
+    (a disk not mounted) was passed over without a word, an older one evaluated. A
+    checkpoint a running run rotates out meanwhile is passed over, as the listing passes it
+    over.
 
     Raises:
-      UserError: naming the file.
+      UserError: naming the file or the link.
     """
     if files.is_remote(checkpoints) or files.kind(checkpoints) != "a folder":
         return
     with contextlib.suppress(FileNotFoundError):
         for step in os.scandir(checkpoints):
+            if step.name.isdigit() and step.is_symlink() and not os.path.exists(step.path):
+                raise UserError(
+                    f"{step.path}: a link to {os.readlink(step.path)}, which is not there (a "
+                    "disk not mounted?); nothing was moved: mount it, or move the link away, "
+                    "and rerun"
+                )
             if not (step.name.isdigit() and step.is_dir()):
                 continue
             metadata = epath.Path(step.path) / _LISTED_METADATA
@@ -334,6 +387,50 @@ def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
                     f"{metadata} is {found}, where a checkpoint holds a file; nothing was "
                     "moved; move it away and rerun"
                 )
+            if found and (problem := _listed_metadata_problem(metadata)):
+                raise UserError(
+                    f"{metadata}: {problem}, which Orbax cannot list; nothing was moved: the "
+                    "file is not needed to restore, move it away and rerun"
+                )
+
+
+# Orbax's fields of a checkpoint's own metadata file that are not objects: the nanosecond
+# times it reads as dates (up to the year 9999).
+_LISTED_TIMES = ("init_timestamp_nsecs", "commit_timestamp_nsecs")
+_LAST_NANOSECOND = 253402300800 * 10**9
+
+
+def _what_stands(path: epath.Path) -> str:
+    """What stands at a local `path` that is there, in a few words (a link named as one)."""
+    if os.path.islink(path):
+        gone = "" if os.path.exists(path) else ", which is not there"
+        return f"a link to {os.readlink(path)}{gone}"
+    return files.kind(path) or "something"
+
+
+def _listed_metadata_problem(path: epath.Path) -> str | None:
+    """What in a checkpoint's own metadata file Orbax's listing would fail on: JSON that is
+    not an object, or fields of other kinds. JSON it cannot parse (an empty file) it passes
+    over, warning (`_DropMissingMetadata`); so does this."""
+    try:
+        listed = json.loads(files.read_bytes(path))
+    except (OSError, UserError, ValueError):
+        return None
+    if not isinstance(listed, dict):
+        return f"a JSON {type(listed).__name__}, not an object"
+    handlers = listed.get("item_handlers")
+    if handlers is not None and not isinstance(handlers, dict | str):
+        return "its item_handlers are neither an object nor a string"
+    for name in _LISTED_TIMES:
+        time_ = listed.get(name)
+        if time_ is not None and not (
+            isinstance(time_, int) and not isinstance(time_, bool) and 0 <= time_ < _LAST_NANOSECOND
+        ):
+            return f"its {name} is no time in nanoseconds"
+    for name in ("metrics", "performance_metrics", "custom_metadata"):
+        if listed.get(name) is not None and not isinstance(listed[name], dict):
+            return f"its {name} is not an object"
+    return None
 
 
 def _file_size_limit_problem(state, epoch: int | None = None) -> str | None:
@@ -517,13 +614,21 @@ class CheckpointStore:
     an unreadable checkpoint is skipped, not set aside, and unfinished saves stay in place.
     """
 
-    def __init__(self, workdir: str | os.PathLike, keep: int, read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        keep: int,
+        read_only: bool = False,
+        needs: tuple[str, ...] = (),
+    ):
         self.workdir = workdir_path(workdir, "read" if read_only else "save")
         self.read_only = read_only
+        self.needs = needs  # What the reader takes from each checkpoint's meta.
         self.keep = keep
         self._manager = None
         self._saved = False  # Whether this store has saved: rotation follows a save only.
         _quiet_missing_metadata()
+        _refuse_checkpoints_of_another_run(self.workdir)
         if not read_only:
             _check_path_room(self.workdir)
             self._remove_unfinished_saves()
@@ -592,6 +697,28 @@ class CheckpointStore:
                         if leftover.name.isdigit() and _rotated_out(leftover):
                             _delete(leftover, "the leftover of a rotated-out checkpoint")
 
+    def refuse_what_stands_where_it_saves(self, epochs: range) -> None:
+        """Refuses, before a run trains, anything at the name of a checkpoint it may save
+        (`epochs`): a file or a folder a user put there, or a link to a disk not mounted.
+        Found at the save, an epoch was trained and lost, said to be "made while this run
+        trained"; a link that leads nowhere failed the save in Orbax's threads, in 103
+        lines (trial 12).
+
+        Raises:
+          UserError: naming the first such entry; nothing was written over it.
+        """
+        folder = self.workdir / CHECKPOINT_DIR
+        if files.is_remote(folder):  # A bucket's saves are written in place.
+            return
+        with os.scandir(folder) as entries:
+            standing = sorted(int(e.name) for e in entries if e.name.isdigit())
+        if epoch := next((e for e in standing if e in epochs), None):
+            path = folder / str(epoch)
+            raise UserError(
+                f"{path}: {_what_stands(path)} stands where this run saves epoch {epoch}; "
+                "nothing was trained or written over it: move it away, then rerun"
+            )
+
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously
         (never in a read-only store).
@@ -614,7 +741,7 @@ class CheckpointStore:
         # listing's StepAlreadyExistsError. In a bucket a save is written in place, over
         # what a killed one left there, which the next run's save takes over.
         target = self.workdir / CHECKPOINT_DIR / str(epoch)
-        made = not files.is_remote(target) and target.exists()
+        made = not files.is_remote(target) and os.path.lexists(target)  # A link too.
         if parallel.max_over_processes(int(made)):  # Every process refuses.
             raise UserError(
                 f"{target}: made while this run trained (by another program, or by hand) where "
@@ -779,6 +906,16 @@ class CheckpointStore:
             raise Damaged("its meta holds no fingerprint of the state")
         if fingerprint(state) != saved:
             raise Damaged("the state does not match the fingerprint saved with it")
+        # The fingerprint is the state's: the meta file is checked for what its readers
+        # index (an edited one was a KeyError or a TypeError in restore_workdir; trial 12).
+        if missing := [key for key in self.needs if key not in meta]:
+            raise Damaged(f"its meta holds no {missing[0]}")
+        for key, (low, high) in _META_RANGES.items():
+            value = meta.get(key, low)
+            if not (
+                isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+            ):
+                raise Damaged(f"its meta's {key} is {value!r}, not a whole number in {low}..{high}")
         return state, meta
 
     def _check_readable(self, epoch: int) -> None:
@@ -806,6 +943,12 @@ class CheckpointStore:
         """Moves a damaged checkpoint out of Orbax's way, keeping it for inspection."""
         source = self.workdir / CHECKPOINT_DIR / str(epoch)
         target = self.workdir / UNREADABLE_DIR / f"{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        # A name already taken (a clock set back, an earlier set-aside in the same second)
+        # ended in "a file: File exists" (trial 12): the next free one.
+        taken = 1
+        while os.path.lexists(target if taken == 1 else f"{target}-{taken}"):
+            taken += 1
+        target = target if taken == 1 else epath.Path(f"{target}-{taken}")
         if jax.process_index() == 0 and source.exists():
             files.move_folder(source, target)
         self.manager.reload()
@@ -896,6 +1039,8 @@ class CheckpointStore:
         """One checkpoint's (state, meta); None where it is damaged (set aside, or skipped)."""
         _check_entries(folder)
         _check_whole(folder)
+        if described := _description_damage(folder):  # Before its description is read.
+            return self._damaged(epoch, described)
         saved = self._saved_layout(epoch)
         mismatch = saved is not None and layout_mismatch(saved, wanted)
         if mismatch:
@@ -907,24 +1052,17 @@ class CheckpointStore:
             state, meta = self._restore(epoch, abstract_state)
         except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
             reason = errors.first_line(e)
-            # Without the description of its arrays, Orbax reads them as another tree.
-            undescribed = _description_damage(folder) if saved is None else None
-            if undescribed is None and any(sign in str(e) for sign in _MISMATCH_SIGNS):
+            if any(sign in str(e) for sign in _MISMATCH_SIGNS):
                 raise UserError(
                     f"{folder}: saved by a model of other shapes ({reason}); use the "
                     "config that trained it or a new --workdir"
                 ) from None
-            self._check_readable(epoch)  # The environment's failure is one line.
-            evidence = undescribed or damage_evidence(e, folder)
+            evidence = damage_evidence(e, folder)
             if evidence is None:
+                self._check_readable(epoch)  # The environment's failure is one line.
                 e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")
                 raise
-            if self.read_only:
-                logging.warning("checkpoint %s is damaged (%s); skipped", epoch, evidence)
-                return None
-            target = self._set_aside(epoch)
-            logging.warning("checkpoint %s is damaged (%s); moved to %s", epoch, evidence, target)
-            return None
+            return self._damaged(epoch, evidence)
         if first_value(state.epoch) != epoch:
             folder, held = self.workdir / CHECKPOINT_DIR, first_value(state.epoch)
             raise UserError(
@@ -933,6 +1071,17 @@ class CheckpointStore:
                 "out of that folder"
             )
         return state, meta
+
+    def _damaged(self, epoch: int, evidence: str) -> None:
+        """A checkpoint proven damaged by `evidence` once every file of it is readable
+        (`_check_readable`: else the environment's failure, one line): skipped read-only,
+        set aside otherwise, with a warning either way."""
+        self._check_readable(epoch)
+        if self.read_only:
+            logging.warning("checkpoint %s is damaged (%s); skipped", epoch, evidence)
+            return
+        target = self._set_aside(epoch)
+        logging.warning("checkpoint %s is damaged (%s); moved to %s", epoch, evidence, target)
 
     def close(self, rotate: bool = True) -> None:
         """Waits for the save in flight, deletes the checkpoints beyond the newest `keep`
@@ -1001,6 +1150,27 @@ def runs_checkpoints_holding(
     return None
 
 
+def _refuse_checkpoints_of_another_run(workdir: epath.Path) -> None:
+    """Refuses a workdir whose checkpoints folder is, through a link, another run's: it
+    resumed from that run's checkpoint without a word, saved into it and rotated away its
+    good checkpoints (trial 12). A link to a folder of no run (checkpoints moved to a bigger
+    disk) is the run's own.
+
+    Raises:
+      UserError: naming the link, the other run and the fix; nothing was read or written.
+    """
+    link = workdir / CHECKPOINT_DIR
+    if files.is_remote(link) or not os.path.islink(link):
+        return
+    holder = epath.Path(os.path.realpath(link)).parent
+    if holder != epath.Path(os.path.realpath(workdir)) and _is_a_runs_workdir(holder):
+        raise UserError(
+            f"{link}: a link into the workdir of another run ({holder}), whose checkpoints "
+            "this run would read, save among and rotate away; nothing was read or written: "
+            "give this run a checkpoints folder of its own, or use that run's --workdir"
+        )
+
+
 def _is_a_runs_workdir(folder: epath.Path) -> bool:
     """Whether `folder` holds a run's config.json (another project's is no run's)."""
     if files.kind(folder / CONFIG_FILE) != "a file":
@@ -1062,7 +1232,7 @@ def restore_workdir(workdir: str | os.PathLike) -> Restored:
         config = read_config(workdir)
         model = models.build_model(config)
         sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        store = CheckpointStore(workdir, config.keep_checkpoints, read_only=True)
+        store = CheckpointStore(workdir, config.keep_checkpoints, read_only=True, needs=RUN_META)
         # The optimiser state's structure does not depend on the schedule's length; the
         # run's own optimiser is rebuilt from the steps per epoch its checkpoint records.
         placeholder_tx = optim.make_optimizer(config, steps_per_epoch=1)

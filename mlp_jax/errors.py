@@ -137,6 +137,7 @@ _OS_ERROR_FIXES = {
     errno.ELOOP: "a symbolic link in it points in a loop; fix the link or use another {flag}",
     errno.EFBIG: "larger than this process may write (`ulimit -f`); raise the limit and rerun",
     errno.ETXTBSY: "busy (another program is using it); wait for it or use another {flag}",
+    errno.EBUSY: "busy (a mount point, or in use); unmount or free it, or use another {flag}",
 }
 _OS_ERROR_CLASSES = {
     FileNotFoundError: errno.ENOENT,

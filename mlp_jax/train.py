@@ -225,7 +225,9 @@ def train_and_evaluate(
         # Entered before the store, so left after its last save is written: a signal while
         # it is written (a second Ctrl-C) is one more stop request, not an exception.
         stop = cleanup.enter_context(signals.StopRequests())
-        store = checkpointing.CheckpointStore(workdir, config.keep_checkpoints)
+        store = checkpointing.CheckpointStore(
+            workdir, config.keep_checkpoints, needs=checkpointing.RUN_META
+        )
         # A run that lost its lock rotates nothing: the workdir is another run's now.
         cleanup.callback(lambda: store.close(rotate=lock.lost() is None))
         if store.saved_epochs():
@@ -248,6 +250,7 @@ def train_and_evaluate(
         state = restored[0] if resuming else steps.create_train_state(model, run.tx, config.seed)
         _refuse_fewer_epochs(config, workdir, int(state.epoch))
         start_epoch = int(state.epoch)
+        store.refuse_what_stands_where_it_saves(range(start_epoch + 1, config.num_epochs + 1))
         log = writers.JsonlLog(workdir / writers.JSONL_FILE)
         history = log.truncate_after(start_epoch) if is_main_process else []
         _write_config(config, workdir)  # After every file it replaces was read and accepted.

@@ -514,3 +514,25 @@ def test_an_unknown_plot_backend_does_not_end_a_notebooks_import_of_the_studies(
         env={"MPLBACKEND": "bogus"},
     )
     assert result.returncode == 0 and result.stdout == "alive\n", result.stderr
+
+
+def test_a_stop_after_the_works_last_look_is_delivered_as_the_work_ends():
+    # A SIGTERM as a finished run rotated its old checkpoints out: exit 0, no line, the work
+    # going on 13 s more (trial 12). Delivered now, to the handler it would have met.
+    from mlp_jax import signals  # noqa: PLC0415
+
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, _frame: received.append(number))
+    try:
+        with signals.StopRequests():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)  # Its handler runs: the request is only noted.
+            assert received == []
+        assert received == [signal.SIGUSR1]
+        with pytest.raises(RuntimeError), signals.StopRequests():  # Said by the work itself.
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+            raise RuntimeError("the work's own stop")
+        assert received == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
