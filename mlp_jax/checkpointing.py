@@ -371,8 +371,8 @@ def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
     """
     if files.is_remote(checkpoints) or files.kind(checkpoints) != "a folder":
         return
-    with contextlib.suppress(FileNotFoundError):
-        for step in os.scandir(checkpoints):
+    with contextlib.suppress(FileNotFoundError), os.scandir(checkpoints) as entries:
+        for step in entries:
             if step.name.isdigit() and step.is_symlink() and not os.path.exists(step.path):
                 raise UserError(
                     f"{step.path}: a link to {os.readlink(step.path)}, which is not there (a "
