@@ -49,15 +49,15 @@ elif [ -e $(VENV) ] && ! $(PY) -c "" 2>/dev/null; then echo "error: $(VENV) is \
 there, but $(PY) does not run (made by a Python since moved or removed, or one this user may \
 not run); delete $(VENV) and run make again" >&2; exit 2; fi
 
-# One set-up at a time (flock, where util-linux has it): a second make in a fresh clone
-# replaced pip under the first's feet (pip's traceback); it now waits, saying so, then finds
-# it done.
+# One set-up at a time (flock, where util-linux has it), the .venv looked at once it is held:
+# a second make in a fresh clone replaced pip under the first's feet (pip's traceback); it
+# now waits, saying so, then finds it done.
 $(VENV)/.installed: pyproject.toml
-	@$(check_venv)
-	@{ ! command -v flock >/dev/null || { exec 9>>$(VENV).lock && { flock -n 9 || { echo \
-	  "make: waiting for the set-up of $(VENV) another make is running (it holds $(VENV).lock)"; \
+	@{ ! command -v flock >/dev/null || { exec 9>>.venv.lock && { flock -n 9 || { echo \
+	  "make: waiting for the set-up of $(VENV) another make is running (it holds .venv.lock)"; \
 	  flock 9; }; }; }; }; \
 	[ ! $@ -nt pyproject.toml ] || exit 0; \
+	$(check_venv); \
 	set -ex; \
 	$(PYTHON) -m venv $(VENV); \
 	$(PY) -m pip install -q --upgrade pip; \
@@ -70,6 +70,7 @@ define FIND_DATA
 import sys
 from mlp_jax import starting
 starting.stop_at_once_while_starting()  # Ctrl-C in its imports: one line, as a command's.
+starting.explain_missing_dependencies()
 from mlp_jax import data, errors
 with errors.one_line_errors():
     sys.exit(0 if data.find_idx_dir() else 3)

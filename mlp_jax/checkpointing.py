@@ -53,6 +53,8 @@ _ITEMS = ("state", "meta")
 _METADATA_OF_ARRAYS = "state/_METADATA"
 # Where it lists the arrays each process wrote.
 _ARRAY_LISTINGS = "state/array_metadatas"
+# The JSON a run saves beside the state (its epoch, its fingerprint, ...).
+_META_FILE = "meta/metadata"
 CONFIG_FILE = "config.json"
 
 
@@ -190,7 +192,8 @@ def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
     """Whether `error`, reported where `reported_at` (a traceback) says, is a stray read:
     "Event loop is closed" raised in `call_soon_threadsafe`; an exception raised in Orbax's
     own code; or an error of TensorStore's (its status code first) that names a checkpoint
-    folder this process restored from, handed over unraised or through asyncio's frames."""
+    folder this process restored from, handed over unraised or through asyncio's frames
+    alone."""
     frames = traceback.extract_tb(reported_at)
     if error is not None:
         frames += traceback.extract_tb(error.__traceback__)
@@ -199,7 +202,8 @@ def _is_a_stray_read(error: BaseException | None, reported_at) -> bool:
     if error is None:
         return False
     text = str(error)
-    if _TENSORSTORE_STATUS.match(text) and any(folder in text for folder in _RESTORED_FOLDERS):
+    asyncios = all(f"{os.sep}asyncio{os.sep}" in frame.filename for frame in frames)
+    if asyncios and _TENSORSTORE_STATUS.match(text) and any(f in text for f in _RESTORED_FOLDERS):
         return True  # Unraised, or through asyncio's own frames alone (1 in 29; trial 12).
     return any(f"{os.sep}orbax{os.sep}checkpoint{os.sep}" in frame.filename for frame in frames)
 
@@ -222,9 +226,9 @@ _DAMAGE_SIGNS = (
     "ZSTD_decompressStream() failed",
 )
 # Errors of the same meaning raised by Python while the checkpoint's own JSON files are
-# parsed (nothing else is parsed during a restore: JSON nested too deep is a RecursionError),
-# or by the fingerprint's check.
-_DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+# parsed (nothing else is parsed during a restore), or by the fingerprint's check. (JSON
+# nested too deep, a RecursionError, is told by `_description_damage`'s own parse.)
+_DECODING_ERRORS = (Damaged, json.JSONDecodeError, UnicodeDecodeError)
 
 
 def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
@@ -253,12 +257,17 @@ def damage_evidence(error: BaseException, folder: epath.Path) -> str | None:
 
 
 def _description_damage(folder: epath.Path) -> str | None:
-    """What proves damaged the files of a finished checkpoint that describe its arrays (Orbax
-    writes them before the checkpoint is committed, of these kinds only): the description
-    missing, not JSON, no tree, an empty one, an entry of no array, or fewer arrays than a
-    process's listing of those it wrote (taken for "a model of other shapes", or
-    tracebacks; trial 12); None where they are whole, or cannot be read (the readability
-    check decides)."""
+    """What proves damaged the JSON files of a checkpoint that failed to restore (or read as
+    another model's): its meta not JSON or nested too deep; the description of its arrays
+    (Orbax writes it before the checkpoint is committed, of these kinds only) missing, not
+    JSON, no tree, an empty one, an entry of no array, or fewer arrays than a process's
+    listing of those it wrote (taken for "a model of other shapes", or tracebacks; trial
+    12). None where they are whole, or cannot be read (the readability check decides).
+    Asked only of a failure: their format is Orbax's own, and a checkpoint that restores is
+    never called damaged by it."""
+    meta = _json_of(folder / _META_FILE)
+    if isinstance(meta, str):
+        return meta
     path = folder / _METADATA_OF_ARRAYS
     if files.kind(path) is None:
         return f"its {_METADATA_OF_ARRAYS} is missing"
@@ -277,7 +286,10 @@ def _description_damage(folder: epath.Path) -> str | None:
         arrays += value.get("value_type") == "jax.Array"
     # Counted, not named: each process lists the arrays it wrote, a part of those described
     # (empty containers are described too, as skipped).
-    for listing in (folder / _ARRAY_LISTINGS).glob("process_*"):
+    listings = folder / _ARRAY_LISTINGS
+    # Listed, not globbed: a glob of the path takes the workdir's name for a pattern.
+    names = [p.name for p in listings.iterdir()] if listings.is_dir() else []
+    for listing in (listings / name for name in sorted(names) if name.startswith("process_")):
         listed = _json_of(listing)
         if isinstance(listed, str) or listed is None:
             return listed
@@ -299,6 +311,8 @@ def _json_of(path: epath.Path):
         return json.loads(files.read_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"its {path.parent.name}/{path.name} is not valid JSON"
+    except RecursionError:
+        return f"its {path.parent.name}/{path.name} is JSON nested too deep"
     except (OSError, UserError):
         return None
 
@@ -400,6 +414,11 @@ _LISTED_TIMES = ("init_timestamp_nsecs", "commit_timestamp_nsecs")
 _LAST_NANOSECOND = 253402300800 * 10**9
 
 
+def _taken(path: epath.Path) -> bool:
+    """Whether something stands at `path` (locally, a link leading nowhere too)."""
+    return path.exists() if files.is_remote(path) else os.path.lexists(path)
+
+
 def _what_stands(path: epath.Path) -> str:
     """What stands at a local `path` that is there, in a few words (a link named as one)."""
     if os.path.islink(path):
@@ -414,6 +433,8 @@ def _listed_metadata_problem(path: epath.Path) -> str | None:
     over, warning (`_DropMissingMetadata`); so does this."""
     try:
         listed = json.loads(files.read_bytes(path))
+    except RecursionError:
+        return "JSON nested too deep"
     except (OSError, UserError, ValueError):
         return None
     if not isinstance(listed, dict):
@@ -712,12 +733,17 @@ class CheckpointStore:
             return
         with os.scandir(folder) as entries:
             standing = sorted(int(e.name) for e in entries if e.name.isdigit())
-        if epoch := next((e for e in standing if e in epochs), None):
-            path = folder / str(epoch)
-            raise UserError(
-                f"{path}: {_what_stands(path)} stands where this run saves epoch {epoch}; "
-                "nothing was trained or written over it: move it away, then rerun"
-            )
+        epoch = next((e for e in standing if e in epochs), None)
+        if not parallel.max_over_processes(int(epoch is not None)):  # Every process refuses.
+            return
+        path = folder / str(epoch)
+        raise UserError(
+            f"{path}: {_what_stands(path)} stands where this run saves epoch {epoch}; nothing "
+            "was trained or written over it: move it away, then rerun"
+            if epoch is not None
+            else f"{folder}: another process of this run finds something where it saves; its "
+            "own line says what"
+        )
 
     def save(self, state: steps.TrainState, extra_meta: dict) -> None:
         """Saves `state` (one unreplicated copy) under its epoch number, asynchronously
@@ -946,7 +972,7 @@ class CheckpointStore:
         # A name already taken (a clock set back, an earlier set-aside in the same second)
         # ended in "a file: File exists" (trial 12): the next free one.
         taken = 1
-        while os.path.lexists(target if taken == 1 else f"{target}-{taken}"):
+        while _taken(target if taken == 1 else epath.Path(f"{target}-{taken}")):
             taken += 1
         target = target if taken == 1 else epath.Path(f"{target}-{taken}")
         if jax.process_index() == 0 and source.exists():
@@ -1039,11 +1065,13 @@ class CheckpointStore:
         """One checkpoint's (state, meta); None where it is damaged (set aside, or skipped)."""
         _check_entries(folder)
         _check_whole(folder)
-        if described := _description_damage(folder):  # Before its description is read.
-            return self._damaged(epoch, described)
+        # Its descriptions are looked into only to tell why it failed (their format is
+        # Orbax's own): a checkpoint that restores is never called damaged by them.
         saved = self._saved_layout(epoch)
         mismatch = saved is not None and layout_mismatch(saved, wanted)
         if mismatch:
+            if described := _description_damage(folder):  # An array's entry removed, say.
+                return self._damaged(epoch, described)
             raise UserError(
                 f"{folder}: {mismatch}; nothing was moved; run it as it was trained (the "
                 "same config and environment) or use a new --workdir"
@@ -1052,12 +1080,13 @@ class CheckpointStore:
             state, meta = self._restore(epoch, abstract_state)
         except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
             reason = errors.first_line(e)
-            if any(sign in str(e) for sign in _MISMATCH_SIGNS):
+            described = _description_damage(folder)
+            if described is None and any(sign in str(e) for sign in _MISMATCH_SIGNS):
                 raise UserError(
                     f"{folder}: saved by a model of other shapes ({reason}); use the "
                     "config that trained it or a new --workdir"
                 ) from None
-            evidence = damage_evidence(e, folder)
+            evidence = described or damage_evidence(e, folder)
             if evidence is None:
                 self._check_readable(epoch)  # The environment's failure is one line.
                 e.add_note(f"restoring {folder}: not known to be damaged; nothing was moved")

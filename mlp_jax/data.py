@@ -375,7 +375,8 @@ def load_dataset(data_dir: str = "", validation_size: int = 0, split_seed: int =
 def check_dataset(dataset: Dataset, splits: tuple[str, ...] = ("train", "validation")) -> None:
     """Refuses a hand-made dataset the library would train on without a word and wrongly (or
     fail on deep in JAX): each of `splits` must hold uint8 images of shape (N, 784), N >= 1,
-    and N integer labels in [0, 10), as `load_dataset` gives.
+    and N integer labels in [0, 10), as `load_dataset` gives (the labels' values are read
+    where they are numpy's, not copied back from a device).
 
     Raises:
       TypeError: `dataset` is not a `Dataset`, or a split not a `Split` of arrays.
@@ -422,6 +423,8 @@ def _check_split(split: Split, name: str) -> None:
             f"{name}.labels are {labels.dtype} of shape {tuple(labels.shape)}: give one integer "
             f"label for each of its {len(images)} images"
         )
+    if not isinstance(labels, np.ndarray):  # On a device: its values are not copied back.
+        return
     low, high = int(np.min(labels)), int(np.max(labels))
     if low < 0 or high >= NUM_CLASSES:
         raise ValueError(

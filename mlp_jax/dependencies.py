@@ -22,22 +22,20 @@ def _name(requirement: str) -> str:
 
 
 def _declared() -> list[str]:
-    """mlp_jax's dependencies, as installed (its metadata) or as its pyproject.toml declares
-    them (run from a clone by a Python it is not installed in)."""
+    """mlp_jax's own dependencies (not its extras'), as installed (its metadata) or as its
+    pyproject.toml declares them (run from a clone by a Python it is not installed in)."""
     import importlib.metadata  # noqa: PLC0415
 
     import tomllib  # noqa: PLC0415
 
-    try:
-        return importlib.metadata.requires("mlp_jax") or []
+    try:  # Less the extras': a missing one is said where its feature is used.
+        return [r for r in importlib.metadata.requires("mlp_jax") or [] if "extra ==" not in r]
     except importlib.metadata.PackageNotFoundError:
         pass
     try:
-        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     except (OSError, ValueError, KeyError):
         return []
-    extras = project.get("optional-dependencies", {}).values()
-    return [*project.get("dependencies", []), *(r for extra in extras for r in extra)]
 
 
 def _needed() -> set[str]:
@@ -51,7 +49,8 @@ def _needed() -> set[str]:
             continue
         needed.add(name)
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # Not installed.
-            waiting.extend(_name(r) for r in importlib.metadata.requires(name) or [])
+            requires = importlib.metadata.requires(name) or []
+            waiting.extend(_name(r) for r in requires if "extra ==" not in r)
     return needed
 
 
@@ -61,7 +60,15 @@ def distribution_missing(error: BaseException) -> str | None:
     installs (a bug's import keeps its traceback)."""
     if not isinstance(error, ModuleNotFoundError) or not error.name:
         return None
-    needed, parts = _needed(), error.name.split(".")
+    import importlib.util  # noqa: PLC0415
+
+    parts = error.name.split(".")
+    # A part of an installed package gone (jax.experimental.pjit, an API that moved) is no
+    # missing dependency: reinstalling mends nothing, and its traceback stays.
+    with contextlib.suppress(ImportError, ValueError):
+        if importlib.util.find_spec(parts[0]) is not None:
+            return None
+    needed = _needed()
     for length in range(len(parts), 0, -1):  # google.cloud.storage: google-cloud-storage.
         name = "-".join(parts[:length]).lower().replace("_", "-")
         if name in needed:

@@ -490,6 +490,7 @@ def test_checkpoint_whose_state_does_not_match_its_fingerprint_is_not_used(synth
         "meta_without_steps_per_epoch",
         "meta_steps_per_epoch_a_string",
         "meta_nested_too_deep",  # A RecursionError's traceback, "not known to be damaged".
+        "description_nested_too_deep",
     ],
 )
 def test_damaged_newest_checkpoint_falls_back_to_the_previous(
@@ -516,6 +517,9 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous(
         kept = [] if damage == "tree_emptied" else list(tree["tree_metadata"])[1:]
         tree["tree_metadata"] = {key: tree["tree_metadata"][key] for key in kept}
         described.write_text(json.dumps(tree))
+    elif damage == "description_nested_too_deep":
+        deep = "[" * 200_000 + "]" * 200_000
+        (tmp_path / "checkpoints" / "3" / "state" / "_METADATA").write_text(deep)
     elif damage == "arrays_listed_as_a_list":
         (tmp_path / "checkpoints" / "3" / "state" / "array_metadatas" / "process_0").write_text(
             "[]"
@@ -743,17 +747,22 @@ def test_a_failed_restores_stray_reads_report_nothing_and_other_reports_still_go
     def tensorstore_error(kvstore) -> Exception:
         return ts.open({"driver": "zarr", "kvstore": kvstore}).exception()
 
-    def raised_here(error: Exception) -> Exception:  # Frames of its own, none Orbax's.
+    def through_asyncio(kvstore) -> Exception:  # Raised in asyncio's frames alone.
+        loop = asyncio.new_event_loop()
         try:
-            raise error
-        except Exception as e:  # noqa: BLE001
-            return e
+            opened = asyncio.ensure_future(
+                ts.open({"driver": "zarr", "kvstore": kvstore}), loop=loop
+            )
+            loop.run_until_complete(asyncio.wait([opened]))
+            return opened.exception()
+        finally:
+            loop.close()
 
     stray = [
         _raised_in_orbax(),
         tensorstore_error({"driver": "file", "path": str(workdir / "checkpoints" / "9")}),
         # Through asyncio's frames alone (a task's _wrap_awaitable): 1 in 29 (trial 12).
-        raised_here(tensorstore_error({"driver": "file", "path": str(workdir / "checkpoints")})),
+        through_asyncio({"driver": "file", "path": str(workdir / "checkpoints")}),
     ]
     elsewhere = [tensorstore_error("memory://"), ValueError("not a stray read")]
     for error in stray + elsewhere:

@@ -182,7 +182,6 @@ class _Linear:
         "        return nn.Dense(10)(x)[:2]\n"
     )
     IMPORTS_WHAT_IS_NOT_INSTALLED = "import no_such_dependency\n"
-    LACKS_A_DEPENDENCY = "raise ModuleNotFoundError(\"No module named 'flax'\", name='flax')\n"
     FEWER_CLASSES_IN_EVALUATION = (
         "import flax.linen as nn\n\n\nclass Model(nn.Module):\n"
         "    @nn.compact\n    def __call__(self, x, train=False):\n"
@@ -195,7 +194,6 @@ class _Linear:
     [
         (_Linear.RAISES_AT_IMPORT, "raised RuntimeError: this file is broken; fix that file"),
         (_Linear.IMPORTS_WHAT_IS_NOT_INSTALLED, "No module named 'no_such_dependency'; install"),
-        (_Linear.LACKS_A_DEPENDENCY, "lacks mlp_jax's dependency flax (No module named 'flax')"),
         (_Linear.NEEDS_A_FIELD, "cannot be built from the config (TypeError:"),
         (_Linear.NNX_NEEDS_A_FIELD, "cannot be built from the config (TypeError: missing"),
         (_Linear.RAISES_AT_INIT, "fails on a batch of images (ValueError: no logits today)"),
@@ -209,7 +207,6 @@ class _Linear:
     ids=[
         "import",
         "import_not_installed",
-        "dependency_missing",
         "field",
         "nnx_field",
         "init",
