@@ -389,9 +389,8 @@ def _check_checkpoint_metadata(checkpoints: epath.Path) -> None:
         for step in entries:
             if step.name.isdigit() and step.is_symlink() and not os.path.exists(step.path):
                 raise UserError(
-                    f"{step.path}: a link to {os.readlink(step.path)}, which is not there (a "
-                    "disk not mounted?); nothing was moved: mount it, or move the link away, "
-                    "and rerun"
+                    f"{step.path}: {_what_stands(epath.Path(step.path))} (a disk not mounted?); "
+                    "nothing was moved: mount it, or move the link away, and rerun"
                 )
             if not (step.name.isdigit() and step.is_dir()):
                 continue
